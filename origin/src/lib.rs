@@ -1,0 +1,31 @@
+//! The ssepush origin: the streaming API that phones, browsers and the push proxy read.
+//!
+//! The crate has two layers:
+//!
+//! * the **protocol** (always built): [`event`] (events and their totally ordered ids),
+//!   [`channel`] (channel names and NATS-style patterns), [`sse`] (the wire encoding),
+//!   [`filter`] (CEL filters), and [`store`] (the event-log trait and its in-memory backend).
+//!   The proxy and the device simulator depend on exactly this, with `default-features = false`.
+//! * the **server** (feature `server`, on by default): the Redis event log, the subscription
+//!   [`hub`](crate::hub) that fans events out, the HTTP API and the ops endpoints, driven by
+//!   [`server::run`](crate::server::run).
+#![forbid(unsafe_code)]
+
+pub mod channel;
+pub mod event;
+pub mod filter;
+pub mod sse;
+pub mod store;
+
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(feature = "server")]
+pub mod hub;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod settings;
+
+pub use channel::{Channel, Pattern, PatternSet};
+pub use event::{Event, EventId, NewEvent};
+pub use filter::Filter;

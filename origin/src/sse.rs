@@ -1,0 +1,100 @@
+//! The Server-Sent Events wire format (WHATWG HTML §9.2), encoding side.
+//!
+//! Every event is encoded **once** into [`bytes::Bytes`] and the same buffer is shared by all
+//! subscribers that receive it. The event's `data` is its JSON in compact form, which never
+//! contains a raw line break, so it is always a single `data:` line.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::event::{Event, EventId, RESET_TYPE};
+
+/// Encodes one event as an SSE frame: `id:`, `event:`, `data:` and the blank line.
+pub fn encode_event(event: &Event) -> Bytes {
+    let data = serde_json::to_vec(&event.data).unwrap_or_else(|_| b"null".to_vec());
+    encode_frame(Some(&event.id.to_string()), &event.kind, &data)
+}
+
+/// Encodes a frame with an optional id, a type and a payload that may span lines.
+pub fn encode_frame(id: Option<&str>, kind: &str, data: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(data.len() + kind.len() + 48);
+    if let Some(id) = id {
+        buf.put_slice(b"id: ");
+        buf.put_slice(id.as_bytes());
+        buf.put_u8(b'\n');
+    }
+    buf.put_slice(b"event: ");
+    buf.put_slice(kind.as_bytes());
+    buf.put_u8(b'\n');
+    // A payload line break would end the field: split it into one `data:` line per line.
+    for line in data.split(|b| *b == b'\n') {
+        buf.put_slice(b"data: ");
+        buf.put_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        buf.put_u8(b'\n');
+    }
+    buf.put_u8(b'\n');
+    buf.freeze()
+}
+
+/// The reset control event: the cursor the client gave is older than what the origin holds.
+/// It carries no `id:` so the client's `Last-Event-ID` is left where it was.
+pub fn encode_reset(requested: EventId, oldest: Option<EventId>) -> Bytes {
+    let data = serde_json::json!({
+        "reason": "cursor older than retention; resync from a snapshot",
+        "requestedId": requested,
+        "oldestId": oldest,
+    });
+    encode_frame(None, RESET_TYPE, data.to_string().as_bytes())
+}
+
+/// `retry:` tells the client how long to wait before it reconnects.
+pub fn encode_retry(ms: u64) -> Bytes {
+    Bytes::from(format!("retry: {ms}\n\n"))
+}
+
+/// A comment line; clients ignore it, proxies and load balancers see traffic.
+pub fn encode_comment(text: &str) -> Bytes {
+    Bytes::from(format!(": {}\n\n", text.replace(['\r', '\n'], " ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_frame_has_id_type_and_one_data_line() {
+        let ev = Event {
+            id: EventId::new(10, 2),
+            channel: "chat.a".into(),
+            kind: "message".into(),
+            data: serde_json::json!({"text": "two\nlines"}),
+            time: 10,
+        };
+        assert_eq!(
+            &encode_event(&ev)[..],
+            b"id: 10-2\nevent: message\ndata: {\"text\":\"two\\nlines\"}\n\n"
+        );
+    }
+
+    #[test]
+    fn multi_line_payloads_become_several_data_lines() {
+        assert_eq!(
+            &encode_frame(None, "x", b"a\r\nb\nc")[..],
+            b"event: x\ndata: a\ndata: b\ndata: c\n\n"
+        );
+    }
+
+    #[test]
+    fn reset_has_no_id_and_names_the_oldest_id() {
+        let f = encode_reset(EventId::new(1, 0), Some(EventId::new(5, 0)));
+        let s = std::str::from_utf8(&f).unwrap();
+        assert!(s.starts_with("event: ssepush.reset\ndata: {"), "{s}");
+        assert!(s.contains("\"oldestId\":\"5-0\""), "{s}");
+        assert!(!s.contains("\nid:"));
+    }
+
+    #[test]
+    fn comments_cannot_inject_fields() {
+        assert_eq!(&encode_comment("a\ndata: x")[..], b": a data: x\n\n");
+        assert_eq!(&encode_retry(2500)[..], b"retry: 2500\n\n");
+    }
+}
