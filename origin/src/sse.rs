@@ -1,8 +1,10 @@
 //! The Server-Sent Events wire format (WHATWG HTML §9.2), encoding side.
 //!
 //! Every event is encoded **once** into [`bytes::Bytes`] and the same buffer is shared by all
-//! subscribers that receive it. The event's `data` is its JSON in compact form, which never
-//! contains a raw line break, so it is always a single `data:` line.
+//! subscribers that receive it. A frame carries the id in `id:`, the type in `event:`, and in
+//! `data:` the envelope `{"channel", "data", "time"}`, because a subscription to `chat.*` must tell
+//! which room an event came from. The envelope is compact JSON, which never contains a raw line
+//! break, so it is always a single `data:` line. [`decode_event`] is the inverse, for clients.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -10,8 +12,42 @@ use crate::event::{Event, EventId, RESET_TYPE};
 
 /// Encodes one event as an SSE frame: `id:`, `event:`, `data:` and the blank line.
 pub fn encode_event(event: &Event) -> Bytes {
-    let data = serde_json::to_vec(&event.data).unwrap_or_else(|_| b"null".to_vec());
+    let envelope = Envelope {
+        channel: std::borrow::Cow::Borrowed(&event.channel),
+        data: std::borrow::Cow::Borrowed(&event.data),
+        time: event.time,
+    };
+    let data = serde_json::to_vec(&envelope).unwrap_or_else(|_| b"null".to_vec());
     encode_frame(Some(&event.id.to_string()), &event.kind, &data)
+}
+
+/// The `data:` payload of an event frame.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Envelope<'a> {
+    channel: std::borrow::Cow<'a, str>,
+    data: std::borrow::Cow<'a, serde_json::Value>,
+    time: u64,
+}
+
+/// A frame that is not an event of this origin's shape.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Id(#[from] crate::event::BadEventId),
+    #[error("event data is not an ssepush envelope: {0}")]
+    Envelope(#[from] serde_json::Error),
+}
+
+/// Rebuilds an [`Event`] from the fields of a received SSE frame (`id`, `event`, `data`).
+pub fn decode_event(id: &str, kind: &str, data: &str) -> Result<Event, DecodeError> {
+    let envelope: Envelope<'static> = serde_json::from_str(data)?;
+    Ok(Event {
+        id: id.parse()?,
+        channel: envelope.channel.into_owned(),
+        kind: if kind.is_empty() { "message".to_owned() } else { kind.to_owned() },
+        data: envelope.data.into_owned(),
+        time: envelope.time,
+    })
 }
 
 /// Encodes a frame with an optional id, a type and a payload that may span lines.
@@ -71,8 +107,12 @@ mod tests {
         };
         assert_eq!(
             &encode_event(&ev)[..],
-            b"id: 10-2\nevent: message\ndata: {\"text\":\"two\\nlines\"}\n\n"
+            &b"id: 10-2\nevent: message\ndata: {\"channel\":\"chat.a\",\"data\":{\"text\":\"two\\nlines\"},\"time\":10}\n\n"[..]
         );
+        let data = r#"{"channel":"chat.a","data":{"text":"two\nlines"},"time":10}"#;
+        assert_eq!(decode_event("10-2", "message", data).unwrap(), ev);
+        assert!(decode_event("x", "message", data).is_err());
+        assert!(decode_event("1-1", "message", "{}").is_err());
     }
 
     #[test]

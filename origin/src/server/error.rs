@@ -1,0 +1,92 @@
+//! API errors: every failure leaves as `{"error": {"code", "message", …}}` with a fitting status.
+//! Client mistakes are 4xx with a message that says what to fix; only the store's failures are 5xx.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::channel::ChannelError;
+use crate::event::{BadEventId, PublishError};
+use crate::filter::FilterError;
+use crate::store::LogError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Extra fields for the error object (e.g. a filter error's position).
+    pub details: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let (Some(serde_json::Value::Object(extra)), Some(obj)) =
+            (self.details, error.as_object_mut())
+        {
+            obj.extend(extra);
+        }
+        (self.status, axum::Json(json!({ "error": error }))).into_response()
+    }
+}
+
+impl From<ChannelError> for ApiError {
+    fn from(e: ChannelError) -> Self {
+        ApiError::bad_request("invalid_channel", e.to_string())
+    }
+}
+
+impl From<FilterError> for ApiError {
+    fn from(e: FilterError) -> Self {
+        ApiError {
+            details: Some(json!({"line": e.line, "column": e.column})),
+            ..ApiError::bad_request("invalid_filter", e.to_string())
+        }
+    }
+}
+
+impl From<BadEventId> for ApiError {
+    fn from(e: BadEventId) -> Self {
+        ApiError::bad_request("invalid_event_id", e.to_string())
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Channel(c) => c.into(),
+            other => ApiError::bad_request("invalid_event", other.to_string()),
+        }
+    }
+}
+
+impl From<LogError> for ApiError {
+    fn from(e: LogError) -> Self {
+        tracing::error!(error = %e, "store error");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the event store is unavailable; retry later",
+        )
+    }
+}

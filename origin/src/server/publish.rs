@@ -1,0 +1,94 @@
+//! `POST /v1/events`: one event or an array of them, stored in order, ids returned.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::event::{NewEvent, PublishRequest};
+
+pub async fn publish(State(st): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let limit = st.settings.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body is larger than {limit} bytes"),
+        )
+    })?;
+    let events = parse_events(&bytes, st.settings.max_batch)?;
+    let stored = st.log.append(events).await?;
+    metrics::counter!("ssepush_origin_events_published_total").increment(stored.len() as u64);
+    let ids: Vec<_> = stored.iter().map(|e| e.id).collect();
+    Ok(Json(json!({ "ids": ids })))
+}
+
+/// Parses and validates the whole body before anything is stored: a batch is all or nothing.
+pub fn parse_events(body: &[u8], max_batch: usize) -> Result<Vec<NewEvent>, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}")))?;
+    let (items, batch) = match value {
+        Value::Array(items) => (items, true),
+        obj @ Value::Object(_) => (vec![obj], false),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_event",
+                "body must be an event object {\"channel\", \"type\"?, \"data\"} or an array of them",
+            ));
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad_request("invalid_event", "the batch is empty"));
+    }
+    if items.len() > max_batch {
+        return Err(ApiError::bad_request(
+            "batch_too_large",
+            format!("a batch holds at most {max_batch} events"),
+        ));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = |msg: String| if batch { format!("event {i}: {msg}") } else { msg };
+            let req: PublishRequest = serde_json::from_value(item)
+                .map_err(|e| ApiError::bad_request("invalid_event", at(e.to_string())))?;
+            NewEvent::from_request(req).map_err(|e| {
+                let mut err = ApiError::from(e);
+                err.message = at(err.message);
+                err
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_events_and_batches_parse() {
+        let one = parse_events(br#"{"channel":"a","data":{"x":1}}"#, 10).unwrap();
+        assert_eq!(one[0].kind, "message");
+        let many = parse_events(br#"[{"channel":"a","type":"t","data":1},{"channel":"b"}]"#, 10).unwrap();
+        assert_eq!(many.len(), 2);
+        assert_eq!(many[1].data, Value::Null);
+    }
+
+    #[test]
+    fn bad_bodies_name_the_problem() {
+        let msg = |b: &[u8]| parse_events(b, 2).unwrap_err();
+        assert_eq!(msg(b"{").code, "invalid_json");
+        assert_eq!(msg(b"[]").code, "invalid_event");
+        assert_eq!(msg(b"3").code, "invalid_event");
+        assert_eq!(msg(br#"[{"channel":"a"},{"channel":"b"},{"channel":"c"}]"#).code, "batch_too_large");
+        let e = msg(br#"[{"channel":"a"},{"channel":"b.*"}]"#);
+        assert_eq!(e.code, "invalid_channel");
+        assert!(e.message.starts_with("event 1:"), "{}", e.message);
+        assert_eq!(msg(br#"{"channel":"a","colour":1}"#).code, "invalid_event");
+        assert_eq!(msg(br#"{"channel":"a","type":"ssepush.x"}"#).code, "invalid_event");
+    }
+}

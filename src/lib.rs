@@ -1,0 +1,13 @@
+//! `ssepush`: the one binary's library side and the tester toolkit.
+//!
+//! * [`client`] — the origin client a Rust app uses: publish, and subscribe with exact resume.
+//! * [`telemetry`] — logging setup shared by every subcommand.
+//!
+//! The servers themselves live in their crates (`ssepush-origin`); `main.rs` only parses flags
+//! and calls their `run` functions.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod telemetry;
+
+pub use ssepush_origin as origin;
