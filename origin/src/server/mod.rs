@@ -37,6 +37,19 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
+impl AppState {
+    /// The one ingest path: every transport that publishes (HTTP, WebSocket, data sync) stores
+    /// events through here, so ingest-time work (static filter streams, metrics) happens once.
+    pub async fn publish(
+        &self,
+        events: Vec<crate::event::NewEvent>,
+    ) -> Result<Vec<crate::event::SharedEvent>, ApiError> {
+        let stored = self.log.append(events).await?;
+        metrics::counter!("ssepush_origin_events_published_total").increment(stored.len() as u64);
+        Ok(stored)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("invalid settings: {0}")]

@@ -20,8 +20,7 @@ pub async fn publish(State(st): State<AppState>, body: Body) -> Result<Json<Valu
         )
     })?;
     let events = parse_events(&bytes, st.settings.max_batch)?;
-    let stored = st.log.append(events).await?;
-    metrics::counter!("ssepush_origin_events_published_total").increment(stored.len() as u64);
+    let stored = st.publish(events).await?;
     let ids: Vec<_> = stored.iter().map(|e| e.id).collect();
     Ok(Json(json!({ "ids": ids })))
 }
