@@ -285,7 +285,7 @@ impl Hub {
 /// Reads the log's global feed and dispatches it until `shutdown`. Starts at the newest id:
 /// subscribers read anything older from the log themselves.
 pub async fn run_feed(log: Arc<dyn EventLog>, hub: Arc<Hub>, shutdown: CancellationToken) {
-    const BATCH: usize = 1024;
+    const BATCH: usize = 512;
     const WAIT: Duration = Duration::from_secs(1);
     let mut cursor: Option<EventId> = None;
     let mut backoff = Duration::from_millis(100);

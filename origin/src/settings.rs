@@ -69,7 +69,7 @@ impl Default for Settings {
             namespace: "ssepush".into(),
             keep_alive_secs: 15,
             retry_ms: 3000,
-            subscriber_queue: 1024,
+            subscriber_queue: 4096,
             max_connections: 19_000,
             shutdown_grace_secs: 10,
             max_body_bytes: 1 << 20,
