@@ -2,12 +2,14 @@
 //!
 //! * [`client`] — the origin client a Rust app uses: publish, and subscribe with exact resume.
 //! * [`telemetry`] — logging setup shared by every subcommand.
+//! * [`gateway`] — the simulated APNs / FCM / Web Push gateway (`ssepush gateway`).
 //!
 //! The servers themselves live in their crates (`ssepush-origin`); `main.rs` only parses flags
 //! and calls their `run` functions.
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod gateway;
 pub mod telemetry;
 
 pub use ssepush_origin as origin;

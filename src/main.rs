@@ -25,6 +25,44 @@ enum Command {
     Publish(PublishFlags),
     /// Subscribe to an origin's SSE stream and print events as JSON lines.
     Subscribe(SubscribeFlags),
+    /// Run the simulated APNs / FCM v1 / Web Push gateway (default 127.0.0.1:8070).
+    Gateway(GatewayFlags),
+    /// Run the push proxy (default 127.0.0.1:8090).
+    Proxy(ProxyFlags),
+}
+
+#[derive(Args)]
+struct ProxyFlags {
+    /// TOML settings file; `SSEPUSH_PROXY_…` variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Handoff store: `memory` (Redis comes with the fleet).
+    #[arg(long)]
+    store: Option<String>,
+}
+
+#[derive(Args)]
+struct GatewayFlags {
+    /// Address to listen on (HTTP/1.1 and HTTP/2 prior knowledge on the same port).
+    #[arg(long, default_value = "127.0.0.1:8070")]
+    listen: SocketAddr,
+    /// Directory to write the proxy's credentials to: the APNs .p8 key and apns.json, the FCM
+    /// service-account JSON, gateway.json. Keys already there are reused.
+    #[arg(long, default_value = "gateway-credentials", env = "SSEPUSH_GATEWAY_CREDENTIALS_DIR")]
+    credentials_dir: PathBuf,
+    /// Base URL to advertise in credentials and Web Push endpoints (default http://LISTEN).
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Push records kept in memory (a ring).
+    #[arg(long, default_value_t = 100_000)]
+    record_capacity: usize,
+    /// Serve TLS with a fresh self-signed certificate (written to the credentials directory
+    /// as gateway-cert.pem) instead of cleartext h2c / HTTP/1.1.
+    #[arg(long)]
+    tls: bool,
 }
 
 #[derive(Args)]
@@ -83,6 +121,8 @@ fn main() -> anyhow::Result<()> {
             Command::Origin(flags) => origin(flags).await,
             Command::Publish(flags) => publish(flags).await,
             Command::Subscribe(flags) => subscribe(flags).await,
+            Command::Gateway(flags) => gateway(flags).await,
+            Command::Proxy(flags) => proxy(flags).await,
         }
     })
 }
@@ -99,6 +139,46 @@ async fn origin(flags: ServerFlags) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     ssepush_origin::server::run(listener, settings, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn proxy(flags: ProxyFlags) -> anyhow::Result<()> {
+    let mut settings = ssepush_proxy::settings::Settings::load(flags.config.as_deref())?;
+    if let Some(listen) = flags.listen {
+        settings.listen = listen;
+    }
+    if let Some(store) = flags.store {
+        settings.store = store;
+    }
+    settings.validate()?;
+    let providers = ssepush_proxy::server::providers_from_settings(&settings)
+        .context("building the push providers from [apns], [fcm], [webpush]")?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    ssepush_proxy::server::run(listener, settings, providers, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn gateway(flags: GatewayFlags) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(flags.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", flags.listen))?;
+    let config = ssepush::gateway::GatewayConfig {
+        credentials_dir: Some(flags.credentials_dir.clone()),
+        public_url: flags.public_url,
+        record_capacity: flags.record_capacity,
+        tls: flags.tls,
+        ..Default::default()
+    };
+    eprintln!(
+        "gateway on {}://{} ({}); credentials in {}",
+        if flags.tls { "https" } else { "http" },
+        flags.listen,
+        if flags.tls { "TLS, ALPN h2 + http/1.1" } else { "h2c + HTTP/1.1" },
+        flags.credentials_dir.display()
+    );
+    ssepush::gateway::run(listener, config, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -42,7 +42,7 @@ impl EventId {
         match self.seq.checked_add(1) {
             Some(seq) => EventId { ms: self.ms, seq },
             None => EventId {
-                ms: self.ms + 1,
+                ms: self.ms.saturating_add(1),
                 seq: 0,
             },
         }

@@ -1,7 +1,8 @@
 //! The hub: fans the log's global feed out to live subscribers.
 //!
 //! One feed task per process reads the event log in id order ([`run_feed`]) and hands each batch
-//! to [`Hub::dispatch`]. For every event the hub encodes the SSE frame **once**, converts the event
+//! to [`Hub::dispatch`]. For every event the hub builds one shared [`Frame`] whose encodings (SSE
+//! bytes, WebSocket/JSON bytes) are made **once**, by the first transport that needs them; it converts the event
 //! for CEL **once**, evaluates each distinct filter **once**, and pushes a cheap [`Frame`] clone into
 //! every matching subscriber's bounded queue with `try_send`. A full queue never blocks the feed:
 //! that subscriber is removed, its connection is cut through its kick token, and
@@ -9,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,20 +23,27 @@ use crate::filter::{EventVars, Filter};
 use crate::sse;
 use crate::store::EventLog;
 
-/// One event as delivered: the event and its SSE encoding, shared by every subscriber.
+/// One event as delivered: the event and its encodings, shared by every subscriber.
+///
+/// Encodings are made lazily and at most once per frame: an event that only SSE clients receive
+/// is never encoded as JSON, and vice versa, and the feed task never pays for either.
 #[derive(Clone, Debug)]
 pub struct Frame(Arc<FrameInner>);
 
 #[derive(Debug)]
 struct FrameInner {
     event: SharedEvent,
-    sse: Bytes,
+    sse: OnceLock<Bytes>,
+    json: OnceLock<Bytes>,
 }
 
 impl Frame {
     pub fn new(event: SharedEvent) -> Self {
-        let sse = sse::encode_event(&event);
-        Frame(Arc::new(FrameInner { event, sse }))
+        Frame(Arc::new(FrameInner {
+            event,
+            sse: OnceLock::new(),
+            json: OnceLock::new(),
+        }))
     }
 
     pub fn id(&self) -> EventId {
@@ -46,8 +54,18 @@ impl Frame {
         &self.0.event
     }
 
+    /// The SSE frame (`id:`, `event:`, `data:` envelope).
     pub fn sse(&self) -> &Bytes {
-        &self.0.sse
+        self.0.sse.get_or_init(|| sse::encode_event(&self.0.event))
+    }
+
+    /// The event as a JSON object `{"id","channel","type","data","time"}` (WebSocket, poll).
+    pub fn json(&self) -> &Bytes {
+        self.0.json.get_or_init(|| {
+            // Serialising a `serde_json::Value` tree cannot fail; `null` keeps the frame valid
+            // JSON should that ever change.
+            Bytes::from(serde_json::to_vec(&*self.0.event).unwrap_or_else(|_| b"null".to_vec()))
+        })
     }
 }
 
@@ -80,15 +98,20 @@ impl Registry {
         entry.0.clone()
     }
 
-    fn remove(&mut self, id: u64) -> Option<Sub> {
-        let sub = self.subs.remove(&id)?;
-        if let Some(f) = &sub.filter
-            && let Some(entry) = self.filters.get_mut(f.source())
-        {
+    /// Drops one use of an interned filter.
+    fn release(&mut self, f: &Filter) {
+        if let Some(entry) = self.filters.get_mut(f.source()) {
             entry.1 -= 1;
             if entry.1 == 0 {
                 self.filters.remove(f.source());
             }
+        }
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Sub> {
+        let sub = self.subs.remove(&id)?;
+        if let Some(f) = &sub.filter {
+            self.release(f);
         }
         match sub.patterns.literals() {
             Some(names) => {
@@ -112,6 +135,10 @@ impl Registry {
 pub struct Hub {
     registry: RwLock<Registry>,
     next_id: AtomicU64,
+    /// Id of the newest event dispatched. Written at the end of each batch while the registry's
+    /// read lock is held, so a holder of the write lock sees a batch boundary: every event up to
+    /// it was routed with the registry as it was, every later one will see the change.
+    dispatched: Mutex<EventId>,
 }
 
 /// A live subscription. Receives frames in id order; dropping it unsubscribes.
@@ -183,6 +210,32 @@ impl Hub {
         }
     }
 
+    /// Replaces a live subscription's filter, atomically between two dispatched batches: events
+    /// with ids up to the returned id were routed with the old filter, every later one is routed
+    /// with the new one, so nothing falls between the two. `None` when the subscription is gone
+    /// (dropped, or cut off as a slow consumer).
+    pub fn set_filter(&self, id: u64, filter: Option<Filter>) -> Option<EventId> {
+        let mut reg = self.write();
+        if !reg.subs.contains_key(&id) {
+            return None;
+        }
+        let filter = filter.map(|f| reg.intern(f));
+        let old = reg
+            .subs
+            .get_mut(&id)
+            .and_then(|sub| std::mem::replace(&mut sub.filter, filter));
+        if let Some(old) = old {
+            reg.release(&old);
+        }
+        let point = *self.dispatched.lock().unwrap_or_else(|p| p.into_inner());
+        Some(point)
+    }
+
+    /// The newest event id dispatched so far (`EventId::ZERO` before the first).
+    pub fn dispatched(&self) -> EventId {
+        *self.dispatched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn unsubscribe(&self, id: u64) {
         let mut reg = self.write();
         reg.remove(id);
@@ -249,6 +302,10 @@ impl Hub {
                         Err(mpsc::error::TrySendError::Closed(_)) => gone.push(*id),
                     }
                 }
+            }
+            if let Some(last) = events.last() {
+                let mut d = self.dispatched.lock().unwrap_or_else(|p| p.into_inner());
+                *d = (*d).max(last.id);
             }
         }
         metrics::counter!("ssepush_origin_deliveries_total").increment(delivered);
@@ -376,6 +433,33 @@ mod tests {
         assert!(Arc::ptr_eq(&w1.0, &first.0), "frames are shared, not re-encoded");
         assert_eq!(ids(&mut wild), vec![2]);
         assert_eq!(ids(&mut filtered), vec![2, 3]);
+    }
+
+    #[test]
+    fn a_filter_change_applies_from_the_next_batch_and_is_interned() {
+        let hub = Hub::new();
+        let f = |src: &str| Some(Filter::compile(src).unwrap());
+        let mut sub = hub.subscribe(pats(&["a"]), f("data.n < 2"), 16, CancellationToken::new());
+        let _other = hub.subscribe(pats(&["a"]), f("data.n >= 2"), 16, CancellationToken::new());
+        hub.dispatch(&[ev(1, "a", serde_json::json!({"n": 1})), ev(2, "a", serde_json::json!({"n": 2}))]);
+        let point = hub.set_filter(sub.id(), f("data.n >= 2")).unwrap();
+        assert_eq!(point, EventId::new(1, 2), "the switch point is the last dispatched id");
+        assert_eq!(hub.read().filters.len(), 1, "the old filter was released, the new one shared");
+        assert_eq!(hub.read().filters["data.n >= 2"].1, 2);
+        hub.dispatch(&[ev(3, "a", serde_json::json!({"n": 1})), ev(4, "a", serde_json::json!({"n": 3}))]);
+        let mut got = vec![];
+        while let Ok(fr) = sub.rx.try_recv() {
+            got.push(fr.id().seq);
+        }
+        assert_eq!(got, vec![1, 4]);
+        assert_eq!(hub.set_filter(sub.id(), None), Some(EventId::new(1, 4)));
+        assert_eq!(hub.read().filters["data.n >= 2"].1, 1);
+        assert_eq!(hub.set_filter(9999, None), None, "unknown subscriptions are reported");
+        let json: serde_json::Value = serde_json::from_slice(
+            Frame::new(ev(5, "a", serde_json::json!({"n": 1}))).json(),
+        )
+        .unwrap();
+        assert_eq!(json, serde_json::json!({"id": "1-5", "channel": "a", "type": "message", "data": {"n": 1}, "time": 1}));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //!
 //! * the **protocol** (always built): [`event`] (events and their totally ordered ids),
 //!   [`channel`] (channel names and NATS-style patterns), [`sse`] (the wire encoding),
-//!   [`filter`] (CEL filters), and [`store`] (the event-log trait and its in-memory backend).
+//!   [`filter`] (CEL filters), [`streams`] (static filter streams), [`store`]
+//!   (the event-log trait and its in-memory backend), and [`datasets`] (data sync: versioned
+//!   key/value maps, snapshots, deltas, preconditions, the dataset-store trait).
 //!   The proxy and the device simulator depend on exactly this, with `default-features = false`.
 //! * the **server** (feature `server`, on by default): the Redis event log, the subscription
 //!   [`hub`](crate::hub) that fans events out, the HTTP API and the ops endpoints, driven by
@@ -12,10 +14,12 @@
 #![forbid(unsafe_code)]
 
 pub mod channel;
+pub mod datasets;
 pub mod event;
 pub mod filter;
 pub mod sse;
 pub mod store;
+pub mod streams;
 
 #[cfg(feature = "server")]
 pub mod config;
@@ -25,6 +29,8 @@ pub mod hub;
 pub mod server;
 #[cfg(feature = "server")]
 pub mod settings;
+#[cfg(feature = "server")]
+pub mod webhooks;
 
 pub use channel::{Channel, Pattern, PatternSet};
 pub use event::{Event, EventId, NewEvent};

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::channel::Pattern;
 use crate::config::{self, ConfigError};
 use crate::store::{Limits, Retention};
+use crate::streams::{StaticStreams, StreamDef};
 
 /// Environment prefix of the origin's settings.
 pub const ENV_PREFIX: &str = "SSEPUSH_ORIGIN_";
@@ -40,6 +41,77 @@ pub struct Settings {
     /// Origins allowed by CORS; `["*"]` for any, empty to send no CORS headers.
     pub cors_allow_origins: Vec<String>,
     pub retention: RetentionSettings,
+    /// Static filters: named streams computed at ingest into `streams.<name>` (`[[streams]]`
+    /// with `name`, `channels`, optional `filter`). Default: none.
+    pub streams: Vec<StreamDef>,
+    /// Publisher auth (`[auth]`). Default: nothing configured, so publishing is open on a
+    /// loopback listen address and refused on any other.
+    pub auth: AuthSettings,
+    /// Clients may publish over `GET /v1/ws` (`{"type":"publish"}`), with the upgrade request's
+    /// publisher credentials checked as for `POST /v1/events`. Default: false.
+    pub ws_publish: bool,
+    /// Most subscriptions one WebSocket may hold at once. Default: 32.
+    pub ws_max_subscriptions: usize,
+    /// Largest WebSocket message (and frame) accepted from a client, in bytes. Default: 65536.
+    pub ws_max_message_bytes: usize,
+    /// Messages a WebSocket may have queued for sending before it is closed (1013) as a slow
+    /// consumer. Default: 4096.
+    pub ws_send_queue: usize,
+    /// Data sync (`[datasets]`): merge policy (default `reject`) with per-dataset overrides,
+    /// changelog length and key bound. See [`crate::datasets::DatasetSettings`].
+    pub datasets: crate::datasets::DatasetSettings,
+    /// Webhook delivery (`[webhooks]`): timeouts, backoff, disabling, leases, target policy.
+    /// See [`crate::webhooks::WebhookSettings`] for each key and its default.
+    pub webhooks: crate::webhooks::WebhookSettings,
+}
+
+/// `[auth]`: who may publish. See `server::auth` for how a request is checked.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Static bearer tokens accepted from publishers. Default: none.
+    pub publish_tokens: Vec<String>,
+    /// Shared secret for HS256 JWTs (at least 32 bytes). Default: none.
+    pub jwt_hs256_secret: Option<String>,
+    /// EC P-256 public key (PEM, `-----BEGIN PUBLIC KEY-----`) for ES256 JWTs. Default: none.
+    pub jwt_es256_public_key: Option<String>,
+    /// Required `iss` claim of JWTs, when set. Default: not checked.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim of JWTs, when set. Default: not checked.
+    pub jwt_audience: Option<String>,
+    /// Publishing without credentials is allowed: needed to run with no auth on a non-loopback
+    /// address (never an open publish endpoint on a network by accident); with credentials
+    /// configured, requests without an Authorization header pass too. Default: false.
+    pub allow_anonymous_publish: bool,
+}
+
+impl AuthSettings {
+    /// True when any credential (token or JWT key) is configured.
+    pub fn is_configured(&self) -> bool {
+        !self.publish_tokens.is_empty()
+            || self.jwt_hs256_secret.is_some()
+            || self.jwt_es256_public_key.is_some()
+    }
+}
+
+impl std::fmt::Debug for AuthSettings {
+    // Secrets never reach a log line, even one that prints the whole settings.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field(
+                "publish_tokens",
+                &format_args!("[{} redacted]", self.publish_tokens.len()),
+            )
+            .field(
+                "jwt_hs256_secret",
+                &self.jwt_hs256_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("jwt_es256_public_key", &self.jwt_es256_public_key.is_some())
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("allow_anonymous_publish", &self.allow_anonymous_publish)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,6 +148,14 @@ impl Default for Settings {
             max_batch: 1000,
             cors_allow_origins: Vec::new(),
             retention: RetentionSettings::default(),
+            streams: Vec::new(),
+            auth: AuthSettings::default(),
+            ws_publish: false,
+            ws_max_subscriptions: 32,
+            ws_max_message_bytes: 64 * 1024,
+            ws_send_queue: 4096,
+            datasets: crate::datasets::DatasetSettings::default(),
+            webhooks: crate::webhooks::WebhookSettings::default(),
         }
     }
 }
@@ -116,7 +196,19 @@ impl Settings {
         if self.namespace.is_empty() || self.namespace.contains(['{', '}', ' ']) {
             return bad("namespace must be non-empty, without braces or spaces".into());
         }
+        self.static_streams()?;
+        self.datasets.validate().map_err(ConfigError::Invalid)?;
+        // Keys are parsed here so a bad one stops startup; the listen address only matters to
+        // the policy, not to validity.
+        crate::server::auth::PublisherAuth::new(&self.auth, self.listen)
+            .map_err(ConfigError::Invalid)?;
+        self.webhooks.validate().map_err(ConfigError::Invalid)?;
         self.retention().map(|_| ())
+    }
+
+    /// The compiled `[[streams]]`; a bad name, pattern or filter (with its position) is an error.
+    pub fn static_streams(&self) -> Result<StaticStreams, ConfigError> {
+        StaticStreams::compile(&self.streams).map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
     /// The retention policy the event log applies.

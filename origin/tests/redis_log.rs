@@ -184,7 +184,10 @@ async fn patterns_select_channels_like_the_memory_log() {
             .map(|e| e.data.as_i64().unwrap())
             .collect::<Vec<_>>()
     };
-    let read = |p: &'static [&'static str]| log.read(&pats(p), EventId::ZERO, last, 100);
+    let read = |p: &'static [&'static str]| {
+        let log = &log;
+        async move { log.read(&pats(p), EventId::ZERO, last, 100).await }
+    };
     assert_eq!(got(read(&["sensors.*.temp"]).await.unwrap()), vec![1, 2]);
     assert_eq!(got(read(&["sensors.>"]).await.unwrap()), vec![1, 2, 3]);
     assert_eq!(got(read(&["sensors.eu.>"]).await.unwrap()), vec![1, 3]);
@@ -402,6 +405,54 @@ async fn age_retention_trims_old_events() {
     // Trimming again is a no-op.
     log.trim_expired().await.unwrap();
     assert_eq!(log.latest("b", 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn age_trimming_names_the_newest_dropped_event_among_many() {
+    // More expired entries than the scripts' forward probe (16) takes the other lookup path.
+    let ns = Namespace::new();
+    let log = ns.open(keep(1000, Some(Duration::from_millis(300)))).await;
+    for n in [3usize, 40] {
+        let by_trim = format!("trim.{n}");
+        let by_append = format!("append.{n}");
+        let old = log
+            .append(
+                (0..n as i64)
+                    .flat_map(|i| [new(&by_trim, i), new(&by_append, i)])
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        let of = |ch: &str| -> Vec<EventId> {
+            old.iter()
+                .filter(|e| e.channel == ch)
+                .map(|e| e.id)
+                .collect()
+        };
+        let (old_trim, old_append) = (of(&by_trim), of(&by_append));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let fresh = log.append(vec![new(&by_append, -1)]).await.unwrap();
+        log.trim_expired().await.unwrap();
+        let last = log.last_id().await.unwrap();
+        for (channel, dropped) in [(&by_trim, &old_trim), (&by_append, &old_append)] {
+            let newest = dropped[n - 1];
+            let r = log
+                .read(&pats(&[channel]), dropped[n - 2], last, 10)
+                .await
+                .unwrap();
+            assert!(
+                r.reset.is_some(),
+                "{channel}: a cursor before the newest dropped event"
+            );
+            let r = log.read(&pats(&[channel]), newest, last, 10).await.unwrap();
+            assert_eq!(
+                r.reset, None,
+                "{channel}: a cursor at the newest dropped event"
+            );
+        }
+        assert_eq!(log.latest(&by_append, 100).await.unwrap(), fresh);
+        assert!(log.latest(&by_trim, 100).await.unwrap().is_empty());
+    }
 }
 
 #[tokio::test]

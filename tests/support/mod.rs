@@ -28,7 +28,11 @@ pub fn namespace(test: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("t-{test}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t-{test}-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Settings for a test origin on the memory store.
@@ -113,7 +117,10 @@ pub async fn take_items(
     n: usize,
     within: Duration,
 ) -> Vec<Item> {
-    let conn = client.connect(sub, sub.last_event_id).await.expect("sse connect");
+    let conn = client
+        .connect(sub, sub.last_event_id)
+        .await
+        .expect("sse connect");
     let mut conn = std::pin::pin!(conn);
     let mut out = Vec::new();
     tokio::time::timeout(within, async {
@@ -139,18 +146,81 @@ where
 {
     let deadline = tokio::time::Instant::now() + within;
     while !cond().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// Reads a counter or gauge from an origin's `/metrics`.
 pub async fn metric(url: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split_once(' '))
         .filter(|(k, _)| *k == name || k.starts_with(&format!("{name}{{")))
         .map(|(_, v)| v.trim().parse::<f64>().unwrap_or(0.0))
         .sum()
+}
+
+/// A running simulated push gateway (`ssepush::gateway`) with its credentials written to a
+/// fresh temporary directory, as `ssepush gateway --credentials-dir` does.
+pub struct TestGateway {
+    pub url: String,
+    /// The credentials directory (`apns.json`, `AuthKey_*.p8`, `fcm-service-account.json`,
+    /// `gateway.json`).
+    pub dir: std::path::PathBuf,
+    pub client: ssepush::gateway::client::GatewayClient,
+    pub creds: ssepush::gateway::Credentials,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl TestGateway {
+    pub async fn start() -> TestGateway {
+        Self::start_with(ssepush::gateway::GatewayConfig::default()).await
+    }
+
+    /// Starts with `config`; its `credentials_dir` is replaced by a fresh temporary one.
+    pub async fn start_with(mut config: ssepush::gateway::GatewayConfig) -> TestGateway {
+        let dir = std::env::temp_dir().join(namespace("gateway"));
+        config.credentials_dir = Some(dir.clone());
+        let listener = bind_retrying("127.0.0.1:0".parse().unwrap()).await;
+        // RSA key generation is CPU work: off the test's runtime threads.
+        let gateway =
+            tokio::task::spawn_blocking(move || ssepush::gateway::Gateway::new(listener, config))
+                .await
+                .unwrap()
+                .expect("gateway credentials");
+        let url = gateway.base_url().to_owned();
+        let creds = gateway.credentials().clone();
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let task = tokio::spawn(gateway.serve(stop.cancelled_owned()));
+        TestGateway {
+            client: ssepush::gateway::client::GatewayClient::new(&url),
+            url,
+            dir,
+            creds,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Stops the gateway and removes its credentials directory.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("gateway did not stop within 10 s")
+            .expect("gateway task panicked");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -46,7 +46,15 @@ impl IntoResponse for ApiError {
         {
             obj.extend(extra);
         }
-        (self.status, axum::Json(json!({ "error": error }))).into_response()
+        let mut resp = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        // RFC 6750 §3: a 401 names the scheme the client should authenticate with.
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"ssepush\""),
+            );
+        }
+        resp
     }
 }
 

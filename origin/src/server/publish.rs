@@ -10,7 +10,13 @@ use super::error::ApiError;
 use super::AppState;
 use crate::event::{NewEvent, PublishRequest};
 
-pub async fn publish(State(st): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+pub async fn publish(
+    State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    // Credentials first: an unauthorised client gets its 401 without the body being read.
+    super::auth::authorize_publisher(&st, &headers)?;
     let limit = st.settings.max_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(

@@ -1,10 +1,9 @@
 //! `GET /v1/sse`: a subscription as a Server-Sent-Events stream.
 //!
-//! Resume is exact because the live queue is registered **before** the history snapshot is
-//! taken: history covers `(cursor, upto]` where `upto` is the log's newest id read after
-//! registering, and the live queue covers everything the hub dispatches after registering, which
-//! is everything after some id `≤ upto`. Live frames with ids `≤ upto` are skipped as already
-//! covered. Nothing falls in between; nothing is sent twice.
+//! The subscription itself (hub registration, history with the watermark rule, live frames) is
+//! the shared engine in [`super::subscribe`]; this module parses the request and writes the
+//! SSE wire format: `retry:` first, a reset before history, keep-alive comments once live,
+//! `retry:` again on shutdown; a kick ends the stream.
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -15,15 +14,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
 use super::listener::ConnHandle;
+use super::subscribe::{End, Item, Start, Subscriber};
 use super::AppState;
 use crate::channel::PatternSet;
 use crate::event::EventId;
 use crate::filter::Filter;
 use crate::sse;
-use crate::store::ReadResult;
-
-/// Events read from the log per history step while catching up.
-const HISTORY_BATCH: usize = 500;
 /// Most patterns in one subscription.
 pub const MAX_PATTERNS: usize = 64;
 
@@ -102,73 +98,38 @@ pub async fn sse(
     let params = SubscribeParams::from_query(query.as_deref(), &headers)?;
     let kick = conn.map_or_else(CancellationToken::new, |c| c.kick.clone());
     let settings = st.settings.clone();
-    let mut sub = st.hub.subscribe(
-        params.patterns.clone(),
-        params.filter.clone(),
-        settings.subscriber_queue,
-        kick,
-    );
-    // The first history read happens before the response starts, so a store failure is a 503
-    // the client can see rather than a stream that ends for no visible reason.
-    let mut watermark = EventId::ZERO;
-    let mut first: Option<(EventId, ReadResult)> = None;
-    if let Some(cursor) = params.last_event_id {
-        watermark = st.log.last_id().await?;
-        let batch = st
-            .log
-            .read(&params.patterns, cursor, watermark, HISTORY_BATCH)
-            .await?;
-        first = Some((cursor, batch));
-    }
+    let start = params.last_event_id.map_or(Start::Live, Start::After);
+    // Opening reads the first history batch before the response starts, so a store failure is
+    // a 503 the client can see rather than a stream that ends for no visible reason.
+    let mut sub =
+        Subscriber::open(&st, params.patterns.clone(), params.filter, start, kick).await?;
     tracing::debug!(subscriber = sub.id(), patterns = ?params.patterns, resume = ?params.last_event_id, "sse stream opened");
 
-    let log = st.log.clone();
-    let shutdown = st.shutdown.clone();
     let body = async_stream::stream! {
         let _gauge = StreamGauge::new();
         let retry = sse::encode_retry(settings.retry_ms);
         yield Ok::<Bytes, std::convert::Infallible>(retry.clone());
-        if let Some((mut cursor, mut batch)) = first {
-            if let Some(reset) = batch.reset {
-                yield Ok(sse::encode_reset(cursor, reset.oldest));
-            }
-            loop {
-                let full = batch.events.len() >= HISTORY_BATCH;
-                for event in &batch.events {
-                    if params.filter.as_ref().is_none_or(|f| f.matches_event(event)) {
-                        yield Ok(sse::encode_event(event));
-                    }
-                    cursor = event.id;
-                }
-                if !full {
-                    break;
-                }
-                batch = match log.read(&params.patterns, cursor, watermark, HISTORY_BATCH).await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "history read failed mid-stream; client will resume");
-                        yield Ok(retry.clone());
-                        return;
-                    }
-                };
-            }
-        }
         let period = settings.keep_alive();
-        let kicked = sub.kicked().clone();
+        // The engine comes first in the select, so a comment only goes out while nothing else
+        // is ready: never in the middle of a history replay that is flowing.
         let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => {
-                    yield Ok(retry.clone());
-                    yield Ok(sse::encode_comment("server shutting down; reconnect with Last-Event-ID"));
-                    break;
-                }
-                _ = kicked.cancelled() => break,
-                frame = sub.rx.recv() => match frame {
-                    Some(f) if f.id() > watermark => yield Ok(f.sse().clone()),
-                    Some(_) => {}
-                    None => break,
+                item = sub.next() => match item {
+                    Ok(Item::Reset { requested, oldest }) => yield Ok(sse::encode_reset(requested, oldest)),
+                    Ok(Item::Event(frame)) => yield Ok(frame.sse().clone()),
+                    Err(End::Shutdown) => {
+                        yield Ok(retry.clone());
+                        yield Ok(sse::encode_comment("server shutting down; reconnect with Last-Event-ID"));
+                        break;
+                    }
+                    Err(End::Kicked) | Err(End::Closed) => break,
+                    Err(End::Store(e)) => {
+                        tracing::warn!(error = %e, "history read failed mid-stream; client will resume");
+                        yield Ok(retry.clone());
+                        break;
+                    }
                 },
                 _ = keep_alive.tick() => yield Ok(sse::encode_comment("keep-alive")),
             }

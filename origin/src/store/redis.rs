@@ -66,8 +66,25 @@ const TRIM_CHUNK: usize = 256;
 /// Longest `XREAD BLOCK` we ask for; far beyond any real wait, and within what Redis accepts.
 const MAX_BLOCK_MS: u128 = 1_000_000_000_000;
 
+/// Lua shared by the scripts that trim by age.
+macro_rules! newest_below_lua {
+    () => {
+        r#"
+-- The id of the newest entry of `key` below `bound`, or nil. Forward first: an XREVRANGE whose
+-- start is below every entry walks the whole stream (O(n), measured on 7.0).
+local function newest_below(key, bound)
+  local gone = redis.call('XRANGE', key, '-', '(' .. bound, 'COUNT', 16)
+  if #gone < 16 then return gone[#gone] and gone[#gone][1] end
+  return redis.call('XREVRANGE', key, '(' .. bound, '-', 'COUNT', 1)[1][1]
+end
+"#
+    };
+}
+
 /// One batch, atomically: feed entry, channel entry with the same id, retention, bookkeeping.
-const APPEND_LUA: &str = r#"
+const APPEND_LUA: &str = concat!(
+    newest_below_lua!(),
+    r#"
 -- KEYS: 1 feed, 2 feed-dropped, 3 channel set, 4 dropped hash, 4+i channel stream of event i
 -- ARGV: 1 feed cap; then per event: channel, type, data, max events, max age ms (-1: none)
 local cap = tonumber(ARGV[1])
@@ -101,9 +118,9 @@ for i = 1, (#ARGV - 1) / 5 do
     local cutoff = tonumber(string.match(id, '^%d+')) - max_age
     if cutoff > 0 then
       local bound = string.format('%.0f-0', cutoff)
-      local gone = redis.call('XREVRANGE', key, '(' .. bound, '-', 'COUNT', 1)
-      if #gone > 0 then
-        dropped = gone[1][1]
+      local gone = newest_below(key, bound)
+      if gone then
+        dropped = gone
         redis.call('XTRIM', key, 'MINID', bound)
       end
     end
@@ -113,10 +130,13 @@ for i = 1, (#ARGV - 1) / 5 do
   ids[i] = id
 end
 return ids
-"#;
+"#
+);
 
 /// Age trimming by the Redis clock, the one the ids come from.
-const TRIM_LUA: &str = r#"
+const TRIM_LUA: &str = concat!(
+    newest_below_lua!(),
+    r#"
 -- KEYS: 1 dropped hash, 1+i channel stream; ARGV: per channel: name, max age ms
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -126,15 +146,16 @@ for i = 1, #ARGV / 2 do
   local cutoff = now - age
   if cutoff > 0 then
     local bound = string.format('%.0f-0', cutoff)
-    local gone = redis.call('XREVRANGE', key, '(' .. bound, '-', 'COUNT', 1)
-    if #gone > 0 then
-      redis.call('HSET', KEYS[1], channel, gone[1][1])
+    local gone = newest_below(key, bound)
+    if gone then
+      redis.call('HSET', KEYS[1], channel, gone)
       redis.call('XTRIM', key, 'MINID', bound)
     end
   end
 end
 return 0
-"#;
+"#
+);
 
 /// The feed's `last-generated-id`: unlike its newest entry, it is right even when trimming
 /// emptied the stream. `XINFO` fails on a missing key, hence the script.
@@ -537,40 +558,43 @@ impl EventLog for RedisLog {
             other => return Err(corrupt(format!("unexpected HMGET reply {other:?}"))),
         };
 
-        let mut result = ReadResult::default();
+        let mut reset = false;
         let mut oldest: Option<EventId> = None;
         let mut unknown_oldest = Vec::new();
+        let mut merged: Vec<(Entry, &str)> = Vec::new();
         for ((ch, reply), dropped) in channels.iter().zip(replies).zip(&dropped) {
             let entries = parse_entries(reply)?;
             if parse_opt_id(dropped)?.is_some_and(|d| d > after) {
+                reset = true;
                 // Everything retained is newer than the dropped id, so newer than `after`: the
                 // range's first entry, when there is one, is the channel's oldest.
                 match entries.first() {
                     Some(e) => oldest = Some(oldest.map_or(e.id, |o| o.min(e.id))),
                     None => unknown_oldest.push(ch.as_str()),
                 }
-                result.reset = Some(Reset { oldest: None });
             }
-            for entry in entries {
-                result.events.push(entry.into_event(Some(ch))?);
+            merged.extend(entries.into_iter().map(|e| (e, ch.as_str())));
+        }
+        if reset && !unknown_oldest.is_empty() {
+            for id in self
+                .oldest_ids(&unknown_oldest)
+                .await?
+                .into_iter()
+                .flatten()
+            {
+                oldest = Some(oldest.map_or(id, |o| o.min(id)));
             }
         }
-        if result.reset.is_some() {
-            if !unknown_oldest.is_empty() {
-                for id in self
-                    .oldest_ids(&unknown_oldest)
-                    .await?
-                    .into_iter()
-                    .flatten()
-                {
-                    oldest = Some(oldest.map_or(id, |o| o.min(id)));
-                }
-            }
-            result.reset = Some(Reset { oldest });
-        }
-        result.events.sort_unstable_by_key(|e| e.id);
-        result.events.truncate(limit);
-        Ok(result)
+        // Up to `limit` per channel came back; only the first `limit` overall are decoded.
+        merged.sort_unstable_by_key(|(e, _)| e.id);
+        merged.truncate(limit);
+        Ok(ReadResult {
+            events: merged
+                .into_iter()
+                .map(|(e, ch)| e.into_event(Some(ch)))
+                .collect::<Result<_, _>>()?,
+            reset: reset.then_some(Reset { oldest }),
+        })
     }
 
     async fn latest(&self, channel: &str, n: usize) -> Result<Vec<SharedEvent>, LogError> {

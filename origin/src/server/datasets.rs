@@ -1,0 +1,426 @@
+//! Data sync over HTTP: `GET /v1/datasets/{name}[?since=V]`, `PUT` and `DELETE
+//! /v1/datasets/{name}/{key}`. A thin shell: the model, the precondition rules and the delta
+//! logic are in [`crate::datasets`]; this module maps headers and bodies onto them and outcomes
+//! onto statuses.
+//!
+//! | outcome                                   | status |
+//! |-------------------------------------------|--------|
+//! | snapshot / delta                          | 200 (snapshot: `ETag` = dataset version; `If-None-Match` with it → 304) |
+//! | put created / replaced, delete applied    | 201 / 200, body `{"key","version","value"}` (delete: `"deleted": true`), `ETag` = entry version |
+//! | bad name, key, JSON, header, `since`      | 400 |
+//! | delete of a missing key                   | 404 |
+//! | `since` outside the changelog             | 410 `changelog_expired`: fetch the full snapshot |
+//! | `If-Match` / `If-None-Match` fails        | 412 `precondition_failed`, `current` = `{"value","version"}` or null |
+//! | `reject` policy, overwrite without If-Match | 428 `precondition_required`, `current` as above |
+//! | put beyond `datasets.max_keys`            | 409 `dataset_full` |
+//!
+//! Writes need publisher credentials ([`super::auth::authorize_publisher`]), because each one is
+//! also published as an event on `datasets.<name>`.
+//!
+//! # Change, then event
+//!
+//! A write is committed in the dataset store first and published through
+//! [`AppState::publish`] second, so a change is durable before its event exists: a client that
+//! sees the event and fetches `?since=` always finds the change. If publishing fails after the
+//! commit, the write still succeeds (it happened; failing it would make a retry hit 412), the
+//! failure is logged and counted (`ssepush_origin_dataset_events_failed_total`), and followers
+//! catch up with their next delta. Commit and publish run in a task of their own, so a client
+//! hanging up mid-write cannot leave a committed change without its event. On one origin node
+//! the commit and the publish of one dataset run under a per-dataset lock, so that node
+//! publishes a dataset's events in version order; across nodes, events of different keys may
+//! interleave, and each event carries its version.
+
+use std::sync::LazyLock;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::datasets::{
+    Applied, DatasetName, Entry, Gone, Key, NameError, Op, Precondition, PreconditionError,
+    Refusal, Write, WriteOutcome, change_event, etag, parse_etag,
+};
+
+/// Per-dataset write locks on this node, by hash of the name: bounded, and two datasets
+/// sharing a stripe only wait for each other briefly.
+static WRITE_LOCKS: LazyLock<Vec<tokio::sync::Mutex<()>>> =
+    LazyLock::new(|| (0..64).map(|_| tokio::sync::Mutex::new(())).collect());
+
+fn write_lock(name: &DatasetName) -> &'static tokio::sync::Mutex<()> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    &WRITE_LOCKS[(h.finish() % WRITE_LOCKS.len() as u64) as usize]
+}
+
+impl From<NameError> for ApiError {
+    fn from(e: NameError) -> Self {
+        let code = match e {
+            NameError::NameLength | NameError::NameChars(_) => "invalid_dataset",
+            NameError::KeyLength | NameError::KeyChars(_) => "invalid_key",
+        };
+        ApiError::bad_request(code, e.to_string())
+    }
+}
+
+impl From<PreconditionError> for ApiError {
+    fn from(e: PreconditionError) -> Self {
+        ApiError::bad_request("invalid_precondition", e.to_string())
+    }
+}
+
+fn path_error(e: PathRejection) -> ApiError {
+    ApiError::bad_request("invalid_path", e.body_text())
+}
+
+/// `GET /v1/datasets/{name}[?since=V]`.
+pub async fn get_dataset(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(name) = path.map_err(path_error)?;
+    let name = DatasetName::parse(&name)?;
+    let since = parse_since(query.as_deref())?;
+    match since {
+        None => {
+            let snapshot = st.datasets.snapshot(&name).await?;
+            let tag = etag(snapshot.version);
+            let fresh = headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| {
+                    v.split(',')
+                        .any(|t| parse_etag(t) == Some(snapshot.version))
+                });
+            let mut resp = if fresh {
+                StatusCode::NOT_MODIFIED.into_response()
+            } else {
+                axum::Json(snapshot).into_response()
+            };
+            set_etag(&mut resp, &tag);
+            Ok(resp)
+        }
+        Some(since) => match st.datasets.delta(&name, since).await? {
+            Ok(delta) => {
+                let tag = etag(delta.version);
+                let mut resp = axum::Json(delta).into_response();
+                set_etag(&mut resp, &tag);
+                Ok(resp)
+            }
+            Err(gone) => Err(gone_error(&name, gone)),
+        },
+    }
+}
+
+/// `PUT /v1/datasets/{name}/{key}`: the body is the new JSON value.
+pub async fn put_entry(
+    State(st): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    super::auth::authorize_publisher(&st, &headers)?;
+    let (name, key) = parse_path(path)?;
+    let precondition = precondition(&headers)?;
+    let limit = st.settings.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("a dataset value is at most {limit} bytes of JSON"),
+        )
+    })?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the body must be the entry's JSON value: {e}"),
+        )
+    })?;
+    write(&st, name, key, Op::Put(value), precondition).await
+}
+
+/// `DELETE /v1/datasets/{name}/{key}`.
+pub async fn delete_entry(
+    State(st): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    super::auth::authorize_publisher(&st, &headers)?;
+    let (name, key) = parse_path(path)?;
+    let precondition = precondition(&headers)?;
+    if precondition == Precondition::IfAbsent {
+        return Err(ApiError::bad_request(
+            "invalid_precondition",
+            "If-None-Match: * asks for a key that does not exist, which cannot be deleted",
+        ));
+    }
+    write(&st, name, key, Op::Delete, precondition).await
+}
+
+async fn write(
+    st: &AppState,
+    name: DatasetName,
+    key: Key,
+    op: Op,
+    precondition: Precondition,
+) -> Result<Response, ApiError> {
+    // A task of its own, so it runs to completion even when the client hangs up: hyper drops
+    // a handler whose connection closed, and a change committed in the store must still get
+    // its event.
+    tokio::spawn(commit(st.clone(), name, key, op, precondition))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "dataset write task failed");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the write failed unexpectedly; fetch the entry to see whether it applied",
+            ))
+        })
+}
+
+/// The write and its event, under this node's lock for the dataset.
+async fn commit(
+    st: AppState,
+    name: DatasetName,
+    key: Key,
+    op: Op,
+    precondition: Precondition,
+) -> Result<Response, ApiError> {
+    let policy = st.settings.datasets.policy_for(&name);
+    let write = Write {
+        key,
+        op,
+        precondition,
+        policy,
+    };
+    let _order = write_lock(&name).lock().await;
+    let outcome = st.datasets.write(&name, write).await?;
+    let applied = match outcome {
+        WriteOutcome::Applied(a) => a,
+        WriteOutcome::Refused(r) => {
+            metrics::counter!("ssepush_origin_dataset_writes_total", "outcome" => refusal_label(&r))
+                .increment(1);
+            return Err(refusal_error(&name, r));
+        }
+        WriteOutcome::Full => {
+            metrics::counter!("ssepush_origin_dataset_writes_total", "outcome" => "full")
+                .increment(1);
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "dataset_full",
+                format!(
+                    "dataset {name:?} holds its maximum of {} keys; delete some first",
+                    st.settings.datasets.max_keys
+                ),
+            ));
+        }
+    };
+    metrics::counter!("ssepush_origin_dataset_writes_total", "outcome" => "applied").increment(1);
+    // Committed; now announce it (see the module docs for why a failure here is not the
+    // client's failure).
+    if let Err(e) = st.publish(vec![change_event(&name, &applied)]).await {
+        metrics::counter!("ssepush_origin_dataset_events_failed_total").increment(1);
+        tracing::error!(
+            dataset = %name,
+            version = applied.version,
+            error = %e.message,
+            "dataset change committed but its event was not published"
+        );
+    }
+    Ok(applied_response(&applied))
+}
+
+fn applied_response(a: &Applied) -> Response {
+    let (status, body) = match &a.value {
+        Some(value) => (
+            if a.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            json!({"key": a.key.as_str(), "version": a.version, "value": value}),
+        ),
+        None => (
+            StatusCode::OK,
+            json!({"key": a.key.as_str(), "version": a.version, "deleted": true}),
+        ),
+    };
+    let mut resp = (status, axum::Json(body)).into_response();
+    set_etag(&mut resp, &etag(a.version));
+    resp
+}
+
+fn set_etag(resp: &mut Response, tag: &str) {
+    if let Ok(v) = HeaderValue::from_str(tag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+}
+
+fn parse_path(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(DatasetName, Key), ApiError> {
+    let Path((name, key)) = path.map_err(path_error)?;
+    Ok((DatasetName::parse(&name)?, Key::parse(&key)?))
+}
+
+fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
+    let header = |name: header::HeaderName| -> Result<Option<&str>, ApiError> {
+        headers
+            .get(&name)
+            .map(|v| {
+                v.to_str().map_err(|_| {
+                    ApiError::bad_request("invalid_precondition", format!("{name} is not ASCII"))
+                })
+            })
+            .transpose()
+    };
+    Ok(Precondition::from_headers(
+        header(header::IF_MATCH)?,
+        header(header::IF_NONE_MATCH)?,
+    )?)
+}
+
+/// `since` from the query string; other parameters are ignored.
+pub fn parse_since(query: Option<&str>) -> Result<Option<u64>, ApiError> {
+    let mut since = None;
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if k == "since" {
+            let v = v.trim();
+            let ok = !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit());
+            since = Some(v.parse::<u64>().ok().filter(|_| ok).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_since",
+                    "since must be a dataset version (a non-negative integer) from an earlier \
+                     snapshot or delta",
+                )
+            })?);
+        }
+    }
+    Ok(since)
+}
+
+fn current_json(e: Option<&Entry>) -> Value {
+    e.map_or(
+        Value::Null,
+        |e| json!({"value": e.value, "version": e.version}),
+    )
+}
+
+fn refusal_label(r: &Refusal) -> &'static str {
+    match r {
+        Refusal::NotFound => "not_found",
+        Refusal::PreconditionFailed { .. } => "precondition_failed",
+        Refusal::PreconditionRequired { .. } => "precondition_required",
+    }
+}
+
+fn refusal_error(name: &DatasetName, r: Refusal) -> ApiError {
+    match r {
+        Refusal::NotFound => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "key_not_found",
+            format!("dataset {name:?} has no such key"),
+        ),
+        Refusal::PreconditionFailed { current } => ApiError {
+            details: Some(json!({"current": current_json(current.as_ref())})),
+            ..ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                match &current {
+                    Some(c) => format!(
+                        "the entry is at version {}; `current` holds it: merge, then retry with \
+                         If-Match: \"{}\"",
+                        c.version, c.version
+                    ),
+                    None => "the entry does not exist (`current` is null)".to_owned(),
+                },
+            )
+        },
+        Refusal::PreconditionRequired { current } => ApiError {
+            details: Some(json!({"current": current_json(Some(&current))})),
+            ..ApiError::new(
+                StatusCode::PRECONDITION_REQUIRED,
+                "precondition_required",
+                format!(
+                    "dataset {name:?} uses the 'reject' merge policy: changing an existing entry \
+                     needs If-Match with its version (now \"{}\", see `current`)",
+                    current.version
+                ),
+            )
+        },
+    }
+}
+
+fn gone_error(name: &DatasetName, g: Gone) -> ApiError {
+    ApiError {
+        details: Some(json!({"since": g.since, "oldest": g.oldest, "version": g.version})),
+        ..ApiError::new(
+            StatusCode::GONE,
+            "changelog_expired",
+            format!(
+                "dataset {name:?} cannot give the changes since version {}: it answers `since` \
+                 from {} to {}; fetch the full snapshot (GET without since) and continue from its \
+                 version",
+                g.since, g.oldest, g.version
+            ),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_parses_or_is_a_400() {
+        assert_eq!(parse_since(None).unwrap(), None);
+        assert_eq!(parse_since(Some("x=1")).unwrap(), None);
+        assert_eq!(parse_since(Some("since=42")).unwrap(), Some(42));
+        for bad in [
+            "since=",
+            "since=-1",
+            "since=1.5",
+            "since=abc",
+            "since=99999999999999999999999",
+        ] {
+            assert_eq!(
+                parse_since(Some(bad)).unwrap_err().code,
+                "invalid_since",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_carry_the_current_entry() {
+        let name = DatasetName::parse("d").unwrap();
+        let e = refusal_error(
+            &name,
+            Refusal::PreconditionFailed {
+                current: Some(Entry {
+                    value: json!({"a": 1}),
+                    version: 7,
+                }),
+            },
+        );
+        assert_eq!(e.status, StatusCode::PRECONDITION_FAILED);
+        assert_eq!(
+            e.details,
+            Some(json!({"current": {"value": {"a": 1}, "version": 7}}))
+        );
+        let e = refusal_error(&name, Refusal::PreconditionFailed { current: None });
+        assert_eq!(e.details, Some(json!({"current": null})));
+        assert_eq!(
+            refusal_error(&name, Refusal::NotFound).status,
+            StatusCode::NOT_FOUND
+        );
+    }
+}

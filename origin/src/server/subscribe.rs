@@ -1,0 +1,519 @@
+//! The subscription engine every streaming transport shares (SSE, WebSocket, long-poll).
+//!
+//! A [`Subscriber`] registers with the hub, reads history from the log, then yields live frames,
+//! as [`Item`]s that each transport encodes its own way. Resume is exact because the live queue
+//! is registered **before** the history snapshot is taken: history covers `(cursor, watermark]`
+//! where `watermark` is the log's newest id read after registering, and the live queue covers
+//! everything the hub dispatches after registering, which is everything after some id
+//! `≤ watermark`. Live frames with ids `≤ watermark` are skipped as already covered. Nothing
+//! falls in between; nothing is sent twice.
+//!
+//! A live subscription's filter can change ([`FilterSwitch`]). The hub swaps it between two
+//! dispatched batches and reports the switch point: events with ids up to it are judged by the
+//! old filter, later ones by the new. History still being replayed follows the same rule, so a
+//! change made while catching up is exact too.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+use super::AppState;
+use crate::channel::PatternSet;
+use crate::event::{EventId, SharedEvent};
+use crate::filter::Filter;
+use crate::hub::{self, Frame, Hub};
+use crate::store::{EventLog, LogError};
+
+/// Events read from the log per history step while catching up.
+pub const HISTORY_BATCH: usize = 500;
+/// Filter changes that may wait for history replay to reach them; beyond that a change is
+/// refused until the subscription catches up (keeps the plan, and its per-event scan, small).
+pub const MAX_PENDING_FILTERS: usize = 16;
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Whatever the hub dispatches from now on; no history, no watermark (plain SSE connect).
+    Live,
+    /// Events newer than the log's newest id now: [`Subscriber::position`] is known from the
+    /// start (long-poll without a cursor).
+    Now,
+    /// Events after this cursor: history first, then live (resume).
+    After(EventId),
+}
+
+/// What a subscription yields.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// The cursor is older than what the log retains: the client must resync. Comes first,
+    /// before any history, and carries the oldest id still held (if any).
+    Reset {
+        requested: EventId,
+        oldest: Option<EventId>,
+    },
+    /// An event, from history or live.
+    Event(Frame),
+}
+
+/// Why a subscription ended.
+#[derive(Debug)]
+pub enum End {
+    /// The server is draining.
+    Shutdown,
+    /// The hub cut this subscriber off as a slow consumer.
+    Kicked,
+    /// The hub dropped the subscription (it was removed).
+    Closed,
+    /// A history read failed after the first one.
+    Store(LogError),
+}
+
+/// Filter versions by switch point: version `i` applies to ids in `(from_i, from_{i+1}]`.
+#[derive(Debug)]
+struct Plan {
+    versions: Vec<(EventId, Option<Filter>)>,
+    /// History is done: only the hub filters from now on, so only the current version matters.
+    live: bool,
+}
+
+impl Plan {
+    fn new(filter: Option<Filter>) -> Self {
+        Plan {
+            versions: vec![(EventId::ZERO, filter)],
+            live: false,
+        }
+    }
+
+    /// The filter that judges the event with this id.
+    fn filter_for(&self, id: EventId) -> Option<&Filter> {
+        self.versions
+            .iter()
+            .rev()
+            .find(|(from, _)| *from < id)
+            .or(self.versions.first())
+            .and_then(|(_, f)| f.as_ref())
+    }
+
+    /// Records a switch at `point`. False when too many switches wait for history to reach them.
+    fn switch(&mut self, point: EventId, filter: Option<Filter>) -> bool {
+        if self.live {
+            self.versions = vec![(point, filter)];
+            return true;
+        }
+        let last = self.versions.last().map_or(EventId::ZERO, |l| l.0);
+        if last == point {
+            // Two switches between the same two batches: the first one never applied.
+            if let Some(l) = self.versions.last_mut() {
+                l.1 = filter;
+            }
+        } else if self.versions.len() > MAX_PENDING_FILTERS {
+            return false;
+        } else {
+            self.versions.push((point.max(last), filter));
+        }
+        true
+    }
+
+    /// Forgets versions that can no longer judge any id after `position`.
+    fn prune(&mut self, position: EventId) {
+        let stale = self
+            .versions
+            .iter()
+            .skip(1)
+            .take_while(|(from, _)| *from <= position)
+            .count();
+        self.versions.drain(..stale);
+    }
+}
+
+fn lock(plan: &Mutex<Plan>) -> std::sync::MutexGuard<'_, Plan> {
+    plan.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Changes a live subscription's filter; cheap to clone, usable from another task.
+#[derive(Clone)]
+pub struct FilterSwitch {
+    hub: Arc<Hub>,
+    id: u64,
+    plan: Arc<Mutex<Plan>>,
+}
+
+/// Why a filter change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SwitchError {
+    #[error("the subscription has ended")]
+    Gone,
+    #[error("too many filter changes while the subscription is still catching up; retry shortly")]
+    Busy,
+}
+
+impl FilterSwitch {
+    /// Applies `filter` to every event after the returned id; events up to it keep the old one.
+    pub fn set(&self, filter: Option<Filter>) -> Result<EventId, SwitchError> {
+        // The plan's lock is held across the hub's swap so history replay cannot judge an event
+        // past the switch point with the old filter in between.
+        let mut plan = lock(&self.plan);
+        if !plan.live && plan.versions.len() > MAX_PENDING_FILTERS {
+            return Err(SwitchError::Busy);
+        }
+        let point = self
+            .hub
+            .set_filter(self.id, filter.clone())
+            .ok_or(SwitchError::Gone)?;
+        if plan.switch(point, filter) {
+            Ok(point)
+        } else {
+            Err(SwitchError::Busy)
+        }
+    }
+}
+
+struct History {
+    batch: VecDeque<SharedEvent>,
+    /// The last batch was full: more history may follow it.
+    full: bool,
+    /// The newest id read so far.
+    cursor: EventId,
+}
+
+/// One subscription: registered with the hub on [`open`](Subscriber::open), items from
+/// [`next`](Subscriber::next). Dropping it unsubscribes.
+pub struct Subscriber {
+    sub: hub::Subscription,
+    hub: Arc<Hub>,
+    log: Arc<dyn EventLog>,
+    patterns: PatternSet,
+    plan: Arc<Mutex<Plan>>,
+    shutdown: CancellationToken,
+    kick: CancellationToken,
+    watermark: EventId,
+    position: EventId,
+    history: Option<History>,
+    reset: Option<(EventId, Option<EventId>)>,
+}
+
+impl Subscriber {
+    /// Registers with the server's hub and, for a resume, reads the first history batch, so a
+    /// store failure surfaces here (as a 503 or an error frame) rather than as a silent end.
+    pub async fn open(
+        st: &AppState,
+        patterns: PatternSet,
+        filter: Option<Filter>,
+        start: Start,
+        kick: CancellationToken,
+    ) -> Result<Self, LogError> {
+        Self::open_with(
+            st.log.clone(),
+            &st.hub,
+            st.shutdown.clone(),
+            st.settings.subscriber_queue,
+            patterns,
+            filter,
+            start,
+            kick,
+        )
+        .await
+    }
+
+    /// [`open`](Self::open) on explicit parts.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn open_with(
+        log: Arc<dyn EventLog>,
+        hub: &Arc<Hub>,
+        shutdown: CancellationToken,
+        queue: usize,
+        patterns: PatternSet,
+        filter: Option<Filter>,
+        start: Start,
+        kick: CancellationToken,
+    ) -> Result<Self, LogError> {
+        // Register FIRST: from here on the hub queues every matching event it dispatches.
+        let sub = hub.subscribe(patterns.clone(), filter.clone(), queue, kick.clone());
+        let mut s = Subscriber {
+            sub,
+            hub: hub.clone(),
+            log,
+            patterns,
+            plan: Arc::new(Mutex::new(Plan::new(filter))),
+            shutdown,
+            kick,
+            watermark: EventId::ZERO,
+            position: EventId::ZERO,
+            history: None,
+            reset: None,
+        };
+        match start {
+            Start::Live => lock(&s.plan).live = true,
+            Start::Now => {
+                s.watermark = s.log.last_id().await?;
+                s.position = s.watermark;
+                lock(&s.plan).live = true;
+            }
+            Start::After(cursor) => {
+                s.watermark = s.log.last_id().await?;
+                let batch = s
+                    .log
+                    .read(&s.patterns, cursor, s.watermark, HISTORY_BATCH)
+                    .await?;
+                s.reset = batch.reset.map(|r| (cursor, r.oldest));
+                s.position = cursor;
+                s.history = Some(History {
+                    full: batch.events.len() >= HISTORY_BATCH,
+                    batch: batch.events.into(),
+                    cursor,
+                });
+            }
+        }
+        Ok(s)
+    }
+
+    /// The hub's id for this subscriber (for logs).
+    pub fn id(&self) -> u64 {
+        self.sub.id()
+    }
+
+    /// A handle that changes this subscription's filter from another task.
+    pub fn filter_switch(&self) -> FilterSwitch {
+        FilterSwitch {
+            hub: self.hub.clone(),
+            id: self.sub.id(),
+            plan: self.plan.clone(),
+        }
+    }
+
+    /// History is done (or there was none): what comes now is live.
+    pub fn is_live(&self) -> bool {
+        self.history.is_none() && self.reset.is_none()
+    }
+
+    /// Every event of this subscription with an id up to here has been yielded; events after it
+    /// have not. Meaningless ([`EventId::ZERO`]) for [`Start::Live`] until the first live event.
+    pub fn position(&self) -> EventId {
+        self.position
+    }
+
+    /// The next item. Cancel-safe: dropping the future loses nothing, so it can sit in a
+    /// `select!` or under a timeout.
+    pub async fn next(&mut self) -> Result<Item, End> {
+        if self.shutdown.is_cancelled() {
+            return Err(End::Shutdown);
+        }
+        if let Some((requested, oldest)) = self.reset.take() {
+            return Ok(Item::Reset { requested, oldest });
+        }
+        while let Some(h) = &mut self.history {
+            while let Some(event) = h.batch.pop_front() {
+                h.cursor = event.id;
+                self.position = event.id;
+                let keep = lock(&self.plan)
+                    .filter_for(event.id)
+                    .is_none_or(|f| f.matches_event(&event));
+                if keep {
+                    return Ok(Item::Event(Frame::new(event)));
+                }
+            }
+            if !h.full {
+                self.history = None;
+                self.position = self.position.max(self.watermark);
+                let mut plan = lock(&self.plan);
+                plan.prune(self.position);
+                plan.live = true;
+                break;
+            }
+            // State changes only once the read is back, so a dropped future re-reads.
+            let read = self
+                .log
+                .read(&self.patterns, h.cursor, self.watermark, HISTORY_BATCH);
+            let batch = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return Err(End::Shutdown),
+                r = read => r.map_err(End::Store)?,
+            };
+            h.full = batch.events.len() >= HISTORY_BATCH;
+            h.batch = batch.events.into();
+        }
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return Err(End::Shutdown),
+                _ = self.kick.cancelled() => return Err(End::Kicked),
+                frame = self.sub.rx.recv() => match frame {
+                    Some(f) if f.id() > self.watermark => {
+                        self.position = f.id();
+                        return Ok(Item::Event(f));
+                    }
+                    // Already covered by history.
+                    Some(_) => {}
+                    None => return Err(End::Closed),
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::NewEvent;
+    use crate::store::Retention;
+    use crate::store::memory::MemoryLog;
+    use futures::FutureExt;
+
+    fn f(src: &str) -> Option<Filter> {
+        Some(Filter::compile(src).unwrap())
+    }
+
+    fn id(seq: u64) -> EventId {
+        EventId::new(1, seq)
+    }
+
+    #[test]
+    fn the_plan_judges_each_id_by_the_filter_in_force() {
+        let mut plan = Plan::new(f("data.n == 1"));
+        assert!(plan.switch(id(5), f("data.n == 2")));
+        assert!(plan.switch(id(9), None));
+        let src = |p: &Plan, i| p.filter_for(id(i)).map(|f| f.source().to_owned());
+        assert_eq!(src(&plan, 1).as_deref(), Some("data.n == 1"));
+        assert_eq!(
+            src(&plan, 5).as_deref(),
+            Some("data.n == 1"),
+            "the switch point keeps the old filter"
+        );
+        assert_eq!(src(&plan, 6).as_deref(), Some("data.n == 2"));
+        assert_eq!(src(&plan, 10), None);
+        // Two switches at one point: only the second counts.
+        assert!(plan.switch(id(9), f("true")));
+        assert_eq!(src(&plan, 10).as_deref(), Some("true"));
+        plan.prune(id(5));
+        assert_eq!(
+            plan.versions.len(),
+            2,
+            "the first version judged ids up to 5 only"
+        );
+        plan.prune(id(100));
+        assert_eq!(plan.versions.len(), 1);
+        assert_eq!(src(&plan, 1000).as_deref(), Some("true"));
+    }
+
+    #[test]
+    fn pending_switches_are_bounded_until_live() {
+        let mut plan = Plan::new(None);
+        for i in 0..MAX_PENDING_FILTERS as u64 {
+            assert!(plan.switch(id(i + 1), None));
+        }
+        assert!(!plan.switch(id(1000), None));
+        plan.live = true;
+        assert!(plan.switch(id(1001), f("true")));
+        assert_eq!(plan.versions.len(), 1);
+    }
+
+    async fn publish(log: &MemoryLog, hub: &Hub, n: std::ops::Range<i64>) -> Vec<SharedEvent> {
+        let events = n
+            .map(|i| NewEvent::new("a", None, serde_json::json!({ "n": i })).unwrap())
+            .collect();
+        let stored = log.append(events).await.unwrap();
+        hub.dispatch(&stored);
+        stored
+    }
+
+    fn ready(s: &mut Subscriber) -> Vec<i64> {
+        let mut out = vec![];
+        while let Some(Ok(Item::Event(fr))) = s.next().now_or_never() {
+            out.push(fr.event().data["n"].as_i64().unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn history_then_live_with_a_filter_switch_in_the_middle_of_history() {
+        let log = Arc::new(MemoryLog::new(Retention::default()));
+        let hub = Hub::new();
+        let early = publish(&log, &hub, 0..10).await;
+        let mut s = Subscriber::open_with(
+            log.clone(),
+            &hub,
+            CancellationToken::new(),
+            64,
+            PatternSet::parse_all(["a"]).unwrap(),
+            f("data.n % 2 == 0"),
+            Start::After(early[1].id),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        // Not yet caught up: 2 and 4 come from history with the first filter.
+        let first: Vec<i64> = (0..2)
+            .map(|_| match s.next().now_or_never() {
+                Some(Ok(Item::Event(fr))) => fr.event().data["n"].as_i64().unwrap(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(first, vec![2, 4]);
+        assert_eq!(s.position(), early[4].id);
+        // The hub dispatched up to n=9 already, so the switch applies after it: the rest of
+        // history (5..=9) still uses the old filter, live events the new one.
+        let point = s.filter_switch().set(f("data.n % 2 == 1")).unwrap();
+        assert_eq!(point, early[9].id);
+        publish(&log, &hub, 10..14).await;
+        assert_eq!(ready(&mut s), vec![6, 8, 11, 13]);
+        assert!(s.is_live());
+    }
+
+    #[tokio::test]
+    async fn a_switch_before_the_hub_saw_history_applies_to_that_history() {
+        let log = Arc::new(MemoryLog::new(Retention::default()));
+        let hub = Hub::new();
+        // Stored but not yet dispatched: the hub's switch point stays at ZERO.
+        let events = (0..6)
+            .map(|i| NewEvent::new("a", None, serde_json::json!({ "n": i })).unwrap())
+            .collect();
+        let stored = log.append(events).await.unwrap();
+        let mut s = Subscriber::open_with(
+            log.clone(),
+            &hub,
+            CancellationToken::new(),
+            64,
+            PatternSet::parse_all(["a"]).unwrap(),
+            None,
+            Start::After(EventId::ZERO),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.filter_switch().set(f("data.n >= 4")).unwrap(),
+            EventId::ZERO
+        );
+        hub.dispatch(&stored);
+        assert_eq!(
+            ready(&mut s),
+            vec![4, 5],
+            "live duplicates of history are skipped"
+        );
+        assert_eq!(s.position(), stored[5].id);
+    }
+
+    #[tokio::test]
+    async fn position_starts_at_now_and_follows_live_events() {
+        let log = Arc::new(MemoryLog::new(Retention::default()));
+        let hub = Hub::new();
+        let old = publish(&log, &hub, 0..3).await;
+        let mut s = Subscriber::open_with(
+            log.clone(),
+            &hub,
+            CancellationToken::new(),
+            64,
+            PatternSet::parse_all(["a"]).unwrap(),
+            f("data.n > 4"),
+            Start::Now,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.position(), old[2].id);
+        let new = publish(&log, &hub, 3..6).await;
+        assert_eq!(ready(&mut s), vec![5]);
+        assert_eq!(s.position(), new[2].id);
+    }
+}

@@ -1,0 +1,262 @@
+//! The per-handoff event buffer: what a woken phone reads from `GET /v1/handoffs/{id}/events`
+//! when the origin may no longer hold it.
+//!
+//! Bounded: at `cap` events the oldest is dropped. Nothing is dropped silently: the buffer keeps a
+//! **floor**, the newest id at or below which events may be missing (acknowledged by the phone,
+//! or dropped on overflow). A read after a position below the floor starts with a [`Gap`], which
+//! the API turns into an `ssepush.reset`-like marker: the phone then resumes from the origin with
+//! its own cursor instead of trusting the buffer. A `ssepush.reset` from the origin itself (the
+//! cursor was older than the origin's retention) is kept and reported the same way.
+//!
+//! Events are `Arc`s: handoffs sharing an upstream connection share one copy of each event.
+
+use std::collections::VecDeque;
+
+use ssepush_origin::EventId;
+use ssepush_origin::event::SharedEvent;
+
+/// Why a read cannot be trusted to be complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GapReason {
+    /// The buffer overflowed (or the events were acknowledged earlier).
+    Buffer,
+    /// The origin sent `ssepush.reset`: its retention no longer held the cursor.
+    OriginReset,
+}
+
+/// The start of an incomplete read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub reason: GapReason,
+    /// The position the read asked for.
+    pub requested: Option<EventId>,
+    /// Events up to this id may be missing from the buffer.
+    pub through: Option<EventId>,
+    /// The oldest event the buffer (or the origin) still holds.
+    pub oldest: Option<EventId>,
+}
+
+/// One buffered event and whether it passed the wake filter.
+#[derive(Debug, Clone)]
+pub struct Buffered {
+    pub event: SharedEvent,
+    pub wakes: bool,
+}
+
+#[derive(Debug)]
+pub struct EventBuffer {
+    cap: usize,
+    events: VecDeque<Buffered>,
+    floor: Option<EventId>,
+    /// `Some(oldest)` after the origin reset this stream, until the phone acknowledges past it.
+    origin_reset: Option<Option<EventId>>,
+    dropped: u64,
+}
+
+impl EventBuffer {
+    /// A buffer for a phone whose cursor is `cursor`: nothing at or below it is owed.
+    pub fn new(cap: usize, cursor: Option<EventId>) -> Self {
+        EventBuffer {
+            cap: cap.max(1),
+            events: VecDeque::new(),
+            floor: cursor,
+            origin_reset: None,
+            dropped: 0,
+        }
+    }
+
+    /// Appends an event (callers deliver ids in increasing order and drop duplicates). Returns
+    /// true when the oldest event had to be dropped.
+    pub fn push(&mut self, event: SharedEvent, wakes: bool) -> bool {
+        let mut overflowed = false;
+        if self.events.len() >= self.cap
+            && let Some(old) = self.events.pop_front()
+        {
+            self.floor = self.floor.max(Some(old.event.id));
+            self.dropped += 1;
+            overflowed = true;
+        }
+        self.events.push_back(Buffered { event, wakes });
+        overflowed
+    }
+
+    /// Events up to `through` were lost before reaching the buffer: reads from below it get a
+    /// gap.
+    pub fn lost(&mut self, through: EventId) {
+        self.floor = self.floor.max(Some(through));
+        self.dropped += 1;
+    }
+
+    /// The origin answered the watch with `ssepush.reset`.
+    pub fn origin_reset(&mut self, oldest: Option<EventId>) {
+        self.origin_reset = Some(oldest);
+    }
+
+    /// The phone has everything through `id`: drop it and raise the floor.
+    pub fn ack(&mut self, id: EventId) {
+        while self.events.front().is_some_and(|b| b.event.id <= id) {
+            self.events.pop_front();
+        }
+        self.floor = self.floor.max(Some(id));
+        // Acknowledging the origin's oldest id (or anything, when it held nothing) means the
+        // phone has seen the marker and resynced.
+        if self.origin_reset.is_some_and(|o| o.is_none_or(|o| id >= o)) {
+            self.origin_reset = None;
+        }
+    }
+
+    /// Events after `after`, with a gap marker first when the buffer cannot vouch for
+    /// completeness.
+    pub fn read(&self, after: Option<EventId>) -> (Option<Gap>, Vec<SharedEvent>) {
+        let events: Vec<SharedEvent> = self
+            .events
+            .iter()
+            .filter(|b| after.is_none_or(|a| b.event.id > a))
+            .map(|b| b.event.clone())
+            .collect();
+        let oldest = self.events.front().map(|b| b.event.id);
+        let gap = if let Some(origin_oldest) = self.origin_reset {
+            Some(Gap {
+                reason: GapReason::OriginReset,
+                requested: after,
+                through: None,
+                oldest: origin_oldest,
+            })
+        } else if self.floor.is_some() && after < self.floor {
+            Some(Gap {
+                reason: GapReason::Buffer,
+                requested: after,
+                through: self.floor,
+                oldest,
+            })
+        } else {
+            None
+        };
+        (gap, events)
+    }
+
+    /// Events after `after` still buffered.
+    pub fn pending(&self, after: Option<EventId>) -> u64 {
+        self.events
+            .iter()
+            .rev()
+            .take_while(|b| after.is_none_or(|a| b.event.id > a))
+            .count() as u64
+    }
+
+    /// Whether an event after `after` passed the wake filter (a wake is owed).
+    pub fn wake_owed(&self, after: Option<EventId>) -> bool {
+        self.events
+            .iter()
+            .rev()
+            .take_while(|b| after.is_none_or(|a| b.event.id > a))
+            .any(|b| b.wakes)
+    }
+
+    pub fn newest(&self) -> Option<EventId> {
+        self.events.back().map(|b| b.event.id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Events dropped on overflow over the buffer's life.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ssepush_origin::Event;
+
+    use super::*;
+
+    fn ev(seq: u64) -> SharedEvent {
+        Arc::new(Event {
+            id: EventId::new(1, seq),
+            channel: "a".into(),
+            kind: "message".into(),
+            data: serde_json::json!(seq),
+            time: 1,
+        })
+    }
+
+    fn ids(v: &[SharedEvent]) -> Vec<u64> {
+        v.iter().map(|e| e.id.seq).collect()
+    }
+
+    #[test]
+    fn reads_after_the_cursor_without_a_gap() {
+        let mut b = EventBuffer::new(4, Some(EventId::new(1, 0)));
+        for i in 1..=3 {
+            b.push(ev(i), i == 2);
+        }
+        let (gap, events) = b.read(Some(EventId::new(1, 0)));
+        assert_eq!(gap, None);
+        assert_eq!(ids(&events), vec![1, 2, 3]);
+        assert_eq!(b.pending(Some(EventId::new(1, 1))), 2);
+        assert!(b.wake_owed(Some(EventId::new(1, 1))));
+        assert!(!b.wake_owed(Some(EventId::new(1, 2))));
+    }
+
+    #[test]
+    fn overflow_is_reported_as_a_gap_not_lost_silently() {
+        let cursor = Some(EventId::new(1, 0));
+        let mut b = EventBuffer::new(3, cursor);
+        let overflowed: Vec<bool> = (1..=5).map(|i| b.push(ev(i), true)).collect();
+        assert_eq!(overflowed, vec![false, false, false, true, true]);
+        let (gap, events) = b.read(cursor);
+        assert_eq!(ids(&events), vec![3, 4, 5]);
+        let gap = gap.expect("a gap");
+        assert_eq!(gap.reason, GapReason::Buffer);
+        assert_eq!(gap.through, Some(EventId::new(1, 2)));
+        assert_eq!(gap.oldest, Some(EventId::new(1, 3)));
+        assert_eq!(b.dropped(), 2);
+        // A phone that already has event 2 sees no gap.
+        assert_eq!(b.read(Some(EventId::new(1, 2))).0, None);
+    }
+
+    #[test]
+    fn events_lost_upstream_of_the_buffer_are_a_gap_too() {
+        let cursor = Some(EventId::new(1, 0));
+        let mut b = EventBuffer::new(8, cursor);
+        b.lost(EventId::new(1, 1));
+        b.push(ev(2), true);
+        let (gap, events) = b.read(cursor);
+        assert_eq!(gap.unwrap().through, Some(EventId::new(1, 1)));
+        assert_eq!(ids(&events), vec![2]);
+    }
+
+    #[test]
+    fn ack_trims_and_raises_the_floor() {
+        let mut b = EventBuffer::new(10, None);
+        for i in 1..=4 {
+            b.push(ev(i), false);
+        }
+        b.ack(EventId::new(1, 2));
+        assert_eq!(ids(&b.read(Some(EventId::new(1, 2))).1), vec![3, 4]);
+        assert_eq!(b.read(Some(EventId::new(1, 2))).0, None);
+        // Asking for what was already acknowledged: the buffer says it no longer has it.
+        assert!(b.read(Some(EventId::new(1, 1))).0.is_some());
+    }
+
+    #[test]
+    fn origin_resets_are_reported_until_acknowledged_past() {
+        let mut b = EventBuffer::new(10, Some(EventId::new(0, 1)));
+        b.origin_reset(Some(EventId::new(1, 3)));
+        b.push(ev(3), true);
+        let gap = b.read(Some(EventId::new(0, 1))).0.unwrap();
+        assert_eq!(gap.reason, GapReason::OriginReset);
+        assert_eq!(gap.oldest, Some(EventId::new(1, 3)));
+        b.ack(EventId::new(1, 3));
+        assert_eq!(b.read(Some(EventId::new(1, 3))).0, None);
+    }
+}

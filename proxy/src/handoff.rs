@@ -1,0 +1,832 @@
+//! Handoffs: the request a phone sends before it sleeps, its validation, its secret token, and
+//! the per-handoff **state machine**.
+//!
+//! ```text
+//!              wake accepted            check-in (GET /events)
+//!   watching ─────────────────▶ woken ─────────────────────────▶ watching …
+//!      │  ╲                       │
+//!      │   ╲ ttl over / dead token / upstream 4xx / handback
+//!      ▼    ▼                     ▼
+//!   expired  failed{reason}   closed          (terminal: nothing leaves them)
+//! ```
+//!
+//! Everything here is plain values: no sockets, no clock but the one passed in.
+//! The handoff's token is returned once, at creation; only its SHA-256 is kept, and every type
+//! that holds a secret (the token, upstream headers, push tokens) has a redacting `Debug`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use base64::Engine;
+use reqwest::Url;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use ssepush_origin::EventId;
+use ssepush_origin::filter::{Filter, FilterError};
+use subtle::ConstantTimeEq;
+
+use crate::push::{PushTarget, WakeMode};
+use crate::settings::Settings;
+
+// ---------------------------------------------------------------------------------------------
+// State machine
+// ---------------------------------------------------------------------------------------------
+
+/// Where a handoff is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "state", content = "reason")]
+pub enum State {
+    /// The proxy watches the stream; no wake is outstanding.
+    Watching,
+    /// A wake was accepted by the push service; no further wake until the phone checks in.
+    Woken,
+    /// The ttl ran out; the proxy stopped watching.
+    Expired,
+    /// Ended by an error that retrying cannot fix (dead push token, upstream 4xx, …).
+    Failed(String),
+    /// The phone handed the stream back.
+    Closed,
+}
+
+impl State {
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Watching => "watching",
+            State::Woken => "woken",
+            State::Expired => "expired",
+            State::Failed(_) => "failed",
+            State::Closed => "closed",
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, State::Expired | State::Failed(_) | State::Closed)
+    }
+
+    pub const ALL: [&'static str; 5] = ["watching", "woken", "expired", "failed", "closed"];
+}
+
+/// What happens to a handoff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The push service accepted a wake.
+    WakeAccepted,
+    /// The phone fetched its events (or is handing back).
+    CheckIn,
+    /// The ttl ran out.
+    Expire,
+    /// Something permanent went wrong.
+    Fail(String),
+    /// The phone handed the stream back.
+    Close,
+}
+
+/// The transition function. Terminal states absorb every input: a late wake result or check-in
+/// never revives a failed or closed handoff.
+pub fn transition(state: &State, input: &Input) -> State {
+    if state.is_terminal() {
+        return state.clone();
+    }
+    match input {
+        Input::WakeAccepted => State::Woken,
+        Input::CheckIn => State::Watching,
+        Input::Expire => State::Expired,
+        Input::Fail(reason) => State::Failed(reason.clone()),
+        Input::Close => State::Closed,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens
+// ---------------------------------------------------------------------------------------------
+
+/// A handoff's secret, as handed to the phone once. 256 random bits, hex.
+pub struct Token(String);
+
+impl Token {
+    pub fn generate() -> Token {
+        Token(random_hex(32))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(&self) -> TokenHash {
+        TokenHash::of(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+/// What the proxy keeps of a token: its SHA-256. A leaked store does not leak the tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    pub fn of(token: &str) -> TokenHash {
+        TokenHash(Sha256::digest(token.as_bytes()).into())
+    }
+
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Constant-time comparison of a presented token against this hash.
+    pub fn verify(&self, presented: &str) -> bool {
+        bool::from(TokenHash::of(presented).0.ct_eq(&self.0))
+    }
+}
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHash(…)")
+    }
+}
+
+/// A fresh handoff id: `h_` and 128 random bits, hex.
+pub fn new_id() -> String {
+    format!("h_{}", random_hex(16))
+}
+
+fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The request
+// ---------------------------------------------------------------------------------------------
+
+/// `POST /v1/handoffs` body, as sent (SPEC §5).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HandoffRequest {
+    pub stream: StreamRequest,
+    pub push: PushTarget,
+    #[serde(default)]
+    pub wake: WakeRequest,
+    #[serde(default)]
+    pub ttl_sec: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StreamRequest {
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub last_event_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WakeRequest {
+    #[serde(default)]
+    pub filter: Option<String>,
+    #[serde(default)]
+    pub coalesce_ms: Option<u64>,
+    #[serde(default)]
+    pub max_per_hour: Option<u32>,
+    #[serde(default)]
+    pub mode: Option<WakeMode>,
+}
+
+/// Why a handoff request was refused; [`HandoffError::status`] classifies it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HandoffError {
+    #[error("stream.url is not a valid absolute URL: {0}")]
+    BadUrl(String),
+    #[error("stream.url must be http or https, not {0:?}")]
+    BadScheme(String),
+    #[error("stream.url {0} is not in this proxy's allowed_origins")]
+    OriginNotAllowed(String),
+    #[error("stream.headers: {0}")]
+    BadHeaders(String),
+    #[error("stream.lastEventId: {0}")]
+    BadEventId(String),
+    #[error("push: {0}")]
+    BadPushTarget(String),
+    #[error("no push provider is configured for platform {0:?} on this proxy")]
+    NoProvider(&'static str),
+    #[error("wake.filter: {0}")]
+    BadFilter(FilterError),
+    #[error("wake: {0}")]
+    BadWake(String),
+    #[error("ttlSec must be 1..={0}")]
+    BadTtl(u64),
+}
+
+impl HandoffError {
+    /// 403 for a refused destination (policy, not syntax), 422 for a platform this node cannot
+    /// serve, 400 for everything the client can fix in its request.
+    pub fn status(&self) -> u16 {
+        match self {
+            HandoffError::OriginNotAllowed(_) => 403,
+            HandoffError::NoProvider(_) => 422,
+            _ => 400,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            HandoffError::BadUrl(_) | HandoffError::BadScheme(_) => "invalid_stream_url",
+            HandoffError::OriginNotAllowed(_) => "origin_not_allowed",
+            HandoffError::BadHeaders(_) => "invalid_headers",
+            HandoffError::BadEventId(_) => "invalid_event_id",
+            HandoffError::BadPushTarget(_) => "invalid_push_target",
+            HandoffError::NoProvider(_) => "no_provider",
+            HandoffError::BadFilter(_) => "invalid_filter",
+            HandoffError::BadWake(_) => "invalid_wake",
+            HandoffError::BadTtl(_) => "invalid_ttl",
+        }
+    }
+}
+
+/// Upstream request headers of a handoff (often credentials): never printed.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct StreamHeaders(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for StreamHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| format!("{k}: ***")))
+            .finish()
+    }
+}
+
+/// What the proxy watches: the URL and the headers to send, already validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSpec {
+    pub url: Url,
+    pub headers: StreamHeaders,
+}
+
+impl StreamSpec {
+    /// The shared-watcher key: handoffs with equal URL and equal credentials read one
+    /// connection. A SHA-256 over both, so the map never holds credentials a second time and
+    /// two different credentials can never collide into one connection.
+    pub fn key(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.url.as_str().as_bytes());
+        for (k, v) in &self.headers.0 {
+            h.update([0u8]);
+            h.update(k.as_bytes());
+            h.update([0u8]);
+            h.update(v.as_bytes());
+        }
+        h.finalize().into()
+    }
+}
+
+/// The wake preferences of one handoff, resolved against the settings.
+#[derive(Debug, Clone)]
+pub struct WakeSpec {
+    pub filter: Option<Filter>,
+    pub coalesce_ms: u64,
+    pub max_per_hour: u32,
+    pub mode: WakeMode,
+}
+
+/// A push target whose `Debug` shows the platform only: tokens and keys are secrets.
+#[derive(Clone, PartialEq)]
+pub struct Target(pub PushTarget);
+
+impl Target {
+    pub fn platform(&self) -> &'static str {
+        platform(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Target({}, ***)", self.platform())
+    }
+}
+
+pub fn platform(t: &PushTarget) -> &'static str {
+    match t {
+        PushTarget::Apns { .. } => "apns",
+        PushTarget::Fcm { .. } => "fcm",
+        PushTarget::Webpush { .. } => "webpush",
+    }
+}
+
+/// A validated handoff, ready to be stored and watched.
+#[derive(Debug, Clone)]
+pub struct HandoffSpec {
+    pub stream: StreamSpec,
+    pub cursor: Option<EventId>,
+    pub push: Target,
+    pub wake: WakeSpec,
+    pub ttl_secs: u64,
+}
+
+/// Headers a client must not set on the upstream request: hop-by-hop (RFC 9110 §7.6.1) and the
+/// ones the proxy owns.
+const FORBIDDEN_HEADERS: [&str; 13] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "last-event-id",
+    "accept",
+];
+
+impl HandoffRequest {
+    /// Validates every field. `has_provider` says whether this node can push to a platform.
+    /// Nothing here touches the network: a refused URL is refused before any connection.
+    pub fn validate(
+        self,
+        settings: &Settings,
+        allow: &OriginAllowList,
+        has_provider: impl Fn(&PushTarget) -> bool,
+    ) -> Result<HandoffSpec, HandoffError> {
+        let url = check_stream_url(&self.stream.url, allow)?;
+        let headers = check_headers(&self.stream.headers, settings)?;
+        let cursor = match self.stream.last_event_id.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(s) => Some(
+                s.parse::<EventId>()
+                    .map_err(|e| HandoffError::BadEventId(e.to_string()))?,
+            ),
+        };
+        check_push_target(&self.push)?;
+        if !has_provider(&self.push) {
+            return Err(HandoffError::NoProvider(platform(&self.push)));
+        }
+        let filter = match self.wake.filter.as_deref() {
+            None => None,
+            Some(s) if s.trim().is_empty() => None,
+            Some(s) => Some(Filter::compile(s).map_err(HandoffError::BadFilter)?),
+        };
+        let w = &settings.wake;
+        let coalesce_ms = self.wake.coalesce_ms.unwrap_or(w.coalesce_ms);
+        if coalesce_ms > w.max_coalesce_ms {
+            return Err(HandoffError::BadWake(format!(
+                "coalesceMs must be at most {}",
+                w.max_coalesce_ms
+            )));
+        }
+        let max_per_hour = self.wake.max_per_hour.unwrap_or(w.max_per_hour);
+        if max_per_hour == 0 || max_per_hour > w.max_per_hour_limit {
+            return Err(HandoffError::BadWake(format!(
+                "maxPerHour must be 1..={}",
+                w.max_per_hour_limit
+            )));
+        }
+        let ttl_secs = self.ttl_sec.unwrap_or(settings.default_ttl_secs);
+        if ttl_secs == 0 || ttl_secs > settings.max_ttl_secs {
+            return Err(HandoffError::BadTtl(settings.max_ttl_secs));
+        }
+        Ok(HandoffSpec {
+            stream: StreamSpec { url, headers },
+            cursor,
+            push: Target(self.push),
+            wake: WakeSpec {
+                filter,
+                coalesce_ms,
+                max_per_hour,
+                mode: self.wake.mode.unwrap_or_default(),
+            },
+            ttl_secs,
+        })
+    }
+}
+
+fn check_stream_url(raw: &str, allow: &OriginAllowList) -> Result<Url, HandoffError> {
+    if raw.len() > 4096 {
+        return Err(HandoffError::BadUrl("longer than 4096 bytes".into()));
+    }
+    let url = Url::parse(raw).map_err(|e| HandoffError::BadUrl(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(HandoffError::BadScheme(url.scheme().to_owned()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(HandoffError::BadUrl(
+            "credentials in the URL are not accepted; pass them in stream.headers".into(),
+        ));
+    }
+    if url.host_str().is_none() {
+        return Err(HandoffError::BadUrl("no host".into()));
+    }
+    if !allow.allows(&url) {
+        return Err(HandoffError::OriginNotAllowed(origin_of(&url)));
+    }
+    Ok(url)
+}
+
+/// `scheme://host:port` of a URL: what error messages and logs may show (never path or query,
+/// which can carry tokens).
+pub fn origin_of(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+fn check_headers(
+    given: &BTreeMap<String, String>,
+    settings: &Settings,
+) -> Result<StreamHeaders, HandoffError> {
+    let limits = &settings.upstream;
+    if given.len() > limits.max_headers {
+        return Err(HandoffError::BadHeaders(format!(
+            "at most {} headers",
+            limits.max_headers
+        )));
+    }
+    let mut total = 0usize;
+    let mut out = Vec::with_capacity(given.len());
+    for (name, value) in given {
+        let lower = name.to_ascii_lowercase();
+        if axum::http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            return Err(HandoffError::BadHeaders(format!(
+                "{:?} is not a valid header name",
+                name.chars().take(64).collect::<String>()
+            )));
+        }
+        if FORBIDDEN_HEADERS.contains(&lower.as_str()) {
+            return Err(HandoffError::BadHeaders(format!(
+                "{lower} may not be set: it is hop-by-hop or set by the proxy"
+            )));
+        }
+        if axum::http::HeaderValue::from_str(value).is_err() {
+            // The value is probably a credential: name the header, never echo the value.
+            return Err(HandoffError::BadHeaders(format!(
+                "the value of {lower} is not a valid header value"
+            )));
+        }
+        total += lower.len() + value.len();
+        out.push((lower, value.clone()));
+    }
+    if total > limits.max_header_bytes {
+        return Err(HandoffError::BadHeaders(format!(
+            "headers are larger than {} bytes",
+            limits.max_header_bytes
+        )));
+    }
+    out.sort();
+    out.dedup_by(|a, b| a.0 == b.0);
+    if out.len() != given.len() {
+        return Err(HandoffError::BadHeaders(
+            "a header is given twice (names are case-insensitive)".into(),
+        ));
+    }
+    Ok(StreamHeaders(out))
+}
+
+fn check_push_target(t: &PushTarget) -> Result<(), HandoffError> {
+    let bad = |m: &str| Err(HandoffError::BadPushTarget(m.to_owned()));
+    match t {
+        PushTarget::Apns {
+            token,
+            topic,
+            environment,
+        } => {
+            if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return bad("an APNs device token is 64 hex digits");
+            }
+            if topic
+                .as_ref()
+                .is_some_and(|t| t.is_empty() || t.len() > 255 || t.contains(char::is_whitespace))
+            {
+                return bad("topic must be a bundle id (1..=255 characters, no spaces)");
+            }
+            if environment
+                .as_deref()
+                .is_some_and(|e| !matches!(e, "production" | "sandbox" | "development"))
+            {
+                return bad("environment must be production, sandbox or development");
+            }
+        }
+        PushTarget::Fcm { token } => {
+            if token.is_empty()
+                || token.len() > 4096
+                || !token.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return bad("an FCM registration token is 1..=4096 printable ASCII characters");
+            }
+        }
+        PushTarget::Webpush { subscription } => {
+            let endpoint = Url::parse(&subscription.endpoint).map_err(|_| {
+                HandoffError::BadPushTarget("subscription.endpoint is not a URL".into())
+            })?;
+            let loopback = is_loopback_host(&endpoint);
+            // RFC 8030 push services are https; plain http only to a local (simulated) service.
+            if !(endpoint.scheme() == "https" || endpoint.scheme() == "http" && loopback) {
+                return bad("subscription.endpoint must be an https URL");
+            }
+            if subscription.endpoint.len() > 2048 {
+                return bad("subscription.endpoint is longer than 2048 bytes");
+            }
+            let b64 = |s: &str| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(s.trim_end_matches('='))
+                    .ok()
+            };
+            match b64(&subscription.keys.p256dh) {
+                Some(k) if k.len() == 65 && k[0] == 4 => {}
+                _ => {
+                    return bad(
+                        "keys.p256dh must be an uncompressed P-256 point (65 bytes), base64url",
+                    );
+                }
+            }
+            match b64(&subscription.keys.auth) {
+                Some(k) if k.len() == 16 => {}
+                _ => return bad("keys.auth must be 16 bytes, base64url"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Allowed origins
+// ---------------------------------------------------------------------------------------------
+
+/// The operator's `allowed_origins`, parsed once.
+#[derive(Debug, Clone)]
+pub struct OriginAllowList {
+    entries: Vec<Url>,
+    /// Empty list on a loopback listen address: loopback origins are allowed (development).
+    loopback_only: bool,
+}
+
+impl OriginAllowList {
+    pub fn parse(list: &[String], listen: SocketAddr) -> Result<OriginAllowList, String> {
+        let mut entries = Vec::new();
+        for raw in list {
+            let url = Url::parse(raw)
+                .map_err(|e| format!("allowed_origins entry {raw:?} is not a URL: {e}"))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(format!(
+                    "allowed_origins entry {raw:?} must be an http(s) URL with a host"
+                ));
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(format!(
+                    "allowed_origins entry {raw:?} must not have a query or fragment"
+                ));
+            }
+            entries.push(url);
+        }
+        Ok(OriginAllowList {
+            loopback_only: entries.is_empty() && listen.ip().is_loopback(),
+            entries,
+        })
+    }
+
+    /// Whether the proxy may send a request to `url`. Checked for the stream URL and for every
+    /// redirect hop.
+    pub fn allows(&self, url: &Url) -> bool {
+        if !matches!(url.scheme(), "http" | "https") {
+            return false;
+        }
+        if self.entries.is_empty() {
+            return self.loopback_only && is_loopback_host(url);
+        }
+        self.entries.iter().any(|e| {
+            e.scheme() == url.scheme()
+                && e.host() == url.host()
+                && e.port_or_known_default() == url.port_or_known_default()
+                && path_prefix(e.path(), url.path())
+        })
+    }
+}
+
+/// `/v1` allows `/v1` and `/v1/sse` but not `/v1x`.
+fn path_prefix(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty()
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::push::{WebPushKeys, WebPushSubscription};
+
+    fn settings() -> Settings {
+        Settings::default()
+    }
+
+    fn allow(list: &[&str]) -> OriginAllowList {
+        let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+        OriginAllowList::parse(&list, "127.0.0.1:8090".parse().unwrap()).unwrap()
+    }
+
+    fn request(json: serde_json::Value) -> HandoffRequest {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn apns_req() -> serde_json::Value {
+        serde_json::json!({
+            "stream": {"url": "http://127.0.0.1:8080/v1/sse?channel=chat.*", "headers": {"Authorization": "Bearer upstream-secret"}, "lastEventId": "5-0"},
+            "push": {"platform": "apns", "token": "ab".repeat(32)},
+        })
+    }
+
+    #[test]
+    fn state_machine_cycles_and_terminal_states_absorb() {
+        let s = State::Watching;
+        let s = transition(&s, &Input::WakeAccepted);
+        assert_eq!(s, State::Woken);
+        let s = transition(&s, &Input::CheckIn);
+        assert_eq!(s, State::Watching);
+        for terminal in [
+            State::Expired,
+            State::Closed,
+            State::Failed("upstream answered 401".into()),
+        ] {
+            for input in [
+                Input::WakeAccepted,
+                Input::CheckIn,
+                Input::Expire,
+                Input::Close,
+                Input::Fail("x".into()),
+            ] {
+                assert_eq!(transition(&terminal, &input), terminal);
+            }
+        }
+        assert_eq!(
+            transition(&State::Woken, &Input::Fail("410 Unregistered".into())),
+            State::Failed("410 Unregistered".into())
+        );
+        assert_eq!(transition(&State::Woken, &Input::Expire), State::Expired);
+    }
+
+    #[test]
+    fn tokens_verify_by_hash_and_never_print() {
+        let t = Token::generate();
+        assert_eq!(t.expose().len(), 64);
+        let h = t.hash();
+        assert!(h.verify(t.expose()));
+        assert!(!h.verify("nope"));
+        assert!(!format!("{t:?} {h:?}").contains(t.expose()));
+        assert_ne!(Token::generate().expose(), t.expose());
+        assert!(new_id().starts_with("h_"));
+    }
+
+    #[test]
+    fn a_good_request_validates_and_secrets_do_not_print() {
+        let spec = request(apns_req())
+            .validate(&settings(), &allow(&["http://127.0.0.1:8080"]), |_| true)
+            .unwrap();
+        assert_eq!(spec.cursor, Some(EventId::new(5, 0)));
+        assert_eq!(spec.stream.headers.0[0].0, "authorization");
+        assert_eq!(spec.wake.max_per_hour, 3);
+        let text = format!("{spec:?}");
+        assert!(!text.contains("upstream-secret"), "{text}");
+        assert!(!text.contains(&"ab".repeat(32)), "{text}");
+    }
+
+    #[test]
+    fn allowed_origins_match_scheme_host_port_and_path_prefix() {
+        let a = allow(&["http://127.0.0.1:8080", "https://api.example.com/streams"]);
+        let ok = |u: &str| a.allows(&Url::parse(u).unwrap());
+        assert!(ok("http://127.0.0.1:8080/v1/sse"));
+        assert!(!ok("http://127.0.0.1:8081/v1/sse"));
+        assert!(!ok("https://127.0.0.1:8080/v1/sse"));
+        assert!(ok("https://api.example.com/streams/x"));
+        assert!(ok("https://api.example.com:443/streams"));
+        assert!(!ok("https://api.example.com/streamsx"));
+        assert!(!ok("https://api.example.com.evil.net/streams"));
+        // Empty list: loopback only, and only on a loopback listen address.
+        let dev = allow(&[]);
+        assert!(dev.allows(&Url::parse("http://localhost:1/x").unwrap()));
+        assert!(!dev.allows(&Url::parse("http://10.0.0.1/x").unwrap()));
+        let public = OriginAllowList::parse(&[], "0.0.0.0:8090".parse().unwrap()).unwrap();
+        assert!(!public.allows(&Url::parse("http://127.0.0.1/x").unwrap()));
+    }
+
+    #[test]
+    fn bad_requests_are_classified() {
+        let s = settings();
+        let a = allow(&["http://127.0.0.1:8080"]);
+        let check = |patch: &dyn Fn(&mut serde_json::Value)| {
+            let mut j = apns_req();
+            patch(&mut j);
+            request(j)
+                .validate(&s, &a, |t| platform(t) != "fcm")
+                .unwrap_err()
+        };
+        let e = check(&|j| j["stream"]["url"] = "http://10.1.1.1/v1/sse".into());
+        assert_eq!(e.status(), 403);
+        assert!(matches!(
+            check(&|j| j["stream"]["url"] = "ftp://x/".into()),
+            HandoffError::BadScheme(_)
+        ));
+        assert!(matches!(
+            check(&|j| j["stream"]["url"] = "nope".into()),
+            HandoffError::BadUrl(_)
+        ));
+        assert!(matches!(
+            check(&|j| j["stream"]["headers"] = serde_json::json!({"Connection": "x"})),
+            HandoffError::BadHeaders(_)
+        ));
+        let e =
+            check(&|j| j["stream"]["headers"] = serde_json::json!({"X-Key": "bad\nvalue-secret"}));
+        assert!(!e.to_string().contains("value-secret"));
+        assert!(matches!(
+            check(&|j| j["stream"]["lastEventId"] = "abc".into()),
+            HandoffError::BadEventId(_)
+        ));
+        assert!(matches!(
+            check(&|j| j["push"]["token"] = "abc".into()),
+            HandoffError::BadPushTarget(_)
+        ));
+        let e = check(&|j| j["push"] = serde_json::json!({"platform": "fcm", "token": "x"}));
+        assert_eq!(e.status(), 422);
+        let e = check(&|j| j["wake"] = serde_json::json!({"filter": "data.x >"}));
+        match e {
+            HandoffError::BadFilter(f) => assert!(f.column >= 8),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            check(&|j| j["wake"] = serde_json::json!({"maxPerHour": 0})),
+            HandoffError::BadWake(_)
+        ));
+        assert!(matches!(
+            check(&|j| j["ttlSec"] = 0.into()),
+            HandoffError::BadTtl(_)
+        ));
+        assert!(matches!(
+            check(&|j| j["ttlSec"] = 99_999_999.into()),
+            HandoffError::BadTtl(_)
+        ));
+    }
+
+    #[test]
+    fn webpush_subscriptions_need_real_key_lengths() {
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let mut p256 = vec![4u8];
+        p256.extend([7u8; 64]);
+        let sub = |endpoint: &str, p: String, a: String| PushTarget::Webpush {
+            subscription: WebPushSubscription {
+                endpoint: endpoint.into(),
+                expiration_time: None,
+                keys: WebPushKeys { p256dh: p, auth: a },
+            },
+        };
+        assert!(
+            check_push_target(&sub("https://push.example/x", b64(&p256), b64(&[1; 16]))).is_ok()
+        );
+        assert!(check_push_target(&sub("http://127.0.0.1:9/x", b64(&p256), b64(&[1; 16]))).is_ok());
+        assert!(
+            check_push_target(&sub("http://push.example/x", b64(&p256), b64(&[1; 16]))).is_err()
+        );
+        assert!(
+            check_push_target(&sub(
+                "https://push.example/x",
+                b64(&p256[..33]),
+                b64(&[1; 16])
+            ))
+            .is_err()
+        );
+        assert!(
+            check_push_target(&sub("https://push.example/x", b64(&p256), b64(&[1; 8]))).is_err()
+        );
+    }
+
+    #[test]
+    fn watcher_keys_differ_by_credentials() {
+        let url = Url::parse("http://127.0.0.1:8080/v1/sse?channel=a").unwrap();
+        let a = StreamSpec {
+            url: url.clone(),
+            headers: StreamHeaders(vec![("authorization".into(), "Bearer a".into())]),
+        };
+        let b = StreamSpec {
+            url,
+            headers: StreamHeaders(vec![("authorization".into(), "Bearer b".into())]),
+        };
+        assert_ne!(a.key(), b.key());
+        assert_eq!(a.key(), a.clone().key());
+    }
+}

@@ -1,0 +1,446 @@
+//! A live handoff on its owning node: the record's hot half (state, cursor, buffer, wake
+//! policy) behind one mutex, and its **driver** — one task that sleeps until the wake policy says
+//! send, sends through the platform's provider (under the provider-wide rate limit), applies the
+//! result, and ends the handoff at its ttl.
+//!
+//! The upstream watcher calls [`LiveHandoff`] synchronously for every event (it is a
+//! [`Subscriber`]); the driver is only woken (a `Notify`) when an event owes a wake, so a sleeping
+//! handoff costs a parked task and its buffer, nothing more. Every log line of a handoff is in a
+//! span carrying its id — never its token, push token or upstream headers.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use ssepush_origin::EventId;
+use ssepush_origin::event::SharedEvent;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::buffer::{EventBuffer, Gap};
+use crate::handoff::{HandoffSpec, Input, State, TokenHash, transition};
+use crate::push::Wake;
+use crate::server::Node;
+use crate::store::{HandoffRecord, LastWake};
+use crate::upstream::{Subscriber, Verdicts};
+use crate::wake::{Action, Outcome, WakeConfig, WakePolicy};
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Unix milliseconds as RFC 3339 UTC (`2026-11-24T19:00:00.000Z`).
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+struct Inner {
+    state: State,
+    /// The device's cursor: what it handed off with, acknowledged, or was served.
+    cursor: Option<EventId>,
+    /// The newest id received for this handoff (duplicates at or below it are dropped).
+    last_seen: Option<EventId>,
+    newest: Option<EventId>,
+    buffer: EventBuffer,
+    policy: WakePolicy,
+    wakes_sent: u64,
+    last_wake: Option<LastWake>,
+    last_error: Option<String>,
+    finished_at_ms: Option<u64>,
+}
+
+/// What `GET /events` returns.
+#[derive(Debug)]
+pub struct Catchup {
+    pub gap: Option<Gap>,
+    pub events: Vec<SharedEvent>,
+    pub cursor: Option<EventId>,
+}
+
+pub struct LiveHandoff {
+    pub id: String,
+    token: TokenHash,
+    pub spec: HandoffSpec,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+    expires_at: Instant,
+    inner: Mutex<Inner>,
+    notify: Notify,
+    /// Cancelled when the handoff reaches a terminal state: the driver ends.
+    pub stop: CancellationToken,
+    span: tracing::Span,
+}
+
+impl std::fmt::Debug for LiveHandoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `spec` has redacting Debug impls for its headers and push target; the token is a hash.
+        f.debug_struct("LiveHandoff")
+            .field("id", &self.id)
+            .field("spec", &self.spec)
+            .field("state", &self.inner.lock().unwrap().state)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish()
+    }
+}
+
+fn state_gauge(state: &State, delta: f64) {
+    metrics::gauge!("ssepush_proxy_handoffs", "state" => state.name()).increment(delta);
+}
+
+impl LiveHandoff {
+    pub fn new(id: String, token: TokenHash, spec: HandoffSpec, node: &Node) -> Arc<LiveHandoff> {
+        let w = &node.settings.wake;
+        let cfg = WakeConfig {
+            coalesce: Duration::from_millis(spec.wake.coalesce_ms),
+            max_per_hour: spec.wake.max_per_hour,
+            max_attempts: w.max_attempts,
+            retry_base: Duration::from_millis(w.retry_base_ms),
+            retry_max: Duration::from_millis(w.retry_max_ms),
+        };
+        let created = now_ms();
+        let ttl = Duration::from_secs(spec.ttl_secs);
+        let span = tracing::info_span!("handoff", id = %id, platform = spec.push.platform());
+        state_gauge(&State::Watching, 1.0);
+        Arc::new(LiveHandoff {
+            token,
+            created_at_ms: created,
+            expires_at_ms: created + ttl.as_millis() as u64,
+            expires_at: Instant::now() + ttl,
+            inner: Mutex::new(Inner {
+                state: State::Watching,
+                cursor: spec.cursor,
+                last_seen: spec.cursor,
+                newest: None,
+                buffer: EventBuffer::new(node.settings.buffer_events, spec.cursor),
+                policy: WakePolicy::new(cfg),
+                wakes_sent: 0,
+                last_wake: None,
+                last_error: None,
+                finished_at_ms: None,
+            }),
+            notify: Notify::new(),
+            stop: CancellationToken::new(),
+            span,
+            spec,
+            id,
+        })
+    }
+
+    pub fn verify_token(&self, presented: &str) -> bool {
+        self.token.verify(presented)
+    }
+
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    pub fn state(&self) -> State {
+        self.inner.lock().unwrap().state.clone()
+    }
+
+    /// Applies a state-machine input; returns true when the state changed.
+    fn apply(&self, inner: &mut Inner, input: Input) -> bool {
+        let next = transition(&inner.state, &input);
+        if next == inner.state {
+            return false;
+        }
+        state_gauge(&inner.state, -1.0);
+        state_gauge(&next, 1.0);
+        let _e = self.span.enter();
+        tracing::info!(from = inner.state.name(), to = next.name(), "handoff state");
+        if next.is_terminal() {
+            inner.finished_at_ms = Some(now_ms());
+            if let State::Failed(reason) = &next {
+                inner.last_error = Some(reason.clone());
+            }
+            self.stop.cancel();
+        }
+        inner.state = next;
+        self.notify.notify_one();
+        true
+    }
+
+    /// `GET /events`: a check-in. `after` (the device's own cursor, from `Last-Event-ID` or
+    /// `?after=`) acknowledges everything up to it; the events after it (or after the stored
+    /// cursor) are returned and the cursor moves to the newest of them.
+    pub fn check_in(&self, after: Option<EventId>) -> Catchup {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(a) = after {
+            inner.buffer.ack(a);
+            inner.cursor = inner.cursor.max(Some(a));
+        }
+        let from = after.or(inner.cursor);
+        let (gap, events) = inner.buffer.read(from);
+        if let Some(last) = events.last() {
+            inner.cursor = inner.cursor.max(Some(last.id));
+        }
+        let owed = inner.buffer.wake_owed(inner.cursor);
+        inner.policy.on_check_in(Instant::now(), owed);
+        self.apply(&mut inner, Input::CheckIn);
+        self.notify.notify_one();
+        Catchup {
+            gap,
+            events,
+            cursor: inner.cursor,
+        }
+    }
+
+    /// `DELETE`: the handback. Returns the final cursor.
+    pub fn close(&self, after: Option<EventId>) -> Option<EventId> {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(a) = after {
+            inner.cursor = inner.cursor.max(Some(a));
+        }
+        self.apply(&mut inner, Input::Close);
+        inner.cursor
+    }
+
+    pub fn fail(&self, reason: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        self.apply(&mut inner, Input::Fail(reason.to_owned()));
+    }
+
+    pub fn expire_if_due(&self, now: Instant) -> bool {
+        if now < self.expires_at {
+            return false;
+        }
+        let mut inner = self.inner.lock().unwrap();
+        self.apply(&mut inner, Input::Expire)
+    }
+
+    /// A snapshot for the store and the status endpoint.
+    pub fn record(&self) -> HandoffRecord {
+        let inner = self.inner.lock().unwrap();
+        HandoffRecord {
+            id: self.id.clone(),
+            token_sha256: self.token.hex(),
+            stream_url: self.spec.stream.url.to_string(),
+            stream_headers: self.spec.stream.headers.0.clone(),
+            push: self.spec.push.0.clone(),
+            wake_filter: self
+                .spec
+                .wake
+                .filter
+                .as_ref()
+                .map(|f| f.source().to_owned()),
+            coalesce_ms: self.spec.wake.coalesce_ms,
+            max_per_hour: self.spec.wake.max_per_hour,
+            mode: self.spec.wake.mode,
+            state: inner.state.name().to_owned(),
+            failed_reason: match &inner.state {
+                State::Failed(r) => Some(r.clone()),
+                _ => None,
+            },
+            cursor: inner.cursor,
+            newest_id: inner.newest,
+            pending: inner.buffer.pending(inner.cursor),
+            wakes_sent: inner.wakes_sent,
+            last_wake: inner.last_wake.clone(),
+            last_error: inner.last_error.clone(),
+            created_at_ms: self.created_at_ms,
+            expires_at_ms: self.expires_at_ms,
+            finished_at_ms: inner.finished_at_ms,
+        }
+    }
+}
+
+impl Drop for LiveHandoff {
+    fn drop(&mut self) {
+        if let Ok(inner) = self.inner.get_mut() {
+            state_gauge(&inner.state, -1.0);
+        }
+    }
+}
+
+impl Subscriber for LiveHandoff {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn on_event(&self, event: &SharedEvent, verdicts: &mut Verdicts<'_>) {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.state.is_terminal() || inner.last_seen.is_some_and(|l| event.id <= l) {
+            return;
+        }
+        inner.last_seen = Some(event.id);
+        inner.newest = Some(event.id);
+        // Control events are passed on but never wake a phone by themselves.
+        let wakes = !event.is_control()
+            && self
+                .spec
+                .wake
+                .filter
+                .as_ref()
+                .is_none_or(|f| verdicts.check(f));
+        if inner.buffer.push(event.clone(), wakes) {
+            metrics::counter!("ssepush_proxy_buffer_overflows_total").increment(1);
+        }
+        metrics::counter!("ssepush_proxy_events_buffered_total").increment(1);
+        inner.policy.on_event(Instant::now(), wakes);
+        if wakes {
+            self.notify.notify_one();
+        }
+    }
+
+    fn on_reset(&self, oldest: Option<EventId>) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.buffer.origin_reset(oldest);
+        // The phone must learn of the reset: that alone owes a wake.
+        inner.policy.on_event(Instant::now(), true);
+        self.notify.notify_one();
+    }
+
+    fn on_lost(&self, through: EventId) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.last_seen = inner.last_seen.max(Some(through));
+        inner.buffer.lost(through);
+        metrics::counter!("ssepush_proxy_buffer_overflows_total").increment(1);
+    }
+
+    fn on_failed(&self, reason: &str) {
+        self.fail(reason);
+    }
+}
+
+/// Runs a handoff until it ends: wakes when the policy says so, expires at its ttl.
+pub fn spawn_driver(node: Arc<Node>, h: Arc<LiveHandoff>) {
+    let span = h.span.clone();
+    tokio::spawn(drive(node, h).instrument(span));
+}
+
+async fn drive(node: Arc<Node>, h: Arc<LiveHandoff>) {
+    let expiry = tokio::time::Instant::from_std(h.expires_at);
+    loop {
+        let action = {
+            let mut inner = h.inner.lock().unwrap();
+            if inner.state.is_terminal() {
+                break;
+            }
+            inner.policy.next(Instant::now())
+        };
+        match action {
+            Action::Idle => {
+                tokio::select! {
+                    _ = h.notify.notified() => {}
+                    _ = h.stop.cancelled() => {}
+                    _ = node.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep_until(expiry) => { h.expire_if_due(Instant::now()); }
+                }
+            }
+            Action::WaitUntil(at) => {
+                let at = tokio::time::Instant::from_std(at);
+                tokio::select! {
+                    _ = h.notify.notified() => {}
+                    _ = h.stop.cancelled() => {}
+                    _ = node.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep_until(at.min(expiry)) => { h.expire_if_due(Instant::now()); }
+                }
+            }
+            Action::Send => send_wake(&node, &h).await,
+        }
+        node.persist(&h).await;
+    }
+    node.upstreams.leave(&h.spec.stream, &h.id);
+    node.persist(&h).await;
+    tracing::debug!("handoff driver ended");
+}
+
+async fn send_wake(node: &Node, h: &LiveHandoff) {
+    let platform = h.spec.push.platform();
+    let (wake, owed_since) = {
+        let mut inner = h.inner.lock().unwrap();
+        inner.policy.begin_send();
+        let wake = Wake {
+            handoff_id: h.id.clone(),
+            pending: inner.buffer.pending(inner.cursor),
+            latest_event_id: inner.newest.map(|i| i.to_string()),
+            mode: h.spec.wake.mode,
+            collapse_id: h.id.clone(),
+            ttl: Duration::from_secs(node.settings.wake.push_ttl_secs),
+        };
+        (wake, inner.policy.owed_since())
+    };
+    let result = match node.providers.get(&h.spec.push.0) {
+        None => Err(crate::push::PushError::Config(format!(
+            "no provider configured for platform {platform}"
+        ))),
+        Some(provider) => {
+            node.rate_limit(platform).await;
+            provider.send(&h.spec.push.0, &wake).await
+        }
+    };
+    let outcome_label = match &result {
+        Ok(()) => "accepted",
+        Err(e) => e.outcome(),
+    };
+    metrics::counter!("ssepush_proxy_wakes_total", "provider" => platform, "outcome" => outcome_label)
+        .increment(1);
+    let jitter = rand::rng().random::<f64>();
+    let now = Instant::now();
+    let mut inner = h.inner.lock().unwrap();
+    match inner.policy.on_result(now, &result, jitter) {
+        Outcome::Accepted => {
+            if let Some(since) = owed_since {
+                metrics::histogram!("ssepush_proxy_wake_latency_seconds", "provider" => platform)
+                    .record(now.duration_since(since).as_secs_f64());
+            }
+            inner.wakes_sent += 1;
+            inner.last_wake = Some(LastWake {
+                at: rfc3339(now_ms()),
+                pending: wake.pending,
+                latest_event_id: inner.newest,
+            });
+            if inner.policy.is_outstanding() {
+                h.apply(&mut inner, Input::WakeAccepted);
+            }
+            tracing::info!(pending = wake.pending, "wake accepted");
+        }
+        Outcome::Retry(at) => {
+            let msg = result.err().map(|e| e.to_string()).unwrap_or_default();
+            tracing::info!(error = %msg, retry_in = ?at.saturating_duration_since(now), "wake not accepted; will retry");
+            inner.last_error = Some(msg);
+        }
+        Outcome::GaveUp(msg) => {
+            tracing::warn!(error = %msg, "wake given up after repeated failures");
+            inner.last_error = Some(msg);
+        }
+        Outcome::Failed(reason) => {
+            tracing::warn!(%reason, "push target is dead; handoff failed");
+            h.apply(&mut inner, Input::Fail(format!("push rejected: {reason}")));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_547_400_123), "2026-11-24T19:10:00.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,334 @@
+//! The proxy's settings: one type, built from TOML + `SSEPUSH_PROXY_…` env by [`Settings::load`]
+//! (same rules as the origin: `__` separates nested keys), or directly by tests.
+//!
+//! Two decisions live here because they keep the proxy from being abused:
+//!
+//! * **`allowed_origins`** — the stream URLs the proxy may connect to. Each entry is a URL
+//!   prefix: scheme, host and port must be equal, and the entry's path (if any beyond `/`) must
+//!   be a prefix of the stream's path at a segment boundary. **Empty means: loopback origins only,
+//!   and only while the proxy itself listens on loopback** (a development proxy on 127.0.0.1 just
+//!   works with a development origin); a proxy reachable from a network with an empty list
+//!   refuses every stream. The proxy never becomes an open relay by accident.
+//! * **handoff auth** (`[auth]`) — who may create handoffs: static `api_keys` and/or HS256 JWTs
+//!   from the app's backend, as `Authorization: Bearer …`. With nothing configured, creation is
+//!   open on a loopback listen address and refused (403) on any other, unless
+//!   `auth.allow_anonymous = true`. Reading and handing back a handoff always needs the handoff's
+//!   own token.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use ssepush_origin::config::{self, ConfigError};
+
+// The provider sections are defined next to the providers that read them.
+pub use crate::push::{ApnsSettings, FcmSettings, WebPushSettings};
+
+/// Environment prefix of the proxy's settings.
+pub const ENV_PREFIX: &str = "SSEPUSH_PROXY_";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on. Default `127.0.0.1:8090`.
+    pub listen: SocketAddr,
+    /// Handoff store: `memory` (the default; single node). `redis://…` comes with the fleet.
+    pub store: String,
+    /// Stream URL prefixes the proxy may connect to (see the module docs). Default: empty
+    /// (loopback origins only, and only on a loopback listen address).
+    pub allowed_origins: Vec<String>,
+    /// Open connections accepted at once. Default 10,000.
+    pub max_connections: usize,
+    /// Seconds open connections get to finish after SIGTERM. Default 10.
+    pub shutdown_grace_secs: u64,
+    /// Largest request body accepted, in bytes. Default 64 KiB.
+    pub max_body_bytes: usize,
+    /// Most live handoffs on this node; creation beyond is a 503. Default 1,000,000.
+    pub max_handoffs: usize,
+    /// Events buffered per handoff; older ones are dropped and reported as a gap. Default 256.
+    pub buffer_events: usize,
+    /// Handoff lifetime when the request gives no `ttlSec`. Default 86,400 (a day).
+    pub default_ttl_secs: u64,
+    /// Longest `ttlSec` accepted. Default 604,800 (a week).
+    pub max_ttl_secs: u64,
+    /// How long a finished (closed, expired, failed) handoff's status stays readable. Default 3600.
+    pub keep_finished_secs: u64,
+    pub auth: AuthSettings,
+    pub wake: WakeSettings,
+    pub upstream: UpstreamSettings,
+    /// `[apns]`: Apple push (token-based auth). Absent: iOS handoffs are refused.
+    pub apns: Option<ApnsSettings>,
+    /// `[fcm]`: Firebase Cloud Messaging HTTP v1. Absent: Android handoffs are refused.
+    pub fcm: Option<FcmSettings>,
+    /// `[webpush]`: RFC 8030 Web Push with VAPID. Absent: webpush handoffs are refused.
+    pub webpush: Option<WebPushSettings>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            store: "memory".into(),
+            allowed_origins: Vec::new(),
+            max_connections: 10_000,
+            shutdown_grace_secs: 10,
+            max_body_bytes: 64 * 1024,
+            max_handoffs: 1_000_000,
+            buffer_events: 256,
+            default_ttl_secs: 86_400,
+            max_ttl_secs: 7 * 86_400,
+            keep_finished_secs: 3600,
+            auth: AuthSettings::default(),
+            wake: WakeSettings::default(),
+            upstream: UpstreamSettings::default(),
+            apns: None,
+            fcm: None,
+            webpush: None,
+        }
+    }
+}
+
+/// `[auth]`: who may create handoffs.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Static API keys accepted as `Authorization: Bearer <key>`. Default: none.
+    pub api_keys: Vec<String>,
+    /// Shared secret (≥ 32 bytes) for HS256 JWTs minted by the app's backend. Default: none.
+    pub jwt_hs256_secret: Option<String>,
+    /// Required `iss` / `aud` claims of JWTs when set.
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    /// Creation without credentials on a non-loopback address. Default false.
+    pub allow_anonymous: bool,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    // Keys and secrets never reach a log line, even through `{:?}` of the settings.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("api_keys", &self.api_keys.len())
+            .field(
+                "jwt_hs256_secret",
+                &self.jwt_hs256_secret.as_ref().map(|_| "***"),
+            )
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("allow_anonymous", &self.allow_anonymous)
+            .finish()
+    }
+}
+
+impl AuthSettings {
+    pub fn is_configured(&self) -> bool {
+        !self.api_keys.is_empty() || self.jwt_hs256_secret.is_some()
+    }
+}
+
+/// `[wake]`: the wake policy's defaults and limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WakeSettings {
+    /// Burst window when the handoff gives no `coalesceMs`. Default 250.
+    pub coalesce_ms: u64,
+    /// Largest `coalesceMs` accepted. Default 60,000.
+    pub max_coalesce_ms: u64,
+    /// Wakes per device per hour when the handoff gives no `maxPerHour` (Apple asks for no more
+    /// than two or three background pushes an hour). Default 3.
+    pub max_per_hour: u32,
+    /// Largest `maxPerHour` accepted. Default 60.
+    pub max_per_hour_limit: u32,
+    /// Provider-wide rate limit, pushes per second per platform (token bucket). Default 1000.
+    pub provider_rate_per_sec: f64,
+    /// Token bucket depth. Default 1000.
+    pub provider_burst: u32,
+    /// Attempts per wake on transient errors before it is given up (the next event tries
+    /// again). Default 6.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with jitter. Default 500.
+    pub retry_base_ms: u64,
+    /// Longest retry delay. Default 60,000.
+    pub retry_max_ms: u64,
+    /// How long push services keep an undelivered wake. Default 3600.
+    pub push_ttl_secs: u64,
+}
+
+impl Default for WakeSettings {
+    fn default() -> Self {
+        WakeSettings {
+            coalesce_ms: 250,
+            max_coalesce_ms: 60_000,
+            max_per_hour: 3,
+            max_per_hour_limit: 60,
+            provider_rate_per_sec: 1000.0,
+            provider_burst: 1000,
+            max_attempts: 6,
+            retry_base_ms: 500,
+            retry_max_ms: 60_000,
+            push_ttl_secs: 3600,
+        }
+    }
+}
+
+/// `[upstream]`: how the proxy reads origin streams.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamSettings {
+    /// TCP connect + response-headers timeout. Default 10,000.
+    pub connect_timeout_ms: u64,
+    /// A stream silent for this long is considered dead and reconnected (the origin sends a
+    /// keep-alive comment every 15 s). Default 60,000.
+    pub idle_timeout_ms: u64,
+    /// Reconnect delay when the origin sent no `retry:`. Default 1000.
+    pub reconnect_ms: u64,
+    /// First backoff after a failure; doubles per failure, with jitter. Default 500.
+    pub backoff_base_ms: u64,
+    /// Longest backoff. Default 30,000.
+    pub backoff_max_ms: u64,
+    /// Redirect hops followed, each checked against `allowed_origins`. Default 5.
+    pub max_redirects: u32,
+    /// Most headers a handoff may pass upstream. Default 16.
+    pub max_headers: usize,
+    /// Most bytes of header names + values per handoff. Default 8192.
+    pub max_header_bytes: usize,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        UpstreamSettings {
+            connect_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            reconnect_ms: 1000,
+            backoff_base_ms: 500,
+            backoff_max_ms: 30_000,
+            max_redirects: 5,
+            max_headers: 16,
+            max_header_bytes: 8192,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads `file` (if any) and overlays `SSEPUSH_PROXY_…` variables.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        config::load(file, ENV_PREFIX)
+    }
+
+    /// Checks what serde cannot: ranges and the allowed-origins syntax.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.store != "memory" {
+            return bad(format!(
+                "store {:?} is not supported yet: only `memory`",
+                ssepush_origin::server::redact_url(&self.store)
+            ));
+        }
+        if self.buffer_events == 0 || self.buffer_events > 100_000 {
+            return bad("buffer_events must be 1..=100000".into());
+        }
+        if self.default_ttl_secs == 0 || self.default_ttl_secs > self.max_ttl_secs {
+            return bad("default_ttl_secs must be 1..=max_ttl_secs".into());
+        }
+        if self.wake.coalesce_ms > self.wake.max_coalesce_ms {
+            return bad("wake.coalesce_ms must be ≤ wake.max_coalesce_ms".into());
+        }
+        if self.wake.max_per_hour == 0 || self.wake.max_per_hour > self.wake.max_per_hour_limit {
+            return bad("wake.max_per_hour must be 1..=wake.max_per_hour_limit".into());
+        }
+        if self.wake.provider_rate_per_sec.is_nan() || self.wake.provider_rate_per_sec <= 0.0 {
+            return bad("wake.provider_rate_per_sec must be > 0".into());
+        }
+        if self.wake.provider_burst == 0 || self.wake.max_attempts == 0 {
+            return bad("wake.provider_burst and wake.max_attempts must be ≥ 1".into());
+        }
+        if self.auth.api_keys.iter().any(|k| k.trim().is_empty()) {
+            return bad("auth.api_keys must not contain empty keys".into());
+        }
+        if self
+            .auth
+            .jwt_hs256_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < 32)
+        {
+            return bad("auth.jwt_hs256_secret must be at least 32 bytes".into());
+        }
+        crate::handoff::OriginAllowList::parse(&self.allowed_origins, self.listen)
+            .map_err(ConfigError::Invalid)?;
+        Ok(())
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_env_overrides_nest() {
+        Settings::default().validate().unwrap();
+        let env = vec![
+            (
+                "SSEPUSH_PROXY_LISTEN".to_string(),
+                "0.0.0.0:9000".to_string(),
+            ),
+            (
+                "SSEPUSH_PROXY_ALLOWED_ORIGINS".to_string(),
+                "[\"https://api.example.com\"]".to_string(),
+            ),
+            (
+                "SSEPUSH_PROXY_WAKE__MAX_PER_HOUR".to_string(),
+                "2".to_string(),
+            ),
+        ];
+        let s: Settings = config::load_from(None, ENV_PREFIX, env).unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.allowed_origins, vec!["https://api.example.com"]);
+        assert_eq!(s.wake.max_per_hour, 2);
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn the_sample_config_documents_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/proxy.toml");
+        let s: Settings =
+            config::load_from(Some(&path), ENV_PREFIX, Vec::new()).expect("deploy/proxy.toml");
+        s.validate().unwrap();
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            serde_json::to_value(Settings::default()).unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let s = Settings {
+            allowed_origins: vec!["ftp://x".into()],
+            ..Settings::default()
+        };
+        assert!(s.validate().is_err());
+        let s = Settings {
+            store: "redis://:pw@h".into(),
+            ..Settings::default()
+        };
+        let err = s.validate().unwrap_err().to_string();
+        assert!(!err.contains("pw"), "{err}");
+    }
+
+    #[test]
+    fn debug_hides_auth_secrets() {
+        let s = Settings {
+            auth: AuthSettings {
+                api_keys: vec!["key-very-secret".into()],
+                jwt_hs256_secret: Some("jwt-very-secret-jwt-very-secret-xx".into()),
+                ..AuthSettings::default()
+            },
+            ..Settings::default()
+        };
+        let text = format!("{s:?}");
+        assert!(!text.contains("very-secret"), "{text}");
+    }
+}

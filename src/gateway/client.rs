@@ -1,0 +1,273 @@
+//! [`GatewayClient`]: the simulated gateway's control API from the outside — what tests and the
+//! device simulator use to get device tokens and Web Push subscriptions, listen for the pushes
+//! a device receives, read the push record, and arm faults. Also loads the credentials a
+//! gateway wrote, so a test can sign exactly what a proxy would.
+
+use std::path::Path;
+
+use eventsource_stream::Eventsource;
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::credentials::{Credentials, CredentialsError, GATEWAY_FILE, GatewayInfo};
+use super::faults::{FaultSpec, Provider};
+use super::record::{Delivery, PushQuery, PushRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayClientError {
+    #[error("cannot reach the gateway: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("gateway answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("unexpected answer from the gateway: {0}")]
+    Decode(String),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+}
+
+/// A Web Push subscription as the gateway hands it out.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct WebPushEndpoint {
+    pub id: String,
+    pub endpoint: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl GatewayClient {
+    pub fn new(base: &str) -> GatewayClient {
+        GatewayClient {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// A client for the gateway that wrote `dir` (its `gateway.json`), with its credentials.
+    pub fn from_credentials_dir(
+        dir: &Path,
+    ) -> Result<(GatewayClient, Credentials), GatewayClientError> {
+        let path = dir.join(GATEWAY_FILE);
+        let text = std::fs::read(&path).map_err(|source| CredentialsError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let info: GatewayInfo =
+            serde_json::from_slice(&text).map_err(|e| CredentialsError::Format {
+                path,
+                message: e.to_string(),
+            })?;
+        Ok((GatewayClient::new(&info.url), Credentials::load(dir)?))
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn check(resp: reqwest::Response) -> Result<reqwest::Response, GatewayClientError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.text().await.unwrap_or_default();
+        Err(GatewayClientError::Status {
+            status: status.as_u16(),
+            body,
+        })
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        resp: reqwest::Response,
+    ) -> Result<T, GatewayClientError> {
+        let bytes = Self::check(resp).await?.bytes().await?;
+        serde_json::from_slice(&bytes).map_err(|e| GatewayClientError::Decode(e.to_string()))
+    }
+
+    /// Waits until the gateway answers `/healthz` (it is serving once it does).
+    pub async fn wait_ready(&self, timeout: std::time::Duration) -> Result<(), GatewayClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.http.get(format!("{}/healthz", self.base)).send().await {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) if tokio::time::Instant::now() >= deadline => {
+                    return Err(GatewayClientError::Status {
+                        status: r.status().as_u16(),
+                        body: "not ready".into(),
+                    });
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e.into()),
+                _ => tokio::time::sleep(std::time::Duration::from_millis(25)).await,
+            }
+        }
+    }
+
+    /// A fresh device token for `platform` (`Apns` or `Fcm`).
+    pub async fn register_device(&self, platform: Provider) -> Result<String, GatewayClientError> {
+        #[derive(Deserialize)]
+        struct Registered {
+            token: String,
+        }
+        let resp = self
+            .http
+            .post(format!("{}/_gateway/devices", self.base))
+            .json(&json!({ "platform": platform }))
+            .send()
+            .await?;
+        Ok(Self::json::<Registered>(resp).await?.token)
+    }
+
+    /// The app is uninstalled: from now on APNs answers 410 `Unregistered`, FCM 404
+    /// `UNREGISTERED` for this token.
+    pub async fn unregister_device(&self, token: &str) -> Result<(), GatewayClientError> {
+        let resp = self
+            .http
+            .delete(format!("{}/_gateway/devices/{token}", self.base))
+            .send()
+            .await?;
+        Self::check(resp).await.map(drop)
+    }
+
+    /// A Web Push subscription endpoint; with `application_server_key` (base64url), only
+    /// pushes signed with that VAPID key are accepted.
+    pub async fn subscribe_webpush(
+        &self,
+        application_server_key: Option<&str>,
+    ) -> Result<WebPushEndpoint, GatewayClientError> {
+        let body = match application_server_key {
+            Some(k) => json!({ "applicationServerKey": k }),
+            None => json!({}),
+        };
+        let resp = self
+            .http
+            .post(format!("{}/_gateway/webpush/subscriptions", self.base))
+            .json(&body)
+            .send()
+            .await?;
+        Self::json(resp).await
+    }
+
+    pub async fn unsubscribe_webpush(&self, id: &str) -> Result<(), GatewayClientError> {
+        let resp = self
+            .http
+            .delete(format!("{}/_gateway/webpush/subscriptions/{id}", self.base))
+            .send()
+            .await?;
+        Self::check(resp).await.map(drop)
+    }
+
+    /// The pushes the device (token or subscription id) receives, from now on. The stream is
+    /// open (the device counts as listening) once this returns.
+    pub async fn device_stream(
+        &self,
+        token: &str,
+    ) -> Result<impl Stream<Item = Result<Delivery, GatewayClientError>> + use<>, GatewayClientError>
+    {
+        let resp = self
+            .http
+            .get(format!("{}/_gateway/devices/{token}/stream", self.base))
+            .header("accept", "text/event-stream")
+            .send()
+            .await?;
+        let resp = Self::check(resp).await?;
+        Ok(resp
+            .bytes_stream()
+            .eventsource()
+            .filter_map(|r| async move {
+                match r {
+                    Ok(e) if e.event == "push" => Some(
+                        serde_json::from_str::<Delivery>(&e.data)
+                            .map_err(|err| GatewayClientError::Decode(err.to_string())),
+                    ),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(GatewayClientError::Decode(e.to_string()))),
+                }
+            }))
+    }
+
+    pub async fn pushes(&self, query: &PushQuery) -> Result<Vec<PushRecord>, GatewayClientError> {
+        let mut params: Vec<(&str, String)> = Vec::new();
+        if let Some(t) = &query.token {
+            params.push(("token", t.clone()));
+        }
+        if let Some(p) = query.provider {
+            params.push(("provider", p.as_str().into()));
+        }
+        if let Some(s) = query.since {
+            params.push(("since", s.to_string()));
+        }
+        if let Some(l) = query.limit {
+            params.push(("limit", l.to_string()));
+        }
+        let qs: String = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", url_escape(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let resp = self
+            .http
+            .get(format!("{}/_gateway/pushes?{qs}", self.base))
+            .send()
+            .await?;
+        Self::json(resp).await
+    }
+
+    pub async fn clear_pushes(&self) -> Result<(), GatewayClientError> {
+        let resp = self
+            .http
+            .delete(format!("{}/_gateway/pushes", self.base))
+            .send()
+            .await?;
+        Self::check(resp).await.map(drop)
+    }
+
+    /// Arms a fault; returns its id.
+    pub async fn set_fault(&self, fault: &FaultSpec) -> Result<u64, GatewayClientError> {
+        #[derive(Deserialize)]
+        struct Armed {
+            id: u64,
+        }
+        let resp = self
+            .http
+            .post(format!("{}/_gateway/faults", self.base))
+            .json(fault)
+            .send()
+            .await?;
+        Ok(Self::json::<Armed>(resp).await?.id)
+    }
+
+    /// The armed faults (`id`, the spec's fields, `remaining`).
+    pub async fn faults(&self) -> Result<Vec<serde_json::Value>, GatewayClientError> {
+        let resp = self
+            .http
+            .get(format!("{}/_gateway/faults", self.base))
+            .send()
+            .await?;
+        Self::json(resp).await
+    }
+
+    pub async fn clear_faults(&self) -> Result<(), GatewayClientError> {
+        let resp = self
+            .http
+            .delete(format!("{}/_gateway/faults", self.base))
+            .send()
+            .await?;
+        Self::check(resp).await.map(drop)
+    }
+}
+
+/// Percent-encodes a query value (tokens are URL-safe already; this is for the odd one).
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~:".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,632 @@
+//! Webhooks end to end: a real origin delivers to a real HTTP receiver on a loopback port.
+//!
+//! The receiver checks every request the Standard Webhooks way with the spec's reference crate
+//! (`standardwebhooks`, not the origin's own signing code): signature, and timestamp freshness.
+//! It records the `webhook-id`s of the requests it acknowledged. Delivery is at-least-once, so a
+//! retried id may repeat; the *deduplicated* sequence must equal the published one exactly.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+use ssepush_origin::settings::Settings;
+use support::{TestOrigin, eventually, memory_settings, metric, namespace, redis_settings};
+use tokio::sync::watch;
+
+/// What the receiver saw.
+#[derive(Default)]
+struct Seen {
+    /// `webhook-id`s of acknowledged (2xx) requests, in arrival order, with their bodies.
+    acked: Vec<(String, Value)>,
+    /// Requests answered with an error on purpose.
+    refused: usize,
+    /// Requests whose signature or timestamp did not verify. Must stay empty.
+    bad: Vec<String>,
+}
+
+struct Receiver {
+    seen: Mutex<Seen>,
+    secret: watch::Sender<Option<String>>,
+    /// Answer 500 to this many more requests.
+    fail_next: AtomicUsize,
+    /// Answer 500 to everything while set.
+    failing: AtomicBool,
+    /// Answer 500 to everything after this many acknowledged requests (0: never).
+    fail_after_acks: AtomicUsize,
+}
+
+struct Rx {
+    url: String,
+    state: Arc<Receiver>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl Rx {
+    async fn start() -> Rx {
+        let state = Arc::new(Receiver {
+            seen: Mutex::new(Seen::default()),
+            secret: watch::Sender::new(None),
+            fail_next: AtomicUsize::new(0),
+            failing: AtomicBool::new(false),
+            fail_after_acks: AtomicUsize::new(0),
+        });
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Rx {
+            url: format!("http://{addr}/hook"),
+            state,
+            _server: server,
+        }
+    }
+
+    fn set_secret(&self, secret: &str) {
+        self.state.secret.send_replace(Some(secret.to_owned()));
+    }
+
+    /// Acknowledged ids, first occurrence only, in order.
+    fn unique_ids(&self) -> Vec<String> {
+        let seen = self.state.seen.lock().unwrap();
+        let mut out: Vec<String> = Vec::new();
+        for (id, _) in &seen.acked {
+            if !out.contains(id) {
+                out.push(id.clone());
+            }
+        }
+        out
+    }
+
+    fn acked(&self) -> usize {
+        self.state.seen.lock().unwrap().acked.len()
+    }
+
+    fn refused(&self) -> usize {
+        self.state.seen.lock().unwrap().refused
+    }
+
+    fn assert_all_verified(&self) {
+        let seen = self.state.seen.lock().unwrap();
+        assert!(
+            seen.bad.is_empty(),
+            "requests that failed verification: {:?}",
+            seen.bad
+        );
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        self.state
+            .seen
+            .lock()
+            .unwrap()
+            .acked
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+}
+
+async fn receive(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    // The secret is known once registration answered; a delivery can race that answer.
+    let mut secret = rx.secret.subscribe();
+    let secret = match tokio::time::timeout(
+        Duration::from_secs(5),
+        secret.wait_for(Option::is_some),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s.clone().unwrap(),
+        _ => return StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let verified = standardwebhooks::Webhook::new(&secret)
+        .map_err(|e| e.to_string())
+        .and_then(|wh| wh.verify(&body, &headers).map_err(|e| e.to_string()));
+    // Fresh: signed for this attempt, not replayed (the crate allows 5 minutes; we ask more).
+    let fresh = headers
+        .get("webhook-timestamp")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok())
+        .is_some_and(|ts| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            (now - ts).abs() <= 30
+        });
+    let mut seen = rx.seen.lock().unwrap();
+    if let Err(e) = verified {
+        seen.bad.push(format!("{id}: {e}"));
+        return StatusCode::UNAUTHORIZED;
+    }
+    if !fresh {
+        seen.bad.push(format!("{id}: stale timestamp"));
+        return StatusCode::UNAUTHORIZED;
+    }
+    let after = rx.fail_after_acks.load(Ordering::SeqCst);
+    if rx.failing.load(Ordering::SeqCst)
+        || (after > 0 && seen.acked.len() >= after)
+        || rx
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        seen.refused += 1;
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let Ok(value) = serde_json::from_slice::<Value>(&body) else {
+        seen.bad.push(format!("{id}: body is not JSON"));
+        return StatusCode::BAD_REQUEST;
+    };
+    seen.acked.push((id, value));
+    StatusCode::NO_CONTENT
+}
+
+/// Settings for fast tests: loopback targets allowed, tiny backoff, quick polls and leases.
+fn fast(mut s: Settings) -> Settings {
+    s.webhooks.allow_private_targets = true;
+    s.webhooks.backoff_base_ms = 10;
+    s.webhooks.backoff_cap_ms = 100;
+    s.webhooks.max_failures = 1000;
+    s.webhooks.timeout_ms = 2000;
+    s.webhooks.lease_ttl_ms = 3000;
+    s.webhooks.poll_interval_ms = 200;
+    s
+}
+
+async fn api(method: reqwest::Method, url: String, body: Option<Value>) -> (StatusCode, Value) {
+    let client = reqwest::Client::new();
+    let mut req = client.request(method, url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("origin answers");
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+    let text = resp.text().await.unwrap();
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+    };
+    (status, value)
+}
+
+async fn register(origin: &TestOrigin, rx: &Rx, body: Value) -> String {
+    let (status, created) = api(
+        reqwest::Method::POST,
+        format!("{}/v1/webhooks", origin.url),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["secret"]
+        .as_str()
+        .expect("secret shown on creation");
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    rx.set_secret(secret);
+    created["id"].as_str().unwrap().to_owned()
+}
+
+async fn status(origin: &TestOrigin, id: &str) -> Value {
+    let (code, v) = api(
+        reqwest::Method::GET,
+        format!("{}/v1/webhooks/{id}", origin.url),
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    v
+}
+
+async fn publish(origin: &TestOrigin, channel: &str, data: Value) -> String {
+    origin
+        .client
+        .publish_one(channel, None, data)
+        .await
+        .expect("publish")
+        .to_string()
+}
+
+async fn wait_for_ids(rx: &Rx, want: &[String], within: Duration) {
+    eventually(within, "every event delivered", || async {
+        rx.unique_ids().len() >= want.len()
+    })
+    .await;
+    assert_eq!(
+        rx.unique_ids(),
+        want,
+        "the deduplicated deliveries must equal the published sequence"
+    );
+    rx.assert_all_verified();
+}
+
+#[tokio::test]
+async fn every_event_arrives_signed_and_in_order_through_failures() {
+    let origin = TestOrigin::start(fast(memory_settings())).await;
+    let rx = Rx::start().await;
+    // The first attempts fail: delivery must retry the same event, not skip ahead.
+    rx.state.fail_next.store(5, Ordering::SeqCst);
+    let id = register(
+        &origin,
+        &rx,
+        json!({"url": rx.url, "channels": ["orders.>"]}),
+    )
+    .await;
+    let mut want = Vec::new();
+    for i in 0..30 {
+        let channel = if i % 2 == 0 {
+            "orders.eu"
+        } else {
+            "orders.us.west"
+        };
+        want.push(publish(&origin, channel, json!({"n": i})).await);
+        publish(&origin, "chat.noise", json!({"n": i})).await;
+    }
+    wait_for_ids(&rx, &want, Duration::from_secs(20)).await;
+    assert!(
+        rx.refused() >= 5,
+        "the receiver refused {} requests",
+        rx.refused()
+    );
+
+    // The body is the documented envelope around the event.
+    let first = &rx.bodies()[0];
+    assert_eq!(first["type"], "message");
+    assert_eq!(first["data"]["id"], want[0].as_str());
+    assert_eq!(first["data"]["channel"], "orders.eu");
+    assert_eq!(first["data"]["data"], json!({"n": 0}));
+    assert!(
+        first["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{first}"
+    );
+
+    let last = want.last().unwrap().clone();
+    eventually(
+        Duration::from_secs(5),
+        "the cursor reaches the last event",
+        || async { status(&origin, &id).await["cursor"] == last.as_str() },
+    )
+    .await;
+    let s = status(&origin, &id).await;
+    assert_eq!(s["state"], "active");
+    assert_eq!(s["pending"], 0);
+    assert_eq!(s["consecutiveFailures"], 0);
+    assert!(
+        s["lastError"].as_str().is_some_and(|e| e.contains("500")),
+        "{s}"
+    );
+    assert!(s["lastSuccessAt"].is_string(), "{s}");
+    assert!(
+        s.get("secret").is_none(),
+        "status must not show the secret: {s}"
+    );
+    assert!(metric(&origin.url, "ssepush_origin_webhook_deliveries_total").await >= 35.0);
+    origin.stop().await;
+}
+
+#[tokio::test]
+async fn status_counts_pending_events_while_the_receiver_is_down() {
+    let origin = TestOrigin::start(fast(memory_settings())).await;
+    let rx = Rx::start().await;
+    rx.state.failing.store(true, Ordering::SeqCst);
+    let id = register(&origin, &rx, json!({"url": rx.url, "channels": ["jobs"]})).await;
+    let mut want = Vec::new();
+    for i in 0..4 {
+        want.push(publish(&origin, "jobs", json!(i)).await);
+    }
+    eventually(Duration::from_secs(10), "failures recorded", || async {
+        status(&origin, &id).await["consecutiveFailures"].as_u64() >= Some(2)
+    })
+    .await;
+    let s = status(&origin, &id).await;
+    assert_eq!(s["pending"], 4, "{s}");
+    assert_eq!(s["pendingIsLowerBound"], false, "{s}");
+    assert!(s["lastError"].as_str().unwrap().contains("500"), "{s}");
+    assert!(s["lastAttemptAt"].is_string(), "{s}");
+    assert!(s["failingSince"].is_string(), "{s}");
+    rx.state.failing.store(false, Ordering::SeqCst);
+    wait_for_ids(&rx, &want, Duration::from_secs(10)).await;
+    origin.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_failures_disable_and_enabling_resumes_from_the_cursor() {
+    let mut settings = fast(memory_settings());
+    settings.webhooks.max_failures = 3;
+    let origin = TestOrigin::start(settings).await;
+    let rx = Rx::start().await;
+    let id = register(
+        &origin,
+        &rx,
+        json!({"url": rx.url, "channels": ["billing"]}),
+    )
+    .await;
+    let first = publish(&origin, "billing", json!("a")).await;
+    wait_for_ids(&rx, std::slice::from_ref(&first), Duration::from_secs(10)).await;
+
+    rx.state.failing.store(true, Ordering::SeqCst);
+    let mut want = vec![first.clone()];
+    for i in 0..3 {
+        want.push(publish(&origin, "billing", json!(i)).await);
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the webhook is disabled",
+        || async { status(&origin, &id).await["state"] == "disabled" },
+    )
+    .await;
+    let s = status(&origin, &id).await;
+    assert_eq!(s["consecutiveFailures"], 3, "{s}");
+    assert_eq!(
+        s["cursor"],
+        first.as_str(),
+        "the cursor stays at the last 2xx: {s}"
+    );
+    assert!(s["lastError"].as_str().unwrap().contains("500"), "{s}");
+    assert!(s["disabledAt"].is_string(), "{s}");
+    assert_eq!(s["pending"], 3, "{s}");
+    assert!(metric(&origin.url, "ssepush_origin_webhooks_disabled_total").await >= 1.0);
+
+    // Disabled means no attempts, even once the receiver would accept them.
+    rx.state.failing.store(false, Ordering::SeqCst);
+    let refused = rx.refused();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.refused(), refused);
+    assert_eq!(rx.unique_ids(), vec![first.clone()]);
+
+    let (code, s) = api(
+        reqwest::Method::PATCH,
+        format!("{}/v1/webhooks/{id}", origin.url),
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{s}");
+    assert_eq!(s["state"], "active");
+    assert_eq!(s["consecutiveFailures"], 0);
+    wait_for_ids(&rx, &want, Duration::from_secs(10)).await;
+    origin.stop().await;
+}
+
+#[tokio::test]
+async fn filters_and_channel_patterns_select_the_events() {
+    let origin = TestOrigin::start(fast(memory_settings())).await;
+    let rx = Rx::start().await;
+    let id = register(
+        &origin,
+        &rx,
+        json!({"url": rx.url, "channels": ["sensors.*.temp"], "filter": "data.value > 10"}),
+    )
+    .await;
+    let mut want = Vec::new();
+    for (channel, value) in [
+        ("sensors.eu.temp", 20),
+        ("sensors.eu.temp", 5),
+        ("sensors.us.temp", 11),
+        ("sensors.eu.hum", 50),
+        ("sensors.eu.x.temp", 50),
+        ("sensors.us.temp", 10),
+        ("sensors.eu.temp", 99),
+    ] {
+        let eid = publish(&origin, channel, json!({"value": value})).await;
+        if value > 10
+            && channel.starts_with("sensors.")
+            && channel.ends_with(".temp")
+            && channel.matches('.').count() == 2
+        {
+            want.push(eid);
+        }
+    }
+    wait_for_ids(&rx, &want, Duration::from_secs(10)).await;
+
+    // Dropping the filter applies to the events after the cursor.
+    let (code, s) = api(
+        reqwest::Method::PATCH,
+        format!("{}/v1/webhooks/{id}", origin.url),
+        Some(json!({"filter": null, "channels": ["sensors.>"]})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{s}");
+    assert_eq!(s["filter"], Value::Null);
+    want.push(publish(&origin, "sensors.eu.hum", json!({"value": 1})).await);
+    want.push(publish(&origin, "sensors.eu.temp", json!({"value": 2})).await);
+    wait_for_ids(&rx, &want, Duration::from_secs(10)).await;
+
+    // The list shows the webhook, never its secret; deleting it stops deliveries.
+    let (code, list) = api(
+        reqwest::Method::GET,
+        format!("{}/v1/webhooks", origin.url),
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(list["webhooks"][0]["id"], id.as_str());
+    assert!(!list.to_string().contains("whsec_"), "{list}");
+    let (code, _) = api(
+        reqwest::Method::DELETE,
+        format!("{}/v1/webhooks/{id}", origin.url),
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::NO_CONTENT);
+    let (code, _) = api(
+        reqwest::Method::GET,
+        format!("{}/v1/webhooks/{id}", origin.url),
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    publish(&origin, "sensors.eu.temp", json!({"value": 3})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.unique_ids(), want);
+    origin.stop().await;
+}
+
+#[tokio::test]
+async fn bad_registrations_are_clear_400s() {
+    // Default settings: private targets are refused.
+    let origin = TestOrigin::start(memory_settings()).await;
+    let url = format!("{}/v1/webhooks", origin.url);
+    let post = |body: Value| api(reqwest::Method::POST, url.clone(), Some(body));
+    for target in [
+        "http://127.0.0.1:9/hook",
+        "http://localhost:9/hook",
+        "http://[::1]:9/hook",
+        "http://10.1.2.3/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "ftp://example.com/hook",
+        "not a url",
+    ] {
+        let (code, e) = post(json!({"url": target, "channels": ["a"]})).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{target}: {e}");
+        assert_eq!(e["error"]["code"], "invalid_url", "{target}: {e}");
+    }
+    let ok_url = "http://93.184.216.34/hook";
+    let (code, e) = post(json!({"url": ok_url, "channels": ["a"], "filter": "data.x >"})).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(e["error"]["code"], "invalid_filter");
+    assert!(e["error"]["column"].is_number(), "{e}");
+    let (code, e) = post(json!({"url": ok_url, "channels": ["a.>.b"]})).await;
+    assert_eq!(
+        (code, e["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_channel")),
+        "{e}"
+    );
+    let (code, e) = post(json!({"url": ok_url, "channels": []})).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{e}");
+    let (code, e) = post(json!({"url": ok_url, "channels": ["a"], "from": "yesterday"})).await;
+    assert_eq!(
+        (code, e["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_event_id")),
+        "{e}"
+    );
+    let (code, e) = post(json!({"url": ok_url, "channels": ["a"], "colour": "red"})).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{e}");
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let (code, e) = api(method, format!("{url}/wh_nope"), None).await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{e}");
+        assert_eq!(e["error"]["code"], "webhook_not_found");
+    }
+    let (code, _) = api(
+        reqwest::Method::PATCH,
+        format!("{url}/wh_aaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    origin.stop().await;
+}
+
+#[tokio::test]
+async fn on_redis_a_restarted_origin_resumes_from_the_cursor() {
+    let ns = namespace("webhooks-restart");
+    let origin = TestOrigin::start(fast(redis_settings(&ns))).await;
+    let rx = Rx::start().await;
+    // Acknowledge 10, then refuse: the origin is stopped with events still pending.
+    rx.state.fail_after_acks.store(10, Ordering::SeqCst);
+    let id = register(&origin, &rx, json!({"url": rx.url, "channels": ["ledger"]})).await;
+    let mut want = Vec::new();
+    for i in 0..20 {
+        want.push(publish(&origin, "ledger", json!(i)).await);
+    }
+    eventually(
+        Duration::from_secs(10),
+        "ten acknowledged, then failures",
+        || async { rx.acked() >= 10 && rx.refused() >= 1 },
+    )
+    .await;
+    let cursor = status(&origin, &id).await["cursor"].clone();
+    assert_eq!(cursor, want[9].as_str());
+    origin.stop().await;
+
+    // Published while no origin delivers: must arrive after the restart, too.
+    rx.state.fail_after_acks.store(0, Ordering::SeqCst);
+    let origin = TestOrigin::start(fast(redis_settings(&ns))).await;
+    for i in 20..25 {
+        want.push(publish(&origin, "ledger", json!(i)).await);
+    }
+    wait_for_ids(&rx, &want, Duration::from_secs(20)).await;
+    let s = status(&origin, &id).await;
+    assert_eq!(s["state"], "active");
+    origin.stop().await;
+}
+
+#[tokio::test]
+async fn on_redis_exactly_one_of_two_origins_delivers() {
+    let ns = namespace("webhooks-two-nodes");
+    let a = TestOrigin::start(fast(redis_settings(&ns))).await;
+    let b = TestOrigin::start(fast(redis_settings(&ns))).await;
+    let rx = Rx::start().await;
+    register(&a, &rx, json!({"url": rx.url, "channels": ["shared"]})).await;
+    let mut want = Vec::new();
+    for i in 0..20 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        want.push(publish(node, "shared", json!(i)).await);
+    }
+    wait_for_ids(&rx, &want, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // No failures happened, so a second deliverer would show up as duplicates.
+    assert_eq!(rx.acked(), want.len(), "every event delivered exactly once");
+
+    // The holder leaves; the other node takes over from the stored cursor.
+    a.stop().await;
+    for i in 20..25 {
+        want.push(publish(&b, "shared", json!(i)).await);
+    }
+    wait_for_ids(&rx, &want, Duration::from_secs(20)).await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_cursor_behind_retention_records_the_gap_and_continues_with_the_oldest_retained() {
+    let mut settings = fast(memory_settings());
+    settings.retention.max_events = 3;
+    let origin = TestOrigin::start(settings).await;
+    let rx = Rx::start().await;
+    rx.state.failing.store(true, Ordering::SeqCst);
+    let id = register(
+        &origin,
+        &rx,
+        json!({"url": rx.url, "channels": ["metrics"]}),
+    )
+    .await;
+    let mut published = Vec::new();
+    for i in 0..10 {
+        published.push(publish(&origin, "metrics", json!(i)).await);
+    }
+    eventually(Duration::from_secs(10), "the gap is recorded", || async {
+        // While publishing, an earlier gap (older `oldest`) may be seen first.
+        status(&origin, &id).await["lastGap"]["oldest"] == published[7].as_str()
+    })
+    .await;
+    let s = status(&origin, &id).await;
+    assert_eq!(s["cursor"], "0-0", "nothing was delivered yet: {s}");
+    rx.state.failing.store(false, Ordering::SeqCst);
+    // Only the retained events can be delivered; they arrive in order, nothing after them lost.
+    wait_for_ids(&rx, &published[7..], Duration::from_secs(10)).await;
+    origin.stop().await;
+}

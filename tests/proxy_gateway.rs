@@ -1,0 +1,225 @@
+//! The whole wake path with nothing faked: a real origin, the real proxy with its real APNs and
+//! FCM providers built from settings (`[apns]`, `[fcm]`), and the simulated gateway checking
+//! provider tokens and OAuth bearer tokens. A burst wakes each phone once with the SPEC's
+//! headers and `ssepush` payload; a 410 from APNs ends the handoff as failed.
+
+#[path = "support/proxy.rs"]
+mod proxy_support;
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use proxy_support::{TestProxy, json_ids, proxy_settings};
+use serde_json::{Value, json};
+use ssepush::gateway::GatewayConfig;
+use ssepush::gateway::client::GatewayClient;
+use ssepush::gateway::faults::{FaultSpec, Provider};
+use ssepush::gateway::record::PushQuery;
+use ssepush_proxy::settings::{ApnsSettings, FcmSettings};
+use support::{TestOrigin, eventually, memory_settings};
+use tokio_util::sync::CancellationToken;
+
+const WITHIN: Duration = Duration::from_secs(15);
+
+struct Gateway {
+    client: GatewayClient,
+    dir: PathBuf,
+    shutdown: CancellationToken,
+}
+
+async fn start_gateway() -> Gateway {
+    let dir = std::env::temp_dir().join(format!(
+        "ssepush-proxy-gw-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = GatewayConfig {
+        credentials_dir: Some(dir.clone()),
+        shutdown_grace: Duration::from_secs(2),
+        ..GatewayConfig::default()
+    };
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        ssepush::gateway::run(listener, config, async move { token.cancelled().await })
+            .await
+            .unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.join("gateway.json").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "gateway never wrote its credentials"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (client, _creds) = GatewayClient::from_credentials_dir(&dir).unwrap();
+    client.wait_ready(WITHIN).await.unwrap();
+    Gateway {
+        client,
+        dir,
+        shutdown,
+    }
+}
+
+/// The proxy's `[apns]` and `[fcm]` sections, from the files the gateway wrote.
+fn provider_settings(gw: &Gateway) -> (ApnsSettings, FcmSettings) {
+    let apns: Value =
+        serde_json::from_slice(&std::fs::read(gw.dir.join("apns.json")).unwrap()).unwrap();
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(gw.dir.join("gateway.json")).unwrap()).unwrap();
+    let apns = ApnsSettings {
+        key_path: gw.dir.join(apns["keyFile"].as_str().unwrap()),
+        key_id: apns["keyId"].as_str().unwrap().into(),
+        team_id: apns["teamId"].as_str().unwrap().into(),
+        topic: apns["topic"].as_str().unwrap().into(),
+        endpoint: Some(apns["endpoint"].as_str().unwrap().into()),
+        ..ApnsSettings::default()
+    };
+    let fcm = FcmSettings {
+        service_account_path: gw.dir.join(info["serviceAccountFile"].as_str().unwrap()),
+        base_url: Some(gw.client.base().to_owned()),
+        ..FcmSettings::default()
+    };
+    (apns, fcm)
+}
+
+#[tokio::test]
+async fn real_providers_wake_phones_through_the_gateway() {
+    let gw = start_gateway().await;
+    let origin = TestOrigin::start(memory_settings()).await;
+    let mut settings = proxy_settings(&[&origin.url]);
+    let (apns, fcm) = provider_settings(&gw);
+    settings.apns = Some(apns);
+    settings.fcm = Some(fcm);
+    let providers = ssepush_proxy::server::providers_from_settings(&settings).unwrap();
+    let proxy = TestProxy::start_with(settings, providers).await;
+
+    let last = origin
+        .client
+        .publish_one("gw.a", None, json!(0))
+        .await
+        .unwrap();
+    let url = format!("{}/v1/sse?channel=gw.*", origin.url);
+    let ios_token = gw.client.register_device(Provider::Apns).await.unwrap();
+    let android_token = gw.client.register_device(Provider::Fcm).await.unwrap();
+    let dead_token = gw.client.register_device(Provider::Apns).await.unwrap();
+    let ios = proxy
+        .create(&json!({
+            "stream": {"url": url, "lastEventId": last.to_string()},
+            "push": {"platform": "apns", "token": ios_token},
+        }))
+        .await;
+    let android = proxy
+        .create(&json!({
+            "stream": {"url": url, "lastEventId": last.to_string()},
+            "push": {"platform": "fcm", "token": android_token},
+        }))
+        .await;
+    gw.client
+        .set_fault(&FaultSpec {
+            token: Some(dead_token.clone()),
+            status: Some(410),
+            reason: Some("Unregistered".into()),
+            ..FaultSpec::default()
+        })
+        .await
+        .unwrap();
+    let dead = proxy
+        .create(&json!({
+            "stream": {"url": url, "lastEventId": last.to_string()},
+            "push": {"platform": "apns", "token": dead_token},
+        }))
+        .await;
+
+    let ids = origin
+        .client
+        .publish(&json!([
+            {"channel": "gw.a", "data": 1},
+            {"channel": "gw.b", "data": 2},
+            {"channel": "gw.a", "data": 3},
+        ]))
+        .await
+        .unwrap();
+    let pushes_for = |token: String| {
+        let client = gw.client.clone();
+        async move {
+            client
+                .pushes(&PushQuery {
+                    token: Some(token),
+                    ..PushQuery::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    eventually(WITHIN, "both phones woken", || async {
+        !pushes_for(ios_token.clone()).await.is_empty()
+            && !pushes_for(android_token.clone()).await.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let apns_pushes = pushes_for(ios_token.clone()).await;
+    assert_eq!(apns_pushes.len(), 1, "{apns_pushes:?}");
+    let p = &apns_pushes[0];
+    assert_eq!(p.status, 200, "{p:?}");
+    assert_eq!(
+        p.headers.get("apns-push-type").map(String::as_str),
+        Some("background")
+    );
+    assert_eq!(
+        p.headers.get("apns-priority").map(String::as_str),
+        Some("5")
+    );
+    assert!(p.headers.contains_key("apns-topic"), "{p:?}");
+    let body: Value = serde_json::from_str(&p.body).unwrap();
+    assert_eq!(body["aps"]["content-available"], 1);
+    assert_eq!(body["ssepush"]["handoff"], ios.id);
+    assert_eq!(body["ssepush"]["pending"], 3);
+    assert_eq!(body["ssepush"]["latestEventId"], ids[2].to_string());
+
+    let fcm_pushes = pushes_for(android_token.clone()).await;
+    assert_eq!(fcm_pushes.len(), 1, "{fcm_pushes:?}");
+    assert_eq!(fcm_pushes[0].status, 200, "{:?}", fcm_pushes[0]);
+    assert!(
+        fcm_pushes[0].body.contains(&android.id),
+        "{:?}",
+        fcm_pushes[0]
+    );
+
+    // The phones catch up from the proxy: exactly the three events.
+    let want: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    assert_eq!(json_ids(&proxy.events(&ios, None).await), want);
+    assert_eq!(json_ids(&proxy.events(&android, None).await), want);
+
+    // The unregistered device: failed, with the reason, and pushed to exactly once.
+    eventually(WITHIN, "dead token failed", || async {
+        proxy.status(&dead).await["state"] == "failed"
+    })
+    .await;
+    let status = proxy.status(&dead).await;
+    assert!(
+        status["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("Unregistered"),
+        "{status}"
+    );
+    origin
+        .client
+        .publish_one("gw.a", None, json!(4))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(pushes_for(dead_token.clone()).await.len(), 1);
+
+    proxy.stop().await;
+    origin.stop().await;
+    gw.shutdown.cancel();
+}
