@@ -150,6 +150,9 @@ impl OriginClient {
     }
 }
 
+/// One open SSE connection, as the resuming subscriber holds it.
+type Connection = std::pin::Pin<Box<dyn Stream<Item = Result<Frame, ClientError>> + Send>>;
+
 /// A frame of one connection.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
@@ -164,7 +167,7 @@ fn resuming(client: OriginClient, sub: Subscription) -> impl Stream<Item = Resul
         last: Option<EventId>,
         retry: Duration,
         failures: u32,
-        conn: Option<std::pin::Pin<Box<dyn Stream<Item = Result<Frame, ClientError>> + Send>>>,
+        conn: Option<Connection>,
         done: bool,
     }
     let state = State {

@@ -51,7 +51,11 @@ struct GatewayFlags {
     listen: SocketAddr,
     /// Directory to write the proxy's credentials to: the APNs .p8 key and apns.json, the FCM
     /// service-account JSON, gateway.json. Keys already there are reused.
-    #[arg(long, default_value = "gateway-credentials", env = "SSEPUSH_GATEWAY_CREDENTIALS_DIR")]
+    #[arg(
+        long,
+        default_value = "gateway-credentials",
+        env = "SSEPUSH_GATEWAY_CREDENTIALS_DIR"
+    )]
     credentials_dir: PathBuf,
     /// Base URL to advertise in credentials and Web Push endpoints (default http://LISTEN).
     #[arg(long)]
@@ -175,7 +179,11 @@ async fn gateway(flags: GatewayFlags) -> anyhow::Result<()> {
         "gateway on {}://{} ({}); credentials in {}",
         if flags.tls { "https" } else { "http" },
         flags.listen,
-        if flags.tls { "TLS, ALPN h2 + http/1.1" } else { "h2c + HTTP/1.1" },
+        if flags.tls {
+            "TLS, ALPN h2 + http/1.1"
+        } else {
+            "h2c + HTTP/1.1"
+        },
         flags.credentials_dir.display()
     );
     ssepush::gateway::run(listener, config, shutdown_signal()).await?;

@@ -309,6 +309,24 @@ async fn apns_answers_apple_reasons() {
     let (s, b) = reason(gw.apns(&token, &good, &[], &big).await).await;
     assert_eq!((s, b["reason"].as_str()), (413, Some("PayloadTooLarge")));
 
+    // Wrong path or method, as Apple answers them (not pushes: not recorded).
+    let resp = gw
+        .h2
+        .post(format!("{}/3/device/", gw.url))
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = reason(resp).await;
+    assert_eq!((s, b["reason"].as_str()), (404, Some("BadPath")));
+    let resp = gw
+        .h2
+        .get(format!("{}/3/device/{token}", gw.url))
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = reason(resp).await;
+    assert_eq!((s, b["reason"].as_str()), (405, Some("MethodNotAllowed")));
+
     // Every refusal is in the record, none was forwarded.
     let records = gw
         .client

@@ -69,7 +69,7 @@ async fn sigterm_ends_streams_with_retry_and_exits_within_grace() {
         let text = tokio::time::timeout(Duration::from_secs(2), r).await.unwrap().unwrap();
         // The stream opened with the hint and, at shutdown, repeated it as its last field.
         assert!(text.starts_with("retry: 1234\n\n"), "{text:?}");
-        let tail = text.trim_end_matches(|c| c == '\n').rsplit("\n\n").take(2).collect::<Vec<_>>().join("|");
+        let tail = text.trim_end_matches('\n').rsplit("\n\n").take(2).collect::<Vec<_>>().join("|");
         assert!(tail.contains("retry: 1234"), "the stream did not end with a retry hint: {text:?}");
     }
 }

@@ -630,3 +630,96 @@ async fn a_cursor_behind_retention_records_the_gap_and_continues_with_the_oldest
     wait_for_ids(&rx, &published[7..], Duration::from_secs(10)).await;
     origin.stop().await;
 }
+
+/// The store contract both backends keep: revision-guarded writes, lease-fenced worker writes,
+/// exclusive and expiring leases.
+async fn store_contract(store: &dyn ssepush_origin::webhooks::store::WebhookStore) {
+    use ssepush_origin::EventId;
+    use ssepush_origin::webhooks::store::{Insert, Put};
+    use ssepush_origin::webhooks::{DeliveryState, Record, Secret, Webhook};
+
+    let record = |id: String| Record {
+        hook: Webhook {
+            id,
+            url: "http://127.0.0.1:1/".into(),
+            channels: vec!["a".into()],
+            filter: Some("type == 'x'".into()),
+            secret: Secret::generate(),
+            created_at: 1,
+            version: 1,
+        },
+        state: DeliveryState::new(EventId::new(7, 1)),
+    };
+    let (id, other) = (Webhook::new_id(), Webhook::new_id());
+    assert_eq!(
+        store.insert(&record(id.clone()), 1).await.unwrap(),
+        Insert::Done
+    );
+    assert_eq!(store.insert(&record(other), 1).await.unwrap(), Insert::Full);
+    let v = store.get(&id).await.unwrap().expect("stored");
+    assert_eq!(v.record.state.cursor, EventId::new(7, 1));
+    assert_eq!(store.list().await.unwrap().len(), 1);
+
+    let ttl = Duration::from_millis(300);
+    assert_eq!(
+        store.put(&v.record, v.rev, Some("n1")).await.unwrap(),
+        Put::NotHolder
+    );
+    assert!(store.lease(&id, "n1", ttl).await.unwrap());
+    assert!(
+        !store.lease(&id, "n2", ttl).await.unwrap(),
+        "leases are exclusive"
+    );
+    assert!(
+        store.lease(&id, "n1", ttl).await.unwrap(),
+        "the holder renews"
+    );
+    let mut next = v.record.clone();
+    next.state.record_success(EventId::new(8, 0), 2);
+    let Put::Done(rev) = store.put(&next, v.rev, Some("n1")).await.unwrap() else {
+        panic!("the holder's write must land");
+    };
+    assert_eq!(store.put(&next, v.rev, None).await.unwrap(), Put::Conflict);
+    assert_eq!(
+        store.get(&id).await.unwrap().unwrap().record.state.cursor,
+        EventId::new(8, 0)
+    );
+
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert!(
+        store.lease(&id, "n2", ttl).await.unwrap(),
+        "an expired lease is taken over"
+    );
+    assert_eq!(
+        store.put(&next, rev, Some("n1")).await.unwrap(),
+        Put::NotHolder
+    );
+    store.release(&id, "n1").await.unwrap();
+    assert!(
+        !store.lease(&id, "n1", ttl).await.unwrap(),
+        "releasing another's lease does nothing"
+    );
+    store.release(&id, "n2").await.unwrap();
+    assert!(
+        store.lease(&id, "n1", ttl).await.unwrap(),
+        "a released lease is free at once"
+    );
+
+    assert!(store.delete(&id).await.unwrap());
+    assert!(!store.delete(&id).await.unwrap());
+    assert!(store.get(&id).await.unwrap().is_none());
+    assert_eq!(store.put(&next, rev, None).await.unwrap(), Put::Gone);
+}
+
+#[tokio::test]
+async fn webhook_stores_keep_the_contract() {
+    let memory = ssepush_origin::webhooks::store::open("memory", "unused")
+        .await
+        .unwrap();
+    store_contract(memory.as_ref()).await;
+    let ns = namespace("webhook-store");
+    let redis = ssepush_origin::webhooks::store::open(&support::redis_url(), &ns)
+        .await
+        .expect("Redis must be running for this test");
+    store_contract(redis.as_ref()).await;
+}

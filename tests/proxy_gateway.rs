@@ -16,7 +16,8 @@ use ssepush::gateway::GatewayConfig;
 use ssepush::gateway::client::GatewayClient;
 use ssepush::gateway::faults::{FaultSpec, Provider};
 use ssepush::gateway::record::PushQuery;
-use ssepush_proxy::settings::{ApnsSettings, FcmSettings};
+use ssepush::gateway::webpush_crypto::WebPushKeys;
+use ssepush_proxy::settings::{ApnsSettings, FcmSettings, WebPushSettings};
 use support::{TestOrigin, eventually, memory_settings};
 use tokio_util::sync::CancellationToken;
 
@@ -97,7 +98,13 @@ async fn real_providers_wake_phones_through_the_gateway() {
     let (apns, fcm) = provider_settings(&gw);
     settings.apns = Some(apns);
     settings.fcm = Some(fcm);
+    settings.webpush = Some(WebPushSettings {
+        vapid_key_path: gw.dir.join("proxy-vapid.pem"),
+        subject: "mailto:ops@example.com".into(),
+        ..WebPushSettings::default()
+    });
     let providers = ssepush_proxy::server::providers_from_settings(&settings).unwrap();
+    let vapid = providers.vapid_public_key.clone().expect("a VAPID key");
     let proxy = TestProxy::start_with(settings, providers).await;
 
     let last = origin
@@ -109,6 +116,17 @@ async fn real_providers_wake_phones_through_the_gateway() {
     let ios_token = gw.client.register_device(Provider::Apns).await.unwrap();
     let android_token = gw.client.register_device(Provider::Fcm).await.unwrap();
     let dead_token = gw.client.register_device(Provider::Apns).await.unwrap();
+    // A browser subscribes with the proxy's VAPID key, and makes its own keys.
+    let sub = gw.client.subscribe_webpush(Some(&vapid)).await.unwrap();
+    let keys = WebPushKeys::generate();
+    let browser = proxy
+        .create(&json!({
+            "stream": {"url": url, "lastEventId": last.to_string()},
+            "push": {"platform": "webpush", "subscription": {
+                "endpoint": sub.endpoint, "expirationTime": null,
+                "keys": {"p256dh": keys.p256dh, "auth": keys.auth}}},
+        }))
+        .await;
     let ios = proxy
         .create(&json!({
             "stream": {"url": url, "lastEventId": last.to_string()},
@@ -161,6 +179,7 @@ async fn real_providers_wake_phones_through_the_gateway() {
     eventually(WITHIN, "both phones woken", || async {
         !pushes_for(ios_token.clone()).await.is_empty()
             && !pushes_for(android_token.clone()).await.is_empty()
+            && !pushes_for(sub.id.clone()).await.is_empty()
     })
     .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -192,6 +211,19 @@ async fn real_providers_wake_phones_through_the_gateway() {
         "{:?}",
         fcm_pushes[0]
     );
+
+    // The browser decrypts its wake (RFC 8291) and finds the same `ssepush` object.
+    let wp = pushes_for(sub.id.clone()).await;
+    assert_eq!(wp.len(), 1, "{wp:?}");
+    assert!((200..300).contains(&wp[0].status), "{:?}", wp[0]);
+    let cipher = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        wp[0].body.trim_end_matches('='),
+    )
+    .unwrap();
+    let plain: Value = serde_json::from_slice(&keys.decrypt(&cipher).unwrap()).unwrap();
+    assert_eq!(plain["ssepush"]["handoff"], browser.id, "{plain}");
+    assert_eq!(plain["ssepush"]["pending"], 3, "{plain}");
 
     // The phones catch up from the proxy: exactly the three events.
     let want: Vec<String> = ids.iter().map(|i| i.to_string()).collect();

@@ -314,7 +314,7 @@ impl Subscriber for LiveHandoff {
 
     fn on_lost(&self, through: EventId) {
         let mut inner = self.inner.lock().unwrap();
-        inner.last_seen = inner.last_seen.max(Some(through));
+        // Not `last_seen`: older events of the gap read may still arrive and are kept.
         inner.buffer.lost(through);
         metrics::counter!("ssepush_proxy_buffer_overflows_total").increment(1);
     }
@@ -436,6 +436,112 @@ async fn send_wake(node: &Node, h: &LiveHandoff) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handoff::{HandoffRequest, OriginAllowList, Token};
+    use crate::settings::Settings;
+
+    fn node() -> Arc<Node> {
+        let settings = Settings {
+            allowed_origins: vec!["http://127.0.0.1:8080".into()],
+            ..Settings::default()
+        };
+        crate::server::node(
+            settings,
+            crate::push::Providers::default(),
+            "127.0.0.1:8090".parse().unwrap(),
+            CancellationToken::new(),
+        )
+        .unwrap()
+    }
+
+    fn handoff(node: &Node, token: &Token) -> Arc<LiveHandoff> {
+        let req: HandoffRequest = serde_json::from_value(serde_json::json!({
+            "stream": {"url": "http://127.0.0.1:8080/v1/sse?channel=a", "lastEventId": "1-0",
+                       "headers": {"Authorization": "Bearer upstream-secret-777"}},
+            "push": {"platform": "fcm", "token": "fcm-token-secret-888"},
+            "wake": {"filter": "data.wake == true"},
+        }))
+        .unwrap();
+        let allow =
+            OriginAllowList::parse(&node.settings.allowed_origins, node.settings.listen).unwrap();
+        let spec = req.validate(&node.settings, &allow, |_| true).unwrap();
+        LiveHandoff::new("h_test".into(), token.hash(), spec, node)
+    }
+
+    fn deliver(h: &LiveHandoff, seq: u64, wake: bool) {
+        let ev: SharedEvent = Arc::new(ssepush_origin::Event {
+            id: EventId::new(1, seq),
+            channel: "a".into(),
+            kind: "message".into(),
+            data: serde_json::json!({"wake": wake}),
+            time: 1,
+        });
+        let mut v = Verdicts::new(&ev);
+        h.on_event(&ev, &mut v);
+    }
+
+    #[tokio::test]
+    async fn events_buffer_dedupe_check_in_and_close() {
+        let node = node();
+        let token = Token::generate();
+        let h = handoff(&node, &token);
+        assert!(h.verify_token(token.expose()));
+        // The cursor's own event and duplicates are dropped; order is kept.
+        for (seq, wake) in [(0, true), (1, false), (2, true), (2, true), (3, false)] {
+            deliver(&h, seq, wake);
+        }
+        let rec = h.record();
+        assert_eq!(rec.pending, 3);
+        assert_eq!(rec.newest_id, Some(EventId::new(1, 3)));
+        assert_eq!(rec.state, "watching");
+        let c = h.check_in(None);
+        let ids: Vec<u64> = c.events.iter().map(|e| e.id.seq).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert_eq!(c.cursor, Some(EventId::new(1, 3)));
+        assert_eq!(h.record().pending, 0);
+        // Re-reading from the phone's own older cursor still works (nothing was acknowledged).
+        let again = h.check_in(Some(EventId::new(1, 1)));
+        assert_eq!(again.events.len(), 2);
+        assert!(again.gap.is_none());
+        assert_eq!(h.close(None), Some(EventId::new(1, 3)));
+        assert_eq!(h.state(), State::Closed);
+        assert!(h.stop.is_cancelled());
+        // Closed handoffs take no more events.
+        deliver(&h, 9, true);
+        assert_eq!(h.record().newest_id, Some(EventId::new(1, 3)));
+    }
+
+    #[tokio::test]
+    async fn a_formatted_handoff_shows_no_secret() {
+        let node = node();
+        let token = Token::generate();
+        let h = handoff(&node, &token);
+        let text = format!("{h:?} {:?}", h.record());
+        assert!(text.contains("h_test"));
+        for secret in [
+            token.expose(),
+            "upstream-secret-777",
+            "fcm-token-secret-888",
+        ] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn upstream_failure_and_expiry_are_terminal() {
+        let node = node();
+        let h = handoff(&node, &Token::generate());
+        h.fail("upstream answered 401");
+        assert_eq!(h.state(), State::Failed("upstream answered 401".into()));
+        assert_eq!(
+            h.record().last_error.as_deref(),
+            Some("upstream answered 401")
+        );
+        assert!(!h.expire_if_due(Instant::now() + Duration::from_secs(10 * 86_400)));
+        let h2 = handoff(&node, &Token::generate());
+        assert!(!h2.expire_if_due(Instant::now()));
+        assert!(h2.expire_if_due(Instant::now() + Duration::from_secs(86_401)));
+        assert_eq!(h2.state(), State::Expired);
+    }
 
     #[test]
     fn rfc3339_formats_utc() {

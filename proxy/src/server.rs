@@ -1,6 +1,6 @@
 //! The proxy server: [`run`] is exactly what `ssepush proxy` executes and what the tests drive
 //! on port 0. Push providers come in as a [`Providers`] value so tests can inject a recording
-//! fake; [`Providers::from_settings`] builds the real ones from `[apns]`, `[fcm]`, `[webpush]`.
+//! fake; [`providers_from_settings`] builds the real ones from `[apns]`, `[fcm]`, `[webpush]`.
 //!
 //! [`Node`] is what every handler and driver shares: settings, the allow list, the upstream
 //! watchers, the providers with their provider-wide rate limits, the store, and the live
@@ -155,6 +155,14 @@ pub async fn run(
     }
     if node.allow_is_dev() {
         tracing::warn!("allowed_origins is empty: only loopback origins may be watched");
+    }
+    if node.providers.apns.is_none()
+        && node.providers.fcm.is_none()
+        && node.providers.webpush.is_none()
+    {
+        tracing::warn!(
+            "no push provider is configured ([apns], [fcm], [webpush]): every handoff is refused"
+        );
     }
     tracing::info!(addr = %bound, providers = ?node.providers, "proxy listening");
     let sweeper = tokio::spawn(sweep(node.clone()));

@@ -905,6 +905,136 @@ mod tests {
         }
     }
 
+    /// A subscriber that records what it is given.
+    struct Rec {
+        id: String,
+        got: Mutex<Vec<u64>>,
+    }
+
+    impl Subscriber for Rec {
+        fn id(&self) -> &str {
+            &self.id
+        }
+        fn on_event(&self, event: &SharedEvent, _: &mut Verdicts<'_>) {
+            self.got.lock().unwrap().push(event.id.seq);
+        }
+        fn on_reset(&self, _: Option<EventId>) {}
+        fn on_lost(&self, through: EventId) {
+            self.got.lock().unwrap().push(1000 + through.seq);
+        }
+        fn on_failed(&self, _: &str) {}
+    }
+
+    fn ev(seq: u64) -> Frame {
+        Frame::Event(Arc::new(ssepush_origin::Event {
+            id: EventId::new(1, seq),
+            channel: "a".into(),
+            kind: "message".into(),
+            data: serde_json::Value::Null,
+            time: 1,
+        }))
+    }
+
+    #[test]
+    fn a_late_joiner_catches_up_privately_then_shares_the_live_feed() {
+        let spec = StreamSpec {
+            url: Url::parse("http://127.0.0.1:1/v1/sse").unwrap(),
+            headers: Default::default(),
+        };
+        let rec = |id: &str| {
+            Arc::new(Rec {
+                id: id.into(),
+                got: Mutex::new(Vec::new()),
+            })
+        };
+        let (a, b) = (rec("a"), rec("b"));
+        let w = Watcher {
+            key: spec.key(),
+            spec,
+            inner: Mutex::new(WatcherInner {
+                subs: HashMap::new(),
+                position: Some(EventId::new(1, 5)),
+            }),
+            cancel: CancellationToken::new(),
+            hold_cap: 2,
+        };
+        {
+            let mut inner = w.inner.lock().unwrap();
+            inner.subs.insert(
+                "a".into(),
+                Sub {
+                    sub: a.clone(),
+                    mode: Mode::Live,
+                },
+            );
+            let target = inner.position;
+            inner.subs.insert(
+                "b".into(),
+                Sub {
+                    sub: b.clone(),
+                    mode: Mode::CatchingUp {
+                        target,
+                        held: VecDeque::new(),
+                    },
+                },
+            );
+        }
+        // Live events: `a` gets them, `b` has them held. Old ids are ignored by the watcher.
+        assert!(matches!(w.dispatch(&ev(5)), Flow::Continue));
+        assert!(matches!(w.dispatch(&ev(6)), Flow::Continue));
+        assert_eq!(*a.got.lock().unwrap(), vec![6]);
+        assert!(b.got.lock().unwrap().is_empty());
+        // `b`'s private reader delivers the gap; reaching the watcher's position ends it and
+        // releases what was held, in order.
+        assert!(matches!(w.catch_up("b", &ev(4)), Flow::Continue));
+        assert!(matches!(w.catch_up("b", &ev(5)), Flow::Done));
+        assert_eq!(*b.got.lock().unwrap(), vec![4, 5, 6]);
+        w.dispatch(&ev(7));
+        assert_eq!(*a.got.lock().unwrap(), vec![6, 7]);
+        assert_eq!(*b.got.lock().unwrap(), vec![4, 5, 6, 7]);
+        // A reader for a subscriber that left is told to stop.
+        assert!(matches!(w.catch_up("gone", &ev(8)), Flow::Done));
+    }
+
+    #[test]
+    fn a_slow_catch_up_loses_held_events_visibly_not_silently() {
+        let spec = StreamSpec {
+            url: Url::parse("http://127.0.0.1:1/v1/sse").unwrap(),
+            headers: Default::default(),
+        };
+        let b = Arc::new(Rec {
+            id: "b".into(),
+            got: Mutex::new(Vec::new()),
+        });
+        let w = Watcher {
+            key: spec.key(),
+            spec,
+            inner: Mutex::new(WatcherInner {
+                subs: HashMap::new(),
+                position: Some(EventId::new(1, 5)),
+            }),
+            cancel: CancellationToken::new(),
+            hold_cap: 2,
+        };
+        w.inner.lock().unwrap().subs.insert(
+            "b".into(),
+            Sub {
+                sub: b.clone(),
+                mode: Mode::CatchingUp {
+                    target: Some(EventId::new(1, 5)),
+                    held: VecDeque::new(),
+                },
+            },
+        );
+        for i in 6..=8 {
+            w.dispatch(&ev(i));
+        }
+        // Held 6 and 7; 8 pushed 6 out, which was reported as lost.
+        assert_eq!(*b.got.lock().unwrap(), vec![1006]);
+        w.catch_up("b", &ev(5));
+        assert_eq!(*b.got.lock().unwrap(), vec![1006, 5, 7, 8]);
+    }
+
     async fn decode_all(raw: &'static [u8]) -> Vec<Frame> {
         // Split in awkward places (the BOM itself too): the parser must not care about chunking.
         let mut chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(raw[..1].to_vec())];

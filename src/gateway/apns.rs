@@ -196,6 +196,11 @@ fn error_response(
     resp
 }
 
+/// A bare APNs error (`BadPath`, `MethodNotAllowed`) with a fresh `apns-id`.
+pub fn reason_response(status: u16, reason: &str) -> Response {
+    error_response(status, reason, &super::new_uuid(), None, None)
+}
+
 /// The headers worth recording (never `authorization`).
 fn recorded_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
     headers

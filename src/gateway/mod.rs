@@ -357,7 +357,7 @@ impl Gateway {
             shutdown.await;
             token.cancel();
         });
-        tracing::info!(url = %self.state.base_url, "gateway listening (APNs h2c, FCM v1, Web Push)");
+        tracing::info!(url = %self.state.base_url, "gateway listening (APNs, FCM v1, Web Push)");
         serve(
             self.listener,
             self.tls.map(|t| t.acceptor),
@@ -387,7 +387,10 @@ pub async fn run(
 /// The router, apart from any listener.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/3/device/{token}", post(apns::send))
+        .route(
+            "/3/device/{token}",
+            post(apns::send).fallback(|| async { apns::reason_response(405, "MethodNotAllowed") }),
+        )
         .route("/token", post(fcm::token))
         .route("/v1/projects/{project}/messages:send", post(fcm::send))
         .route("/wp/{id}", post(webpush::deliver))
@@ -412,7 +415,14 @@ pub fn router(state: AppState) -> Router {
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
         .route("/metrics", get(ssepush_origin::server::ops::metrics))
-        .fallback(|| async { api_error(404, "not_found", "no such endpoint") })
+        .fallback(|uri: axum::http::Uri| async move {
+            // Under APNs' prefix, answer as Apple does.
+            if uri.path().starts_with("/3/") {
+                apns::reason_response(404, "BadPath")
+            } else {
+                api_error(404, "not_found", "no such endpoint")
+            }
+        })
         // Real services refuse far smaller bodies; this only stops memory abuse before the
         // provider checks answer in their own words.
         .layer(DefaultBodyLimit::max(256 * 1024))

@@ -19,6 +19,7 @@
 //! `from` defaults to `"now"`: only events published after registration are delivered. A given
 //! event id delivers every retained event after it. A changed `channels`/`filter` applies to
 //! the events after the cursor; `{"enabled": true}` resumes a disabled webhook from its cursor.
+//! `{"enabled": false}` pauses a webhook (its cursor stays where it is).
 
 use axum::Json;
 use axum::body::Body;
