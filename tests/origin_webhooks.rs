@@ -723,3 +723,29 @@ async fn webhook_stores_keep_the_contract() {
         .expect("Redis must be running for this test");
     store_contract(redis.as_ref()).await;
 }
+
+#[tokio::test]
+async fn a_backlog_from_an_old_cursor_is_delivered_from_the_log_in_order() {
+    let origin = TestOrigin::start(fast(memory_settings())).await;
+    // Published before the webhook exists, so only the log can deliver them: more than one read
+    // batch, most of it noise the channel pattern or the filter skips.
+    let batch: Vec<Value> = (0..600)
+        .map(|i| match i % 3 {
+            0 => json!({"channel": "backlog", "data": {"keep": true, "n": i}}),
+            1 => json!({"channel": "backlog", "data": {"keep": false, "n": i}}),
+            _ => json!({"channel": "elsewhere", "data": {"keep": true, "n": i}}),
+        })
+        .collect();
+    let ids = origin.client.publish(&Value::Array(batch)).await.unwrap();
+    let want: Vec<String> = ids.iter().step_by(3).map(|id| id.to_string()).collect();
+    assert_eq!(want.len(), 200);
+    let rx = Rx::start().await;
+    register(
+        &origin,
+        &rx,
+        json!({"url": rx.url, "channels": ["backlog"], "filter": "data.keep", "from": "0-0"}),
+    )
+    .await;
+    wait_for_ids(&rx, &want, Duration::from_secs(30)).await;
+    origin.stop().await;
+}

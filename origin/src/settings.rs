@@ -190,6 +190,13 @@ impl Settings {
         if self.max_batch == 0 {
             return bad("max_batch must be at least 1".into());
         }
+        if self.ws_max_message_bytes < 1024 {
+            // Smaller than a subscribe with a few patterns and a filter: the socket is unusable.
+            return bad("ws_max_message_bytes must be at least 1024".into());
+        }
+        if self.ws_send_queue == 0 {
+            return bad("ws_send_queue must be at least 1".into());
+        }
         if self.retention.max_events == 0 {
             return bad("retention.max_events must be at least 1".into());
         }

@@ -16,7 +16,7 @@
 //! On shutdown an in-flight attempt is abandoned: its event was not acknowledged, so the cursor
 //! still points before it and it is delivered again by whoever delivers next (at-least-once).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -188,6 +188,7 @@ impl WebhookService {
             selection: None,
             bell: None,
             scan: EventId::ZERO,
+            buffer: VecDeque::new(),
             retry_at: None,
         };
         let task = self.tracker.spawn(worker.run());
@@ -294,8 +295,12 @@ struct Worker {
     version: Option<u64>,
     selection: Option<Selection>,
     bell: Option<Bell>,
-    /// Where the next read starts: the cursor, or past events the filter skipped.
+    /// Where the next read starts: after the last event read into `buffer` or skipped by the
+    /// filter. Rewound to the cursor whenever the definition or the holder changes.
     scan: EventId,
+    /// Matching events read but not yet acknowledged, in id order; the front is in flight.
+    /// At most one read batch, so a backlog costs one log read per batch, not per event.
+    buffer: VecDeque<SharedEvent>,
     /// Backing off until then.
     retry_at: Option<Instant>,
 }
@@ -334,6 +339,8 @@ impl Worker {
             if !record.state.enabled {
                 self.bell = None;
                 self.retry_at = None;
+                // Re-enabling starts over from the cursor, with whatever definition it has then.
+                self.version = None;
                 self.wait(svc.poll_interval()).await;
                 continue;
             }
@@ -350,6 +357,7 @@ impl Worker {
                 // deserves a prompt try rather than the old backoff.
                 self.version = Some(record.hook.version);
                 self.scan = record.state.cursor;
+                self.buffer.clear();
                 self.retry_at = None;
                 self.bell = None;
             }
@@ -414,39 +422,46 @@ impl Worker {
     /// One read-and-deliver step. `Ok(false)`: nothing to deliver now, wait for the doorbell.
     async fn step(&mut self, record: &Record, sel: &Selection) -> Result<bool, LogError> {
         let svc = self.svc.clone();
-        if let Some(bell) = &mut self.bell {
-            // Seen before reading, so an event that lands after the read rings again.
-            bell.rx.borrow_and_update();
-        }
-        let upto = svc.log.last_id().await?;
-        let read = svc
-            .log
-            .read(&sel.patterns, self.scan, upto, READ_BATCH)
-            .await?;
-        if let Some(reset) = read.reset
-            && record
-                .state
-                .last_gap
-                .is_none_or(|g| g.cursor != record.state.cursor || g.oldest != reset.oldest)
-        {
-            tracing::warn!(webhook = %self.id, cursor = %record.state.cursor, oldest = ?reset.oldest,
-                "webhook cursor fell behind retention; continuing with the oldest retained event");
-            let now = now_ms();
-            svc.update(&self.id, true, |r| r.state.record_gap(reset.oldest, now))
-                .await?;
-        }
-        let full = read.events.len() >= READ_BATCH;
-        let mut next: Option<SharedEvent> = None;
-        for event in read.events {
-            if selects(sel, &event) {
-                next = Some(event);
-                break;
+        if self.buffer.is_empty() {
+            if let Some(bell) = &mut self.bell {
+                // Seen before reading, so an event that lands after the read rings again.
+                bell.rx.borrow_and_update();
             }
-            self.scan = event.id;
+            let upto = svc.log.last_id().await?;
+            let read = svc
+                .log
+                .read(&sel.patterns, self.scan, upto, READ_BATCH)
+                .await?;
+            if let Some(reset) = read.reset
+                && record
+                    .state
+                    .last_gap
+                    .is_none_or(|g| g.cursor != record.state.cursor || g.oldest != reset.oldest)
+            {
+                tracing::warn!(webhook = %self.id, cursor = %record.state.cursor, oldest = ?reset.oldest,
+                    "webhook cursor fell behind retention; continuing with the oldest retained event");
+                let now = now_ms();
+                svc.update(&self.id, true, |r| r.state.record_gap(reset.oldest, now))
+                    .await?;
+            }
+            let full = read.events.len() >= READ_BATCH;
+            if let Some(last) = read.events.last() {
+                self.scan = last.id;
+            }
+            self.buffer
+                .extend(read.events.into_iter().filter(|e| selects(sel, e)));
+            if self.buffer.is_empty() {
+                return Ok(full);
+            }
         }
-        let Some(event) = next else {
-            return Ok(full);
+        let Some(event) = self.buffer.front().cloned() else {
+            return Ok(false);
         };
+        if event.id <= record.state.cursor {
+            // Acknowledged already (by a previous holder of the lease).
+            self.buffer.pop_front();
+            return Ok(true);
+        }
         // Renewed right before sending: the attempt's timeout is shorter than the lease, so no
         // other node can start on this webhook while it is in flight.
         if !self.renew_lease(true).await {
@@ -462,7 +477,7 @@ impl Worker {
                 metrics::counter!("ssepush_origin_webhook_deliveries_total", "outcome" => "success")
                     .increment(1);
                 self.retry_at = None;
-                self.scan = event.id;
+                self.buffer.pop_front();
                 if svc
                     .update(&self.id, true, |r| r.state.record_success(event.id, now))
                     .await?
@@ -477,6 +492,10 @@ impl Worker {
                 metrics::counter!("ssepush_origin_webhook_deliveries_total", "outcome" => "failure")
                     .increment(1);
                 tracing::info!(webhook = %self.id, event = %event.id, %error, "webhook delivery failed");
+                // The retry reads the log again from the cursor: what retention dropped meanwhile
+                // shows up as a gap instead of being sent from memory.
+                self.buffer.clear();
+                self.scan = record.state.cursor;
                 let jitter: f64 = rand::random();
                 let policy = svc.policy;
                 let decision = svc
