@@ -9,6 +9,7 @@ pub mod auth;
 pub mod console;
 pub mod datasets;
 pub mod error;
+pub mod openapi;
 pub mod listener;
 pub mod ops;
 pub mod publish;
@@ -24,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue, Method};
-use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +34,7 @@ use crate::hub::{self, Hub};
 use crate::settings::Settings;
 use crate::store::{self, EventLog, LogError};
 use error::ApiError;
+use openapi::{ApiRouter, Param};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -101,27 +102,10 @@ pub enum ServerError {
 /// The router, apart from any listener, so tests and other binaries can mount it.
 pub fn app(state: AppState) -> Router {
     let cors = cors_layer(&state.settings.cors_allow_origins);
-    let router = Router::new()
-        .route("/v1/events", post(publish::publish))
-        .route("/v1/sse", get(sse::sse))
-        .route("/v1/ws", get(ws::ws))
-        .route("/v1/poll", get(poll::poll))
-        .route("/v1/channels/{channel}/latest", get(latest::latest))
-        .route("/v1/datasets/{name}", get(datasets::get_dataset))
-        .route(
-            "/v1/datasets/{name}/{key}",
-            axum::routing::put(datasets::put_entry).delete(datasets::delete_entry),
-        )
-        .route("/", get(console::console))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
-        .route(
-            "/v1/webhooks/{id}",
-            get(webhooks::show)
-                .patch(webhooks::update)
-                .delete(webhooks::remove),
+    let router = routes()
+        .finish(
+            "ssepush origin",
+            "The origin streaming API: publish, SSE, WebSocket, long-poll, latest, data sync, webhooks.",
         )
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
@@ -136,6 +120,145 @@ pub fn app(state: AppState) -> Router {
         Some(layer) => router.layer(layer),
         None => router,
     }
+}
+
+/// Every route of the origin, with its documentation: the router and `/v1/openapi.json` are both
+/// built from this one list.
+pub fn routes() -> ApiRouter<AppState> {
+    use openapi::{Doc, header, query};
+    const ERR: (u16, &str) = (400, "invalid input; the error says what to fix");
+    const AUTH: (u16, &str) = (401, "missing or invalid publisher credentials");
+    ApiRouter::new()
+        .post("/v1/events", publish::publish, Doc {
+            tag: "publish",
+            summary: "Publish one event or an array of events (all or nothing); returns their ids",
+            params: const { &[header("Authorization", "Bearer token or JWT when publisher auth is on")] },
+            body: Some("{\"channel\", \"type\"?, \"data\"} or an array of them"),
+            responses: &[(200, "{\"ids\": [...]}"), ERR, AUTH, (403, "reserved channel or publishing disabled"), (413, "body too large")],
+        })
+        .get("/v1/sse", sse::sse, Doc {
+            tag: "subscribe",
+            summary: "Server-Sent Events stream of the matching channels, resumable with Last-Event-ID",
+            params: const { &[
+                Param { required: true, ..query("channel", "channel pattern (* one token, > the rest); repeatable") },
+                query("filter", "CEL filter over channel, type, id, data"),
+                query("lastEventId", "resume after this id (the Last-Event-ID header wins)"),
+                header("Last-Event-ID", "resume after this id"),
+            ] },
+            body: None,
+            responses: &[(200, "text/event-stream"), ERR],
+        })
+        .get("/v1/ws", ws::ws, Doc {
+            tag: "subscribe",
+            summary: "WebSocket: JSON frames subscribe/unsubscribe/filter/publish/ping; server sends event/ok/error/reset/pong",
+            params: &[],
+            body: None,
+            responses: &[(101, "switching protocols"), (400, "not a WebSocket upgrade")],
+        })
+        .get("/v1/poll", poll::poll, Doc {
+            tag: "subscribe",
+            summary: "Long-poll: returns as soon as a matching event exists after `after`, or an empty list at the timeout",
+            params: const { &[
+                Param { required: true, ..query("channel", "channel pattern; repeatable") },
+                query("filter", "CEL filter"),
+                query("after", "cursor: the lastEventId of the previous response"),
+                query("timeout", "seconds to wait (default 30, max 120)"),
+                query("limit", "most events returned (default 100, max 1000)"),
+            ] },
+            body: None,
+            responses: &[(200, "{\"events\", \"lastEventId\", \"reset\"?}"), ERR],
+        })
+        .get("/v1/channels/{channel}/latest", latest::latest, Doc {
+            tag: "subscribe",
+            summary: "Newest events of a channel; ETag is the newest id, If-None-Match gives 304",
+            params: const { &[query("n", "how many (default 1, max 1000)"), header("If-None-Match", "the ETag of a previous answer")] },
+            body: None,
+            responses: &[(200, "{\"events\": [...]}"), (304, "nothing new"), ERR],
+        })
+        .get("/v1/datasets/{name}", datasets::get_dataset, Doc {
+            tag: "datasets",
+            summary: "Full snapshot of a dataset, or the delta since version `since`",
+            params: const { &[query("since", "a version from an earlier snapshot or delta"), header("If-None-Match", "a snapshot ETag")] },
+            body: None,
+            responses: &[(200, "snapshot or delta"), (304, "unchanged"), ERR, (410, "since is older than the changelog: fetch a snapshot")],
+        })
+        .put("/v1/datasets/{name}/{key}", datasets::put_entry, Doc {
+            tag: "datasets",
+            summary: "Write an entry; If-Match / If-None-Match preconditions",
+            params: const { &[header("If-Match", "the entry version you based this on, or *"), header("If-None-Match", "* to create only")] },
+            body: Some("the entry's JSON value"),
+            responses: &[(200, "updated"), (201, "created"), ERR, AUTH, (412, "precondition failed; the body has the current value"), (428, "this dataset needs If-Match")],
+        })
+        .delete("/v1/datasets/{name}/{key}", datasets::delete_entry, Doc {
+            tag: "datasets",
+            summary: "Delete an entry",
+            params: const { &[header("If-Match", "the entry version, or *")] },
+            body: None,
+            responses: &[(200, "deleted"), ERR, AUTH, (404, "no such entry"), (412, "precondition failed"), (428, "this dataset needs If-Match")],
+        })
+        .post("/v1/webhooks", webhooks::create, Doc {
+            tag: "webhooks",
+            summary: "Register a webhook; the response carries its signing secret, once",
+            params: &[],
+            body: Some("{\"url\", \"channels\", \"filter\"?, \"from\"?}"),
+            responses: &[(201, "the webhook with its secret"), ERR, AUTH],
+        })
+        .get("/v1/webhooks", webhooks::list, Doc {
+            tag: "webhooks",
+            summary: "List webhooks (no secrets)",
+            params: &[],
+            body: None,
+            responses: &[(200, "the webhooks"), AUTH],
+        })
+        .get("/v1/webhooks/{id}", webhooks::show, Doc {
+            tag: "webhooks",
+            summary: "A webhook's status: cursor, pending, failures, last error",
+            params: &[],
+            body: None,
+            responses: &[(200, "the status"), AUTH, (404, "no such webhook")],
+        })
+        .patch("/v1/webhooks/{id}", webhooks::update, Doc {
+            tag: "webhooks",
+            summary: "Change url, channels or filter; {\"enabled\": true} resumes a disabled webhook from its cursor",
+            params: &[],
+            body: Some("the fields to change"),
+            responses: &[(200, "the webhook"), ERR, AUTH, (404, "no such webhook")],
+        })
+        .delete("/v1/webhooks/{id}", webhooks::remove, Doc {
+            tag: "webhooks",
+            summary: "Delete a webhook",
+            params: &[],
+            body: None,
+            responses: &[(204, "deleted"), AUTH, (404, "no such webhook")],
+        })
+        .get("/", console::console, Doc {
+            tag: "console",
+            summary: "The console: a page that subscribes with the browser's EventSource",
+            params: &[],
+            body: None,
+            responses: &[(200, "text/html")],
+        })
+        .get("/healthz", ops::healthz, Doc {
+            tag: "ops",
+            summary: "Liveness",
+            params: &[],
+            body: None,
+            responses: &[(200, "alive")],
+        })
+        .get("/readyz", ops::readyz, Doc {
+            tag: "ops",
+            summary: "Readiness: the stores answer and the server is not draining",
+            params: &[],
+            body: None,
+            responses: &[(200, "ready"), (503, "not ready")],
+        })
+        .get("/metrics", ops::metrics, Doc {
+            tag: "ops",
+            summary: "Prometheus metrics",
+            params: &[],
+            body: None,
+            responses: &[(200, "text/plain exposition format")],
+        })
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
