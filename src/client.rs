@@ -9,9 +9,9 @@ use std::time::Duration;
 use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
+use ssepush_origin::Event;
 use ssepush_origin::event::{EventId, RESET_TYPE};
 use ssepush_origin::sse::decode_event;
-use ssepush_origin::Event;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -38,7 +38,9 @@ impl ClientError {
 pub enum Item {
     Event(Event),
     /// The cursor was older than the origin's retention: events were missed, resync.
-    Reset { oldest: Option<EventId> },
+    Reset {
+        oldest: Option<EventId>,
+    },
 }
 
 /// What to subscribe to.
@@ -78,17 +80,26 @@ impl OriginClient {
             .await
             .map_err(|source| ClientError::Connect { url, source })?;
         let body = check(resp).await?;
-        let parsed: Value = serde_json::from_str(&body).map_err(|e| ClientError::Decode(e.to_string()))?;
-        serde_json::from_value(parsed["ids"].clone()).map_err(|e| ClientError::Decode(e.to_string()))
+        let parsed: Value =
+            serde_json::from_str(&body).map_err(|e| ClientError::Decode(e.to_string()))?;
+        serde_json::from_value(parsed["ids"].clone())
+            .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
-    pub async fn publish_one(&self, channel: &str, kind: Option<&str>, data: Value) -> Result<EventId, ClientError> {
+    pub async fn publish_one(
+        &self,
+        channel: &str,
+        kind: Option<&str>,
+        data: Value,
+    ) -> Result<EventId, ClientError> {
         let mut body = serde_json::json!({"channel": channel, "data": data});
         if let Some(kind) = kind {
             body["type"] = Value::String(kind.to_owned());
         }
         let ids = self.publish(&body).await?;
-        ids.into_iter().next().ok_or_else(|| ClientError::Decode("no id returned".into()))
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Decode("no id returned".into()))
     }
 
     fn sse_url(&self, sub: &Subscription) -> String {
@@ -111,40 +122,49 @@ impl OriginClient {
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id.to_string());
         }
-        let resp = req.send().await.map_err(|source| ClientError::Connect { url, source })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| ClientError::Connect { url, source })?;
         if !resp.status().is_success() {
             let status = resp.status().as_u16();
             let body = resp.text().await.unwrap_or_default();
             return Err(ClientError::Status { status, body });
         }
-        Ok(resp.bytes_stream().eventsource().filter_map(|r| async move {
-            match r {
-                Err(e) => Some(Err(ClientError::Stream(e.to_string()))),
-                Ok(ev) => {
-                    let retry = ev.retry;
-                    if ev.event == RESET_TYPE {
-                        let v: Value = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
-                        let oldest = v["oldestId"].as_str().and_then(|s| s.parse().ok());
-                        return Some(Ok(Frame::Item(Item::Reset { oldest })));
+        Ok(resp
+            .bytes_stream()
+            .eventsource()
+            .filter_map(|r| async move {
+                match r {
+                    Err(e) => Some(Err(ClientError::Stream(e.to_string()))),
+                    Ok(ev) => {
+                        let retry = ev.retry;
+                        if ev.event == RESET_TYPE {
+                            let v: Value = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
+                            let oldest = v["oldestId"].as_str().and_then(|s| s.parse().ok());
+                            return Some(Ok(Frame::Item(Item::Reset { oldest })));
+                        }
+                        if ev.data.is_empty() && ev.id.is_empty() {
+                            // A `retry:`-only block (dispatches nothing in a browser).
+                            return retry.map(|d| Ok(Frame::Retry(d)));
+                        }
+                        Some(
+                            decode_event(&ev.id, &ev.event, &ev.data)
+                                .map(|e| Frame::Item(Item::Event(e)))
+                                .map_err(|e| ClientError::Decode(e.to_string())),
+                        )
                     }
-                    if ev.data.is_empty() && ev.id.is_empty() {
-                        // A `retry:`-only block (dispatches nothing in a browser).
-                        return retry.map(|d| Ok(Frame::Retry(d)));
-                    }
-                    Some(
-                        decode_event(&ev.id, &ev.event, &ev.data)
-                            .map(|e| Frame::Item(Item::Event(e)))
-                            .map_err(|e| ClientError::Decode(e.to_string())),
-                    )
                 }
-            }
-        }))
+            }))
     }
 
     /// A subscription that survives disconnects: reconnects with `Last-Event-ID` after the
     /// server's `retry:` delay (backing off while the origin is unreachable), and stops for
     /// good on a 4xx. Never yields an event twice.
-    pub fn subscribe(&self, sub: Subscription) -> impl Stream<Item = Result<Item, ClientError>> + use<> {
+    pub fn subscribe(
+        &self,
+        sub: Subscription,
+    ) -> impl Stream<Item = Result<Item, ClientError>> + use<> {
         let client = self.clone();
         resuming(client, sub)
     }
@@ -160,7 +180,10 @@ pub enum Frame {
     Retry(Duration),
 }
 
-fn resuming(client: OriginClient, sub: Subscription) -> impl Stream<Item = Result<Item, ClientError>> {
+fn resuming(
+    client: OriginClient,
+    sub: Subscription,
+) -> impl Stream<Item = Result<Item, ClientError>> {
     struct State {
         client: OriginClient,
         sub: Subscription,
@@ -225,7 +248,9 @@ fn form_urlencoded_query(sub: &Subscription) -> String {
     let enc = |s: &str| -> String {
         s.bytes()
             .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
                 _ => format!("%{b:02X}"),
             })
             .collect()
@@ -245,10 +270,16 @@ fn form_urlencoded_query(sub: &Subscription) -> String {
 
 async fn check(resp: reqwest::Response) -> Result<String, ClientError> {
     let status = resp.status();
-    let body = resp.text().await.map_err(|e| ClientError::Stream(e.to_string()))?;
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| ClientError::Stream(e.to_string()))?;
     if status.is_success() {
         Ok(body)
     } else {
-        Err(ClientError::Status { status: status.as_u16(), body })
+        Err(ClientError::Status {
+            status: status.as_u16(),
+            body,
+        })
     }
 }

@@ -11,7 +11,11 @@ use ssepush::client::{Item, OriginClient, Subscription};
 use ssepush_origin::settings::Settings as OriginSettings;
 
 #[derive(Parser)]
-#[command(name = "ssepush", version, about = "SSE push proxy for mobile devices, and the origin streaming API it fronts")]
+#[command(
+    name = "ssepush",
+    version,
+    about = "SSE push proxy for mobile devices, and the origin streaming API it fronts"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -85,7 +89,11 @@ struct ServerFlags {
 #[derive(Args)]
 struct PublishFlags {
     /// Origin base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080", env = "SSEPUSH_ORIGIN_URL")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080",
+        env = "SSEPUSH_ORIGIN_URL"
+    )]
     origin: String,
     /// Channel to publish on, e.g. `chat.room42`.
     #[arg(long, short)]
@@ -100,7 +108,11 @@ struct PublishFlags {
 #[derive(Args)]
 struct SubscribeFlags {
     /// Origin base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080", env = "SSEPUSH_ORIGIN_URL")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080",
+        env = "SSEPUSH_ORIGIN_URL"
+    )]
     origin: String,
     /// Channel pattern (`*` one token, `>` the rest); repeat for several.
     #[arg(long, short, required = true)]
@@ -193,7 +205,9 @@ async fn gateway(flags: GatewayFlags) -> anyhow::Result<()> {
 async fn publish(flags: PublishFlags) -> anyhow::Result<()> {
     let data = serde_json::from_str(&flags.data).unwrap_or(serde_json::Value::String(flags.data));
     let client = OriginClient::new(&flags.origin);
-    let id = client.publish_one(&flags.channel, flags.kind.as_deref(), data).await?;
+    let id = client
+        .publish_one(&flags.channel, flags.kind.as_deref(), data)
+        .await?;
     println!("{id}");
     Ok(())
 }

@@ -52,7 +52,10 @@ async fn scenario(settings: Settings, restart: bool) {
 
     // The subscriber's first connection exists before anything is published, so from then on
     // every `chat.*` event is owed to it. It resumes from the cursor it was handed.
-    let start = client.publish_one("chat.a", Some("start"), json!({"n": -1})).await.unwrap();
+    let start = client
+        .publish_one("chat.a", Some("start"), json!({"n": -1}))
+        .await
+        .unwrap();
 
     let publisher = {
         let client = client.clone();
@@ -67,7 +70,10 @@ async fn scenario(settings: Settings, restart: bool) {
                         json!({"channel": ch, "data": {"n": i + k}})
                     })
                     .collect();
-                let channels: Vec<String> = batch.iter().map(|b| b["channel"].as_str().unwrap().to_owned()).collect();
+                let channels: Vec<String> = batch
+                    .iter()
+                    .map(|b| b["channel"].as_str().unwrap().to_owned())
+                    .collect();
                 // While the origin restarts, publishing fails: retry the same batch.
                 let ids = loop {
                     match client.publish(&json!(batch)).await {
@@ -111,14 +117,23 @@ async fn scenario(settings: Settings, restart: bool) {
         if publisher.is_finished() {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "scenario took too long");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "scenario took too long"
+        );
     }
     let published = publisher.await.unwrap();
     // Drain what is left after the publisher finished.
     loop {
-        let got = read_some(&client, &sub, Some(cursor), usize::MAX, Duration::from_millis(500))
-            .await
-            .unwrap_or_default();
+        let got = read_some(
+            &client,
+            &sub,
+            Some(cursor),
+            usize::MAX,
+            Duration::from_millis(500),
+        )
+        .await
+        .unwrap_or_default();
         if got.is_empty() {
             break;
         }
@@ -131,10 +146,24 @@ async fn scenario(settings: Settings, restart: bool) {
         .map(|(id, _)| *id)
         .collect();
     let got: Vec<EventId> = received.iter().map(|e| e.id).collect();
-    assert!(expected.len() > 500, "too few chat events: {}", expected.len());
-    assert!(reconnects > 10, "the client should have reconnected many times ({reconnects})");
-    assert_eq!(got.len(), expected.len(), "received count differs (lost or duplicated events)");
-    assert_eq!(got, expected, "received sequence differs from the published one");
+    assert!(
+        expected.len() > 500,
+        "too few chat events: {}",
+        expected.len()
+    );
+    assert!(
+        reconnects > 10,
+        "the client should have reconnected many times ({reconnects})"
+    );
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "received count differs (lost or duplicated events)"
+    );
+    assert_eq!(
+        got, expected,
+        "received sequence differs from the published one"
+    );
     assert!(received.iter().all(|e| e.channel.starts_with("chat.")));
     assert!(restarted, "the origin should have been restarted mid-way");
     origin.stop().await;
@@ -147,31 +176,57 @@ async fn resume_is_exact_on_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_is_exact_on_redis() {
-    scenario(support::redis_settings(&support::namespace("resume")), false).await;
+    scenario(
+        support::redis_settings(&support::namespace("resume")),
+        false,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_is_exact_across_a_restart_on_redis() {
-    scenario(support::redis_settings(&support::namespace("restart")), true).await;
+    scenario(
+        support::redis_settings(&support::namespace("restart")),
+        true,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_continue_after_a_restart_on_redis() {
     let settings = support::redis_settings(&support::namespace("ids"));
     let origin = TestOrigin::start(settings.clone()).await;
-    let before = origin.client.publish_one("a", None, json!(1)).await.unwrap();
+    let before = origin
+        .client
+        .publish_one("a", None, json!(1))
+        .await
+        .unwrap();
     origin.stop().await;
     let origin = TestOrigin::start(settings).await;
-    let after = origin.client.publish_one("b", None, json!(2)).await.unwrap();
+    let after = origin
+        .client
+        .publish_one("b", None, json!(2))
+        .await
+        .unwrap();
     assert!(after > before, "{after} should be after {before}");
     let items = support::take_items(
         &origin.client,
-        &Subscription { channels: vec![">".into()], last_event_id: Some(EventId::ZERO), ..Default::default() },
+        &Subscription {
+            channels: vec![">".into()],
+            last_event_id: Some(EventId::ZERO),
+            ..Default::default()
+        },
         2,
         Duration::from_secs(5),
     )
     .await;
-    let ids: Vec<_> = items.iter().map(|i| match i { Item::Event(e) => e.id, other => panic!("{other:?}") }).collect();
+    let ids: Vec<_> = items
+        .iter()
+        .map(|i| match i {
+            Item::Event(e) => e.id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
     assert_eq!(ids, vec![before, after]);
     origin.stop().await;
 }
@@ -181,12 +236,17 @@ async fn two_origins_on_one_redis_serve_one_stream() {
     let settings = support::redis_settings(&support::namespace("two"));
     let a = TestOrigin::start(settings.clone()).await;
     let b = TestOrigin::start(settings).await;
-    let sub = Subscription { channels: vec!["x.>".into()], ..Default::default() };
+    let sub = Subscription {
+        channels: vec!["x.>".into()],
+        ..Default::default()
+    };
     // A live subscriber on B sees events published on A and on B, in id order.
     let reader = {
         let client = b.client.clone();
         let sub = sub.clone();
-        tokio::spawn(async move { support::take_items(&client, &sub, 40, Duration::from_secs(10)).await })
+        tokio::spawn(async move {
+            support::take_items(&client, &sub, 40, Duration::from_secs(10)).await
+        })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut ids = Vec::new();
@@ -198,7 +258,10 @@ async fn two_origins_on_one_redis_serve_one_stream() {
         .await
         .unwrap()
         .into_iter()
-        .map(|i| match i { Item::Event(e) => e.id, other => panic!("{other:?}") })
+        .map(|i| match i {
+            Item::Event(e) => e.id,
+            other => panic!("{other:?}"),
+        })
         .collect();
     assert_eq!(got, ids);
     a.stop().await;

@@ -34,7 +34,9 @@ async fn sigterm_ends_streams_with_retry_and_exits_within_grace() {
 
     let mut streams = Vec::new();
     for ch in ["a", "b.*", ">"] {
-        let resp = reqwest::get(format!("http://{addr}/v1/sse?channel={ch}")).await.unwrap();
+        let resp = reqwest::get(format!("http://{addr}/v1/sse?channel={ch}"))
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200);
         streams.push(resp.bytes_stream());
     }
@@ -56,7 +58,10 @@ async fn sigterm_ends_streams_with_retry_and_exits_within_grace() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let pid = child.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(sent.success());
     let started = std::time::Instant::now();
     let status = tokio::time::timeout(Duration::from_secs(3 + 2), child.wait())
@@ -66,10 +71,21 @@ async fn sigterm_ends_streams_with_retry_and_exits_within_grace() {
     assert!(status.success(), "exit status {status}");
     assert!(started.elapsed() < Duration::from_secs(5));
     for r in readers {
-        let text = tokio::time::timeout(Duration::from_secs(2), r).await.unwrap().unwrap();
+        let text = tokio::time::timeout(Duration::from_secs(2), r)
+            .await
+            .unwrap()
+            .unwrap();
         // The stream opened with the hint and, at shutdown, repeated it as its last field.
         assert!(text.starts_with("retry: 1234\n\n"), "{text:?}");
-        let tail = text.trim_end_matches('\n').rsplit("\n\n").take(2).collect::<Vec<_>>().join("|");
-        assert!(tail.contains("retry: 1234"), "the stream did not end with a retry hint: {text:?}");
+        let tail = text
+            .trim_end_matches('\n')
+            .rsplit("\n\n")
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("|");
+        assert!(
+            tail.contains("retry: 1234"),
+            "the stream did not end with a retry hint: {text:?}"
+        );
     }
 }

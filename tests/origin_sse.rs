@@ -25,32 +25,48 @@ fn events(items: &[Item]) -> Vec<&ssepush_origin::Event> {
 #[tokio::test]
 async fn the_wire_format_has_retry_ids_types_and_the_envelope() {
     let origin = TestOrigin::start(support::memory_settings()).await;
-    let resp = reqwest::get(format!("{}/v1/sse?channel=chat.*", origin.url)).await.unwrap();
+    let resp = reqwest::get(format!("{}/v1/sse?channel=chat.*", origin.url))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     assert_eq!(resp.headers()["cache-control"], "no-cache");
     let mut body = resp.bytes_stream();
     let first = body.next().await.unwrap().unwrap();
     assert_eq!(&first[..], b"retry: 100\n\n");
-    let id = origin.client.publish_one("chat.a", Some("greeting"), json!({"x": 1})).await.unwrap();
+    let id = origin
+        .client
+        .publish_one("chat.a", Some("greeting"), json!({"x": 1}))
+        .await
+        .unwrap();
     let frame = body.next().await.unwrap().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&frame),
-        format!("id: {id}\nevent: greeting\ndata: {{\"channel\":\"chat.a\",\"data\":{{\"x\":1}},\"time\":{}}}\n\n", id.ms)
+        format!(
+            "id: {id}\nevent: greeting\ndata: {{\"channel\":\"chat.a\",\"data\":{{\"x\":1}},\"time\":{}}}\n\n",
+            id.ms
+        )
     );
     origin.stop().await;
 }
 
 #[tokio::test]
 async fn keep_alive_comments_flow_on_idle_streams() {
-    let settings = Settings { keep_alive_secs: 1, ..support::memory_settings() };
+    let settings = Settings {
+        keep_alive_secs: 1,
+        ..support::memory_settings()
+    };
     let origin = TestOrigin::start(settings).await;
-    let resp = reqwest::get(format!("{}/v1/sse?channel=a", origin.url)).await.unwrap();
+    let resp = reqwest::get(format!("{}/v1/sse?channel=a", origin.url))
+        .await
+        .unwrap();
     let mut body = resp.bytes_stream();
     let mut seen = String::new();
     tokio::time::timeout(Duration::from_secs(5), async {
         while !seen.contains(": keep-alive\n\n") {
-            seen.push_str(&String::from_utf8_lossy(&body.next().await.unwrap().unwrap()));
+            seen.push_str(&String::from_utf8_lossy(
+                &body.next().await.unwrap().unwrap(),
+            ));
         }
     })
     .await
@@ -68,7 +84,13 @@ async fn reset_then_live(settings: Settings) {
     let origin = TestOrigin::start(settings).await;
     let mut ids = Vec::new();
     for i in 0..20 {
-        ids.push(origin.client.publish_one("small", None, json!(i)).await.unwrap());
+        ids.push(
+            origin
+                .client
+                .publish_one("small", None, json!(i))
+                .await
+                .unwrap(),
+        );
     }
     let sub = Subscription {
         channels: vec!["small".into()],
@@ -77,19 +99,41 @@ async fn reset_then_live(settings: Settings) {
     };
     let reader = {
         let client = origin.client.clone();
-        tokio::spawn(async move { take_items(&client, &sub, 1 + 5 + 3, Duration::from_secs(10)).await })
+        tokio::spawn(
+            async move { take_items(&client, &sub, 1 + 5 + 3, Duration::from_secs(10)).await },
+        )
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     for i in 20..23 {
-        ids.push(origin.client.publish_one("small", None, json!(i)).await.unwrap());
+        ids.push(
+            origin
+                .client
+                .publish_one("small", None, json!(i))
+                .await
+                .unwrap(),
+        );
     }
     let items = reader.await.unwrap();
-    assert_eq!(items[0], Item::Reset { oldest: Some(ids[15]) }, "reset comes first and names the oldest id held");
+    assert_eq!(
+        items[0],
+        Item::Reset {
+            oldest: Some(ids[15])
+        },
+        "reset comes first and names the oldest id held"
+    );
     let got: Vec<EventId> = events(&items[1..]).iter().map(|e| e.id).collect();
-    assert_eq!(got, ids[15..23].to_vec(), "then what is retained, then live events");
+    assert_eq!(
+        got,
+        ids[15..23].to_vec(),
+        "then what is retained, then live events"
+    );
     // 23 published, 5 retained: ids[18..] are held and ids[17] was the last dropped. A cursor
     // at ids[17] missed nothing, so it gets no reset.
-    let sub = Subscription { channels: vec!["small".into()], last_event_id: Some(ids[17]), ..Default::default() };
+    let sub = Subscription {
+        channels: vec!["small".into()],
+        last_event_id: Some(ids[17]),
+        ..Default::default()
+    };
     let items = take_items(&origin.client, &sub, 5, Duration::from_secs(5)).await;
     let got: Vec<EventId> = events(&items).iter().map(|e| e.id).collect();
     assert_eq!(got, ids[18..23].to_vec());
@@ -115,20 +159,48 @@ async fn wildcards_and_filters_select_exactly_the_matching_events() {
         last_event_id: Some(EventId::ZERO),
     };
     let cases = [
-        ("sensors.eu.temp", json!({"severity": 3, "region": "eu"}), true),
-        ("sensors.eu.temp", json!({"severity": 2, "region": "eu"}), false),
-        ("sensors.eu.hum", json!({"severity": 5, "region": "eu"}), false),
-        ("sensors.eu.x.temp", json!({"severity": 5, "region": "eu"}), false),
+        (
+            "sensors.eu.temp",
+            json!({"severity": 3, "region": "eu"}),
+            true,
+        ),
+        (
+            "sensors.eu.temp",
+            json!({"severity": 2, "region": "eu"}),
+            false,
+        ),
+        (
+            "sensors.eu.hum",
+            json!({"severity": 5, "region": "eu"}),
+            false,
+        ),
+        (
+            "sensors.eu.x.temp",
+            json!({"severity": 5, "region": "eu"}),
+            false,
+        ),
         ("alerts.fire", json!({"severity": 9, "region": "us"}), true),
-        ("alerts.fire.north", json!({"severity": 4, "region": "us"}), true),
+        (
+            "alerts.fire.north",
+            json!({"severity": 4, "region": "us"}),
+            true,
+        ),
         ("alerts", json!({"severity": 9, "region": "us"}), false),
         ("alerts.x", json!({"severity": 9, "region": "asia"}), false),
-        ("alerts.y", json!({"severity": "high", "region": "eu"}), false),
+        (
+            "alerts.y",
+            json!({"severity": "high", "region": "eu"}),
+            false,
+        ),
         ("alerts.z", json!("not an object"), false),
     ];
     let mut expected = Vec::new();
     for (ch, data, wanted) in &cases {
-        let id = origin.client.publish_one(ch, None, data.clone()).await.unwrap();
+        let id = origin
+            .client
+            .publish_one(ch, None, data.clone())
+            .await
+            .unwrap();
         if *wanted {
             expected.push(id);
         }
@@ -143,8 +215,20 @@ async fn wildcards_and_filters_select_exactly_the_matching_events() {
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    origin.client.publish_one("alerts.nope", None, json!({"severity": 1, "region": "eu"})).await.unwrap();
-    let live = origin.client.publish_one("sensors.us.temp", None, json!({"severity": 7, "region": "us"})).await.unwrap();
+    origin
+        .client
+        .publish_one("alerts.nope", None, json!({"severity": 1, "region": "eu"}))
+        .await
+        .unwrap();
+    let live = origin
+        .client
+        .publish_one(
+            "sensors.us.temp",
+            None,
+            json!({"severity": 7, "region": "us"}),
+        )
+        .await
+        .unwrap();
     let got = reader.await.unwrap();
     expected.push(live);
     assert_eq!(got, expected);
@@ -154,8 +238,16 @@ async fn wildcards_and_filters_select_exactly_the_matching_events() {
 #[tokio::test]
 async fn the_last_event_id_header_wins_over_the_query() {
     let origin = TestOrigin::start(support::memory_settings()).await;
-    let a = origin.client.publish_one("h", None, json!(1)).await.unwrap();
-    let b = origin.client.publish_one("h", None, json!(2)).await.unwrap();
+    let a = origin
+        .client
+        .publish_one("h", None, json!(1))
+        .await
+        .unwrap();
+    let b = origin
+        .client
+        .publish_one("h", None, json!(2))
+        .await
+        .unwrap();
     let resp = reqwest::Client::new()
         .get(format!("{}/v1/sse?channel=h&lastEventId=0-0", origin.url))
         .header("last-event-id", a.to_string())
@@ -165,7 +257,9 @@ async fn the_last_event_id_header_wins_over_the_query() {
     let mut body = resp.bytes_stream();
     let mut text = String::new();
     while !text.contains(&format!("id: {b}")) {
-        text.push_str(&String::from_utf8_lossy(&body.next().await.unwrap().unwrap()));
+        text.push_str(&String::from_utf8_lossy(
+            &body.next().await.unwrap().unwrap(),
+        ));
     }
     assert!(!text.contains(&format!("id: {a}\n")), "{text}");
     origin.stop().await;
@@ -185,7 +279,10 @@ async fn bad_inputs_get_400s_that_say_what_is_wrong() {
     assert_eq!((s, e["code"].as_str().unwrap()), (400, "missing_channel"));
     let (s, e) = error_of(get("channel=a..b").await.unwrap()).await;
     assert_eq!((s, e["code"].as_str().unwrap()), (400, "invalid_channel"));
-    assert!(e["message"].as_str().unwrap().contains("empty token"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("empty token"),
+        "{e}"
+    );
     let (s, e) = error_of(get("channel=a.%3E.b").await.unwrap()).await;
     assert_eq!(s, 400);
     assert!(e["message"].as_str().unwrap().contains("last token"), "{e}");
@@ -193,20 +290,56 @@ async fn bad_inputs_get_400s_that_say_what_is_wrong() {
     assert_eq!((s, e["code"].as_str().unwrap()), (400, "invalid_filter"));
     assert_eq!(e["line"], 1);
     assert!(e["column"].as_u64().unwrap() >= 9, "{e}");
-    let (s, e) = error_of(get("channel=a&filter=nosuchvar%20%3D%3D%201").await.unwrap()).await;
+    let (s, e) = error_of(
+        get("channel=a&filter=nosuchvar%20%3D%3D%201")
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 400);
-    assert!(e["message"].as_str().unwrap().contains("unknown variable 'nosuchvar'"), "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown variable 'nosuchvar'"),
+        "{e}"
+    );
     let (s, e) = error_of(get("channel=a&lastEventId=yesterday").await.unwrap()).await;
     assert_eq!((s, e["code"].as_str().unwrap()), (400, "invalid_event_id"));
 
-    let post = |body: &'static str| reqwest::Client::new().post(format!("{}/v1/events", origin.url)).body(body).send();
+    let post = |body: &'static str| {
+        reqwest::Client::new()
+            .post(format!("{}/v1/events", origin.url))
+            .body(body)
+            .send()
+    };
     let (s, e) = error_of(post("{not json").await.unwrap()).await;
     assert_eq!((s, e["code"].as_str().unwrap()), (400, "invalid_json"));
     let (s, e) = error_of(post(r#"{"channel":"chat.*","data":1}"#).await.unwrap()).await;
     assert_eq!((s, e["code"].as_str().unwrap()), (400, "invalid_channel"));
-    let (s, e) = error_of(post(r#"{"channel":"a","type":"ssepush.reset"}"#).await.unwrap()).await;
+    let (s, e) = error_of(
+        post(r#"{"channel":"a","type":"ssepush.reset"}"#)
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 400);
     assert!(e["message"].as_str().unwrap().contains("reserved"), "{e}");
+    for owned in ["datasets.prefs", "streams.alerts"] {
+        let body = format!(r#"{{"channel":"{owned}","data":1}}"#);
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v1/events", origin.url))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let (s, e) = error_of(resp).await;
+        assert_eq!(
+            (s, e["code"].as_str().unwrap()),
+            (403, "reserved_channel"),
+            "{owned}"
+        );
+    }
     let (s, _) = error_of(post(r#"[{"channel":"ok"},{"channel":""}]"#).await.unwrap()).await;
     assert_eq!(s, 400);
     let (s, e) = error_of(
@@ -221,10 +354,18 @@ async fn bad_inputs_get_400s_that_say_what_is_wrong() {
     assert_eq!((s, e["code"].as_str().unwrap()), (413, "body_too_large"));
     // A rejected batch stored nothing: the first, valid half of it is not there either, so the
     // first event on "ok" is the marker published afterwards.
-    origin.client.publish_one("ok", None, json!("marker")).await.unwrap();
+    origin
+        .client
+        .publish_one("ok", None, json!("marker"))
+        .await
+        .unwrap();
     let first = take_items(
         &origin.client,
-        &Subscription { channels: vec!["ok".into()], last_event_id: Some(EventId::ZERO), ..Default::default() },
+        &Subscription {
+            channels: vec!["ok".into()],
+            last_event_id: Some(EventId::ZERO),
+            ..Default::default()
+        },
         1,
         Duration::from_secs(5),
     )

@@ -287,10 +287,7 @@ mod tests {
             Pattern::parse("a b"),
             Err(ChannelError::BadChar(_, ' '))
         ));
-        assert_eq!(
-            Pattern::parse(&"a".repeat(300)),
-            Err(ChannelError::TooLong)
-        );
+        assert_eq!(Pattern::parse(&"a".repeat(300)), Err(ChannelError::TooLong));
     }
 
     #[test]

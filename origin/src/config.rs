@@ -111,7 +111,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ssepush-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("demo.toml");
-        std::fs::write(&file, "name = \"file\"\nport = 1\n[nested]\nmax_events = 5\n").unwrap();
+        std::fs::write(
+            &file,
+            "name = \"file\"\nport = 1\n[nested]\nmax_events = 5\n",
+        )
+        .unwrap();
         let env = vec![
             ("X_PORT".to_string(), "8080".to_string()),
             ("X_NESTED__LIST".to_string(), "[\"a\", \"b\"]".to_string()),

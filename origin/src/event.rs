@@ -59,7 +59,8 @@ impl FromStr for EventId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || BadEventId(s.chars().take(64).collect());
         let (ms, seq) = s.split_once('-').ok_or_else(bad)?;
-        let digits = |p: &str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            |p: &str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit());
         if !digits(ms) || !digits(seq) {
             return Err(bad());
         }
@@ -141,7 +142,11 @@ pub enum PublishError {
 }
 
 impl NewEvent {
-    pub fn new(channel: &str, kind: Option<&str>, data: serde_json::Value) -> Result<Self, PublishError> {
+    pub fn new(
+        channel: &str,
+        kind: Option<&str>,
+        data: serde_json::Value,
+    ) -> Result<Self, PublishError> {
         let channel = Channel::parse(channel)?;
         let kind = kind.unwrap_or(DEFAULT_TYPE);
         if kind.is_empty() || kind.len() > MAX_TYPE_LEN || kind.contains(['\r', '\n']) {
@@ -190,7 +195,17 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_refused() {
-        for bad in ["", "5", "-1", "1-", "a-1", "1-2-3", "1 -2", "+1-2", "999999999999999999999-1"] {
+        for bad in [
+            "",
+            "5",
+            "-1",
+            "1-",
+            "a-1",
+            "1-2-3",
+            "1 -2",
+            "+1-2",
+            "999999999999999999999-1",
+        ] {
             assert!(bad.parse::<EventId>().is_err(), "{bad:?} parsed");
         }
     }

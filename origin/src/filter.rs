@@ -198,7 +198,13 @@ impl Shape {
                 self.bound.push(c.iter_var.clone());
                 self.bound.extend(c.iter_var2.clone());
                 self.bound.push(c.accu_var.clone());
-                for part in [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
+                for part in [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ] {
                     self.walk(part);
                 }
             }
@@ -259,8 +265,10 @@ fn json_to_cel(v: &serde_json::Value) -> Value {
         J::String(s) => Value::String(Arc::new(s.clone())),
         J::Array(items) => Value::List(Arc::new(items.iter().map(json_to_cel).collect())),
         J::Object(map) => {
-            let map: std::collections::HashMap<String, Value> =
-                map.iter().map(|(k, v)| (k.clone(), json_to_cel(v))).collect();
+            let map: std::collections::HashMap<String, Value> = map
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_cel(v)))
+                .collect();
             Value::Map(map.into())
         }
     }
@@ -288,9 +296,18 @@ mod tests {
     #[test]
     fn the_spec_example_selects_on_data() {
         let f = r#"data.severity >= 3 && data.region in ["eu", "us"]"#;
-        assert!(check(f, &ev("a", serde_json::json!({"severity": 3, "region": "eu"}))));
-        assert!(!check(f, &ev("a", serde_json::json!({"severity": 2, "region": "eu"}))));
-        assert!(!check(f, &ev("a", serde_json::json!({"severity": 5, "region": "asia"}))));
+        assert!(check(
+            f,
+            &ev("a", serde_json::json!({"severity": 3, "region": "eu"}))
+        ));
+        assert!(!check(
+            f,
+            &ev("a", serde_json::json!({"severity": 2, "region": "eu"}))
+        ));
+        assert!(!check(
+            f,
+            &ev("a", serde_json::json!({"severity": 5, "region": "asia"}))
+        ));
     }
 
     #[test]
@@ -313,7 +330,10 @@ mod tests {
 
     #[test]
     fn macros_over_json_lists_work() {
-        let e = ev("a", serde_json::json!({"tags": ["a", "urgent"], "n": [1, 5]}));
+        let e = ev(
+            "a",
+            serde_json::json!({"tags": ["a", "urgent"], "n": [1, 5]}),
+        );
         assert!(check("data.tags.exists(t, t == 'urgent')", &e));
         assert!(check("data.n.all(v, v > 0)", &e));
         assert!(!check("data.n.all(v, v > 1)", &e));

@@ -273,7 +273,9 @@ impl Hub {
                 let exact = reg.exact.get(event.channel.as_str()).map(Vec::as_slice);
                 let candidates = exact.unwrap_or(&[]).iter().chain(reg.wild.iter());
                 for id in candidates {
-                    let Some(sub) = reg.subs.get(id) else { continue };
+                    let Some(sub) = reg.subs.get(id) else {
+                        continue;
+                    };
                     if slow.contains(id) || gone.contains(id) {
                         continue;
                     }
@@ -282,16 +284,16 @@ impl Hub {
                     }
                     if let Some(filter) = &sub.filter {
                         let key: *const str = filter.source();
-                        let verdict = match verdicts.iter().find(|(k, _)| std::ptr::addr_eq(*k, key))
-                        {
-                            Some((_, v)) => *v,
-                            None => {
-                                let vars = vars.get_or_insert_with(|| EventVars::new(event));
-                                let v = filter.matches(vars);
-                                verdicts.push((key, v));
-                                v
-                            }
-                        };
+                        let verdict =
+                            match verdicts.iter().find(|(k, _)| std::ptr::addr_eq(*k, key)) {
+                                Some((_, v)) => *v,
+                                None => {
+                                    let vars = vars.get_or_insert_with(|| EventVars::new(event));
+                                    let v = filter.matches(vars);
+                                    verdicts.push((key, v));
+                                    v
+                                }
+                            };
                         if !verdict {
                             continue;
                         }
@@ -368,7 +370,9 @@ pub async fn run_feed(log: Arc<dyn EventLog>, hub: Arc<Hub>, shutdown: Cancellat
                 }
             }
             Ok(None) => {
-                tracing::error!("hub fell behind the store's feed; disconnecting subscribers so they resume");
+                tracing::error!(
+                    "hub fell behind the store's feed; disconnecting subscribers so they resume"
+                );
                 metrics::counter!("ssepush_origin_feed_gaps_total").increment(1);
                 hub.kick_all();
                 cursor = None;
@@ -430,7 +434,10 @@ mod tests {
         assert_eq!(ids(&mut exact), Vec::<u64>::new());
         // A subscriber whose patterns overlap still gets each event once.
         let w1 = wild.rx.try_recv().unwrap();
-        assert!(Arc::ptr_eq(&w1.0, &first.0), "frames are shared, not re-encoded");
+        assert!(
+            Arc::ptr_eq(&w1.0, &first.0),
+            "frames are shared, not re-encoded"
+        );
         assert_eq!(ids(&mut wild), vec![2]);
         assert_eq!(ids(&mut filtered), vec![2, 3]);
     }
@@ -441,12 +448,26 @@ mod tests {
         let f = |src: &str| Some(Filter::compile(src).unwrap());
         let mut sub = hub.subscribe(pats(&["a"]), f("data.n < 2"), 16, CancellationToken::new());
         let _other = hub.subscribe(pats(&["a"]), f("data.n >= 2"), 16, CancellationToken::new());
-        hub.dispatch(&[ev(1, "a", serde_json::json!({"n": 1})), ev(2, "a", serde_json::json!({"n": 2}))]);
+        hub.dispatch(&[
+            ev(1, "a", serde_json::json!({"n": 1})),
+            ev(2, "a", serde_json::json!({"n": 2})),
+        ]);
         let point = hub.set_filter(sub.id(), f("data.n >= 2")).unwrap();
-        assert_eq!(point, EventId::new(1, 2), "the switch point is the last dispatched id");
-        assert_eq!(hub.read().filters.len(), 1, "the old filter was released, the new one shared");
+        assert_eq!(
+            point,
+            EventId::new(1, 2),
+            "the switch point is the last dispatched id"
+        );
+        assert_eq!(
+            hub.read().filters.len(),
+            1,
+            "the old filter was released, the new one shared"
+        );
         assert_eq!(hub.read().filters["data.n >= 2"].1, 2);
-        hub.dispatch(&[ev(3, "a", serde_json::json!({"n": 1})), ev(4, "a", serde_json::json!({"n": 3}))]);
+        hub.dispatch(&[
+            ev(3, "a", serde_json::json!({"n": 1})),
+            ev(4, "a", serde_json::json!({"n": 3})),
+        ]);
         let mut got = vec![];
         while let Ok(fr) = sub.rx.try_recv() {
             got.push(fr.id().seq);
@@ -454,12 +475,18 @@ mod tests {
         assert_eq!(got, vec![1, 4]);
         assert_eq!(hub.set_filter(sub.id(), None), Some(EventId::new(1, 4)));
         assert_eq!(hub.read().filters["data.n >= 2"].1, 1);
-        assert_eq!(hub.set_filter(9999, None), None, "unknown subscriptions are reported");
-        let json: serde_json::Value = serde_json::from_slice(
-            Frame::new(ev(5, "a", serde_json::json!({"n": 1}))).json(),
-        )
-        .unwrap();
-        assert_eq!(json, serde_json::json!({"id": "1-5", "channel": "a", "type": "message", "data": {"n": 1}, "time": 1}));
+        assert_eq!(
+            hub.set_filter(9999, None),
+            None,
+            "unknown subscriptions are reported"
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(Frame::new(ev(5, "a", serde_json::json!({"n": 1}))).json())
+                .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"id": "1-5", "channel": "a", "type": "message", "data": {"n": 1}, "time": 1})
+        );
     }
 
     #[test]

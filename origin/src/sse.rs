@@ -44,7 +44,11 @@ pub fn decode_event(id: &str, kind: &str, data: &str) -> Result<Event, DecodeErr
     Ok(Event {
         id: id.parse()?,
         channel: envelope.channel.into_owned(),
-        kind: if kind.is_empty() { "message".to_owned() } else { kind.to_owned() },
+        kind: if kind.is_empty() {
+            "message".to_owned()
+        } else {
+            kind.to_owned()
+        },
         data: envelope.data.into_owned(),
         time: envelope.time,
     })

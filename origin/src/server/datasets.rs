@@ -226,7 +226,7 @@ async fn commit(
     metrics::counter!("ssepush_origin_dataset_writes_total", "outcome" => "applied").increment(1);
     // Committed; now announce it (see the module docs for why a failure here is not the
     // client's failure).
-    if let Err(e) = st.publish(vec![change_event(&name, &applied)]).await {
+    if let Err(e) = st.ingest(vec![change_event(&name, &applied)]).await {
         metrics::counter!("ssepush_origin_dataset_events_failed_total").increment(1);
         tracing::error!(
             dataset = %name,

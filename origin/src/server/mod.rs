@@ -9,23 +9,23 @@ pub mod auth;
 pub mod console;
 pub mod datasets;
 pub mod error;
-pub mod openapi;
+pub mod latest;
 pub mod listener;
+pub mod openapi;
 pub mod ops;
+pub mod poll;
 pub mod publish;
 pub mod sse;
-pub mod webhooks;
 pub mod subscribe;
+pub mod webhooks;
 pub mod ws;
-pub mod poll;
-pub mod latest;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderName, HeaderValue, Method};
 use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -54,6 +54,14 @@ pub struct AppState {
     pub datasets: Arc<dyn crate::datasets::DatasetStore>,
 }
 
+/// Channels only the origin itself writes to.
+pub fn is_origin_owned(channel: &str) -> bool {
+    crate::streams::is_reserved(channel)
+        || channel
+            .strip_prefix(crate::datasets::CHANNEL_PREFIX)
+            .is_some_and(|rest| !rest.is_empty())
+}
+
 impl AppState {
     /// The one ingest path: every transport that publishes (HTTP, WebSocket, data sync) stores
     /// events through here, so ingest-time work (static filter streams, metrics) happens once.
@@ -61,23 +69,29 @@ impl AppState {
         &self,
         events: Vec<crate::event::NewEvent>,
     ) -> Result<Vec<crate::event::SharedEvent>, ApiError> {
-        // `streams.…` is written only by derivation: a client event there would pose as the
-        // operator's curated stream.
-        if let Some(e) = events
-            .iter()
-            .find(|e| crate::streams::is_reserved(e.channel.as_str()))
-        {
+        // `streams.…` is written only by derivation and `datasets.…` only by data sync: a client
+        // event there would pose as the operator's curated stream or as a dataset change.
+        if let Some(e) = events.iter().find(|e| is_origin_owned(e.channel.as_str())) {
             return Err(ApiError::new(
                 axum::http::StatusCode::FORBIDDEN,
                 "reserved_channel",
                 format!(
                     "channel {:?} is reserved: 'streams.<name>' channels are computed by the origin \
-                     from its configured static filters; subscribe to them, publish to their \
-                     source channels",
+                     from its configured static filters and 'datasets.<name>' channels carry data \
+                     sync changes; subscribe to them, publish elsewhere",
                     e.channel.as_str()
                 ),
             ));
         }
+        self.ingest(events).await
+    }
+
+    /// [`publish`](Self::publish) without the client checks, for the origin's own events
+    /// (dataset changes).
+    pub async fn ingest(
+        &self,
+        events: Vec<crate::event::NewEvent>,
+    ) -> Result<Vec<crate::event::SharedEvent>, ApiError> {
         // Derived events go in the same batch, right after their originals: one atomic append,
         // and each stream's copy gets the id right after its source event.
         let batch = self.streams.derive(events);
@@ -273,7 +287,13 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
             .allow_headers([
                 axum::http::header::CONTENT_TYPE,
                 axum::http::header::AUTHORIZATION,
@@ -430,7 +450,10 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     #[test]
     fn store_urls_lose_their_passwords_in_logs() {
-        assert_eq!(super::redact_url("redis://:s3cret@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(
+            super::redact_url("redis://:s3cret@h:6379/0"),
+            "redis://:***@h:6379/0"
+        );
         assert_eq!(super::redact_url("redis://u:p@h"), "redis://u:***@h");
         assert_eq!(super::redact_url("redis://h:6379"), "redis://h:6379");
         assert_eq!(super::redact_url("memory"), "memory");

@@ -239,7 +239,10 @@ mod tests {
         assert_eq!(thing["get"]["parameters"][0]["in"], "path");
         assert_eq!(thing["get"]["parameters"][1]["name"], "limit");
         assert_eq!(thing["get"]["operationId"], "get_v1_things_id");
-        assert_eq!(doc["paths"]["/v1/things"]["post"]["responses"]["404"]["description"], "missing");
+        assert_eq!(
+            doc["paths"]["/v1/things"]["post"]["responses"]["404"]["description"],
+            "missing"
+        );
         assert_eq!(doc["paths"].as_object().unwrap().len(), 2);
     }
 }

@@ -2,10 +2,10 @@
 
 use std::sync::OnceLock;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
@@ -32,7 +32,14 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 pub async fn readyz(State(st): State<AppState>) -> Response {
-    match st.log.ping().await {
+    let ping = async {
+        st.log.ping().await?;
+        st.datasets
+            .ping()
+            .await
+            .map_err(|e| crate::store::LogError::Unavailable(e.to_string()))
+    };
+    match ping.await {
         Ok(()) if !st.shutdown.is_cancelled() => Json(json!({"status": "ready"})).into_response(),
         Ok(()) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -1,13 +1,13 @@
 //! `POST /v1/events`: one event or an array of them, stored in order, ids returned.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use super::error::ApiError;
 use super::AppState;
+use super::error::ApiError;
 use crate::event::{NewEvent, PublishRequest};
 
 pub async fn publish(
@@ -33,8 +33,9 @@ pub async fn publish(
 
 /// Parses and validates the whole body before anything is stored: a batch is all or nothing.
 pub fn parse_events(body: &[u8], max_batch: usize) -> Result<Vec<NewEvent>, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
+    })?;
     let (items, batch) = match value {
         Value::Array(items) => (items, true),
         obj @ Value::Object(_) => (vec![obj], false),
@@ -58,7 +59,13 @@ pub fn parse_events(body: &[u8], max_batch: usize) -> Result<Vec<NewEvent>, ApiE
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
-            let at = |msg: String| if batch { format!("event {i}: {msg}") } else { msg };
+            let at = |msg: String| {
+                if batch {
+                    format!("event {i}: {msg}")
+                } else {
+                    msg
+                }
+            };
             let req: PublishRequest = serde_json::from_value(item)
                 .map_err(|e| ApiError::bad_request("invalid_event", at(e.to_string())))?;
             NewEvent::from_request(req).map_err(|e| {
@@ -78,7 +85,11 @@ mod tests {
     fn single_events_and_batches_parse() {
         let one = parse_events(br#"{"channel":"a","data":{"x":1}}"#, 10).unwrap();
         assert_eq!(one[0].kind, "message");
-        let many = parse_events(br#"[{"channel":"a","type":"t","data":1},{"channel":"b"}]"#, 10).unwrap();
+        let many = parse_events(
+            br#"[{"channel":"a","type":"t","data":1},{"channel":"b"}]"#,
+            10,
+        )
+        .unwrap();
         assert_eq!(many.len(), 2);
         assert_eq!(many[1].data, Value::Null);
     }
@@ -89,11 +100,17 @@ mod tests {
         assert_eq!(msg(b"{").code, "invalid_json");
         assert_eq!(msg(b"[]").code, "invalid_event");
         assert_eq!(msg(b"3").code, "invalid_event");
-        assert_eq!(msg(br#"[{"channel":"a"},{"channel":"b"},{"channel":"c"}]"#).code, "batch_too_large");
+        assert_eq!(
+            msg(br#"[{"channel":"a"},{"channel":"b"},{"channel":"c"}]"#).code,
+            "batch_too_large"
+        );
         let e = msg(br#"[{"channel":"a"},{"channel":"b.*"}]"#);
         assert_eq!(e.code, "invalid_channel");
         assert!(e.message.starts_with("event 1:"), "{}", e.message);
         assert_eq!(msg(br#"{"channel":"a","colour":1}"#).code, "invalid_event");
-        assert_eq!(msg(br#"{"channel":"a","type":"ssepush.x"}"#).code, "invalid_event");
+        assert_eq!(
+            msg(br#"{"channel":"a","type":"ssepush.x"}"#).code,
+            "invalid_event"
+        );
     }
 }

@@ -7,15 +7,15 @@
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use super::AppState;
 use super::error::ApiError;
 use super::listener::ConnHandle;
 use super::subscribe::{End, Item, Start, Subscriber};
-use super::AppState;
 use crate::channel::PatternSet;
 use crate::event::EventId;
 use crate::filter::Filter;
@@ -138,7 +138,10 @@ pub async fn sse(
     };
     let mut resp = Body::from_stream(body).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tell nginx-style reverse proxies not to buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{now_ms, EventLog, LogError, ReadResult, Reset, Retention};
+use super::{EventLog, LogError, ReadResult, Reset, Retention, now_ms};
 use crate::channel::PatternSet;
 use crate::event::{EventId, NewEvent, SharedEvent};
 
@@ -189,7 +189,9 @@ impl EventLog for MemoryLog {
             return Ok(None);
         }
         let start = inner.feed.partition_point(|e| e.id <= after);
-        Ok(Some(inner.feed.range(start..).take(limit).cloned().collect()))
+        Ok(Some(
+            inner.feed.range(start..).take(limit).cloned().collect(),
+        ))
     }
 
     async fn trim_expired(&self) -> Result<(), LogError> {
@@ -223,7 +225,12 @@ mod tests {
     async fn ids_are_ordered_across_channels_and_reads_merge_them() {
         let log = MemoryLog::new(Retention::default());
         let stored = log
-            .append(vec![new("a.x", 1), new("b.y", 2), new("a.z", 3), new("c", 4)])
+            .append(vec![
+                new("a.x", 1),
+                new("b.y", 2),
+                new("a.z", 3),
+                new("c", 4),
+            ])
             .await
             .unwrap();
         assert!(stored.windows(2).all(|w| w[0].id < w[1].id));
@@ -233,7 +240,14 @@ mod tests {
             .await
             .unwrap();
         let data: Vec<_> = r.events.iter().map(|e| e.data.clone()).collect();
-        assert_eq!(data, vec![serde_json::json!(1), serde_json::json!(2), serde_json::json!(3)]);
+        assert_eq!(
+            data,
+            vec![
+                serde_json::json!(1),
+                serde_json::json!(2),
+                serde_json::json!(3)
+            ]
+        );
         assert!(r.reset.is_none());
         // Exclusive cursor, inclusive upper bound, limit.
         let r = log
@@ -241,7 +255,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.events.len(), 2);
-        let r = log.read(&pats(&[">"]), EventId::ZERO, last, 3).await.unwrap();
+        let r = log
+            .read(&pats(&[">"]), EventId::ZERO, last, 3)
+            .await
+            .unwrap();
         assert_eq!(r.events.last().unwrap().id, stored[2].id);
     }
 
@@ -260,11 +277,22 @@ mod tests {
             .await
             .unwrap();
         let last = log.last_id().await.unwrap();
-        let r = log.read(&pats(&["a"]), stored[0].id, last, 10).await.unwrap();
-        assert_eq!(r.reset, Some(Reset { oldest: Some(stored[2].id) }));
+        let r = log
+            .read(&pats(&["a"]), stored[0].id, last, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            r.reset,
+            Some(Reset {
+                oldest: Some(stored[2].id)
+            })
+        );
         assert_eq!(r.events.len(), 3);
         // A cursor at the last dropped event lost nothing.
-        let r = log.read(&pats(&["a"]), stored[1].id, last, 10).await.unwrap();
+        let r = log
+            .read(&pats(&["a"]), stored[1].id, last, 10)
+            .await
+            .unwrap();
         assert_eq!(r.reset, None);
         assert_eq!(r.events.len(), 3);
     }
@@ -303,7 +331,9 @@ mod tests {
             )],
         };
         let log = MemoryLog::new(retention);
-        log.append(vec![new("a", 1), new("keep.x", 2)]).await.unwrap();
+        log.append(vec![new("a", 1), new("keep.x", 2)])
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(60)).await;
         log.trim_expired().await.unwrap();
         assert!(log.latest("a", 10).await.unwrap().is_empty());

@@ -15,7 +15,6 @@ pub mod memory;
 #[cfg(feature = "server")]
 pub mod redis;
 
-
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -144,4 +143,3 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
-

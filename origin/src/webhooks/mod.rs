@@ -219,7 +219,7 @@ pub fn check_channels(channels: &[String]) -> Result<PatternSet, InvalidWebhook>
 
 /// Checks a target URL's shape: absolute http(s), a host, no credentials, bounded length. If the
 /// host is an IP literal, it must be allowed too. Host names are checked when resolved
-/// ([`worker::GuardedResolver`] and [`resolve_and_check`]).
+/// (by the delivery client's resolver in [`worker`], and by [`resolve_and_check`]).
 pub fn check_url(url: &str, allow_private: bool) -> Result<reqwest::Url, InvalidWebhook> {
     let bad = |m: &str| Err(InvalidWebhook::Url(m.to_owned()));
     if url.len() > MAX_URL_LEN {
