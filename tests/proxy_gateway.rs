@@ -229,6 +229,7 @@ async fn real_providers_wake_phones_through_the_gateway() {
     let want: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
     assert_eq!(json_ids(&proxy.events(&ios, None).await), want);
     assert_eq!(json_ids(&proxy.events(&android, None).await), want);
+    assert_eq!(json_ids(&proxy.events(&browser, None).await), want);
 
     // The unregistered device: failed, with the reason, and pushed to exactly once.
     eventually(WITHIN, "dead token failed", || async {
@@ -251,6 +252,107 @@ async fn real_providers_wake_phones_through_the_gateway() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(pushes_for(dead_token.clone()).await.len(), 1);
 
+    proxy.stop().await;
+    origin.stop().await;
+    gw.shutdown.cancel();
+}
+
+/// The gateway's own answers drive the retries: a 429 with `Retry-After: 2` is retried no
+/// sooner than 2 s later, a 500 is retried (with backoff) until it goes through, and neither
+/// fails the handoff.
+#[tokio::test]
+async fn gateway_429_and_500_are_retried_as_the_gateway_says() {
+    let gw = start_gateway().await;
+    let origin = TestOrigin::start(memory_settings()).await;
+    let mut settings = proxy_settings(&[&origin.url]);
+    let (apns, _fcm) = provider_settings(&gw);
+    settings.apns = Some(apns);
+    settings.wake.retry_base_ms = 200;
+    let providers = ssepush_proxy::server::providers_from_settings(&settings).unwrap();
+    let proxy = TestProxy::start_with(settings, providers).await;
+
+    let last = origin
+        .client
+        .publish_one("rt.a", None, json!(0))
+        .await
+        .unwrap();
+    let url = format!("{}/v1/sse?channel=rt.*", origin.url);
+    let limited = gw.client.register_device(Provider::Apns).await.unwrap();
+    let flaky = gw.client.register_device(Provider::Apns).await.unwrap();
+    for (token, status, retry_after, count) in [(&limited, 429, Some(2), 1), (&flaky, 500, None, 2)]
+    {
+        gw.client
+            .set_fault(&FaultSpec {
+                token: Some(token.clone()),
+                status: Some(status),
+                retry_after,
+                count: Some(count),
+                ..FaultSpec::default()
+            })
+            .await
+            .unwrap();
+    }
+    let mut handoffs = Vec::new();
+    for token in [&limited, &flaky] {
+        handoffs.push(
+            proxy
+                .create(&json!({
+                    "stream": {"url": url, "lastEventId": last.to_string()},
+                    "push": {"platform": "apns", "token": token},
+                    "wake": {"coalesceMs": 0},
+                }))
+                .await,
+        );
+    }
+    origin
+        .client
+        .publish_one("rt.a", None, json!(1))
+        .await
+        .unwrap();
+
+    let pushes_for = |token: String| {
+        let client = gw.client.clone();
+        async move {
+            client
+                .pushes(&PushQuery {
+                    token: Some(token),
+                    ..PushQuery::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    eventually(
+        WITHIN,
+        "both wakes delivered after their faults",
+        || async {
+            pushes_for(limited.clone())
+                .await
+                .iter()
+                .any(|p| p.status == 200)
+                && pushes_for(flaky.clone())
+                    .await
+                    .iter()
+                    .any(|p| p.status == 200)
+        },
+    )
+    .await;
+
+    let l = pushes_for(limited.clone()).await;
+    let statuses: Vec<u16> = l.iter().map(|p| p.status).collect();
+    assert_eq!(statuses, vec![429, 200], "{l:?}");
+    let waited = l[1].time_ms - l[0].time_ms;
+    assert!(waited >= 2000, "retried {waited} ms after a Retry-After: 2");
+
+    let f = pushes_for(flaky.clone()).await;
+    let statuses: Vec<u16> = f.iter().map(|p| p.status).collect();
+    assert_eq!(statuses, vec![500, 500, 200], "{f:?}");
+    assert!(f[1].time_ms > f[0].time_ms && f[2].time_ms > f[1].time_ms);
+    for h in &handoffs {
+        let status = proxy.status(h).await;
+        assert_eq!(status["wakesSent"], 1, "{status}");
+        assert_ne!(status["state"], "failed", "{status}");
+    }
     proxy.stop().await;
     origin.stop().await;
     gw.shutdown.cancel();
