@@ -18,7 +18,8 @@ pub use fcm::{FcmProvider, FcmSettings};
 pub use webpush::{WebPushProvider, WebPushSettings};
 
 /// Where a phone receives pushes, as handed over in `POST /v1/handoffs` (`push` object).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Its `Debug` names the platform only: tokens and subscriptions are secrets.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "platform", rename_all = "lowercase")]
 pub enum PushTarget {
     Apns {
@@ -37,8 +38,9 @@ pub enum PushTarget {
     },
 }
 
-/// Exactly the JSON of a W3C `PushSubscription`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Exactly the JSON of a W3C `PushSubscription`. The endpoint is a capability URL and the keys
+/// decrypt the phone's pushes: `Debug` shows neither.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WebPushSubscription {
     pub endpoint: String,
@@ -47,12 +49,48 @@ pub struct WebPushSubscription {
     pub keys: WebPushKeys,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebPushKeys {
     /// The phone's P-256 public key, base64url.
     pub p256dh: String,
     /// The 16-byte auth secret, base64url.
     pub auth: String,
+}
+
+impl std::fmt::Debug for PushTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PushTarget::Apns {
+                topic, environment, ..
+            } => f
+                .debug_struct("Apns")
+                .field("token", &"<redacted>")
+                .field("topic", topic)
+                .field("environment", environment)
+                .finish(),
+            PushTarget::Fcm { .. } => f.debug_struct("Fcm").field("token", &"<redacted>").finish(),
+            PushTarget::Webpush { subscription } => f
+                .debug_struct("Webpush")
+                .field("subscription", subscription)
+                .finish(),
+        }
+    }
+}
+
+impl std::fmt::Debug for WebPushSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebPushSubscription")
+            .field("endpoint", &"<redacted>")
+            .field("expiration_time", &self.expiration_time)
+            .field("keys", &self.keys)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for WebPushKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebPushKeys(<redacted>)")
+    }
 }
 
 /// Whether the wake is silent (the default) or shows the user something.
@@ -216,4 +254,37 @@ pub(crate) fn alert_text(wake: &Wake) -> (String, String) {
         n => format!("{n} new events"),
     };
     ("New activity".to_owned(), body)
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_tokens_or_keys() {
+        let targets = [
+            PushTarget::Apns {
+                token: "a1b2c3secret".into(),
+                topic: Some("com.example".into()),
+                environment: None,
+            },
+            PushTarget::Fcm {
+                token: "fcmsecret".into(),
+            },
+            PushTarget::Webpush {
+                subscription: WebPushSubscription {
+                    endpoint: "https://push.example/capabilitysecret".into(),
+                    expiration_time: None,
+                    keys: WebPushKeys {
+                        p256dh: "p256secret".into(),
+                        auth: "authsecret".into(),
+                    },
+                },
+            },
+        ];
+        for t in &targets {
+            let shown = format!("{t:?} {t:#?}");
+            assert!(!shown.contains("secret"), "{shown}");
+        }
+    }
 }
