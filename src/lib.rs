@@ -3,12 +3,14 @@
 //! * [`client`] — the origin client a Rust app uses: publish, and subscribe with exact resume.
 //! * [`telemetry`] — logging setup shared by every subcommand.
 //! * [`gateway`] — the simulated APNs / FCM / Web Push gateway (`ssepush gateway`).
+//! * [`device`] — the tester toolkit: device client, simulated fleet, publisher, report, demo.
 //!
 //! The servers themselves live in their crates (`ssepush-origin`); `main.rs` only parses flags
 //! and calls their `run` functions.
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod device;
 pub mod gateway;
 pub mod telemetry;
 

@@ -33,6 +33,117 @@ enum Command {
     Gateway(GatewayFlags),
     /// Run the push proxy (default 127.0.0.1:8090).
     Proxy(ProxyFlags),
+    /// Simulated phones against running servers (`device run`).
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Origin, proxy, gateway, publisher and 50 simulated phones in one process: the whole
+    /// sleep → wake → resume loop, then the report.
+    Demo(DemoFlags),
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Run simulated phones through sleep/wake cycles and check every event arrives exactly
+    /// once, in order. Exits non-zero on any loss, duplicate, disorder or missed wake.
+    Run(DeviceRunFlags),
+}
+
+#[derive(Args)]
+struct DeviceRunFlags {
+    /// Origin base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    origin: String,
+    /// Proxy base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8090")]
+    proxy: String,
+    /// Simulated gateway base URL (its control API and device streams).
+    #[arg(long, default_value = "http://127.0.0.1:8070")]
+    gateway: String,
+    #[arg(long, default_value_t = 100)]
+    devices: usize,
+    #[command(flatten)]
+    sim: SimFlags,
+}
+
+#[derive(Args)]
+struct DemoFlags {
+    #[arg(long, default_value_t = 50)]
+    devices: usize,
+    #[command(flatten)]
+    sim: SimFlags,
+}
+
+#[derive(Args)]
+struct SimFlags {
+    #[arg(long, value_enum, default_value = "mixed")]
+    platform: ssepush::device::fleet::Platform,
+    /// Time awake (streaming) per cycle, e.g. `2s`, `500ms`.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    awake: std::time::Duration,
+    /// Longest sleep per cycle (a wake push ends it sooner).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    asleep: std::time::Duration,
+    #[arg(long, default_value_t = 3)]
+    cycles: u32,
+    /// Print the report as JSON (and no progress bar).
+    #[arg(long)]
+    json: bool,
+    /// Drop and reconnect each phone's stream once per awake period.
+    #[arg(long)]
+    flaps: bool,
+    /// Client-stage CEL filter: what the phones would display.
+    #[arg(long)]
+    local_filter: Option<String>,
+    /// The handoffs' wake filter (CEL).
+    #[arg(long)]
+    wake_filter: Option<String>,
+    /// Events per second over all channels (default: one per phone per second).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// The handoffs' coalescing window.
+    #[arg(long, default_value_t = 50)]
+    coalesce_ms: u64,
+}
+
+impl SimFlags {
+    fn config(self, devices: usize) -> ssepush::device::fleet::FleetConfig {
+        ssepush::device::fleet::FleetConfig {
+            devices,
+            platform: self.platform,
+            awake: self.awake,
+            asleep: self.asleep,
+            cycles: self.cycles,
+            flaps: self.flaps,
+            local_filter: self.local_filter,
+            wake_filter: self.wake_filter,
+            rate: self.rate,
+            coalesce_ms: self.coalesce_ms,
+            progress: !self.json,
+            narrate: 0,
+            quiet: self.json,
+            ..Default::default()
+        }
+    }
+}
+
+/// `1.5s`, `250ms`, `2m`, or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("unknown unit in {s:?} (ms, s, m)")),
+    };
+    std::time::Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }
 
 #[derive(Args)]
@@ -46,6 +157,10 @@ struct ProxyFlags {
     /// Handoff store: `memory` (Redis comes with the fleet).
     #[arg(long)]
     store: Option<String>,
+    /// Fill `[apns]`, `[fcm]` and `[webpush]` from a simulated gateway's credentials directory
+    /// (`ssepush gateway --credentials-dir DIR`).
+    #[arg(long)]
+    gateway_credentials: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -103,6 +218,12 @@ struct PublishFlags {
     kind: Option<String>,
     /// Event data: JSON, or any other text (sent as a JSON string).
     data: String,
+    /// Publish `--count` events at this rate (events/s), each `{"seq": n, "data": DATA}`.
+    #[arg(long, requires = "count")]
+    rate: Option<f64>,
+    /// How many events to publish (with `--rate`; default rate 100/s).
+    #[arg(long)]
+    count: Option<u64>,
 }
 
 #[derive(Args)]
@@ -130,7 +251,10 @@ struct SubscribeFlags {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    ssepush::telemetry::init();
+    match cli.command {
+        Command::Device(_) | Command::Demo(_) => ssepush::device::init_logging(),
+        _ => ssepush::telemetry::init(),
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
         match cli.command {
@@ -139,6 +263,8 @@ fn main() -> anyhow::Result<()> {
             Command::Subscribe(flags) => subscribe(flags).await,
             Command::Gateway(flags) => gateway(flags).await,
             Command::Proxy(flags) => proxy(flags).await,
+            Command::Device(DeviceCommand::Run(flags)) => device_run(flags).await,
+            Command::Demo(flags) => demo(flags).await,
         }
     })
 }
@@ -165,6 +291,12 @@ async fn proxy(flags: ProxyFlags) -> anyhow::Result<()> {
     }
     if let Some(store) = flags.store {
         settings.store = store;
+    }
+    if let Some(dir) = &flags.gateway_credentials {
+        let (apns, fcm, webpush) = ssepush::device::stack::provider_settings(dir)?;
+        settings.apns = Some(apns);
+        settings.fcm = Some(fcm);
+        settings.webpush = Some(webpush);
     }
     settings.validate()?;
     let providers = ssepush_proxy::server::providers_from_settings(&settings)
@@ -205,6 +337,26 @@ async fn gateway(flags: GatewayFlags) -> anyhow::Result<()> {
 async fn publish(flags: PublishFlags) -> anyhow::Result<()> {
     let data = serde_json::from_str(&flags.data).unwrap_or(serde_json::Value::String(flags.data));
     let client = OriginClient::new(&flags.origin);
+    if let Some(count) = flags.count {
+        let rate = flags.rate.unwrap_or(100.0);
+        anyhow::ensure!(rate > 0.0, "--rate must be positive");
+        let s = ssepush::device::publisher::publish_at_rate(
+            &client,
+            &flags.channel,
+            flags.kind.as_deref(),
+            data,
+            rate,
+            count,
+        )
+        .await?;
+        eprintln!(
+            "published {} events in {:.2} s ({:.0}/s)",
+            s.published,
+            s.elapsed.as_secs_f64(),
+            s.published as f64 / s.elapsed.as_secs_f64().max(1e-9)
+        );
+        return Ok(());
+    }
     let id = client
         .publish_one(&flags.channel, flags.kind.as_deref(), data)
         .await?;
@@ -234,6 +386,35 @@ async fn subscribe(flags: SubscribeFlags) -> anyhow::Result<()> {
         if flags.count.is_some_and(|c| seen >= c) {
             break;
         }
+    }
+    Ok(())
+}
+
+async fn device_run(flags: DeviceRunFlags) -> anyhow::Result<()> {
+    let json = flags.sim.json;
+    let mut config = flags.sim.config(flags.devices);
+    config.origin = flags.origin;
+    config.proxy = flags.proxy;
+    config.gateway = flags.gateway;
+    print_report(ssepush::device::fleet::run(config).await?, json)
+}
+
+async fn demo(flags: DemoFlags) -> anyhow::Result<()> {
+    let json = flags.sim.json;
+    let mut config = flags.sim.config(flags.devices);
+    config.narrate = if json { 0 } else { 3 };
+    print_report(ssepush::device::demo(config).await?, json)
+}
+
+/// Prints the report; any loss, duplicate, disorder or missed wake is a non-zero exit.
+fn print_report(report: ssepush::device::report::Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    if !report.passed {
+        std::process::exit(1);
     }
     Ok(())
 }

@@ -48,10 +48,19 @@ pub enum DeviceError {
 /// Where the phone's wakes go.
 #[derive(Clone, PartialEq)]
 pub enum PushTarget {
-    Apns { token: String, topic: Option<String> },
-    Fcm { token: String },
+    Apns {
+        token: String,
+        topic: Option<String>,
+    },
+    Fcm {
+        token: String,
+    },
     /// A W3C `PushSubscription`: endpoint and the browser's keys (base64url).
-    WebPush { endpoint: String, p256dh: String, auth: String },
+    WebPush {
+        endpoint: String,
+        p256dh: String,
+        auth: String,
+    },
 }
 
 impl std::fmt::Debug for PushTarget {
@@ -81,7 +90,11 @@ impl PushTarget {
                 v
             }
             PushTarget::Fcm { token } => json!({"platform": "fcm", "token": token}),
-            PushTarget::WebPush { endpoint, p256dh, auth } => json!({
+            PushTarget::WebPush {
+                endpoint,
+                p256dh,
+                auth,
+            } => json!({
                 "platform": "webpush",
                 "subscription": {"endpoint": endpoint, "expirationTime": null,
                                  "keys": {"p256dh": p256dh, "auth": auth}},
@@ -246,10 +259,6 @@ impl DeviceClient {
         Accepted::New
     }
 
-    /// After `ssepush.reset` the origin's replay starts from what it still holds: the app
-    /// resyncs from a snapshot, and the position is whatever comes next.
-    pub fn reset(&mut self) {}
-
     /// `POST /v1/handoffs` from the current position. Drop the origin connection first, so
     /// nothing is read after the id handed off.
     pub async fn hand_off(
@@ -340,12 +349,14 @@ impl DeviceClient {
 /// payload decrypted with the subscription's keys (RFC 8291).
 pub fn parse_wake(d: &Delivery, keys: Option<&WebPushKeys>) -> Result<WakePayload, String> {
     let payload: Value = match (d.provider, d.body_encoding) {
-        (Provider::WebPush, _) | (_, BodyEncoding::Base64url) => {
+        (Provider::Webpush, _) | (_, BodyEncoding::Base64url) => {
             let keys = keys.ok_or("a Web Push payload but no subscription keys")?;
             let cipher = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(d.body.trim_end_matches('='))
                 .map_err(|e| format!("payload is not base64url: {e}"))?;
-            let plain = keys.decrypt(&cipher).map_err(|e| format!("cannot decrypt: {e}"))?;
+            let plain = keys
+                .decrypt(&cipher)
+                .map_err(|e| format!("cannot decrypt: {e}"))?;
             serde_json::from_slice(&plain).map_err(|e| format!("decrypted payload: {e}"))?
         }
         _ => serde_json::from_str(&d.body).map_err(|e| format!("payload: {e}"))?,
@@ -365,7 +376,10 @@ pub fn parse_wake(d: &Delivery, keys: Option<&WebPushKeys>) -> Result<WakePayloa
         .to_owned();
     let pending = obj["pending"].as_u64().ok_or("ssepush.pending missing")?;
     let latest_event_id = match obj["latestEventId"].as_str() {
-        Some(s) => Some(s.parse().map_err(|e| format!("ssepush.latestEventId: {e}"))?),
+        Some(s) => Some(
+            s.parse()
+                .map_err(|e| format!("ssepush.latestEventId: {e}"))?,
+        ),
         None => None,
     };
     Ok(WakePayload {
@@ -423,15 +437,21 @@ mod tests {
             plain.as_bytes(),
             &keys.p256dh,
             &keys.auth,
+            None,
+            None,
         )
         .unwrap();
         let body = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(cipher);
-        let d = delivery(Provider::WebPush, body, BodyEncoding::Base64url);
+        let d = delivery(Provider::Webpush, body, BodyEncoding::Base64url);
         assert_eq!(parse_wake(&d, Some(&keys)).unwrap().pending, 2);
         // Someone else's keys cannot read it.
         assert!(parse_wake(&d, Some(&WebPushKeys::generate())).is_err());
         assert!(
-            parse_wake(&delivery(Provider::Apns, "{}".into(), BodyEncoding::Text), None).is_err()
+            parse_wake(
+                &delivery(Provider::Apns, "{}".into(), BodyEncoding::Text),
+                None
+            )
+            .is_err()
         );
     }
 

@@ -152,7 +152,13 @@ pub async fn run(
             _ = stop.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        let n = due(config.rate, start.elapsed(), summary.published, config.count, config.max_batch);
+        let n = due(
+            config.rate,
+            start.elapsed(),
+            summary.published,
+            config.count,
+            config.max_batch,
+        );
         if n == 0 {
             if config.count.is_some_and(|c| summary.published >= c) {
                 break;
@@ -264,7 +270,10 @@ mod tests {
             .map(|(_, p)| p.id.seq)
             .collect();
         assert_eq!(ids, vec![1, 2, 3]);
-        assert_eq!(log.newest_for(&["b".into()]), Some(EventId { ms: 1, seq: 2 }));
+        assert_eq!(
+            log.newest_for(&["b".into()]),
+            Some(EventId { ms: 1, seq: 2 })
+        );
         assert_eq!(log.newest_for(&["zz".into()]), None);
         assert_eq!(log.total(), 4);
     }

@@ -210,7 +210,10 @@ pub struct PhoneSummary {
 
 impl PhoneSummary {
     pub fn ok(&self, cycles: u32) -> bool {
-        self.stream.ok() && self.missed_wakes == 0 && self.errors.is_empty() && self.cycles == cycles
+        self.stream.ok()
+            && self.missed_wakes == 0
+            && self.errors.is_empty()
+            && self.cycles == cycles
     }
 }
 
@@ -383,32 +386,77 @@ impl Report {
             "ssepush device report: {} phones × {} cycles in {:.1} s",
             self.devices, self.cycles, self.elapsed_secs
         );
-        row(&mut s, "phones through every cycle", format!("{} / {}", self.completed, self.devices));
+        row(
+            &mut s,
+            "phones through every cycle",
+            format!("{} / {}", self.completed, self.devices),
+        );
         row(&mut s, "events published", self.published.to_string());
-        row(&mut s, "events expected (sum over phones)", self.stream.expected.to_string());
+        row(
+            &mut s,
+            "events expected (sum over phones)",
+            self.stream.expected.to_string(),
+        );
         row(&mut s, "events received", self.stream.received.to_string());
-        row(&mut s, "  of which caught up from the proxy", self.from_proxy.to_string());
-        row(&mut s, "  shown after the local filter", self.displayed.to_string());
+        row(
+            &mut s,
+            "  of which caught up from the proxy",
+            self.from_proxy.to_string(),
+        );
+        row(
+            &mut s,
+            "  shown after the local filter",
+            self.displayed.to_string(),
+        );
         row(&mut s, "lost", self.stream.lost.to_string());
         row(&mut s, "duplicated", self.stream.duplicated.to_string());
         row(&mut s, "out of order", self.stream.out_of_order.to_string());
-        row(&mut s, "unexpected (other channels)", self.stream.unexpected.to_string());
-        row(&mut s, "proxy buffer gaps / origin resets", format!("{} / {}", self.proxy_gaps, self.resets));
+        row(
+            &mut s,
+            "unexpected (other channels)",
+            self.stream.unexpected.to_string(),
+        );
+        row(
+            &mut s,
+            "proxy buffer gaps / origin resets",
+            format!("{} / {}", self.proxy_gaps, self.resets),
+        );
         row(&mut s, "network flaps", self.flaps.to_string());
         row(&mut s, "sleeps", self.sleeps.to_string());
         row(&mut s, "woken by push", self.wakes.to_string());
-        row(&mut s, "wakes that never came", self.missed_wakes.to_string());
-        row(&mut s, "pushes received (stale, bad)", format!("{} ({}, {})", self.pushes, self.stale_pushes, self.bad_payloads));
+        row(
+            &mut s,
+            "wakes that never came",
+            self.missed_wakes.to_string(),
+        );
+        row(
+            &mut s,
+            "pushes received (stale, bad)",
+            format!(
+                "{} ({}, {})",
+                self.pushes, self.stale_pushes, self.bad_payloads
+            ),
+        );
         row(
             &mut s,
             "pushes per phone",
             format!(
                 "p50 {:.0}  p99 {:.0}  max {:.0}",
-                self.pushes_per_phone.p50_ms, self.pushes_per_phone.p99_ms, self.pushes_per_phone.max_ms
+                self.pushes_per_phone.p50_ms,
+                self.pushes_per_phone.p99_ms,
+                self.pushes_per_phone.max_ms
             ),
         );
-        row(&mut s, "handoff latency (POST → 201)", lat(&self.handoff_latency));
-        row(&mut s, "wake latency (publish → push)", lat(&self.wake_latency));
+        row(
+            &mut s,
+            "handoff latency (POST → 201)",
+            lat(&self.handoff_latency),
+        );
+        row(
+            &mut s,
+            "wake latency (publish → push)",
+            lat(&self.wake_latency),
+        );
         row(&mut s, "errors", self.errors.to_string());
         if !self.failing_phones.is_empty() {
             let _ = writeln!(s, "  failing phones (worst first):");
@@ -425,7 +473,10 @@ impl Report {
                     p.stream.out_of_order,
                     p.missed_wakes,
                     p.cycles,
-                    p.errors.first().map(|e| format!("  error: {e}")).unwrap_or_default()
+                    p.errors
+                        .first()
+                        .map(|e| format!("  error: {e}"))
+                        .unwrap_or_default()
                 );
             }
         }
@@ -449,7 +500,14 @@ mod tests {
     fn a_perfect_stream_passes() {
         let ids: Vec<_> = (1..=5).map(id).collect();
         let c = check_stream(&ids, &ids);
-        assert_eq!(c, StreamCheck { expected: 5, received: 5, ..StreamCheck::default() });
+        assert_eq!(
+            c,
+            StreamCheck {
+                expected: 5,
+                received: 5,
+                ..StreamCheck::default()
+            }
+        );
         assert!(c.ok());
     }
 
@@ -476,35 +534,63 @@ mod tests {
     }
 
     fn owed(n: u64, at: u64, wakes: bool) -> Owed {
-        Owed { id: id(n), published: ms(at), wakes }
+        Owed {
+            id: id(n),
+            published: ms(at),
+            wakes,
+        }
     }
 
     #[test]
     fn wake_latency_runs_from_the_first_owed_publish() {
-        let sleep = Sleep { handed_off: ms(100), cursor: Some(id(1)), woke: Woke::Push(ms(450)) };
+        let sleep = Sleep {
+            handed_off: ms(100),
+            cursor: Some(id(1)),
+            woke: Woke::Push(ms(450)),
+        };
         let events = [owed(1, 50, true), owed(2, 300, false), owed(3, 400, true)];
         assert_eq!(
             judge_sleep(&sleep, &events, ms(1000)),
-            SleepVerdict::Woken { latency: Some(ms(50)) }
+            SleepVerdict::Woken {
+                latency: Some(ms(50))
+            }
         );
         // Owed before the handoff: measured from the handoff.
         let early = [owed(2, 20, true)];
         assert_eq!(
             judge_sleep(&sleep, &early, ms(1000)),
-            SleepVerdict::Woken { latency: Some(ms(350)) }
+            SleepVerdict::Woken {
+                latency: Some(ms(350))
+            }
         );
     }
 
     #[test]
     fn a_timeout_with_an_owed_event_is_a_missed_wake() {
-        let sleep = Sleep { handed_off: ms(0), cursor: Some(id(1)), woke: Woke::Timeout(ms(3000)) };
-        assert_eq!(judge_sleep(&sleep, &[owed(2, 500, true)], ms(1000)), SleepVerdict::MissedWake);
+        let sleep = Sleep {
+            handed_off: ms(0),
+            cursor: Some(id(1)),
+            woke: Woke::Timeout(ms(3000)),
+        };
+        assert_eq!(
+            judge_sleep(&sleep, &[owed(2, 500, true)], ms(1000)),
+            SleepVerdict::MissedWake
+        );
         // Published too close to the end of the sleep: not held against the proxy.
-        assert_eq!(judge_sleep(&sleep, &[owed(2, 2500, true)], ms(1000)), SleepVerdict::Quiet);
+        assert_eq!(
+            judge_sleep(&sleep, &[owed(2, 2500, true)], ms(1000)),
+            SleepVerdict::Quiet
+        );
         // The wake filter does not pass it: no wake was owed.
-        assert_eq!(judge_sleep(&sleep, &[owed(2, 500, false)], ms(1000)), SleepVerdict::Quiet);
+        assert_eq!(
+            judge_sleep(&sleep, &[owed(2, 500, false)], ms(1000)),
+            SleepVerdict::Quiet
+        );
         // Already received before the handoff.
-        assert_eq!(judge_sleep(&sleep, &[owed(1, 500, true)], ms(1000)), SleepVerdict::Quiet);
+        assert_eq!(
+            judge_sleep(&sleep, &[owed(1, 500, true)], ms(1000)),
+            SleepVerdict::Quiet
+        );
     }
 
     #[test]
@@ -536,9 +622,20 @@ mod tests {
     #[test]
     fn the_report_passes_a_clean_run_and_fails_on_loss_or_missed_wakes() {
         let published = vec![owed(1, 10, true), owed(2, 200, true)];
-        let woken = Sleep { handed_off: ms(100), cursor: Some(id(1)), woke: Woke::Push(ms(230)) };
+        let woken = Sleep {
+            handed_off: ms(100),
+            cursor: Some(id(1)),
+            woke: Woke::Push(ms(230)),
+        };
         let good = phone(vec![id(1), id(2)], vec![woken.clone()]);
-        let r = build_report(&[good.clone()], 1, 2, ms(1000), ms(5000), |_| published.clone());
+        let r = build_report(
+            std::slice::from_ref(&good),
+            1,
+            2,
+            ms(1000),
+            ms(5000),
+            |_| published.clone(),
+        );
         assert!(r.passed, "{}", r.table());
         assert_eq!(r.wakes, 1);
         assert_eq!(r.wake_latency.count, 1);
@@ -546,13 +643,19 @@ mod tests {
         assert!(r.table().contains("PASS"));
 
         let lossy = phone(vec![id(1)], vec![woken]);
-        let r = build_report(&[good.clone(), lossy], 1, 2, ms(1000), ms(5000), |_| published.clone());
+        let r = build_report(&[good.clone(), lossy], 1, 2, ms(1000), ms(5000), |_| {
+            published.clone()
+        });
         assert!(!r.passed);
         assert_eq!(r.stream.lost, 1);
         assert_eq!(r.failing_phones.len(), 1);
         assert!(r.table().contains("FAIL"));
 
-        let slept_through = Sleep { handed_off: ms(100), cursor: Some(id(1)), woke: Woke::Timeout(ms(3100)) };
+        let slept_through = Sleep {
+            handed_off: ms(100),
+            cursor: Some(id(1)),
+            woke: Woke::Timeout(ms(3100)),
+        };
         let unwoken = phone(vec![id(1), id(2)], vec![slept_through]);
         let r = build_report(&[unwoken], 1, 2, ms(1000), ms(5000), |_| published.clone());
         assert!(!r.passed);
@@ -563,6 +666,10 @@ mod tests {
 
         let mut unfinished = good;
         unfinished.cycles_done = 0;
-        assert!(!build_report(&[unfinished], 1, 2, ms(1000), ms(5000), |_| published.clone()).passed);
+        assert!(
+            !build_report(&[unfinished], 1, 2, ms(1000), ms(5000), |_| published
+                .clone())
+            .passed
+        );
     }
 }

@@ -1,0 +1,60 @@
+//! The tester toolkit: what proves, without real phones, that no event is lost or repeated
+//! across sleep and wake.
+//!
+//! * [`client`] — the device client, the code a Rust app would use: stream with
+//!   `Last-Event-ID`, hand off to the proxy, read a wake, catch up, hand back.
+//! * [`publisher`] — the load generator: publishes at a rate and records what it published.
+//! * [`fleet`] — many simulated phones in one process (`ssepush device run`).
+//! * [`report`] — the checker and the report, plain code over plain values.
+//! * [`stack`] — origin, gateway and proxy in one process (`ssepush demo`, tests).
+
+pub mod client;
+pub mod fleet;
+pub mod publisher;
+pub mod report;
+pub mod stack;
+
+use std::time::Duration;
+
+use tracing_subscriber::EnvFilter;
+
+/// Logging for the interactive tools: the servers' own info lines would bury the progress bar
+/// and the report, so the default level is `warn` (`RUST_LOG` still wins).
+pub fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// `ssepush demo`: the whole loop in one process — origin, gateway, proxy, publisher and
+/// `config.devices` phones — then the report. The URLs in `config` are replaced by the
+/// in-process servers'.
+pub async fn demo(mut config: fleet::FleetConfig) -> anyhow::Result<report::Report> {
+    let quiet = config.quiet;
+    let say = |m: String| {
+        if !quiet {
+            eprintln!("{m}");
+        }
+    };
+    say("starting origin (memory store), simulated APNs/FCM/Web Push gateway and proxy on loopback…".into());
+    let stack = stack::Stack::start(stack::StackOptions::default()).await?;
+    say(format!(
+        "origin {}  proxy {}  gateway {}",
+        stack.origin_url, stack.proxy_url, stack.gateway_url
+    ));
+    config.origin = stack.origin_url.clone();
+    config.proxy = stack.proxy_url.clone();
+    config.gateway = stack.gateway_url.clone();
+    let result = tokio::time::timeout(
+        (config.awake + config.asleep) * 2 * config.cycles + config.drain + Duration::from_secs(60),
+        fleet::run(config),
+    )
+    .await;
+    stack.stop().await;
+    match result {
+        Ok(r) => r,
+        Err(_) => anyhow::bail!("the demo did not finish in time"),
+    }
+}
