@@ -7,65 +7,23 @@
 mod proxy_support;
 mod support;
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proxy_support::{TestProxy, json_ids, proxy_settings};
 use serde_json::{Value, json};
-use ssepush::gateway::GatewayConfig;
-use ssepush::gateway::client::GatewayClient;
 use ssepush::gateway::faults::{FaultSpec, Provider};
 use ssepush::gateway::record::PushQuery;
 use ssepush::gateway::webpush_crypto::WebPushKeys;
 use ssepush_proxy::settings::{ApnsSettings, FcmSettings, WebPushSettings};
 use support::{TestOrigin, eventually, memory_settings};
-use tokio_util::sync::CancellationToken;
 
 const WITHIN: Duration = Duration::from_secs(15);
 
-struct Gateway {
-    client: GatewayClient,
-    dir: PathBuf,
-    shutdown: CancellationToken,
-}
+/// The simulated gateway, from the shared harness.
+type Gateway = support::TestGateway;
 
 async fn start_gateway() -> Gateway {
-    let dir = std::env::temp_dir().join(format!(
-        "ssepush-proxy-gw-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = GatewayConfig {
-        credentials_dir: Some(dir.clone()),
-        shutdown_grace: Duration::from_secs(2),
-        ..GatewayConfig::default()
-    };
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    tokio::spawn(async move {
-        ssepush::gateway::run(listener, config, async move { token.cancelled().await })
-            .await
-            .unwrap();
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !dir.join("gateway.json").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "gateway never wrote its credentials"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (client, _creds) = GatewayClient::from_credentials_dir(&dir).unwrap();
-    client.wait_ready(WITHIN).await.unwrap();
-    Gateway {
-        client,
-        dir,
-        shutdown,
-    }
+    Gateway::start().await
 }
 
 /// The proxy's `[apns]` and `[fcm]` sections, from the files the gateway wrote.
@@ -254,7 +212,7 @@ async fn real_providers_wake_phones_through_the_gateway() {
 
     proxy.stop().await;
     origin.stop().await;
-    gw.shutdown.cancel();
+    gw.stop().await;
 }
 
 /// The gateway's own answers drive the retries: a 429 with `Retry-After: 2` is retried no
@@ -355,5 +313,5 @@ async fn gateway_429_and_500_are_retried_as_the_gateway_says() {
     }
     proxy.stop().await;
     origin.stop().await;
-    gw.shutdown.cancel();
+    gw.stop().await;
 }
