@@ -6,7 +6,9 @@
 //! get `shutdown_grace_secs` to finish.
 
 pub mod auth;
+pub mod conditional;
 pub mod console;
+pub mod cors;
 pub mod datasets;
 pub mod error;
 pub mod latest;
@@ -25,10 +27,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, Method};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::hub::{self, Hub};
 use crate::settings::Settings;
@@ -115,8 +115,13 @@ pub enum ServerError {
 
 /// The router, apart from any listener, so tests and other binaries can mount it.
 pub fn app(state: AppState) -> Router {
-    let cors = cors_layer(&state.settings.cors_allow_origins);
-    let router = routes()
+    let api = routes();
+    // Preflights allow exactly the methods the routes have.
+    let cors = cors::layer(
+        &state.settings.cors_allow_origins,
+        api.operations().iter().map(|op| op.method.clone()),
+    );
+    let router = api
         .finish(
             "ssepush origin",
             "The origin streaming API: publish, SSE, WebSocket, long-poll, latest, data sync, webhooks.",
@@ -273,37 +278,6 @@ pub fn routes() -> ApiRouter<AppState> {
             body: None,
             responses: &[(200, "text/plain exposition format")],
         })
-}
-
-fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
-    if origins.is_empty() {
-        return None;
-    }
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-    };
-    Some(
-        CorsLayer::new()
-            .allow_origin(allow)
-            .allow_methods([
-                Method::GET,
-                Method::POST,
-                Method::PUT,
-                Method::DELETE,
-                Method::OPTIONS,
-            ])
-            .allow_headers([
-                axum::http::header::CONTENT_TYPE,
-                axum::http::header::AUTHORIZATION,
-                HeaderName::from_static("last-event-id"),
-                axum::http::header::IF_MATCH,
-                axum::http::header::IF_NONE_MATCH,
-            ])
-            // Dataset versions travel in ETag; browsers hide it from scripts unless exposed.
-            .expose_headers([axum::http::header::ETAG]),
-    )
 }
 
 /// Opens the store the settings name and serves until `shutdown` completes.
