@@ -250,11 +250,7 @@ mod tests {
     }
 
     fn pre(im: Option<&str>, inm: Option<&str>) -> Preconditions {
-        Preconditions::parse(
-            im.map(str::as_bytes).into_iter(),
-            inm.map(str::as_bytes).into_iter(),
-        )
-        .unwrap()
+        Preconditions::parse(im.map(str::as_bytes), inm.map(str::as_bytes)).unwrap()
     }
 
     #[test]

@@ -86,11 +86,7 @@ mod tests {
     use serde_json::json;
 
     fn pre(im: Option<&str>, inm: Option<&str>) -> Preconditions {
-        Preconditions::parse(
-            im.map(str::as_bytes).into_iter(),
-            inm.map(str::as_bytes).into_iter(),
-        )
-        .unwrap()
+        Preconditions::parse(im.map(str::as_bytes), inm.map(str::as_bytes)).unwrap()
     }
 
     fn entry(v: u64) -> Entry {

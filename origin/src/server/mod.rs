@@ -190,30 +190,30 @@ pub fn routes() -> ApiRouter<AppState> {
         .get("/v1/channels/{channel}/latest", latest::latest, Doc {
             tag: "subscribe",
             summary: "Newest events of a channel; ETag is the newest id, If-None-Match gives 304",
-            params: const { &[query("n", "how many (default 1, max 1000)"), header("If-None-Match", "the ETag of a previous answer")] },
+            params: const { &[query("n", "how many (default 1, max 1000)"), header("If-None-Match", "ETags of previous answers (weak comparison), or *"), header("If-Match", "ETags (strong comparison), or *")] },
             body: None,
-            responses: &[(200, "{\"events\": [...]}"), (304, "nothing new"), ERR],
+            responses: &[(200, "{\"events\": [...]}"), (304, "nothing new"), ERR, (412, "If-Match names no current ETag")],
         })
         .get("/v1/datasets/{name}", datasets::get_dataset, Doc {
             tag: "datasets",
             summary: "Full snapshot of a dataset, or the delta since version `since`",
-            params: const { &[query("since", "a version from an earlier snapshot or delta"), header("If-None-Match", "a snapshot ETag")] },
+            params: const { &[query("since", "a version from an earlier snapshot or delta"), header("If-None-Match", "dataset version ETags (weak comparison), or *"), header("If-Match", "dataset version ETags (strong comparison), or *")] },
             body: None,
-            responses: &[(200, "snapshot or delta"), (304, "unchanged"), ERR, (410, "since is older than the changelog: fetch a snapshot")],
+            responses: &[(200, "snapshot or delta"), (304, "unchanged"), ERR, (410, "since is older than the changelog: fetch a snapshot"), (412, "If-Match names no current version")],
         })
         .put("/v1/datasets/{name}/{key}", datasets::put_entry, Doc {
             tag: "datasets",
             summary: "Write an entry; If-Match / If-None-Match preconditions",
-            params: const { &[header("If-Match", "the entry version you based this on, or *"), header("If-None-Match", "* to create only")] },
+            params: const { &[header("If-Match", "entry versions you based this on, as strong ETags (\"3\", \"5\"), or *"), header("If-None-Match", "* to create only, or entry versions to refuse (weak comparison)")] },
             body: Some("the entry's JSON value"),
-            responses: &[(200, "updated"), (201, "created"), ERR, AUTH, (412, "precondition failed; the body has the current value"), (428, "this dataset needs If-Match")],
+            responses: &[(200, "updated"), (201, "created"), ERR, AUTH, (409, "dataset full, or the entry kept changing under concurrent writers"), (412, "precondition failed; the body has the current value"), (428, "this dataset needs If-Match")],
         })
         .delete("/v1/datasets/{name}/{key}", datasets::delete_entry, Doc {
             tag: "datasets",
             summary: "Delete an entry",
-            params: const { &[header("If-Match", "the entry version, or *")] },
+            params: const { &[header("If-Match", "entry versions as strong ETags, or *"), header("If-None-Match", "entry versions to refuse (weak comparison), or *")] },
             body: None,
-            responses: &[(200, "deleted"), ERR, AUTH, (404, "no such entry"), (412, "precondition failed"), (428, "this dataset needs If-Match")],
+            responses: &[(200, "deleted"), ERR, AUTH, (404, "no such entry"), (409, "the entry kept changing under concurrent writers"), (412, "precondition failed; the body has the current value"), (428, "this dataset needs If-Match")],
         })
         .post("/v1/webhooks", webhooks::create, Doc {
             tag: "webhooks",
