@@ -143,9 +143,9 @@ async fn empty_channels_and_bad_requests(settings: Settings) {
     assert_eq!(v, json!({"events": []}));
     let resp = get(&origin, "/v1/channels/nobody.here/latest", Some("\"0-0\"")).await;
     assert_eq!(resp.status(), 304);
-    // `*` means "any current representation": an empty channel has none worth skipping.
+    // `*` means "any current representation", and the empty list is one (RFC 9110 §13.1.2).
     let resp = get(&origin, "/v1/channels/nobody.here/latest", Some("*")).await;
-    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.status(), 304);
 
     for (path, code) in [
         ("/v1/channels/a.*/latest", "invalid_channel"),

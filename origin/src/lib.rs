@@ -4,7 +4,7 @@
 //!
 //! * the **protocol** (always built): [`event`] (events and their totally ordered ids),
 //!   [`channel`] (channel names and NATS-style patterns), [`sse`] (the wire encoding),
-//!   [`filter`] (CEL filters), [`streams`] (static filter streams), [`store`]
+//!   [`filter`] (CEL filters), [`conditional`] (RFC 9110 entity-tag preconditions), [`streams`] (static filter streams), [`store`]
 //!   (the event-log trait and its in-memory backend), and [`datasets`] (data sync: versioned
 //!   key/value maps, snapshots, deltas, preconditions, the dataset-store trait).
 //!   The proxy and the device simulator depend on exactly this, with `default-features = false`.
@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod channel;
+pub mod conditional;
 pub mod datasets;
 pub mod event;
 pub mod filter;

@@ -38,7 +38,9 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Most events in one publish request.
     pub max_batch: usize,
-    /// Origins allowed by CORS; `["*"]` for any, empty to send no CORS headers.
+    /// Page origins allowed by CORS (e.g. `https://app.example.com`); `["*"]` for any (the
+    /// preflight then echoes the requested headers), empty to send no CORS headers. Methods and
+    /// headers are derived (see [`crate::server::cors`]). Default: empty.
     pub cors_allow_origins: Vec<String>,
     pub retention: RetentionSettings,
     /// Static filters: named streams computed at ingest into `streams.<name>` (`[[streams]]`

@@ -95,7 +95,8 @@ fn bearer(v: &HeaderValue) -> Option<&str> {
 
 pub fn router(node: Arc<Node>) -> Router {
     let limit = node.settings.max_body_bytes;
-    Router::new()
+    let cors = ssepush_origin::server::cors::layer(&node.settings.cors_allow_origins, methods());
+    let router = Router::new()
         .route("/v1/handoffs", axum::routing::post(create))
         .route("/v1/handoffs/{id}", get(status).delete(handback))
         .route("/v1/handoffs/{id}/events", get(events))
@@ -112,7 +113,42 @@ pub fn router(node: Arc<Node>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(node)
+        .with_state(node);
+    match cors {
+        Some(layer) => router.layer(layer),
+        None => router,
+    }
+}
+
+/// Every method the API document lists for a path: what CORS preflights allow.
+fn methods() -> Vec<axum::http::Method> {
+    use axum::http::Method;
+    // The operation keys of an OpenAPI path item; its other keys (`parameters`, …) are not methods.
+    let known = [
+        Method::GET,
+        Method::PUT,
+        Method::POST,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::HEAD,
+        Method::PATCH,
+        Method::TRACE,
+    ];
+    let doc = openapi();
+    let paths = doc["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|p| p.values());
+    paths
+        .filter_map(|item| item.as_object())
+        .flat_map(|item| item.keys())
+        .filter_map(|key| {
+            known
+                .iter()
+                .find(|m| m.as_str().eq_ignore_ascii_case(key))
+                .cloned()
+        })
+        .collect()
 }
 
 fn handoff_error(e: HandoffError) -> ApiError {
@@ -463,6 +499,16 @@ mod tests {
             assert!(doc["paths"][path].is_object(), "{path}");
         }
         assert_eq!(doc["openapi"], "3.1.0");
+    }
+
+    #[test]
+    fn cors_methods_are_the_documented_ones() {
+        use axum::http::Method;
+        let m = methods();
+        for want in [Method::GET, Method::POST, Method::DELETE] {
+            assert!(m.contains(&want), "{want}");
+        }
+        assert!(!m.contains(&Method::PATCH));
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub struct Settings {
     /// Stream URL prefixes the proxy may connect to (see the module docs). Default: empty
     /// (loopback origins only, and only on a loopback listen address).
     pub allowed_origins: Vec<String>,
+    /// Page origins allowed by CORS (a web app handing off its own stream); `["*"]` for any,
+    /// empty to send no CORS headers. Methods and headers are derived as on the origin
+    /// ([`ssepush_origin::server::cors`]). Default: empty.
+    pub cors_allow_origins: Vec<String>,
     /// Open connections accepted at once. Default 10,000.
     pub max_connections: usize,
     /// Seconds open connections get to finish after SIGTERM. Default 10.
@@ -71,6 +75,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
             store: "memory".into(),
             allowed_origins: Vec::new(),
+            cors_allow_origins: Vec::new(),
             max_connections: 10_000,
             shutdown_grace_secs: 10,
             max_body_bytes: 64 * 1024,

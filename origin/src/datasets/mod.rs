@@ -27,8 +27,9 @@
 //!
 //! # Writes and merge policy
 //!
-//! A write carries at most one [`Precondition`] (`If-Match: "<entry version>"`, `If-Match: *`,
-//! `If-None-Match: *`) and runs under its dataset's [`MergePolicy`]. [`evaluate`] is the whole
+//! A write reaches the store with one [`Precondition`] (the entry is at version `v`, exists, or
+//! does not exist) and runs under its dataset's [`MergePolicy`]; [`conditional`] turns the
+//! request's `If-Match` / `If-None-Match` lists into such preconditions. [`evaluate`] is the whole
 //! decision on plain values. Stores apply it atomically with the version bump, the entry write
 //! and the changelog append: the memory store calls it under its lock; the Redis store runs the
 //! equivalent [`Guard`] inside one Lua script and, when the guard fails, classifies the refusal
@@ -42,6 +43,7 @@
 //! it *after* the change is committed: a change is durable before its event exists, so a client
 //! that sees the event and then fetches a delta always finds the change.
 
+pub mod conditional;
 pub mod memory;
 #[cfg(feature = "server")]
 pub mod redis;
@@ -53,6 +55,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::channel::Channel;
+use crate::conditional::EntityTag;
 use crate::event::NewEvent;
 use crate::store::LogError;
 
@@ -169,69 +172,23 @@ pub struct Entry {
     pub version: u64,
 }
 
-/// A write's condition on the entry's current state.
+/// A write's condition on the entry's current state, as the store checks it atomically with
+/// the write. [`conditional::plan`] derives it from the request's `If-Match` / `If-None-Match`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precondition {
     /// No `If-Match` / `If-None-Match`: the merge policy decides.
     None,
-    /// `If-Match: "<v>"`: the entry exists at exactly version `v`.
+    /// The entry exists at exactly version `v` (e.g. `If-Match: "<v>"`).
     IfMatch(u64),
-    /// `If-Match: *`: the entry exists.
+    /// The entry exists (`If-Match: *`).
     IfExists,
-    /// `If-None-Match: *`: the entry does not exist (create only).
+    /// The entry does not exist (`If-None-Match: *`: create only).
     IfAbsent,
 }
 
-/// A malformed precondition header; a 400.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PreconditionError {
-    #[error("give either If-Match or If-None-Match, not both")]
-    Both,
-    #[error(
-        "If-Match must be \"*\" or one entry version as a quoted ETag (e.g. \"42\"), as returned in ETag"
-    )]
-    BadIfMatch,
-    #[error("If-None-Match on a write must be \"*\" (create only)")]
-    BadIfNoneMatch,
-}
-
-impl Precondition {
-    /// Parses the `If-Match` and `If-None-Match` header values of a write. An entity tag is the
-    /// entry version in quotes (`"42"`); a bare `42` is accepted too. Weak tags (`W/"42"`) and
-    /// lists are refused: a conditional write needs one strong validator.
-    pub fn from_headers(
-        if_match: Option<&str>,
-        if_none_match: Option<&str>,
-    ) -> Result<Self, PreconditionError> {
-        match (if_match.map(str::trim), if_none_match.map(str::trim)) {
-            (Some(_), Some(_)) => Err(PreconditionError::Both),
-            (None, None) => Ok(Precondition::None),
-            (None, Some("*")) => Ok(Precondition::IfAbsent),
-            (None, Some(_)) => Err(PreconditionError::BadIfNoneMatch),
-            (Some("*"), None) => Ok(Precondition::IfExists),
-            (Some(tag), None) => parse_etag(tag)
-                .map(Precondition::IfMatch)
-                .ok_or(PreconditionError::BadIfMatch),
-        }
-    }
-}
-
-/// A strong entity tag holding a version: `"42"` (or bare `42`).
-pub fn parse_etag(tag: &str) -> Option<u64> {
-    let tag = tag.trim();
-    let inner = tag
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(tag);
-    if inner.is_empty() || inner.len() > 20 || !inner.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    inner.parse().ok()
-}
-
-/// The entity tag of a version.
-pub fn etag(version: u64) -> String {
-    format!("\"{version}\"")
+/// The entity tag of a version, `"42"`: an entry's version, or a dataset's for its snapshot.
+pub fn etag(version: u64) -> EntityTag {
+    EntityTag::strong(version.to_string())
 }
 
 /// What a write does to its key.
@@ -667,37 +624,6 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "a b", "é", "a%2F", long.as_str()] {
             assert!(Key::parse(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn precondition_headers_parse() {
-        use Precondition as P;
-        let p = P::from_headers;
-        assert_eq!(p(None, None), Ok(P::None));
-        assert_eq!(p(Some("\"7\""), None), Ok(P::IfMatch(7)));
-        assert_eq!(p(Some(" 7 "), None), Ok(P::IfMatch(7)));
-        assert_eq!(p(Some("*"), None), Ok(P::IfExists));
-        assert_eq!(p(None, Some("*")), Ok(P::IfAbsent));
-        assert_eq!(p(Some("*"), Some("*")), Err(PreconditionError::Both));
-        for bad in [
-            "W/\"7\"",
-            "\"7\", \"8\"",
-            "\"x\"",
-            "\"\"",
-            "\"-1\"",
-            "99999999999999999999999",
-        ] {
-            assert_eq!(
-                p(Some(bad), None),
-                Err(PreconditionError::BadIfMatch),
-                "{bad}"
-            );
-        }
-        assert_eq!(
-            p(None, Some("\"3\"")),
-            Err(PreconditionError::BadIfNoneMatch)
-        );
-        assert_eq!(parse_etag(&etag(42)), Some(42));
     }
 
     #[test]

@@ -5,14 +5,20 @@
 //!
 //! | outcome                                   | status |
 //! |-------------------------------------------|--------|
-//! | snapshot / delta                          | 200 (snapshot: `ETag` = dataset version; `If-None-Match` with it → 304) |
+//! | snapshot / delta                          | 200, `ETag` = dataset version; `If-None-Match` naming it (weakly, or `*`) → 304, `If-Match` not naming it → 412 |
 //! | put created / replaced, delete applied    | 201 / 200, body `{"key","version","value"}` (delete: `"deleted": true`), `ETag` = entry version |
-//! | bad name, key, JSON, header, `since`      | 400 |
+//! | bad name, key, JSON, `since`; a malformed `If-Match` / `If-None-Match` | 400 |
 //! | delete of a missing key                   | 404 |
 //! | `since` outside the changelog             | 410 `changelog_expired`: fetch the full snapshot |
-//! | `If-Match` / `If-None-Match` fails        | 412 `precondition_failed`, `current` = `{"value","version"}` or null |
+//! | write whose `If-Match` / `If-None-Match` fails | 412 `precondition_failed`, `current` = `{"value","version"}` or null |
 //! | `reject` policy, overwrite without If-Match | 428 `precondition_required`, `current` as above |
 //! | put beyond `datasets.max_keys`            | 409 `dataset_full` |
+//! | entry changed by other nodes on every attempt | 409 `write_conflict`: retry |
+//!
+//! Preconditions follow RFC 9110 §13 ([`crate::conditional`]): `If-Match` takes a list of entry
+//! versions as strong tags (`"3", "5"`; a weak tag never matches) or `*`, `If-None-Match` a
+//! list compared weakly or `*`, and both may be given. How a write's preconditions reach the
+//! store atomically is [`crate::datasets::conditional`].
 //!
 //! Writes need publisher credentials ([`super::auth::authorize_publisher`]), because each one is
 //! also published as an event on `datasets.<name>`.
@@ -35,15 +41,17 @@ use std::sync::LazyLock;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::conditional::{check_read, preconditions, set_etag};
 use super::error::ApiError;
+use crate::datasets::conditional::{MAX_ATTEMPTS, Plan, plan};
 use crate::datasets::{
-    Applied, DatasetName, Entry, Gone, Key, NameError, Op, Precondition, PreconditionError,
-    Refusal, Write, WriteOutcome, change_event, etag, parse_etag,
+    Applied, DatasetName, Entry, Gone, Key, NameError, Op, Refusal, Write, WriteOutcome,
+    change_event, etag,
 };
 
 /// Per-dataset write locks on this node, by hash of the name: bounded, and two datasets
@@ -68,12 +76,6 @@ impl From<NameError> for ApiError {
     }
 }
 
-impl From<PreconditionError> for ApiError {
-    fn from(e: PreconditionError) -> Self {
-        ApiError::bad_request("invalid_precondition", e.to_string())
-    }
-}
-
 fn path_error(e: PathRejection) -> ApiError {
     ApiError::bad_request("invalid_path", e.body_text())
 }
@@ -88,35 +90,22 @@ pub async fn get_dataset(
     let Path(name) = path.map_err(path_error)?;
     let name = DatasetName::parse(&name)?;
     let since = parse_since(query.as_deref())?;
-    match since {
+    let pre = preconditions(&headers)?;
+    // Both answers carry the dataset's version as their tag: a delta since V at version W is
+    // unchanged exactly as long as the snapshot at W is.
+    let (tag, body) = match since {
         None => {
             let snapshot = st.datasets.snapshot(&name).await?;
-            let tag = etag(snapshot.version);
-            let fresh = headers
-                .get(header::IF_NONE_MATCH)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| {
-                    v.split(',')
-                        .any(|t| parse_etag(t) == Some(snapshot.version))
-                });
-            let mut resp = if fresh {
-                StatusCode::NOT_MODIFIED.into_response()
-            } else {
-                axum::Json(snapshot).into_response()
-            };
-            set_etag(&mut resp, &tag);
-            Ok(resp)
+            (etag(snapshot.version), axum::Json(snapshot).into_response())
         }
         Some(since) => match st.datasets.delta(&name, since).await? {
-            Ok(delta) => {
-                let tag = etag(delta.version);
-                let mut resp = axum::Json(delta).into_response();
-                set_etag(&mut resp, &tag);
-                Ok(resp)
-            }
-            Err(gone) => Err(gone_error(&name, gone)),
+            Ok(delta) => (etag(delta.version), axum::Json(delta).into_response()),
+            Err(gone) => return Err(gone_error(&name, gone)),
         },
-    }
+    };
+    let mut resp = check_read(&pre, &tag).unwrap_or(body);
+    set_etag(&mut resp, &tag);
+    Ok(resp)
 }
 
 /// `PUT /v1/datasets/{name}/{key}`: the body is the new JSON value.
@@ -128,7 +117,7 @@ pub async fn put_entry(
 ) -> Result<Response, ApiError> {
     super::auth::authorize_publisher(&st, &headers)?;
     let (name, key) = parse_path(path)?;
-    let precondition = precondition(&headers)?;
+    let plan = plan(preconditions(&headers)?);
     let limit = st.settings.max_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
@@ -143,7 +132,7 @@ pub async fn put_entry(
             format!("the body must be the entry's JSON value: {e}"),
         )
     })?;
-    write(&st, name, key, Op::Put(value), precondition).await
+    write(&st, name, key, Op::Put(value), plan).await
 }
 
 /// `DELETE /v1/datasets/{name}/{key}`.
@@ -154,14 +143,8 @@ pub async fn delete_entry(
 ) -> Result<Response, ApiError> {
     super::auth::authorize_publisher(&st, &headers)?;
     let (name, key) = parse_path(path)?;
-    let precondition = precondition(&headers)?;
-    if precondition == Precondition::IfAbsent {
-        return Err(ApiError::bad_request(
-            "invalid_precondition",
-            "If-None-Match: * asks for a key that does not exist, which cannot be deleted",
-        ));
-    }
-    write(&st, name, key, Op::Delete, precondition).await
+    let plan = plan(preconditions(&headers)?);
+    write(&st, name, key, Op::Delete, plan).await
 }
 
 async fn write(
@@ -169,12 +152,12 @@ async fn write(
     name: DatasetName,
     key: Key,
     op: Op,
-    precondition: Precondition,
+    plan: Plan,
 ) -> Result<Response, ApiError> {
     // A task of its own, so it runs to completion even when the client hangs up: hyper drops
     // a handler whose connection closed, and a change committed in the store must still get
     // its event.
-    tokio::spawn(commit(st.clone(), name, key, op, precondition))
+    tokio::spawn(commit(st.clone(), name, key, op, plan))
         .await
         .unwrap_or_else(|e| {
             tracing::error!(error = %e, "dataset write task failed");
@@ -186,23 +169,55 @@ async fn write(
         })
 }
 
-/// The write and its event, under this node's lock for the dataset.
+/// The write (attempted as `plan` says) and its event, under this node's lock for the dataset.
 async fn commit(
     st: AppState,
     name: DatasetName,
     key: Key,
     op: Op,
-    precondition: Precondition,
+    plan: Plan,
 ) -> Result<Response, ApiError> {
     let policy = st.settings.datasets.policy_for(&name);
-    let write = Write {
-        key,
-        op,
-        precondition,
-        policy,
-    };
     let _order = write_lock(&name).lock().await;
-    let outcome = st.datasets.write(&name, write).await?;
+    let mut precondition = plan.first();
+    let mut outcome = None;
+    for _ in 0..MAX_ATTEMPTS {
+        let write = Write {
+            key: key.clone(),
+            op: op.clone(),
+            precondition,
+            policy,
+        };
+        match st.datasets.write(&name, write).await? {
+            WriteOutcome::Refused(Refusal::PreconditionFailed { current }) => {
+                match plan.retry(current.as_ref()) {
+                    Some(next) => precondition = next,
+                    None => {
+                        outcome = Some(WriteOutcome::Refused(Refusal::PreconditionFailed {
+                            current,
+                        }));
+                        break;
+                    }
+                }
+            }
+            done => {
+                outcome = Some(done);
+                break;
+            }
+        }
+    }
+    let Some(outcome) = outcome else {
+        metrics::counter!("ssepush_origin_dataset_writes_total", "outcome" => "conflict")
+            .increment(1);
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "write_conflict",
+            format!(
+                "the entry changed on every one of {MAX_ATTEMPTS} attempts to apply this write \
+                 (other writers are busy on it); fetch it and retry"
+            ),
+        ));
+    };
     let applied = match outcome {
         WriteOutcome::Applied(a) => a,
         WriteOutcome::Refused(r) => {
@@ -258,34 +273,11 @@ fn applied_response(a: &Applied) -> Response {
     resp
 }
 
-fn set_etag(resp: &mut Response, tag: &str) {
-    if let Ok(v) = HeaderValue::from_str(tag) {
-        resp.headers_mut().insert(header::ETAG, v);
-    }
-}
-
 fn parse_path(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<(DatasetName, Key), ApiError> {
     let Path((name, key)) = path.map_err(path_error)?;
     Ok((DatasetName::parse(&name)?, Key::parse(&key)?))
-}
-
-fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
-    let header = |name: header::HeaderName| -> Result<Option<&str>, ApiError> {
-        headers
-            .get(&name)
-            .map(|v| {
-                v.to_str().map_err(|_| {
-                    ApiError::bad_request("invalid_precondition", format!("{name} is not ASCII"))
-                })
-            })
-            .transpose()
-    };
-    Ok(Precondition::from_headers(
-        header(header::IF_MATCH)?,
-        header(header::IF_NONE_MATCH)?,
-    )?)
 }
 
 /// `since` from the query string; other parameters are ignored.

@@ -6,15 +6,20 @@
 //! (`EventLog::latest(channel, 1)`), which is what makes polling this endpoint nearly free.
 //! A channel with no retained events (unknown, or emptied by retention) answers an empty list
 //! with the fixed tag `"0-0"` (no real event has that id), so polling it is just as cheap.
+//! Preconditions follow RFC 9110 §13 ([`crate::conditional`]): `If-None-Match` compares weakly
+//! and `*` matches (the endpoint always has a representation, the empty list included), so it
+//! is a 304; `If-Match` compares strongly and a mismatch is a 412.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::conditional::{check_read, preconditions, set_etag};
 use super::error::ApiError;
 use crate::channel::Channel;
+use crate::conditional::EntityTag;
 use crate::event::{Event, EventId, SharedEvent};
 
 /// Most events one request may ask for.
@@ -42,25 +47,15 @@ pub fn parse_n(query: Option<&str>) -> Result<usize, ApiError> {
 }
 
 /// The entity tag of a channel whose newest event is `newest`.
-pub fn etag(newest: Option<EventId>) -> String {
-    format!("\"{}\"", newest.unwrap_or(EventId::ZERO))
+pub fn etag(newest: Option<EventId>) -> EntityTag {
+    EntityTag::strong(newest.unwrap_or(EventId::ZERO).to_string())
 }
 
-/// `If-None-Match` (RFC 9110 §13.1.2): a list of tags, weak comparison, or `*`.
-pub fn none_match(header: &str, tag: &str, exists: bool) -> bool {
-    header
-        .split(',')
-        .map(str::trim)
-        .any(|t| (t == "*" && exists) || t.strip_prefix("W/").unwrap_or(t) == tag)
-}
-
-fn with_tag(mut resp: Response, tag: &str) -> Response {
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(tag) {
-        h.insert(header::ETAG, v);
-    }
+fn with_tag(mut resp: Response, tag: &EntityTag) -> Response {
+    set_etag(&mut resp, tag);
     // Caches may keep the answer but must ask again each time; the 304 makes that cheap.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
 }
 
@@ -74,17 +69,14 @@ pub async fn latest(
         path.map_err(|e| ApiError::bad_request("invalid_channel", e.body_text()))?;
     let channel = Channel::parse(&channel)?;
     let n = parse_n(query.as_deref())?;
+    let pre = preconditions(&headers)?;
     let mut events: Option<Vec<SharedEvent>> = None;
-    if let Some(inm) = headers.get(header::IF_NONE_MATCH) {
-        let inm = inm
-            .to_str()
-            .map_err(|_| ApiError::bad_request("invalid_header", "If-None-Match is not ASCII"))?;
-        // Only the newest id is needed to know whether the client is current.
+    if !pre.is_empty() {
+        // Only the newest id is needed to evaluate the preconditions.
         let newest = st.log.latest(channel.as_str(), 1).await?;
-        let newest_id = newest.last().map(|e| e.id);
-        let tag = etag(newest_id);
-        if none_match(inm, &tag, newest_id.is_some()) {
-            return Ok(with_tag(StatusCode::NOT_MODIFIED.into_response(), &tag));
+        let tag = etag(newest.last().map(|e| e.id));
+        if let Some(answer) = check_read(&pre, &tag) {
+            return Ok(with_tag(answer, &tag));
         }
         if n == 1 {
             events = Some(newest);
@@ -116,18 +108,8 @@ mod tests {
     }
 
     #[test]
-    fn if_none_match_follows_rfc_9110() {
-        let tag = etag(Some(EventId::new(17, 3)));
-        assert_eq!(tag, "\"17-3\"");
-        assert!(none_match("\"17-3\"", &tag, true));
-        assert!(none_match("\"1-0\", W/\"17-3\"", &tag, true));
-        assert!(!none_match("\"17-2\"", &tag, true));
-        assert!(!none_match("17-3", &tag, true), "tags are quoted");
-        assert!(none_match("*", &tag, true));
-        assert!(!none_match("*", &etag(None), false));
-        assert!(
-            none_match("\"0-0\"", &etag(None), false),
-            "an empty channel has a fixed tag"
-        );
+    fn the_tag_is_the_newest_id_or_zero() {
+        assert_eq!(etag(Some(EventId::new(17, 3))).to_string(), "\"17-3\"");
+        assert_eq!(etag(None).to_string(), "\"0-0\"");
     }
 }

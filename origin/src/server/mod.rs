@@ -6,7 +6,9 @@
 //! get `shutdown_grace_secs` to finish.
 
 pub mod auth;
+pub mod conditional;
 pub mod console;
+pub mod cors;
 pub mod datasets;
 pub mod error;
 pub mod latest;
@@ -25,10 +27,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, Method};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::hub::{self, Hub};
 use crate::settings::Settings;
@@ -115,8 +115,13 @@ pub enum ServerError {
 
 /// The router, apart from any listener, so tests and other binaries can mount it.
 pub fn app(state: AppState) -> Router {
-    let cors = cors_layer(&state.settings.cors_allow_origins);
-    let router = routes()
+    let api = routes();
+    // Preflights allow exactly the methods the routes have.
+    let cors = cors::layer(
+        &state.settings.cors_allow_origins,
+        api.operations().iter().map(|op| op.method.clone()),
+    );
+    let router = api
         .finish(
             "ssepush origin",
             "The origin streaming API: publish, SSE, WebSocket, long-poll, latest, data sync, webhooks.",
@@ -185,30 +190,30 @@ pub fn routes() -> ApiRouter<AppState> {
         .get("/v1/channels/{channel}/latest", latest::latest, Doc {
             tag: "subscribe",
             summary: "Newest events of a channel; ETag is the newest id, If-None-Match gives 304",
-            params: const { &[query("n", "how many (default 1, max 1000)"), header("If-None-Match", "the ETag of a previous answer")] },
+            params: const { &[query("n", "how many (default 1, max 1000)"), header("If-None-Match", "ETags of previous answers (weak comparison), or *"), header("If-Match", "ETags (strong comparison), or *")] },
             body: None,
-            responses: &[(200, "{\"events\": [...]}"), (304, "nothing new"), ERR],
+            responses: &[(200, "{\"events\": [...]}"), (304, "nothing new"), ERR, (412, "If-Match names no current ETag")],
         })
         .get("/v1/datasets/{name}", datasets::get_dataset, Doc {
             tag: "datasets",
             summary: "Full snapshot of a dataset, or the delta since version `since`",
-            params: const { &[query("since", "a version from an earlier snapshot or delta"), header("If-None-Match", "a snapshot ETag")] },
+            params: const { &[query("since", "a version from an earlier snapshot or delta"), header("If-None-Match", "dataset version ETags (weak comparison), or *"), header("If-Match", "dataset version ETags (strong comparison), or *")] },
             body: None,
-            responses: &[(200, "snapshot or delta"), (304, "unchanged"), ERR, (410, "since is older than the changelog: fetch a snapshot")],
+            responses: &[(200, "snapshot or delta"), (304, "unchanged"), ERR, (410, "since is older than the changelog: fetch a snapshot"), (412, "If-Match names no current version")],
         })
         .put("/v1/datasets/{name}/{key}", datasets::put_entry, Doc {
             tag: "datasets",
             summary: "Write an entry; If-Match / If-None-Match preconditions",
-            params: const { &[header("If-Match", "the entry version you based this on, or *"), header("If-None-Match", "* to create only")] },
+            params: const { &[header("If-Match", "entry versions you based this on, as strong ETags (\"3\", \"5\"), or *"), header("If-None-Match", "* to create only, or entry versions to refuse (weak comparison)")] },
             body: Some("the entry's JSON value"),
-            responses: &[(200, "updated"), (201, "created"), ERR, AUTH, (412, "precondition failed; the body has the current value"), (428, "this dataset needs If-Match")],
+            responses: &[(200, "updated"), (201, "created"), ERR, AUTH, (409, "dataset full, or the entry kept changing under concurrent writers"), (412, "precondition failed; the body has the current value"), (428, "this dataset needs If-Match")],
         })
         .delete("/v1/datasets/{name}/{key}", datasets::delete_entry, Doc {
             tag: "datasets",
             summary: "Delete an entry",
-            params: const { &[header("If-Match", "the entry version, or *")] },
+            params: const { &[header("If-Match", "entry versions as strong ETags, or *"), header("If-None-Match", "entry versions to refuse (weak comparison), or *")] },
             body: None,
-            responses: &[(200, "deleted"), ERR, AUTH, (404, "no such entry"), (412, "precondition failed"), (428, "this dataset needs If-Match")],
+            responses: &[(200, "deleted"), ERR, AUTH, (404, "no such entry"), (409, "the entry kept changing under concurrent writers"), (412, "precondition failed; the body has the current value"), (428, "this dataset needs If-Match")],
         })
         .post("/v1/webhooks", webhooks::create, Doc {
             tag: "webhooks",
@@ -273,37 +278,6 @@ pub fn routes() -> ApiRouter<AppState> {
             body: None,
             responses: &[(200, "text/plain exposition format")],
         })
-}
-
-fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
-    if origins.is_empty() {
-        return None;
-    }
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-    };
-    Some(
-        CorsLayer::new()
-            .allow_origin(allow)
-            .allow_methods([
-                Method::GET,
-                Method::POST,
-                Method::PUT,
-                Method::DELETE,
-                Method::OPTIONS,
-            ])
-            .allow_headers([
-                axum::http::header::CONTENT_TYPE,
-                axum::http::header::AUTHORIZATION,
-                HeaderName::from_static("last-event-id"),
-                axum::http::header::IF_MATCH,
-                axum::http::header::IF_NONE_MATCH,
-            ])
-            // Dataset versions travel in ETag; browsers hide it from scripts unless exposed.
-            .expose_headers([axum::http::header::ETAG]),
-    )
 }
 
 /// Opens the store the settings name and serves until `shutdown` completes.
