@@ -2,7 +2,7 @@
  * Every JSON shape this client exchanges with the ssepush origin and push proxy, as TypeScript
  * types, with the checks that turn untrusted JSON into them.
  *
- * The shapes are the servers' own (docs/protocol.md describes them for client implementers):
+ * The shapes are the servers' own (docs/web.md lists them next to their Rust definitions):
  * the origin's SSE frames and `ssepush.reset` (`origin/src/sse.rs`), the proxy's handoff request,
  * its answers and its gap marker (`proxy/src/handoff.rs`, `proxy/src/api.rs`), the push target
  * (`proxy/src/push/mod.rs`) and the Web Push wake (`proxy/src/push/webpush.rs`). Field names are
