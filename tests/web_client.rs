@@ -138,6 +138,7 @@ impl Scene {
             )
             .await;
         let scope = format!("{page_url}/");
+        let deadline = tokio::time::Instant::now() + WAIT;
         let registration_id = loop {
             let found = browser
                 .events("ServiceWorker.workerRegistrationUpdated")
@@ -149,6 +150,10 @@ impl Scene {
             if let Some(id) = found {
                 break id;
             }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no service worker registration for {scope} in the DevTools events"
+            );
             // Protocol events are read while waiting for replies: ask something cheap.
             browser.eval("1").await;
         };
