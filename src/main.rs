@@ -69,6 +69,16 @@ struct DeviceRunFlags {
 struct DemoFlags {
     #[arg(long, default_value_t = 50)]
     devices: usize,
+    /// Instead of simulated phones, serve a sample page on the web client (`clients/web`,
+    /// built with npm on first use) and run until Ctrl-C: watch the loop in a browser.
+    #[arg(long)]
+    web: bool,
+    /// Where `--web` serves its page.
+    #[arg(long, default_value = "127.0.0.1:8060")]
+    web_listen: SocketAddr,
+    /// With `--web`: publish a tick on `demo.web` this often (`0s`: never).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    web_tick: std::time::Duration,
     #[command(flatten)]
     sim: SimFlags,
 }
@@ -400,6 +410,10 @@ async fn device_run(flags: DeviceRunFlags) -> anyhow::Result<()> {
 }
 
 async fn demo(flags: DemoFlags) -> anyhow::Result<()> {
+    if flags.web {
+        return ssepush::device::web::demo(flags.web_listen, flags.web_tick, shutdown_signal())
+            .await;
+    }
     let json = flags.sim.json;
     let mut config = flags.sim.config(flags.devices);
     config.narrate = if json { 0 } else { 3 };

@@ -85,6 +85,7 @@ async fn events_gone_from_origin_and_proxy_fail_the_run() {
     let stack = Stack::start(StackOptions {
         retention_max_events: Some(2),
         buffer_events: Some(2),
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -7,12 +7,14 @@
 //! * [`fleet`] — many simulated phones in one process (`ssepush device run`).
 //! * [`report`] — the checker and the report, plain code over plain values.
 //! * [`stack`] — origin, gateway and proxy in one process (`ssepush demo`, tests).
+//! * [`web`] — the sample page of `ssepush demo --web`, on the web client (`clients/web`).
 
 pub mod client;
 pub mod fleet;
 pub mod publisher;
 pub mod report;
 pub mod stack;
+pub mod web;
 
 use std::time::Duration;
 

@@ -70,6 +70,8 @@ pub struct StackOptions {
     pub retention_max_events: Option<u64>,
     /// The proxy's `buffer_events` (per handoff).
     pub buffer_events: Option<usize>,
+    /// `cors_allow_origins` of the origin and the proxy (the web demo's page origin).
+    pub cors_allow_origins: Vec<String>,
 }
 
 /// A running origin + gateway + proxy.
@@ -106,6 +108,7 @@ impl Stack {
         if let Some(n) = opts.retention_max_events {
             origin.retention.max_events = n;
         }
+        origin.cors_allow_origins = opts.cors_allow_origins.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let origin_url = format!("http://{}", listener.local_addr()?);
         let stop = shutdown.clone();
@@ -142,6 +145,7 @@ impl Stack {
             apns: Some(apns),
             fcm: Some(fcm),
             webpush: Some(webpush),
+            cors_allow_origins: opts.cors_allow_origins.clone(),
             ..Default::default()
         };
         proxy.upstream.reconnect_ms = 200;
@@ -173,6 +177,17 @@ impl Stack {
             shutdown,
             tasks,
         })
+    }
+
+    /// The proxy's VAPID public key (base64url, uncompressed P-256): the
+    /// `applicationServerKey` browsers subscribe with.
+    pub fn vapid_public_key(&self) -> anyhow::Result<String> {
+        let key = ssepush_proxy::push::webpush::VapidKey::load_or_generate(
+            &self.dir.join(VAPID_FILE),
+            false,
+        )
+        .context("reading the proxy's VAPID key")?;
+        Ok(key.public_key().to_owned())
     }
 
     /// Stops the servers (each within its grace period) and removes the credentials.

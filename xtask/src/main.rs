@@ -5,8 +5,12 @@
 //! * **Redis** on the address the tests use (`SSEPUSH_TEST_REDIS`, default
 //!   `redis://127.0.0.1:6379`): when nothing answers there and it is local, `redis-server` is
 //!   installed from Debian's packages if absent and started without persistence;
-//! * **Chromium** for the console's browser test (`CHROMIUM`, default `/usr/bin/chromium`):
-//!   installed from Debian's packages when absent.
+//! * **Chromium** for the browser tests (`CHROMIUM`, default `/usr/bin/chromium`): installed
+//!   from Debian's packages when absent;
+//! * **the web client** (`clients/web`): Node.js and npm from Debian's packages when absent,
+//!   then `npm ci` (the npm registry's packages at the versions `package-lock.json` pins),
+//!   `npm test` (its unit tests, `node --test`) and `npm run build` (the bundle the browser
+//!   test serves). A failing Node test does not stop the Rust tests; both decide the exit.
 //!
 //! Plain std, so building it costs nothing next to the tests.
 
@@ -39,6 +43,7 @@ fn test(args: &[String]) -> Result<ExitCode, String> {
     let mut apt = Apt::default();
     ensure_redis(&mut apt)?;
     ensure_chromium(&mut apt)?;
+    let web_ok = web_client(&mut apt)?;
     // The cargo that runs us (`cargo xtask`), so toolchain overrides carry through.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
@@ -46,11 +51,45 @@ fn test(args: &[String]) -> Result<ExitCode, String> {
         .args(args)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
-    Ok(if status.success() {
+    if !web_ok {
+        eprintln!("xtask: the web client's Node tests failed (see above)");
+    }
+    Ok(if status.success() && web_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Installs the web client's packages, runs its Node tests and builds it. Returns whether the
+/// Node tests passed; an install or build failure is an error (the browser test needs both).
+fn web_client(apt: &mut Apt) -> Result<bool, String> {
+    if !on_path("npm") || !on_path("node") {
+        apt.install("nodejs")?;
+        if !on_path("npm") {
+            apt.install("npm")?;
+        }
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("xtask has no parent directory")?
+        .join("clients")
+        .join("web");
+    let npm = |args: &[&str]| {
+        let mut cmd = Command::new("npm");
+        cmd.args(args).current_dir(&dir);
+        cmd
+    };
+    eprintln!(
+        "xtask: web client in {}: npm ci, npm test, npm run build",
+        dir.display()
+    );
+    run(&mut npm(&["ci", "--no-audit", "--no-fund"]))?;
+    let tests = npm(&["test"])
+        .status()
+        .map_err(|e| format!("cannot run npm test: {e}"))?;
+    run(&mut npm(&["run", "build"]))?;
+    Ok(tests.success())
 }
 
 /// Starts a local Redis when nothing answers where the tests look for it.
@@ -123,7 +162,7 @@ fn answers(addrs: &[SocketAddr]) -> bool {
         .any(|a| TcpStream::connect_timeout(a, Duration::from_millis(300)).is_ok())
 }
 
-/// Installs Debian's `chromium` unless the browser the console test starts is there.
+/// Installs Debian's `chromium` unless the browser the browser tests start is there.
 fn ensure_chromium(apt: &mut Apt) -> Result<(), String> {
     match std::env::var("CHROMIUM") {
         Ok(path) if Path::new(&path).exists() => Ok(()),
