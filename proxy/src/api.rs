@@ -432,7 +432,7 @@ pub fn openapi() -> serde_json::Value {
                 "HandoffRequest": {"type": "object", "required": ["stream", "push"], "properties": {
                     "stream": {"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}, "headers": {"type": "object", "additionalProperties": {"type": "string"}}, "lastEventId": {"type": ["string", "null"]}}},
                     "push": {"oneOf": [
-                        {"type": "object", "required": ["platform", "token"], "properties": {"platform": {"const": "apns"}, "token": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}, "topic": {"type": "string"}, "environment": {"enum": ["production", "sandbox", "development"]}}},
+                        {"type": "object", "required": ["platform", "token"], "properties": {"platform": {"const": "apns"}, "token": {"type": "string", "pattern": crate::push::apns::device_token_pattern()}, "topic": {"type": "string"}, "environment": {"enum": ["production", "sandbox", "development"]}}},
                         {"type": "object", "required": ["platform", "token"], "properties": {"platform": {"const": "fcm"}, "token": {"type": "string"}}},
                         {"type": "object", "required": ["platform", "subscription"], "properties": {"platform": {"const": "webpush"}, "subscription": {"type": "object", "description": "A W3C PushSubscription"}}}]},
                     "wake": {"type": "object", "properties": {"filter": {"type": "string", "description": "CEL over channel, type, id, data"}, "coalesceMs": {"type": "integer"}, "maxPerHour": {"type": "integer"}, "mode": {"enum": ["background", "alert"]}}},
