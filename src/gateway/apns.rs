@@ -75,7 +75,7 @@ pub const MAX_DEVICE_TOKEN_HEX: usize = 200;
 /// up to [`MAX_DEVICE_TOKEN_HEX`] (Apple: do not hard-code their size).
 pub fn is_device_token(token: &str) -> bool {
     (2..=MAX_DEVICE_TOKEN_HEX).contains(&token.len())
-        && token.len() % 2 == 0
+        && token.len().is_multiple_of(2)
         && token.bytes().all(|b| b.is_ascii_hexdigit())
 }
 

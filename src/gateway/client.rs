@@ -124,6 +124,26 @@ impl GatewayClient {
         Ok(Self::json::<Registered>(resp).await?.token)
     }
 
+    /// Registers a device with a token of the caller's choosing (e.g. an APNs token of another
+    /// length than today's 64 hex digits); returns it as the gateway stored it.
+    pub async fn register_device_token(
+        &self,
+        platform: Provider,
+        token: &str,
+    ) -> Result<String, GatewayClientError> {
+        #[derive(Deserialize)]
+        struct Registered {
+            token: String,
+        }
+        let resp = self
+            .http
+            .post(format!("{}/_gateway/devices", self.base))
+            .json(&json!({ "platform": platform, "token": token }))
+            .send()
+            .await?;
+        Ok(Self::json::<Registered>(resp).await?.token)
+    }
+
     /// The app is uninstalled: from now on APNs answers 410 `Unregistered`, FCM 404
     /// `UNREGISTERED` for this token.
     pub async fn unregister_device(&self, token: &str) -> Result<(), GatewayClientError> {

@@ -263,19 +263,16 @@ impl Parser {
                 self.data.push('\n');
             }
             b"event" => self.event = String::from_utf8_lossy(value).into_owned(),
-            b"id" => {
-                if !value.contains(&0) {
-                    self.last_event_id = String::from_utf8_lossy(value).into_owned();
-                    self.block.id_seen = true;
-                }
+            // An id with NUL is ignored (WHATWG), so no cursor can be set to one.
+            b"id" if !value.contains(&0) => {
+                self.last_event_id = String::from_utf8_lossy(value).into_owned();
+                self.block.id_seen = true;
             }
-            b"retry" => {
-                if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
-                    let ms = value.iter().fold(0u64, |ms, d| {
-                        ms.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-                    });
-                    out.extend([Parsed::Retry(Duration::from_millis(ms))]);
-                }
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                let ms = value.iter().fold(0u64, |ms, d| {
+                    ms.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+                });
+                out.extend([Parsed::Retry(Duration::from_millis(ms))]);
             }
             _ => {}
         }
