@@ -466,6 +466,29 @@ mod tests {
     }
 
     #[test]
+    fn the_apns_token_pattern_is_the_senders_rule() {
+        let doc = openapi();
+        let apns = &doc["components"]["schemas"]["HandoffRequest"]["properties"]["push"]["oneOf"]
+            [0]["properties"]["token"]["pattern"];
+        let pattern = regex::Regex::new(apns.as_str().expect("a pattern")).unwrap();
+        let mut samples: Vec<String> = (0..=204).map(|n| "a".repeat(n)).collect();
+        samples.extend([
+            "0123456789abcdefABCDEF".into(),
+            "zz".repeat(32),
+            "ab cd".into(),
+        ]);
+        for token in &samples {
+            assert_eq!(
+                pattern.is_match(token),
+                crate::push::apns::is_device_token(token),
+                "{} characters: {token:?}",
+                token.len()
+            );
+        }
+        assert!(pattern.is_match(&"a1".repeat(80)));
+    }
+
+    #[test]
     fn bearer_parsing() {
         let v = |s: &str| HeaderValue::from_str(s).unwrap();
         assert_eq!(bearer(&v("Bearer abc")), Some("abc"));
