@@ -43,16 +43,15 @@ where
     S: futures::Stream + Send + 'static,
     S::Item: Send + 'static,
 {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         let mut stream = Box::pin(stream);
         while let Some(item) = stream.next().await {
-            if tx.send(item).is_err() {
+            if tx.send(item).await.is_err() {
                 return;
             }
         }
     });
-    let mut rx = rx;
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
