@@ -32,7 +32,7 @@ async fn read_some(
         match tokio::time::timeout(idle, conn.next()).await {
             Ok(Some(Ok(Frame::Item(Item::Event(e))))) => got.push(e),
             Ok(Some(Ok(Frame::Item(Item::Reset { .. })))) => return Err("unexpected reset".into()),
-            Ok(Some(Ok(Frame::Retry(_)))) => {}
+            Ok(Some(Ok(Frame::Retry(_) | Frame::LastEventId(_)))) => {}
             // The connection ended (e.g. a restart): return what we have, the caller resumes.
             Ok(Some(Err(_))) | Ok(None) => break,
             Err(_) => break,

@@ -68,7 +68,7 @@ async fn read_events(
             match conn.next().await {
                 Some(Ok(Frame::Item(Item::Event(e)))) => got.push(e),
                 Some(Ok(Frame::Item(Item::Reset { .. }))) => panic!("unexpected reset"),
-                Some(Ok(Frame::Retry(_))) => {}
+                Some(Ok(Frame::Retry(_) | Frame::LastEventId(_))) => {}
                 Some(Err(e)) => panic!("sse error: {e}"),
                 None => break,
             }

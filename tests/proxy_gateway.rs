@@ -315,3 +315,64 @@ async fn gateway_429_and_500_are_retried_as_the_gateway_says() {
     origin.stop().await;
     gw.stop().await;
 }
+
+/// Apple: device tokens are of variable length. A 160-hex-digit token is accepted by the
+/// handoff check and woken through the real APNs provider and the simulated APNs.
+#[tokio::test]
+async fn apns_device_tokens_of_another_length_are_handed_off_and_woken() {
+    let gw = start_gateway().await;
+    let origin = TestOrigin::start(memory_settings()).await;
+    let mut settings = proxy_settings(&[&origin.url]);
+    settings.apns = Some(provider_settings(&gw).0);
+    let providers = ssepush_proxy::server::providers_from_settings(&settings).unwrap();
+    let proxy = TestProxy::start_with(settings, providers).await;
+
+    let last = origin
+        .client
+        .publish_one("long.a", None, json!(0))
+        .await
+        .unwrap();
+    let token = gw
+        .client
+        .register_device_token(Provider::Apns, &"a1".repeat(80))
+        .await
+        .unwrap();
+    assert_eq!(token.len(), 160);
+    let (status, body) = proxy
+        .create_raw(&json!({
+            "stream": {"url": format!("{}/v1/sse?channel=long.*", origin.url),
+                       "lastEventId": last.to_string()},
+            "push": {"platform": "apns", "token": token},
+            "wake": {"coalesceMs": 0},
+        }))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    origin
+        .client
+        .publish_one("long.a", None, json!(1))
+        .await
+        .unwrap();
+    eventually(WITHIN, "the wake delivered to the long token", || async {
+        gw.client
+            .pushes(&PushQuery {
+                token: Some(token.clone()),
+                ..PushQuery::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.status == 200)
+    })
+    .await;
+    // Still bounded: past the sender's limit, the handoff check refuses it.
+    let (status, body) = proxy
+        .create_raw(&json!({
+            "stream": {"url": format!("{}/v1/sse?channel=long.*", origin.url)},
+            "push": {"platform": "apns", "token": "ab".repeat(101)},
+        }))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    proxy.stop().await;
+    origin.stop().await;
+    gw.stop().await;
+}

@@ -157,7 +157,8 @@ fn ssepush() -> Value {
     json!({"handoff": "h-123", "pending": 3, "latestEventId": "0000000000000042-0000"})
 }
 
-/// 410 → Permanent, 429 with `Retry-After: 2` → RetryAfter(2 s), 500 → Transient.
+/// 410 → Permanent, 429 with `Retry-After: 2` → RetryAfter(2 s), 429 with `Retry-After` as an
+/// HTTP-date 30 s ahead → RetryAfter(about 30 s, never a provider default), 500 → Transient.
 async fn check_faults(
     gw: &TestGateway,
     provider: &dyn PushProvider,
@@ -175,6 +176,27 @@ async fn check_faults(
         Err(PushError::RetryAfter(Duration::from_secs(2))),
         "{kind:?} 429"
     );
+    // RFC 9110 §10.2.3: an HTTP-date is as valid as delta-seconds. The date has whole seconds,
+    // so the wait is in (29 s, 30 s] as seen when the gateway answered, a little less now.
+    gw.client
+        .set_fault(&FaultSpec {
+            provider: Some(kind),
+            token: Some(token.into()),
+            status: Some(429),
+            retry_after: Some(30),
+            retry_after_date: true,
+            count: Some(1),
+            ..FaultSpec::default()
+        })
+        .await
+        .unwrap();
+    match provider.send(target, &w).await {
+        Err(PushError::RetryAfter(d)) => assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{kind:?} 429 with an HTTP-date 30 s ahead: wait {d:?}"
+        ),
+        other => panic!("{kind:?} 429 with an HTTP-date: {other:?}"),
+    }
     gw.fault(kind, token, 500, None).await;
     let e = provider.send(target, &w).await.unwrap_err();
     assert!(matches!(e, PushError::Transient(_)), "{kind:?} 500: {e:?}");

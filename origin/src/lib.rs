@@ -3,8 +3,9 @@
 //! The crate has two layers:
 //!
 //! * the **protocol** (always built): [`event`] (events and their totally ordered ids),
-//!   [`channel`] (channel names and NATS-style patterns), [`sse`] (the wire encoding),
-//!   [`filter`] (CEL filters), [`conditional`] (RFC 9110 entity-tag preconditions), [`streams`] (static filter streams), [`store`]
+//!   [`channel`] (channel names and NATS-style patterns), [`sse`] (the wire format: encoding,
+//!   and the WHATWG parser every reader uses), [`filter`] (CEL filters), [`conditional`]
+//!   (RFC 9110 entity-tag preconditions), [`streams`] (static filter streams), [`store`]
 //!   (the event-log trait and its in-memory backend), and [`datasets`] (data sync: versioned
 //!   key/value maps, snapshots, deltas, preconditions, the dataset-store trait).
 //!   The proxy and the device simulator depend on exactly this, with `default-features = false`.

@@ -1,10 +1,15 @@
-//! The Server-Sent Events wire format (WHATWG HTML §9.2), encoding side.
+//! The Server-Sent Events wire format (WHATWG HTML §9.2): encoding here; reading in
+//! [`parse`] (the WHATWG parser every reader in the product uses) and [`frames`] (what an
+//! ssepush stream's items mean).
 //!
 //! Every event is encoded **once** into [`bytes::Bytes`] and the same buffer is shared by all
 //! subscribers that receive it. A frame carries the id in `id:`, the type in `event:`, and in
 //! `data:` the envelope `{"channel", "data", "time"}`, because a subscription to `chat.*` must tell
 //! which room an event came from. The envelope is compact JSON, which never contains a raw line
 //! break, so it is always a single `data:` line. [`decode_event`] is the inverse, for clients.
+
+pub mod frames;
+pub mod parse;
 
 use bytes::{BufMut, Bytes, BytesMut};
 

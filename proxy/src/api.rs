@@ -468,7 +468,7 @@ pub fn openapi() -> serde_json::Value {
                 "HandoffRequest": {"type": "object", "required": ["stream", "push"], "properties": {
                     "stream": {"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}, "headers": {"type": "object", "additionalProperties": {"type": "string"}}, "lastEventId": {"type": ["string", "null"]}}},
                     "push": {"oneOf": [
-                        {"type": "object", "required": ["platform", "token"], "properties": {"platform": {"const": "apns"}, "token": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}, "topic": {"type": "string"}, "environment": {"enum": ["production", "sandbox", "development"]}}},
+                        {"type": "object", "required": ["platform", "token"], "properties": {"platform": {"const": "apns"}, "token": {"type": "string", "pattern": crate::push::apns::device_token_pattern()}, "topic": {"type": "string"}, "environment": {"enum": ["production", "sandbox", "development"]}}},
                         {"type": "object", "required": ["platform", "token"], "properties": {"platform": {"const": "fcm"}, "token": {"type": "string"}}},
                         {"type": "object", "required": ["platform", "subscription"], "properties": {"platform": {"const": "webpush"}, "subscription": {"type": "object", "description": "A W3C PushSubscription"}}}]},
                     "wake": {"type": "object", "properties": {"filter": {"type": "string", "description": "CEL over channel, type, id, data"}, "coalesceMs": {"type": "integer"}, "maxPerHour": {"type": "integer"}, "mode": {"enum": ["background", "alert"]}}},
@@ -509,6 +509,29 @@ mod tests {
             assert!(m.contains(&want), "{want}");
         }
         assert!(!m.contains(&Method::PATCH));
+    }
+
+    #[test]
+    fn the_apns_token_pattern_is_the_senders_rule() {
+        let doc = openapi();
+        let apns = &doc["components"]["schemas"]["HandoffRequest"]["properties"]["push"]["oneOf"]
+            [0]["properties"]["token"]["pattern"];
+        let pattern = regex::Regex::new(apns.as_str().expect("a pattern")).unwrap();
+        let mut samples: Vec<String> = (0..=204).map(|n| "a".repeat(n)).collect();
+        samples.extend([
+            "0123456789abcdefABCDEF".into(),
+            "zz".repeat(32),
+            "ab cd".into(),
+        ]);
+        for token in &samples {
+            assert_eq!(
+                pattern.is_match(token),
+                crate::push::apns::is_device_token(token),
+                "{} characters: {token:?}",
+                token.len()
+            );
+        }
+        assert!(pattern.is_match(&"a1".repeat(80)));
     }
 
     #[test]

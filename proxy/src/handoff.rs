@@ -495,8 +495,12 @@ fn check_push_target(t: &PushTarget) -> Result<(), HandoffError> {
             topic,
             environment,
         } => {
-            if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return bad("an APNs device token is 64 hex digits");
+            // Apple: device tokens are of variable length; accept what the sender sends.
+            if !crate::push::apns::is_device_token(token) {
+                return bad(&format!(
+                    "an APNs device token is hex bytes: an even number of hex digits, at most {}",
+                    crate::push::apns::MAX_DEVICE_TOKEN_HEX
+                ));
             }
             if topic
                 .as_ref()
@@ -708,6 +712,17 @@ mod tests {
     }
 
     #[test]
+    fn apns_tokens_are_of_variable_length_like_the_sender_takes() {
+        let s = settings();
+        let a = allow(&["http://127.0.0.1:8080"]);
+        for len in [64, 160, 200] {
+            let mut j = apns_req();
+            j["push"]["token"] = "ab".repeat(len / 2).into();
+            request(j).validate(&s, &a, |_| true).unwrap();
+        }
+    }
+
+    #[test]
     fn allowed_origins_match_scheme_host_port_and_path_prefix() {
         let a = allow(&["http://127.0.0.1:8080", "https://api.example.com/streams"]);
         let ok = |u: &str| a.allows(&Url::parse(u).unwrap());
@@ -758,10 +773,17 @@ mod tests {
             check(&|j| j["stream"]["lastEventId"] = "abc".into()),
             HandoffError::BadEventId(_)
         ));
-        assert!(matches!(
-            check(&|j| j["push"]["token"] = "abc".into()),
-            HandoffError::BadPushTarget(_)
-        ));
+        for token in [
+            "abc".to_owned(),
+            "zz".repeat(32),
+            "ab".repeat(101),
+            String::new(),
+        ] {
+            assert!(matches!(
+                check(&|j| j["push"]["token"] = token.clone().into()),
+                HandoffError::BadPushTarget(_)
+            ));
+        }
         let e = check(&|j| j["push"] = serde_json::json!({"platform": "fcm", "token": "x"}));
         assert_eq!(e.status(), 422);
         let e = check(&|j| j["wake"] = serde_json::json!({"filter": "data.x >"}));

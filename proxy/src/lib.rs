@@ -8,6 +8,7 @@
 //! * [`buffer`] — the bounded per-handoff event buffer with gap reporting.
 //! * [`wake`] — the wake policy (coalescing, one outstanding wake, budgets, retries) as plain code.
 //! * [`upstream`] — the reconnect policy, one SSE connection, shared watchers.
+//! * [`retry_after`] — `Retry-After` (delta-seconds or HTTP-date) as plain code.
 //! * [`live`] — a live handoff on its node and its wake driver.
 //! * [`store`] — the handoff store trait and its in-memory backend.
 //! * [`api`], [`server`] — the HTTP API and `run(listener, settings, providers, shutdown)`.
@@ -19,6 +20,7 @@ pub mod api;
 pub mod buffer;
 pub mod handoff;
 pub mod live;
+pub mod retry_after;
 pub mod server;
 pub mod settings;
 pub mod store;

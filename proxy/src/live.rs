@@ -319,6 +319,22 @@ impl Subscriber for LiveHandoff {
         metrics::counter!("ssepush_proxy_buffer_overflows_total").increment(1);
     }
 
+    fn on_skipped(&self, id: EventId, reason: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.state.is_terminal() {
+            return;
+        }
+        // Not `last_seen`, as for `on_lost`: older events of a gap read may still arrive.
+        inner.buffer.lost(id);
+        inner.newest = inner.newest.max(Some(id));
+        inner.last_error = Some(reason.to_owned());
+        // The phone must learn of the gap (it reads the event from the origin): a wake is owed
+        // whatever the filter says, as for the origin's reset.
+        inner.policy.on_event(Instant::now(), true);
+        tracing::warn!(parent: &self.span, event = %id, "{reason}");
+        self.notify.notify_one();
+    }
+
     fn on_failed(&self, reason: &str) {
         self.fail(reason);
     }

@@ -197,6 +197,10 @@ pub struct UpstreamSettings {
     pub max_headers: usize,
     /// Most bytes of header names + values per handoff. Default 8192.
     pub max_header_bytes: usize,
+    /// Largest SSE line or event read from an origin, in bytes (1024..=67108864). A larger event
+    /// is skipped, never held: handoffs report a gap through its id that wakes the phone, which
+    /// reads it from the origin. Default 1,048,576.
+    pub max_event_bytes: usize,
 }
 
 impl Default for UpstreamSettings {
@@ -210,6 +214,7 @@ impl Default for UpstreamSettings {
             max_redirects: 5,
             max_headers: 16,
             max_header_bytes: 8192,
+            max_event_bytes: 1 << 20,
         }
     }
 }
@@ -246,6 +251,9 @@ impl Settings {
         }
         if self.wake.provider_burst == 0 || self.wake.max_attempts == 0 {
             return bad("wake.provider_burst and wake.max_attempts must be ≥ 1".into());
+        }
+        if !(1024..=64 << 20).contains(&self.upstream.max_event_bytes) {
+            return bad("upstream.max_event_bytes must be 1024..=67108864".into());
         }
         if self.auth.api_keys.iter().any(|k| k.trim().is_empty()) {
             return bad("auth.api_keys must not contain empty keys".into());

@@ -1,16 +1,23 @@
 //! Watching origin streams: the **reconnect policy** (plain code), one connection attempt
-//! (reqwest + the SSE parser, a thin shell), and **shared watchers**.
+//! (reqwest + the product's SSE parser, a thin shell), and **shared watchers**.
 //!
 //! * [`ReconnectPolicy`]: after a clean end, wait the origin's `retry:` (default
 //!   `upstream.reconnect_ms`); after a network error, an idle timeout, a 5xx, 408 or 429, back
-//!   off exponentially with jitter (never sooner than `retry:`); on any other 4xx, 204 (the SSE
-//!   spec's "stop"), a non-`text/event-stream` answer or a refused redirect, **stop** and record
-//!   the reason — the handoff fails with it (e.g. "upstream answered 401").
+//!   off exponentially with jitter (never sooner than `retry:`, nor than the `Retry-After` of a
+//!   503 or 429 — delta-seconds or an HTTP-date — both capped at [`MAX_RETRY_HINT`]). Any other
+//!   status than 200 **stops**, as the SSE spec says to fail the connection — a 4xx, a 204 (the
+//!   spec's "stop"), but also a 202 that claims `text/event-stream` — and so do a 200 that is not
+//!   `text/event-stream` and a refused redirect; the handoff fails with the reason (e.g.
+//!   "upstream answered 401").
 //! * Redirects are never followed automatically: each hop's `Location` is checked against
 //!   `allowed_origins` *before* any request goes there, and the handoff's headers (credentials)
 //!   only go to the stream's own origin.
-//! * Parsing: [`SseParser`], WHATWG's algorithm as plain code (BOM, CR/LF/CRLF, `retry:`);
-//!   eventsource-stream 0.2.3 panics on a BOM and drops `retry:` blocks, see its docs.
+//! * Parsing: `ssepush_origin::sse::parse`, WHATWG's algorithm (BOM, CR/LF/CRLF, `retry:`,
+//!   id-only blocks), bounded by `upstream.max_event_bytes`. An id-only block moves the
+//!   watcher's cursor, so a reconnect resends it as `Last-Event-ID` even before any event came.
+//!   An event over the limit is skipped, never re-downloaded: each handoff gets a gap through its
+//!   id that wakes the phone (which reads it from the origin) and `lastError`, and a warning is
+//!   logged; one without an id to resume past fails the handoffs with the reason.
 //! * [`Upstreams`]: handoffs of the same stream (same URL, same headers — keyed by a SHA-256 of
 //!   both) share **one connection per node**. A [`Watcher`] owns it and fans every event out to
 //!   its subscribers. A handoff whose cursor is at or past the watcher's position joins at once
@@ -22,17 +29,19 @@
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::{Stream, StreamExt};
 use rand::Rng;
 use reqwest::Url;
-use ssepush_origin::event::{EventId, RESET_TYPE, SharedEvent};
+use ssepush_origin::event::{EventId, SharedEvent};
 use ssepush_origin::filter::{EventVars, Filter};
+use ssepush_origin::sse::frames::Frame as OriginFrame;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::handoff::{OriginAllowList, StreamSpec, origin_of};
+use crate::retry_after;
 use crate::settings::UpstreamSettings;
 use crate::wake::backoff;
 
@@ -49,8 +58,11 @@ pub enum ConnEnd {
     Idle,
     /// Connect or read error.
     Network(String),
-    /// A non-2xx answer (after redirects).
-    Status(u16),
+    /// Any answer but 200 (after redirects), with its `Retry-After` when it had a valid one.
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
     /// 200, but not `text/event-stream`.
     NotEventStream,
     /// A redirect to this origin is outside `allowed_origins`; no request was sent there.
@@ -66,7 +78,8 @@ pub enum Next {
     Stop(String),
 }
 
-/// Longest `retry:` hint honoured: a hostile or broken origin cannot park a watcher forever.
+/// Longest `retry:` hint or `Retry-After` honoured: a hostile or broken origin cannot park a
+/// watcher forever.
 pub const MAX_RETRY_HINT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone)]
@@ -97,12 +110,12 @@ impl ReconnectPolicy {
         self.failures = 0;
     }
 
-    /// `jitter` in `[0, 1)`.
+    /// What to do after `end`. `jitter` in `[0, 1)`.
     pub fn after(&mut self, end: &ConnEnd, jitter: f64) -> Next {
         let retryable = match end {
             ConnEnd::Ended => return Next::ReconnectAfter(self.retry),
             ConnEnd::Idle | ConnEnd::Network(_) => true,
-            ConnEnd::Status(s) => *s >= 500 || *s == 408 || *s == 429,
+            ConnEnd::Status { status: s, .. } => *s >= 500 || *s == 408 || *s == 429,
             ConnEnd::NotEventStream => {
                 return Next::Stop("upstream did not answer with text/event-stream".into());
             }
@@ -116,17 +129,28 @@ impl ReconnectPolicy {
             }
         };
         if !retryable {
-            let ConnEnd::Status(s) = end else {
+            let ConnEnd::Status { status, .. } = end else {
                 unreachable!("only statuses are not retryable here")
             };
-            return Next::Stop(match s {
+            return Next::Stop(match status {
                 204 => "upstream answered 204 (the SSE signal to stop)".to_owned(),
+                s @ 200..=299 => {
+                    format!("upstream answered {s}, not 200: not an event stream (SSE fails it)")
+                }
                 s => format!("upstream answered {s}"),
             });
         }
         self.failures += 1;
-        let wait = backoff(self.failures, self.base, self.max, jitter);
-        Next::ReconnectAfter(wait.max(self.retry))
+        let wait = backoff(self.failures, self.base, self.max, jitter).max(self.retry);
+        // RFC 9110 §10.2.3 / RFC 6585 §4: the server said when to come back.
+        let asked = match end {
+            ConnEnd::Status {
+                status: 503 | 429,
+                retry_after: Some(after),
+            } => (*after).min(MAX_RETRY_HINT),
+            _ => Duration::ZERO,
+        };
+        Next::ReconnectAfter(wait.max(asked))
     }
 }
 
@@ -134,15 +158,43 @@ impl ReconnectPolicy {
 // One connection
 // ---------------------------------------------------------------------------------------------
 
-/// What a connection yields.
+/// What a connection yields: [`ssepush_origin::sse::frames::Frame`], with events shared.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     Event(SharedEvent),
     /// The origin's `ssepush.reset`: the cursor was older than its retention.
     Reset(Option<EventId>),
     Retry(Duration),
+    /// An id-only block: the stream's cursor is now this (`None`: cleared), without an event.
+    LastEventId(Option<EventId>),
+    /// An event larger than `limit` bytes was skipped; `id` is its id when it had one.
+    Oversized {
+        id: Option<EventId>,
+        limit: usize,
+    },
     /// A frame that is not an ssepush event (skipped, counted).
     Undecodable(String),
+}
+
+impl Frame {
+    fn from_origin(f: OriginFrame, limit: usize) -> Frame {
+        match f {
+            OriginFrame::Event(e) => Frame::Event(Arc::new(e)),
+            OriginFrame::Reset { oldest } => Frame::Reset(oldest),
+            OriginFrame::Retry(d) => Frame::Retry(d),
+            OriginFrame::LastEventId(id) => Frame::LastEventId(id),
+            OriginFrame::Oversized { id } => Frame::Oversized { id, limit },
+            OriginFrame::Undecodable(why) => Frame::Undecodable(why),
+        }
+    }
+}
+
+/// Why an oversized event was skipped, as handoffs report it in `lastError`.
+pub fn oversized_reason(id: EventId, limit: usize) -> String {
+    format!(
+        "upstream event {id} is larger than upstream.max_event_bytes ({limit} bytes): skipped; \
+         the phone reads it from the origin"
+    )
 }
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, String>> + Send>>;
@@ -205,7 +257,10 @@ impl Connector {
                     .and_then(|l| l.to_str().ok())
                     .and_then(|l| url.join(l).ok());
                 let Some(next) = next else {
-                    return Err(ConnEnd::Status(status.as_u16()));
+                    return Err(ConnEnd::Status {
+                        status: status.as_u16(),
+                        retry_after: None,
+                    });
                 };
                 if !self.allow.allows(&next) {
                     return Err(ConnEnd::RedirectRefused(origin_of(&next)));
@@ -213,11 +268,18 @@ impl Connector {
                 url = next;
                 continue;
             }
-            if !status.is_success() {
-                return Err(ConnEnd::Status(status.as_u16()));
-            }
-            if status.as_u16() == 204 {
-                return Err(ConnEnd::Status(204));
+            // SSE: "if res's status is not 200 … fail the connection". A 202 or 206 is no
+            // stream, whatever its content type says.
+            if status.as_u16() != 200 {
+                let retry_after = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| retry_after::parse(v, SystemTime::now()));
+                return Err(ConnEnd::Status {
+                    status: status.as_u16(),
+                    retry_after,
+                });
             }
             let is_sse = resp
                 .headers()
@@ -231,7 +293,7 @@ impl Connector {
             if !is_sse {
                 return Err(ConnEnd::NotEventStream);
             }
-            return Ok(frames(resp.bytes_stream()));
+            return Ok(frames(resp.bytes_stream(), self.cfg.max_event_bytes));
         }
         Err(ConnEnd::TooManyRedirects)
     }
@@ -261,164 +323,20 @@ fn without_url(e: &reqwest::Error) -> String {
     }
 }
 
-/// SSE bytes → frames. Generic over the byte stream so tests can feed it plain values.
-pub fn frames<S, B, E>(bytes: S) -> FrameStream
+/// SSE bytes → frames, holding at most `max_event_bytes` of any line or event. Generic over the
+/// byte stream so tests can feed it plain values.
+pub fn frames<S, B, E>(bytes: S, max_event_bytes: usize) -> FrameStream
 where
     S: Stream<Item = Result<B, E>> + Send + 'static,
     B: AsRef<[u8]> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    let state = (
-        Box::pin(bytes),
-        SseParser::default(),
-        VecDeque::<Frame>::new(),
-        false,
-    );
-    Box::pin(futures::stream::unfold(
-        state,
-        |(mut s, mut parser, mut ready, mut done)| async move {
-            loop {
-                if let Some(f) = ready.pop_front() {
-                    return Some((Ok(f), (s, parser, ready, done)));
-                }
-                if done {
-                    return None;
-                }
-                match s.next().await {
-                    None => done = true,
-                    Some(Err(e)) => {
-                        done = true;
-                        return Some((Err(e.to_string()), (s, parser, ready, done)));
-                    }
-                    Some(Ok(chunk)) => {
-                        if let Err(e) = parser.feed(chunk.as_ref(), &mut ready) {
-                            done = true;
-                            return Some((Err(e), (s, parser, ready, done)));
-                        }
-                    }
-                }
-            }
-        },
-    ))
-}
-
-/// Longest line (and event) accepted from an origin: bounds what one connection can make the
-/// proxy hold.
-pub const MAX_SSE_LINE: usize = 1 << 20;
-
-/// The SSE parser of WHATWG HTML §9.2.6, as plain code.
-///
-/// Not eventsource-stream's: its 0.2.3 panics on a leading BOM (it slices inside the 3-byte
-/// character) and never reports a `retry:` that comes in a block without `data:` — which is how
-/// origins send it — so the proxy could neither survive an odd origin nor honour `retry:`.
-#[derive(Debug, Default)]
-pub struct SseParser {
-    line: Vec<u8>,
-    /// The previous chunk ended in CR: a following LF belongs to it.
-    after_cr: bool,
-    started: bool,
-    data: String,
-    kind: String,
-    last_id: String,
-}
-
-impl SseParser {
-    /// Feeds bytes; complete frames are appended to `out`.
-    pub fn feed(&mut self, mut chunk: &[u8], out: &mut VecDeque<Frame>) -> Result<(), String> {
-        if !self.started {
-            // The BOM may be split across chunks: hold bytes until it is decided.
-            const BOM: &[u8] = b"\xEF\xBB\xBF";
-            self.line.extend_from_slice(chunk);
-            if self.line.len() < BOM.len() && BOM.starts_with(&self.line) {
-                return Ok(());
-            }
-            self.started = true;
-            let held = std::mem::take(&mut self.line);
-            let rest = held.strip_prefix(BOM).unwrap_or(&held).to_vec();
-            return self.feed(&rest, out);
-        }
-        if self.after_cr && chunk.first() == Some(&b'\n') {
-            chunk = &chunk[1..];
-        }
-        self.after_cr = false;
-        let mut start = 0;
-        let mut i = 0;
-        while i < chunk.len() {
-            let b = chunk[i];
-            if b == b'\n' || b == b'\r' {
-                self.line.extend_from_slice(&chunk[start..i]);
-                let line = std::mem::take(&mut self.line);
-                self.line_done(&line, out);
-                if b == b'\r' {
-                    if i + 1 == chunk.len() {
-                        self.after_cr = true;
-                    } else if chunk[i + 1] == b'\n' {
-                        i += 1;
-                    }
-                }
-                start = i + 1;
-            }
-            i += 1;
-        }
-        self.line
-            .extend_from_slice(&chunk[start.min(chunk.len())..]);
-        if self.line.len() > MAX_SSE_LINE || self.data.len() > MAX_SSE_LINE {
-            return Err(format!(
-                "an SSE line or event is longer than {MAX_SSE_LINE} bytes"
-            ));
-        }
-        Ok(())
-    }
-
-    fn line_done(&mut self, line: &[u8], out: &mut VecDeque<Frame>) {
-        if line.is_empty() {
-            self.dispatch(out);
-            return;
-        }
-        if line[0] == b':' {
-            return;
-        }
-        let line = String::from_utf8_lossy(line);
-        let (field, value) = match line.split_once(':') {
-            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-            None => (&*line, ""),
-        };
-        match field {
-            "data" => {
-                self.data.push_str(value);
-                self.data.push('\n');
-            }
-            "event" => self.kind = value.to_owned(),
-            "id" if !value.contains('\0') => self.last_id = value.to_owned(),
-            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
-                if let Ok(ms) = value.parse::<u64>() {
-                    out.push_back(Frame::Retry(Duration::from_millis(ms)));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn dispatch(&mut self, out: &mut VecDeque<Frame>) {
-        let kind = std::mem::take(&mut self.kind);
-        if self.data.is_empty() {
-            return;
-        }
-        let mut data = std::mem::take(&mut self.data);
-        data.pop();
-        out.push_back(decode(&self.last_id, &kind, &data));
-    }
-}
-
-fn decode(id: &str, kind: &str, data: &str) -> Frame {
-    if kind == RESET_TYPE {
-        let v: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
-        return Frame::Reset(v["oldestId"].as_str().and_then(|s| s.parse().ok()));
-    }
-    match ssepush_origin::sse::decode_event(id, kind, data) {
-        Ok(e) => Frame::Event(Arc::new(e)),
-        Err(e) => Frame::Undecodable(e.to_string()),
-    }
+    Box::pin(
+        ssepush_origin::sse::frames::frames(bytes, max_event_bytes).map(move |r| {
+            r.map(|f| Frame::from_origin(f, max_event_bytes))
+                .map_err(|e| e.to_string())
+        }),
+    )
 }
 
 /// Counts open upstream connections in `ssepush_proxy_upstream_connections`.
@@ -444,9 +362,10 @@ enum Flow {
     Done,
 }
 
-/// The reconnect loop around [`Connector::open`]: reads from `start`, resends the newest id as
-/// `Last-Event-ID` on every reconnect, and hands frames to `on_frame`. Returns `Err(reason)`
-/// when the policy says stop, `Ok` when `on_frame` is done or `cancel` fires.
+/// The reconnect loop around [`Connector::open`]: reads from `start`, resends the stream's last
+/// event id (the newest event's, or what an id-only block set) as `Last-Event-ID` on every
+/// reconnect, and hands frames to `on_frame`. Returns `Err(reason)` when the policy says stop or
+/// an oversized event cannot be skipped, `Ok` when `on_frame` is done or `cancel` fires.
 async fn read_loop(
     conn: &Connector,
     spec: &StreamSpec,
@@ -480,6 +399,30 @@ async fn read_loop(
                             match &frame {
                                 Frame::Retry(d) => policy.on_retry_hint(*d),
                                 Frame::Event(e) => last = last.max(Some(e.id)),
+                                // WHATWG: the last event ID is what the server set last.
+                                Frame::LastEventId(id) => last = *id,
+                                Frame::Oversized { id: None, limit } => {
+                                    metrics::counter!(
+                                        "ssepush_proxy_upstream_oversized_events_total"
+                                    )
+                                    .increment(1);
+                                    // A reconnect would read the same event again, forever.
+                                    return Err(format!(
+                                        "upstream sent an event larger than upstream.max_event_bytes \
+                                         ({limit} bytes) with no id to resume past it"
+                                    ));
+                                }
+                                Frame::Oversized {
+                                    id: Some(id),
+                                    limit,
+                                } => {
+                                    metrics::counter!(
+                                        "ssepush_proxy_upstream_oversized_events_total"
+                                    )
+                                    .increment(1);
+                                    tracing::warn!(event = %id, limit, "skipped an upstream event larger than upstream.max_event_bytes; handoffs report a gap");
+                                    last = last.max(Some(*id));
+                                }
                                 Frame::Undecodable(why) => {
                                     metrics::counter!("ssepush_proxy_upstream_bad_frames_total")
                                         .increment(1);
@@ -551,6 +494,9 @@ pub trait Subscriber: Send + Sync + 'static {
     fn on_reset(&self, oldest: Option<EventId>);
     /// Events up to `through` could not be kept for this subscriber (bounded memory).
     fn on_lost(&self, through: EventId);
+    /// The event `id` was too large to read and was skipped (`reason` says so): a gap through
+    /// it that the phone must fill from the origin, so it owes a wake.
+    fn on_skipped(&self, id: EventId, reason: &str);
     /// The stream stopped for good (4xx, refused redirect…).
     fn on_failed(&self, reason: &str);
 }
@@ -617,7 +563,27 @@ impl Watcher {
                     sub.sub.on_reset(*oldest);
                 }
             }
-            Frame::Retry(_) | Frame::Undecodable(_) => {}
+            // The stream's cursor moved without an event (e.g. the origin's head on a fresh
+            // stream): handoffs at or past it can join live.
+            Frame::LastEventId(Some(id)) => inner.position = inner.position.max(Some(*id)),
+            Frame::Oversized {
+                id: Some(id),
+                limit,
+            } => {
+                if inner.position.is_some_and(|p| *id <= p) {
+                    return Flow::Continue;
+                }
+                inner.position = Some(*id);
+                // Catching-up subscribers too: their private reader may stop before this id.
+                let reason = oversized_reason(*id, *limit);
+                for sub in inner.subs.values() {
+                    sub.sub.on_skipped(*id, &reason);
+                }
+            }
+            Frame::LastEventId(None)
+            | Frame::Oversized { id: None, .. }
+            | Frame::Retry(_)
+            | Frame::Undecodable(_) => {}
         }
         if inner.subs.is_empty() {
             Flow::Done
@@ -635,23 +601,37 @@ impl Watcher {
         let Mode::CatchingUp { target, held } = &mut sub.mode else {
             return Flow::Done;
         };
-        match frame {
+        // The position this frame brings the private reader to, if any.
+        let at = match frame {
             Frame::Event(ev) => {
                 let mut verdicts = Verdicts::new(ev);
                 sub.sub.on_event(ev, &mut verdicts);
-                let caught_up = target.is_some_and(|t| ev.id >= t)
-                    || held.front().is_some_and(|h| ev.id >= h.id);
-                if caught_up {
-                    for h in held.drain(..) {
-                        let mut verdicts = Verdicts::new(&h);
-                        sub.sub.on_event(&h, &mut verdicts);
-                    }
-                    sub.mode = Mode::Live;
-                    return Flow::Done;
-                }
+                ev.id
             }
-            Frame::Reset(oldest) => sub.sub.on_reset(*oldest),
-            Frame::Retry(_) | Frame::Undecodable(_) => {}
+            Frame::Oversized {
+                id: Some(id),
+                limit,
+            } => {
+                sub.sub.on_skipped(*id, &oversized_reason(*id, *limit));
+                *id
+            }
+            Frame::Reset(oldest) => {
+                sub.sub.on_reset(*oldest);
+                return Flow::Continue;
+            }
+            Frame::LastEventId(_)
+            | Frame::Oversized { id: None, .. }
+            | Frame::Retry(_)
+            | Frame::Undecodable(_) => return Flow::Continue,
+        };
+        let caught_up = target.is_some_and(|t| at >= t) || held.front().is_some_and(|h| at >= h.id);
+        if caught_up {
+            for h in held.drain(..) {
+                let mut verdicts = Verdicts::new(&h);
+                sub.sub.on_event(&h, &mut verdicts);
+            }
+            sub.mode = Mode::Live;
+            return Flow::Done;
         }
         Flow::Continue
     }
@@ -827,6 +807,13 @@ impl Upstreams {
 mod tests {
     use super::*;
 
+    fn status(status: u16) -> ConnEnd {
+        ConnEnd::Status {
+            status,
+            retry_after: None,
+        }
+    }
+
     fn cfg() -> UpstreamSettings {
         UpstreamSettings {
             reconnect_ms: 1000,
@@ -869,7 +856,7 @@ mod tests {
             .collect();
         assert_eq!(waits, [100, 200, 400, 800].map(Duration::from_millis));
         assert_eq!(
-            p.after(&ConnEnd::Status(503), 0.0),
+            p.after(&status(503), 0.0),
             Next::ReconnectAfter(Duration::from_millis(800))
         );
         p.on_open();
@@ -878,7 +865,7 @@ mod tests {
             Next::ReconnectAfter(Duration::from_millis(100))
         );
         assert!(matches!(
-            p.after(&ConnEnd::Status(429), 1.0),
+            p.after(&status(429), 1.0),
             Next::ReconnectAfter(_)
         ));
     }
@@ -887,14 +874,17 @@ mod tests {
     fn client_errors_and_refused_redirects_stop() {
         let mut p = ReconnectPolicy::new(&cfg());
         assert_eq!(
-            p.after(&ConnEnd::Status(401), 0.5),
+            p.after(&status(401), 0.5),
             Next::Stop("upstream answered 401".into())
         );
         assert_eq!(
-            p.after(&ConnEnd::Status(404), 0.5),
+            p.after(&status(404), 0.5),
             Next::Stop("upstream answered 404".into())
         );
-        assert!(matches!(p.after(&ConnEnd::Status(204), 0.5), Next::Stop(r) if r.contains("204")));
+        assert!(matches!(p.after(&status(204), 0.5), Next::Stop(r) if r.contains("204")));
+        // Any status but 200 fails the connection: a 202 is no stream, whatever it claims.
+        assert!(matches!(p.after(&status(202), 0.5), Next::Stop(r) if r.contains("202")));
+        assert!(matches!(p.after(&status(206), 0.5), Next::Stop(_)));
         assert!(matches!(
             p.after(&ConnEnd::NotEventStream, 0.5),
             Next::Stop(_)
@@ -903,6 +893,41 @@ mod tests {
             Next::Stop(r) => assert!(r.contains("http://evil:1") && r.contains("allowed_origins")),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn retry_after_on_503_and_429_is_honoured_and_capped() {
+        let mut p = ReconnectPolicy::new(&cfg());
+        let with = |status, secs| ConnEnd::Status {
+            status,
+            retry_after: Some(Duration::from_secs(secs)),
+        };
+        assert_eq!(
+            p.after(&with(503, 20), 0.5),
+            Next::ReconnectAfter(Duration::from_secs(20))
+        );
+        assert_eq!(
+            p.after(&with(429, 7), 0.5),
+            Next::ReconnectAfter(Duration::from_secs(7))
+        );
+        // Capped like `retry:`.
+        assert_eq!(
+            p.after(&with(503, 86_400), 0.5),
+            Next::ReconnectAfter(MAX_RETRY_HINT)
+        );
+        // Never sooner than the backoff: a `Retry-After: 0` does not make a tight loop.
+        p.on_open();
+        assert_eq!(
+            p.after(&with(503, 0), 1.0),
+            Next::ReconnectAfter(Duration::from_millis(1000))
+        );
+        // Only 503 and 429 give it that meaning (RFC 9110 §10.2.3, RFC 6585 §4).
+        p.on_open();
+        p.on_retry_hint(Duration::from_millis(10));
+        assert_eq!(
+            p.after(&with(500, 20), 1.0),
+            Next::ReconnectAfter(Duration::from_millis(100))
+        );
     }
 
     /// A subscriber that records what it is given.
@@ -921,6 +946,10 @@ mod tests {
         fn on_reset(&self, _: Option<EventId>) {}
         fn on_lost(&self, through: EventId) {
             self.got.lock().unwrap().push(1000 + through.seq);
+        }
+        fn on_skipped(&self, id: EventId, reason: &str) {
+            assert!(reason.contains(&id.to_string()) && reason.contains("max_event_bytes"));
+            self.got.lock().unwrap().push(2000 + id.seq);
         }
         fn on_failed(&self, _: &str) {}
     }
@@ -1035,70 +1064,99 @@ mod tests {
         assert_eq!(*b.got.lock().unwrap(), vec![1006, 5, 7, 8]);
     }
 
-    async fn decode_all(raw: &'static [u8]) -> Vec<Frame> {
-        // Split in awkward places (the BOM itself too): the parser must not care about chunking.
-        let mut chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(raw[..1].to_vec())];
-        chunks.extend(raw[1..].chunks(7).map(|c| Ok(c.to_vec())));
-        frames(futures::stream::iter(chunks))
+    #[tokio::test]
+    async fn frames_share_events_and_carry_cursors_and_oversized_events() {
+        let (a, b) = (EventId::new(5, 1), EventId::new(6, 0));
+        let raw = format!(
+            "\u{feff}retry: 250\r\rid: {a}\r\rid: {a}\rdata: {{\"channel\":\"a\",\"data\":1,\"time\":5}}\r\r\
+             id: {b}\rdata: {}\r\r",
+            "x".repeat(300)
+        );
+        // One byte at a time: nothing depends on chunking.
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            raw.as_bytes().chunks(1).map(|c| Ok(c.to_vec())).collect();
+        let out: Vec<Frame> = frames(futures::stream::iter(chunks), 256)
             .map(|r| r.unwrap())
             .collect()
-            .await
+            .await;
+        assert_eq!(out.len(), 4, "{out:?}");
+        assert_eq!(out[0], Frame::Retry(Duration::from_millis(250)));
+        assert_eq!(out[1], Frame::LastEventId(Some(a)));
+        assert!(matches!(&out[2], Frame::Event(e) if e.id == a && e.channel == "a"));
+        assert_eq!(
+            out[3],
+            Frame::Oversized {
+                id: Some(b),
+                limit: 256
+            }
+        );
     }
 
-    #[tokio::test]
-    async fn frames_decode_events_resets_retries_and_strip_a_bom() {
-        let raw = "\u{feff}retry: 250\n\nid: 5-1\nevent: message\ndata: {\"channel\":\"a\",\"data\":1,\"time\":5}\n\n\
-                   event: ssepush.reset\ndata: {\"oldestId\":\"6-0\"}\n\n: keep-alive\n\n\
-                   id: 7-0\ndata: not json\n\n";
-        let out = decode_all(raw.as_bytes()).await;
-        assert_eq!(out[0], Frame::Retry(Duration::from_millis(250)));
-        match &out[1] {
-            Frame::Event(e) => {
-                assert_eq!(e.id, EventId::new(5, 1));
-                assert_eq!(e.channel, "a");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(out[2], Frame::Reset(Some(EventId::new(6, 0))));
-        assert!(matches!(out[3], Frame::Undecodable(_)));
-        assert_eq!(out.len(), 4);
+    fn watcher_with(sub: Arc<Rec>, position: Option<EventId>) -> Watcher {
+        let spec = StreamSpec {
+            url: Url::parse("http://127.0.0.1:1/v1/sse").unwrap(),
+            headers: Default::default(),
+        };
+        let w = Watcher {
+            key: spec.key(),
+            spec,
+            inner: Mutex::new(WatcherInner {
+                subs: HashMap::new(),
+                position,
+            }),
+            cancel: CancellationToken::new(),
+            hold_cap: 4,
+        };
+        w.inner.lock().unwrap().subs.insert(
+            sub.id.clone(),
+            Sub {
+                sub,
+                mode: Mode::Live,
+            },
+        );
+        w
     }
 
     #[test]
-    fn the_parser_takes_any_line_ending_and_keeps_the_last_id() {
-        let mut p = SseParser::default();
-        let mut out = VecDeque::new();
-        let raw = b"id: 1-0\r\ndata: {\"channel\":\"a\",\"data\":1,\"time\":1}\r\r: c\ndata: {\"channel\":\"b\",\"data\":2,\"time\":1}\r";
-        for b in raw.chunks(1) {
-            p.feed(b, &mut out).unwrap();
-        }
-        p.feed(b"\n\n", &mut out).unwrap();
-        let ids: Vec<(EventId, String)> = out
-            .iter()
-            .map(|f| match f {
-                Frame::Event(e) => (e.id, e.channel.clone()),
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(
-            ids,
-            vec![
-                (EventId::new(1, 0), "a".into()),
-                (EventId::new(1, 0), "b".into())
-            ]
-        );
-        let mut p = SseParser::default();
-        let long = vec![b'x'; MAX_SSE_LINE + 1];
-        assert!(p.feed(&long, &mut out).is_err());
+    fn an_oversized_event_is_a_gap_once_and_id_only_blocks_move_the_position() {
+        let a = Arc::new(Rec {
+            id: "a".into(),
+            got: Mutex::new(Vec::new()),
+        });
+        let w = watcher_with(a.clone(), Some(EventId::new(1, 2)));
+        // The origin's head, before any event: the watcher's position (its Last-Event-ID).
+        w.dispatch(&Frame::LastEventId(Some(EventId::new(1, 4))));
+        assert_eq!(w.inner.lock().unwrap().position, Some(EventId::new(1, 4)));
+        let big = |seq| Frame::Oversized {
+            id: Some(EventId::new(1, seq)),
+            limit: 10,
+        };
+        w.dispatch(&big(5));
+        // Seen again after a reconnect: not reported twice.
+        w.dispatch(&big(5));
+        w.dispatch(&ev(6));
+        assert_eq!(*a.got.lock().unwrap(), vec![2005, 6]);
+        assert_eq!(w.inner.lock().unwrap().position, Some(EventId::new(1, 6)));
     }
 
-    #[tokio::test]
-    async fn without_the_bom_stripped_the_first_field_would_be_lost() {
-        // The proof that the BOM matters: the first line is `id:` and must still be read.
-        let out = decode_all(
-            "\u{feff}id: 1-0\ndata: {\"channel\":\"a\",\"data\":null,\"time\":1}\n\n".as_bytes(),
-        )
-        .await;
-        assert!(matches!(&out[0], Frame::Event(e) if e.id == EventId::new(1, 0)));
+    #[test]
+    fn a_private_reader_that_skips_past_its_target_has_caught_up() {
+        let b = Arc::new(Rec {
+            id: "b".into(),
+            got: Mutex::new(Vec::new()),
+        });
+        let w = watcher_with(b.clone(), Some(EventId::new(1, 5)));
+        w.inner.lock().unwrap().subs.get_mut("b").unwrap().mode = Mode::CatchingUp {
+            target: Some(EventId::new(1, 5)),
+            held: VecDeque::new(),
+        };
+        w.dispatch(&ev(6));
+        let big = Frame::Oversized {
+            id: Some(EventId::new(1, 5)),
+            limit: 10,
+        };
+        assert!(matches!(w.catch_up("b", &ev(4)), Flow::Continue));
+        assert!(matches!(w.catch_up("b", &big), Flow::Done));
+        assert_eq!(*b.got.lock().unwrap(), vec![4, 2005, 6]);
     }
 }

@@ -5,8 +5,10 @@
 //!
 //! 1. **Stream**: [`DeviceClient::connect`] opens the origin's SSE stream with the last event id
 //!    it holds (`Last-Event-ID`); every event goes through [`DeviceClient::accept`], which tracks
-//!    that id and flags a replay (an id at or below it) so the app shows each event once, in
-//!    order.
+//!    that id and flags a replay (an id at or below the newest shown) so the app shows each
+//!    event once, in order. An id-only block (the origin opens every fresh stream with its head
+//!    that way) goes through [`DeviceClient::set_last_event_id`]: the position moves without an
+//!    event, so a phone cut off before its first event still resumes or hands off exactly.
 //! 2. **Hand off**: about to be suspended, the app drops its connection and calls
 //!    [`DeviceClient::hand_off`] with its push target; the proxy watches the stream from the
 //!    same id.
@@ -210,14 +212,19 @@ pub struct DeviceClient {
     origin: OriginClient,
     proxy: ProxyClient,
     sub: Subscription,
+    /// The stream's last event id: where a reconnect, a handoff or a catch-up resumes.
     last: Option<EventId>,
+    /// The newest event shown: anything at or below it is a replay.
+    seen: Option<EventId>,
 }
 
 impl DeviceClient {
-    /// A client for `sub`, starting after `sub.last_event_id` (None: live events only).
+    /// A client for `sub`, starting after `sub.last_event_id` (None: from whatever the origin
+    /// says is now — its head, in the id-only block that opens the stream).
     pub fn new(origin: OriginClient, proxy: ProxyClient, sub: Subscription) -> DeviceClient {
         DeviceClient {
             last: sub.last_event_id,
+            seen: sub.last_event_id,
             origin,
             proxy,
             sub,
@@ -250,13 +257,22 @@ impl DeviceClient {
         self.origin.connect(&self.sub, self.last).await
     }
 
-    /// Tracks a delivered event: the position advances only forwards.
+    /// Tracks a delivered event: a replay (at or below the newest shown) is flagged and moves
+    /// nothing; a new one becomes the position.
     pub fn accept(&mut self, event: &Event) -> Accepted {
-        if self.last.is_some_and(|l| event.id <= l) {
+        if self.seen.is_some_and(|l| event.id <= l) {
             return Accepted::Replay;
         }
+        self.seen = Some(event.id);
         self.last = Some(event.id);
         Accepted::New
+    }
+
+    /// An id-only block ([`Frame::LastEventId`]): WHATWG's EventSource sets its last event id to
+    /// it without firing an event, and so does this client — the next connect, handoff or
+    /// catch-up resumes from it (`None`: the server cleared it).
+    pub fn set_last_event_id(&mut self, id: Option<EventId>) {
+        self.last = id;
     }
 
     /// `POST /v1/handoffs` from the current position. Drop the origin connection first, so
@@ -477,6 +493,11 @@ mod tests {
         assert_eq!(c.accept(&ev(6)), Accepted::New);
         assert_eq!(c.accept(&ev(4)), Accepted::Replay);
         assert_eq!(c.last_event_id(), Some(EventId { ms: 1, seq: 6 }));
+        // An id-only block moves the position without an event; shown events stay shown.
+        c.set_last_event_id(Some(EventId { ms: 1, seq: 9 }));
+        assert_eq!(c.last_event_id(), Some(EventId { ms: 1, seq: 9 }));
+        assert_eq!(c.accept(&ev(6)), Accepted::Replay);
+        assert_eq!(c.accept(&ev(10)), Accepted::New);
         assert_eq!(
             c.stream_url(),
             "http://127.0.0.1:1/v1/sse?channel=sim.1&channel=sim.all"

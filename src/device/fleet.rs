@@ -33,7 +33,7 @@ use super::client::{
 };
 use super::publisher::{self, PublishLog, PublisherConfig};
 use super::report::{self, Owed, PhoneRecord, Report, Sleep, Woke};
-use crate::client::{Frame, Item, OriginClient, Subscription};
+use crate::client::{ClientError, Frame, Item, OriginClient, Subscription};
 use crate::gateway::client::{GatewayClient, GatewayClientError};
 use crate::gateway::faults::Provider;
 use crate::gateway::record::Delivery;
@@ -728,6 +728,14 @@ impl Phone {
                             self.say(|| "the origin reset the stream: events are gone".into());
                         }
                         Some(Ok(Frame::Retry(_))) => {}
+                        Some(Ok(Frame::LastEventId(id))) => self.client.set_last_event_id(id),
+                        Some(Err(e @ (ClientError::Decode(_) | ClientError::EventTooLarge { .. }))) => {
+                            // Never re-read forever: note it (it fails the run) and read on.
+                            if let ClientError::EventTooLarge { id: Some(id), .. } = e {
+                                self.client.set_last_event_id(Some(id));
+                            }
+                            self.rec.errors.push(format!("origin stream: {e}"));
+                        }
                         Some(Err(_)) | None => {
                             tokio::time::sleep(Duration::from_millis(100)).await;
                             break;

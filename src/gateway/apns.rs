@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::faults::{FaultSpec, Provider};
+use super::faults::Provider;
 use super::jwt::check_apns_provider_token;
 use super::record::BodyEncoding;
 use super::{AppState, Push, Verdict};
@@ -67,9 +67,16 @@ fn is_uuid(s: &str) -> bool {
             .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// Whether `token` looks like a device token the simulator (or an iPhone) hands out.
+/// Longest device token the simulated APNs takes, in hex digits. Apple's are 32 bytes today,
+/// and Apple says their size is not fixed.
+pub const MAX_DEVICE_TOKEN_HEX: usize = 200;
+
+/// Whether `token` looks like a device token: bytes in hex, 64 digits today, of any even length
+/// up to [`MAX_DEVICE_TOKEN_HEX`] (Apple: do not hard-code their size).
 pub fn is_device_token(token: &str) -> bool {
-    token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit())
+    (2..=MAX_DEVICE_TOKEN_HEX).contains(&token.len())
+        && token.len().is_multiple_of(2)
+        && token.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The protocol: checks one request as APNs does, in roughly Apple's order (authentication,
@@ -178,7 +185,7 @@ fn error_response(
     status: u16,
     reason: &str,
     apns_id: &str,
-    retry_after: Option<u64>,
+    retry_after: Option<String>,
     unregistered_at: Option<u64>,
 ) -> Response {
     let mut body = json!({ "reason": reason });
@@ -190,8 +197,8 @@ fn error_response(
     if let Ok(v) = HeaderValue::from_str(apns_id) {
         resp.headers_mut().insert("apns-id", v);
     }
-    if let Some(secs) = retry_after {
-        resp.headers_mut().insert("retry-after", secs.into());
+    if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        resp.headers_mut().insert("retry-after", v);
     }
     resp
 }
@@ -259,14 +266,12 @@ pub async fn send(
         return error_response(410, "Unregistered", &apns_id, None, Some(at));
     }
     match st.apply_faults(Provider::Apns, &token).await {
-        Verdict::Fail(FaultSpec {
-            status,
-            reason,
-            retry_after,
-            ..
-        }) => {
-            let status = status.unwrap_or(500);
-            let reason = reason.unwrap_or_else(|| default_reason(status).into());
+        Verdict::Fail(fault) => {
+            let retry_after = fault.retry_after_value(std::time::SystemTime::now());
+            let status = fault.status.unwrap_or(500);
+            let reason = fault
+                .reason
+                .unwrap_or_else(|| default_reason(status).into());
             st.record(push, status, Some(reason.clone()), false);
             error_response(status, &reason, &apns_id, retry_after, None)
         }

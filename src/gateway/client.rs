@@ -5,14 +5,18 @@
 
 use std::path::Path;
 
-use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
+use ssepush_origin::sse::parse::{Parsed, parse_stream};
 
 use super::credentials::{Credentials, CredentialsError, GATEWAY_FILE, GatewayInfo};
 use super::faults::{FaultSpec, Provider};
 use super::record::{Delivery, PushQuery, PushRecord};
+
+/// Largest `push` event read from a device stream: deliveries carry a push payload (at most
+/// 4 KiB at every provider) and its headers.
+pub const MAX_DELIVERY_EVENT_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayClientError {
@@ -120,6 +124,26 @@ impl GatewayClient {
         Ok(Self::json::<Registered>(resp).await?.token)
     }
 
+    /// Registers a device with a token of the caller's choosing (e.g. an APNs token of another
+    /// length than today's 64 hex digits); returns it as the gateway stored it.
+    pub async fn register_device_token(
+        &self,
+        platform: Provider,
+        token: &str,
+    ) -> Result<String, GatewayClientError> {
+        #[derive(Deserialize)]
+        struct Registered {
+            token: String,
+        }
+        let resp = self
+            .http
+            .post(format!("{}/_gateway/devices", self.base))
+            .json(&json!({ "platform": platform, "token": token }))
+            .send()
+            .await?;
+        Ok(Self::json::<Registered>(resp).await?.token)
+    }
+
     /// The app is uninstalled: from now on APNs answers 410 `Unregistered`, FCM 404
     /// `UNREGISTERED` for this token.
     pub async fn unregister_device(&self, token: &str) -> Result<(), GatewayClientError> {
@@ -173,19 +197,21 @@ impl GatewayClient {
             .send()
             .await?;
         let resp = Self::check(resp).await?;
-        Ok(resp
-            .bytes_stream()
-            .eventsource()
-            .filter_map(|r| async move {
+        Ok(
+            parse_stream(resp.bytes_stream(), MAX_DELIVERY_EVENT_BYTES).filter_map(|r| async move {
                 match r {
-                    Ok(e) if e.event == "push" => Some(
-                        serde_json::from_str::<Delivery>(&e.data)
+                    Ok(Parsed::Message(m)) if m.event == "push" => Some(
+                        serde_json::from_str::<Delivery>(&m.data)
                             .map_err(|err| GatewayClientError::Decode(err.to_string())),
                     ),
+                    Ok(Parsed::Oversized { .. }) => Some(Err(GatewayClientError::Decode(format!(
+                        "a delivery larger than {MAX_DELIVERY_EVENT_BYTES} bytes was skipped"
+                    )))),
                     Ok(_) => None,
-                    Err(e) => Some(Err(GatewayClientError::Decode(e.to_string()))),
+                    Err(e) => Some(Err(GatewayClientError::Http(e))),
                 }
-            }))
+            }),
+        )
     }
 
     pub async fn pushes(&self, query: &PushQuery) -> Result<Vec<PushRecord>, GatewayClientError> {

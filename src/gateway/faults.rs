@@ -48,6 +48,10 @@ pub struct FaultSpec {
     /// Seconds for a `Retry-After` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// Send `Retry-After` as an HTTP-date (IMF-fixdate, now + `retryAfter` seconds) instead of
+    /// delta-seconds: RFC 9110 §10.2.3 allows both, and services use both.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry_after_date: bool,
     /// Delay before answering.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
@@ -81,6 +85,9 @@ impl FaultSpec {
         if self.latency_ms.is_some_and(|l| l > MAX_LATENCY_MS) {
             return Err(format!("latencyMs is at most {MAX_LATENCY_MS}"));
         }
+        if self.retry_after_date && self.retry_after.is_none() {
+            return Err("retryAfterDate needs retryAfter (the seconds from now)".into());
+        }
         if self.count == Some(0) {
             return Err("count must be at least 1 (omit it for until-cleared)".into());
         }
@@ -88,6 +95,17 @@ impl FaultSpec {
             return Err("reason is at most 128 bytes".into());
         }
         Ok(())
+    }
+
+    /// The `Retry-After` value this fault answers with at `now`, if any: delta-seconds, or the
+    /// HTTP-date that many seconds after `now`.
+    pub fn retry_after_value(&self, now: std::time::SystemTime) -> Option<String> {
+        let secs = self.retry_after?;
+        Some(if self.retry_after_date {
+            httpdate::fmt_http_date(now + std::time::Duration::from_secs(secs))
+        } else {
+            secs.to_string()
+        })
     }
 
     fn matches(&self, provider: Provider, token: &str) -> bool {
@@ -196,6 +214,19 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_renders_as_seconds_or_an_http_date() {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_445_412_480);
+        let f = spec(r#"{"status":429,"retryAfter":30}"#);
+        assert_eq!(f.retry_after_value(now).as_deref(), Some("30"));
+        let f = spec(r#"{"status":429,"retryAfter":30,"retryAfterDate":true}"#);
+        assert_eq!(
+            f.retry_after_value(now).as_deref(),
+            Some("Wed, 21 Oct 2015 07:28:30 GMT")
+        );
+        assert_eq!(spec(r#"{"status":500}"#).retry_after_value(now), None);
+    }
+
+    #[test]
     fn validation() {
         let mut f = Faults::default();
         for bad in [
@@ -204,6 +235,7 @@ mod tests {
             r#"{"status":500,"drop":true}"#,
             r#"{"status":500,"count":0}"#,
             r#"{"latencyMs":999999999}"#,
+            r#"{"status":429,"retryAfterDate":true}"#,
         ] {
             assert!(f.add(spec(bad)).is_err(), "{bad}");
         }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
@@ -438,12 +438,9 @@ pub async fn send(
         );
     }
     match st.apply_faults(Provider::Fcm, &push.token).await {
-        Verdict::Fail(FaultSpec {
-            status,
-            reason,
-            retry_after,
-            ..
-        }) => {
+        Verdict::Fail(fault) => {
+            let retry_after = fault.retry_after_value(std::time::SystemTime::now());
+            let FaultSpec { status, reason, .. } = fault;
             // FCM has no 410: a dead token is 404 UNREGISTERED.
             let status = match status.unwrap_or(500) {
                 410 => 404,
@@ -472,8 +469,8 @@ pub async fn send(
             let (status, body) = google_error(status, message, Some(&code));
             st.record(push, status, Some(code), false);
             let mut resp = respond(status, body);
-            if let Some(secs) = retry_after {
-                resp.headers_mut().insert("retry-after", secs.into());
+            if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                resp.headers_mut().insert("retry-after", v);
             }
             resp
         }

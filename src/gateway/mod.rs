@@ -454,7 +454,11 @@ async fn register_device(State(st): State<AppState>, body: Bytes) -> Response {
             );
         }
         (Provider::Apns, Some(t)) if !apns::is_device_token(&t) => {
-            return api_error(400, "bad_request", "an APNs token is 64 hex characters");
+            return api_error(
+                400,
+                "bad_request",
+                "an APNs token is hex bytes: an even number of hex digits, at most 200",
+            );
         }
         (Provider::Fcm, Some(t)) if !fcm::is_registration_token(&t) => {
             return api_error(400, "bad_request", "not a valid FCM registration token");

@@ -132,7 +132,7 @@ pub fn validate(
     Ok(Accepted { ttl, topic })
 }
 
-fn error_response(status: u16, errno: u16, message: &str, retry_after: Option<u64>) -> Response {
+fn error_response(status: u16, errno: u16, message: &str, retry_after: Option<String>) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (
         code,
@@ -144,8 +144,8 @@ fn error_response(status: u16, errno: u16, message: &str, retry_after: Option<u6
         })),
     )
         .into_response();
-    if let Some(secs) = retry_after {
-        resp.headers_mut().insert("retry-after", secs.into());
+    if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        resp.headers_mut().insert("retry-after", v);
     }
     resp
 }
@@ -196,12 +196,9 @@ pub async fn deliver(
     push.collapse_key = accepted.topic;
     push.ttl_ms = Some(accepted.ttl.saturating_mul(1000));
     match st.apply_faults(Provider::Webpush, &id).await {
-        Verdict::Fail(FaultSpec {
-            status,
-            reason,
-            retry_after,
-            ..
-        }) => {
+        Verdict::Fail(fault) => {
+            let retry_after = fault.retry_after_value(std::time::SystemTime::now());
+            let FaultSpec { status, reason, .. } = fault;
             let status = status.unwrap_or(500);
             let errno = match status {
                 404 => 102,

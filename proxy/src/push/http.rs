@@ -140,10 +140,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// `Retry-After` in seconds (RFC 9110 §10.2.3); an HTTP date or garbage counts as absent.
+/// A response's `Retry-After` (RFC 9110 §10.2.3: delta-seconds or an HTTP-date), as a wait from
+/// now; garbage counts as absent. The parsing is [`crate::retry_after::parse`].
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    crate::retry_after::parse(value, SystemTime::now())
 }
 
 pub(crate) fn now_secs() -> u64 {
@@ -171,15 +172,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_after_seconds_only() {
+    fn retry_after_takes_seconds_and_http_dates() {
         let mut h = HeaderMap::new();
         assert_eq!(retry_after(&h), None);
         h.insert("retry-after", "2".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        // A date long past: retry now (not "absent", which would mean a provider's default).
         h.insert(
             "retry-after",
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert("retry-after", "later".parse().unwrap());
         assert_eq!(retry_after(&h), None);
     }
 
