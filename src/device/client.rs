@@ -425,7 +425,7 @@ mod tests {
         let w = parse_wake(&delivery(Provider::Apns, apns, BodyEncoding::Text), None).unwrap();
         assert_eq!(w.handoff, "h1");
         assert_eq!(w.pending, 2);
-        assert_eq!(w.latest_event_id, Some(EventId { ms: 5, seq: 1 }));
+        assert_eq!(w.latest_event_id, Some(EventId::new(5, 1)));
 
         let fcm = json!({"token": "t", "data": {"ssepush": obj.to_string()}}).to_string();
         let w = parse_wake(&delivery(Provider::Fcm, fcm, BodyEncoding::Text), None).unwrap();
@@ -463,11 +463,11 @@ mod tests {
             Subscription {
                 channels: vec!["sim.1".into(), "sim.all".into()],
                 filter: None,
-                last_event_id: Some(EventId { ms: 1, seq: 5 }),
+                last_event_id: Some(EventId::new(1, 5)),
             },
         );
         let ev = |seq| Event {
-            id: EventId { ms: 1, seq },
+            id: EventId::new(1, seq),
             channel: "sim.1".into(),
             kind: "message".into(),
             data: Value::Null,
@@ -476,7 +476,7 @@ mod tests {
         assert_eq!(c.accept(&ev(5)), Accepted::Replay);
         assert_eq!(c.accept(&ev(6)), Accepted::New);
         assert_eq!(c.accept(&ev(4)), Accepted::Replay);
-        assert_eq!(c.last_event_id(), Some(EventId { ms: 1, seq: 6 }));
+        assert_eq!(c.last_event_id(), Some(EventId::new(1, 6)));
         assert_eq!(
             c.stream_url(),
             "http://127.0.0.1:1/v1/sse?channel=sim.1&channel=sim.all"

@@ -256,7 +256,7 @@ mod tests {
     fn the_log_merges_channels_in_id_order() {
         let log = PublishLog::new();
         let p = |seq| Published {
-            id: EventId { ms: 1, seq },
+            id: EventId::new(1, seq),
             at: Duration::ZERO,
             data: Value::Null,
         };
@@ -272,7 +272,7 @@ mod tests {
         assert_eq!(ids, vec![1, 2, 3]);
         assert_eq!(
             log.newest_for(&["b".into()]),
-            Some(EventId { ms: 1, seq: 2 })
+            Some(EventId::new(1, 2))
         );
         assert_eq!(log.newest_for(&["zz".into()]), None);
         assert_eq!(log.total(), 4);
