@@ -179,7 +179,8 @@ async fn cleanup_redis(url: &str, namespace: &str) {
             return;
         };
         if !keys.is_empty() {
-            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+            let _: redis::RedisResult<i64> =
+                redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
         }
         if next == 0 {
             return;
@@ -232,14 +233,24 @@ async fn main() {
 
     // Phase 1: publishers alone.
     let stop = CancellationToken::new();
-    let publisher = tokio::spawn(publish_loop(http.clone(), url.clone(), args.pause, stop.clone()));
+    let publisher = tokio::spawn(publish_loop(
+        http.clone(),
+        url.clone(),
+        args.pause,
+        stop.clone(),
+    ));
     tokio::time::sleep(args.baseline).await;
     stop.cancel();
     let alone = summarize(publisher.await.expect("publisher"));
 
     // Phase 2: the same publishers while one client replays everything.
     let stop = CancellationToken::new();
-    let publisher = tokio::spawn(publish_loop(http.clone(), url.clone(), args.pause, stop.clone()));
+    let publisher = tokio::spawn(publish_loop(
+        http.clone(),
+        url.clone(),
+        args.pause,
+        stop.clone(),
+    ));
     let (got, took) = replay(http.clone(), url.clone(), total).await;
     stop.cancel();
     let during = summarize(publisher.await.expect("publisher"));

@@ -184,7 +184,9 @@ impl fmt::Display for ResetCause {
 
 /// A `Last-Event-ID` or cursor that is not an id this origin could have issued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not an event id (expected <ms>-<seq>.<epoch>, as returned by this origin, or 0-0)")]
+#[error(
+    "{0:?} is not an event id (expected <ms>-<seq>.<epoch>, as returned by this origin, or 0-0)"
+)]
 pub struct BadEventId(pub String);
 
 impl FromStr for EventId {
@@ -345,7 +347,10 @@ mod tests {
         assert_eq!(id.to_string(), "1700000000000-3.9f3c2a1b");
         assert_eq!(id.position().to_string(), "1700000000000-3");
         assert_eq!("1700000000000-3.9f3c2a1b".parse::<EventId>(), Ok(id));
-        assert_eq!("1-2.A".parse::<EventId>(), Ok(EventId::new(1, 2).in_epoch(10)));
+        assert_eq!(
+            "1-2.A".parse::<EventId>(),
+            Ok(EventId::new(1, 2).in_epoch(10))
+        );
         assert_eq!(EventId::epoch_start(5).to_string(), "0-0.00000005");
         assert_eq!("0-0".parse::<EventId>(), Ok(EventId::ZERO));
         assert!(EventId::epoch_start(5).is_start() && !id.is_start());

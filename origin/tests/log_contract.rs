@@ -14,9 +14,7 @@ use std::time::Duration;
 use common::{Namespace, ids, keep, new, pats};
 use ssepush_origin::event::ResetCause;
 use ssepush_origin::store::memory::MemoryLog;
-use ssepush_origin::store::{
-    EventLog, Limits, LogError, Reset, Resume, Retention, resume_point,
-};
+use ssepush_origin::store::{EventLog, Limits, LogError, Reset, Resume, Retention, resume_point};
 use ssepush_origin::{EventId, NewEvent, Pattern};
 
 #[derive(Clone, Copy)]
@@ -108,7 +106,10 @@ async fn ids_are_ordered_across_channels_and_reads_merge_them(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(ids(&r.events), ids(&stored[..3]));
-    assert_eq!(r.next, stored[2].id, "a read stopped by its limit says where");
+    assert_eq!(
+        r.next, stored[2].id,
+        "a read stopped by its limit says where"
+    );
     let r = log
         .read(&pats(&[">"]), EventId::ZERO, last, 0)
         .await
@@ -370,11 +371,7 @@ async fn every_id_names_the_epoch(kind: Kind) {
         .await
         .unwrap();
     let latest = log.latest("a", 1).await.unwrap();
-    let tail = log
-        .tail(head, 10, Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
+    let tail = log.tail(head, 10, Duration::ZERO).await.unwrap().unwrap();
     for e in read.events.iter().chain(&latest).chain(&tail) {
         assert_eq!(e.id.epoch, head.epoch, "{}", e.id);
         // The text form round-trips, epoch included.
@@ -443,7 +440,11 @@ async fn a_wide_read_is_paged_in_id_order(kind: Kind) {
         all.extend(log.append(batch).await.unwrap());
     }
     let last = log.last_id().await.unwrap();
-    for (patterns, limit) in [(&["w.*"][..], 500), (&["w.*", "other"][..], 333), (&[">"][..], 1000)] {
+    for (patterns, limit) in [
+        (&["w.*"][..], 500),
+        (&["w.*", "other"][..], 333),
+        (&[">"][..], 1000),
+    ] {
         let want: Vec<EventId> = all
             .iter()
             .filter(|e| pats(patterns).matches(&e.channel))
@@ -467,9 +468,13 @@ async fn a_narrow_pattern_in_a_busy_log_is_found(kind: Kind) {
     let (_s, log) = Store::open(kind, Retention::default()).await;
     let rare1 = log.append(vec![new("rare.x", 1)]).await.unwrap();
     for chunk in 0..6 {
-        log.append((0..1000).map(|i| new(&format!("noise.{}", i % 100), chunk)).collect())
-            .await
-            .unwrap();
+        log.append(
+            (0..1000)
+                .map(|i| new(&format!("noise.{}", i % 100), chunk))
+                .collect(),
+        )
+        .await
+        .unwrap();
     }
     let rare2 = log.append(vec![new("rare.y", 2)]).await.unwrap();
     let last = log.last_id().await.unwrap();
@@ -477,7 +482,10 @@ async fn a_narrow_pattern_in_a_busy_log_is_found(kind: Kind) {
     let mut after = EventId::ZERO;
     let mut reads = 0;
     while after < last {
-        let r = log.read(&pats(&["rare.*"]), after, last, 500).await.unwrap();
+        let r = log
+            .read(&pats(&["rare.*"]), after, last, 500)
+            .await
+            .unwrap();
         assert!(r.next > after);
         got.extend(ids(&r.events));
         after = r.next;

@@ -270,10 +270,7 @@ mod tests {
             .map(|(_, p)| p.id.seq)
             .collect();
         assert_eq!(ids, vec![1, 2, 3]);
-        assert_eq!(
-            log.newest_for(&["b".into()]),
-            Some(EventId::new(1, 2))
-        );
+        assert_eq!(log.newest_for(&["b".into()]), Some(EventId::new(1, 2)));
         assert_eq!(log.newest_for(&["zz".into()]), None);
         assert_eq!(log.total(), 4);
     }

@@ -307,16 +307,12 @@ impl Subscriber {
                 resume_from: Some(from),
             }),
             // Asked after the read: an event dropped in between is reported, never skipped.
-            None => s
-                .log
-                .gap(&s.patterns, from)
-                .await?
-                .map(|gap| Item::Reset {
-                    requested: cursor,
-                    oldest: gap.oldest,
-                    cause: ResetCause::Retention,
-                    resume_from: None,
-                }),
+            None => s.log.gap(&s.patterns, from).await?.map(|gap| Item::Reset {
+                requested: cursor,
+                oldest: gap.oldest,
+                cause: ResetCause::Retention,
+                resume_from: None,
+            }),
         };
         s.history = Some(History::new(first));
         Ok(s)
@@ -577,5 +573,115 @@ mod tests {
         let new = publish(&log, &hub, 3..6).await;
         assert_eq!(ready(&mut s), vec![5]);
         assert_eq!(s.position(), new[2].id);
+    }
+
+    async fn open(log: &Arc<MemoryLog>, hub: &Arc<Hub>, start: Start) -> Subscriber {
+        Subscriber::open_with(
+            log.clone(),
+            hub,
+            CancellationToken::new(),
+            64,
+            PatternSet::parse_all(["a"]).unwrap(),
+            None,
+            start,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn reset_of(s: &mut Subscriber) -> (EventId, Option<EventId>, ResetCause, Option<EventId>) {
+        match s.next().now_or_never() {
+            Some(Ok(Item::Reset {
+                requested,
+                oldest,
+                cause,
+                resume_from,
+            })) => (requested, oldest, cause, resume_from),
+            other => panic!("expected a reset, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fresh_subscription_holds_the_head_before_any_event() {
+        let log = Arc::new(MemoryLog::with_epoch(Retention::default(), 3));
+        let hub = Hub::new();
+        let s = open(&log, &hub, Start::Now).await;
+        assert_eq!(s.position(), EventId::epoch_start(3), "an empty log's head");
+        let old = publish(&log, &hub, 0..2).await;
+        let mut s = open(&log, &hub, Start::Now).await;
+        assert_eq!(s.position(), old[1].id);
+        // Resuming from that position later gets exactly what came after it.
+        let new = publish(&log, &hub, 2..3).await;
+        drop(s);
+        s = open(&log, &hub, Start::After(old[1].id)).await;
+        assert_eq!(ready(&mut s), vec![2]);
+        assert_eq!(s.position(), new[0].id);
+    }
+
+    #[tokio::test]
+    async fn a_cursor_of_another_epoch_gets_a_reset_then_this_epoch_from_its_start() {
+        let before = MemoryLog::with_epoch(Retention::default(), 1);
+        let gone = before
+            .append(vec![
+                NewEvent::new("a", None, serde_json::json!({"n": 0})).unwrap(),
+            ])
+            .await
+            .unwrap();
+        let log = Arc::new(MemoryLog::with_epoch(Retention::default(), 2));
+        let hub = Hub::new();
+        let now = publish(&log, &hub, 1..3).await;
+        for cursor in [gone[0].id, EventId::new(5, 0)] {
+            let mut s = open(&log, &hub, Start::After(cursor)).await;
+            assert_eq!(s.position(), EventId::epoch_start(2));
+            assert_eq!(
+                reset_of(&mut s),
+                (
+                    cursor,
+                    Some(now[0].id),
+                    ResetCause::Epoch,
+                    Some(EventId::epoch_start(2))
+                )
+            );
+            assert_eq!(ready(&mut s), vec![1, 2]);
+        }
+        // `0-0` is "from the start", not a foreign cursor.
+        let mut s = open(&log, &hub, Start::After(EventId::ZERO)).await;
+        assert_eq!(ready(&mut s), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_cursor_ahead_of_the_head_gets_a_reset_and_continues_from_the_head() {
+        let log = Arc::new(MemoryLog::with_epoch(Retention::default(), 4));
+        let hub = Hub::new();
+        let old = publish(&log, &hub, 0..2).await;
+        let ahead = EventId::new(old[1].id.ms + 1000, 0).in_epoch(4);
+        let mut s = open(&log, &hub, Start::After(ahead)).await;
+        assert_eq!(
+            reset_of(&mut s),
+            (ahead, None, ResetCause::Ahead, Some(old[1].id))
+        );
+        assert_eq!(s.position(), old[1].id);
+        publish(&log, &hub, 2..3).await;
+        assert_eq!(ready(&mut s), vec![2]);
+    }
+
+    #[tokio::test]
+    async fn a_cursor_behind_retention_gets_a_reset_and_keeps_its_place() {
+        let log = Arc::new(MemoryLog::new(Retention {
+            default: crate::store::Limits {
+                max_events: 2,
+                max_age: None,
+            },
+            overrides: vec![],
+        }));
+        let hub = Hub::new();
+        let old = publish(&log, &hub, 0..5).await;
+        let mut s = open(&log, &hub, Start::After(old[0].id)).await;
+        assert_eq!(
+            reset_of(&mut s),
+            (old[0].id, Some(old[3].id), ResetCause::Retention, None)
+        );
+        assert_eq!(ready(&mut s), vec![3, 4]);
     }
 }

@@ -329,7 +329,11 @@ impl EventLog for MemoryLog {
             let inner = self.lock();
             let mut last = None;
             let mut more = false;
-            for (n, (id, name)) in inner.drops.range((from.clone(), Bound::Unbounded)).enumerate() {
+            for (n, (id, name)) in inner
+                .drops
+                .range((from.clone(), Bound::Unbounded))
+                .enumerate()
+            {
                 if n == GAP_SCAN {
                     more = true;
                     break;
@@ -537,7 +541,10 @@ mod tests {
         ));
         assert!(log.gap(&pats(&["a"]), other).await.is_err());
         assert_eq!(
-            log.tail(other, 10, Duration::ZERO).await.unwrap().map(|v| v.len()),
+            log.tail(other, 10, Duration::ZERO)
+                .await
+                .unwrap()
+                .map(|v| v.len()),
             None,
             "the feed cannot continue a cursor of another epoch"
         );

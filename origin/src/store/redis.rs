@@ -38,9 +38,12 @@
 //! # History reads
 //!
 //! A read of literal channels is one transaction of `XRANGE`s. A wildcard read walks the global
-//! feed instead (one script: `XRANGE` over at most [`FEED_SCAN`] feed entries, plus the `dropped`
-//! id of each channel seen, so events retention already dropped are left out), which is the
-//! global id order without listing every channel per batch. Only a cursor older than the feed
+//! feed instead (one transaction: the epoch, the feed's lower bound and an `XRANGE` over no more
+//! feed entries than the read may return, at most [`FEED_SCAN`]; then one `HMGET` of the
+//! `dropped` ids of the channels seen, so events retention already dropped are left out), which
+//! is the global id order without listing every channel per batch, and costs Redis little more
+//! than the range itself (a Lua script doing the same spent about six times as long, converting
+//! the entries). Only a cursor older than the feed
 //! (it keeps the newest [`FEED_CAPACITY`] events) falls back to reading every matching channel,
 //! in pipelines of [`CHANNEL_CHUNK`] so publishers' scripts run in between.
 //!
@@ -54,7 +57,8 @@
 //!
 //! # Connections
 //!
-//! Ordinary commands share one auto-reconnecting multiplexed [`ConnectionManager`]. `tail` blocks
+//! Ordinary commands share one auto-reconnecting multiplexed [`ConnectionManager`]; history reads
+//! have a second one, so a replay's large replies never delay a publisher's append. `tail` blocks
 //! in `XREAD BLOCK`, which would stall every command queued behind it on a multiplexed
 //! connection, so it has a dedicated connection with no client-side response timeout (the
 //! client's default of 500 ms would cut every wait short), guarded by a mutex.
@@ -85,7 +89,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const TRIM_CHUNK: usize = 256;
 /// Longest `XREAD BLOCK` we ask for; far beyond any real wait, and within what Redis accepts.
 const MAX_BLOCK_MS: u128 = 1_000_000_000_000;
-/// Feed entries one wildcard read examines (one script call).
+/// Most feed entries one wildcard read examines (one script call); it examines no more than the
+/// events it may return.
 pub const FEED_SCAN: usize = 2048;
 /// Channel streams read per pipeline when a read has to visit channels one by one.
 pub const CHANNEL_CHUNK: usize = 64;
@@ -178,39 +183,6 @@ return out
 "#
 );
 
-/// A stretch of the global feed, with what a wildcard read needs to use it: the epoch, the
-/// newest id the feed's cap dropped (the feed holds everything after it), and the `dropped` id
-/// of each channel in the stretch (its events up to that id are no longer retained).
-const READ_FEED_LUA: &str = concat!(
-    epoch_lua!(),
-    r#"
--- KEYS: 1 feed, 2 feed-dropped, 3 dropped hash, 4 epoch
--- ARGV: 1 candidate epoch, 2 after (exclusive), 3 upto, 4 count
-local epoch = ensure_epoch(KEYS[4], ARGV[1])
-local feed_dropped = redis.call('GET', KEYS[2]) or ''
-local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], ARGV[3], 'COUNT', ARGV[4])
-local seen, floors = {}, {}
-for _, e in ipairs(entries) do
-  local f = e[2]
-  for i = 1, #f, 2 do
-    if f[i] == 'c' then
-      local c = f[i + 1]
-      if not seen[c] then
-        seen[c] = true
-        local d = redis.call('HGET', KEYS[3], c)
-        if d then
-          floors[#floors + 1] = c
-          floors[#floors + 1] = d
-        end
-      end
-      break
-    end
-  end
-end
-return {epoch, feed_dropped, entries, floors}
-"#
-);
-
 /// Age trimming by the Redis clock, the one the ids come from.
 const TRIM_LUA: &str = concat!(
     newest_below_lua!(),
@@ -282,13 +254,15 @@ impl Keys {
 pub struct RedisLog {
     client: Client,
     conn: ConnectionManager,
+    /// History reads (`read`, `gap`) on their own connection: a replay's large replies never
+    /// queue in front of a publisher's append on the shared one.
+    history: ConnectionManager,
     /// Only `tail` blocks on it; `None` until first use and after a failure, to reconnect.
     tail_conn: Mutex<Option<MultiplexedConnection>>,
     keys: Keys,
     retention: Retention,
     feed_capacity: u64,
     append: Script,
-    read_feed: Script,
     trim: Script,
     last: Script,
 }
@@ -314,7 +288,10 @@ impl RedisLog {
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_secs(1));
-        let mut conn = ConnectionManager::new_with_config(client.clone(), config)
+        let mut conn = ConnectionManager::new_with_config(client.clone(), config.clone())
+            .await
+            .map_err(store_error)?;
+        let history = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(store_error)?;
         let info: String = redis::cmd("INFO")
@@ -334,12 +311,12 @@ impl RedisLog {
         Ok(RedisLog {
             client,
             conn,
+            history,
             tail_conn: Mutex::new(None),
             keys,
             retention,
             feed_capacity: FEED_CAPACITY,
             append: Script::new(APPEND_LUA),
-            read_feed: Script::new(READ_FEED_LUA),
             trim: Script::new(TRIM_LUA),
             last: Script::new(LAST_ID_LUA),
         })
@@ -355,6 +332,32 @@ impl RedisLog {
     /// The prefix of every key this log owns (`ssepush:{<ns>}:`), for tooling and cleanup.
     pub fn key_prefix(&self) -> &str {
         &self.keys.prefix
+    }
+
+    /// Runs a history pipeline, once more if the connection had dropped: reads are idempotent,
+    /// and the first command after Redis came back only finds the old connection gone (the
+    /// manager reconnects for the second), which would otherwise fail a client's resume.
+    async fn on_history<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, LogError> {
+        let mut conn = self.history.clone();
+        match pipe.query_async(&mut conn).await {
+            Err(e) if dropped(&e) => pipe.query_async(&mut conn).await.map_err(store_error),
+            r => r.map_err(store_error),
+        }
+    }
+
+    /// [`on_history`](Self::on_history) for one command.
+    async fn on_history_cmd<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, LogError> {
+        let mut conn = self.history.clone();
+        match cmd.query_async(&mut conn).await {
+            Err(e) if dropped(&e) => cmd.query_async(&mut conn).await.map_err(store_error),
+            r => r.map_err(store_error),
+        }
     }
 
     /// Adds `SET epoch <candidate> NX` and `GET epoch` to a pipeline; the `GET` is its last
@@ -394,10 +397,7 @@ impl RedisLog {
                     .arg(count_arg(limit));
             }
             self.with_epoch(&mut pipe);
-            let mut replies: Vec<Value> = pipe
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(store_error)?;
+            let mut replies: Vec<Value> = self.on_history(&pipe).await?;
             let current = parse_epoch_reply(replies.pop())?;
             epoch = same_epoch(epoch, current)?;
             if replies.len() != chunk.len() {
@@ -435,41 +435,51 @@ impl RedisLog {
         limit: usize,
         epoch: u32,
     ) -> Result<Option<ReadResult>, LogError> {
-        let reply: Value = self
-            .read_feed
-            .key(&self.keys.log)
-            .key(&self.keys.log_dropped)
-            .key(&self.keys.dropped)
-            .key(&self.keys.epoch)
-            .arg(candidate_epoch())
-            .arg(after.position().to_string())
+        // No more entries than the read may return: a wide pattern uses every one, a narrow one
+        // just takes more (cheap) calls.
+        let scan = limit.clamp(1, FEED_SCAN);
+        let mut pipe = redis::pipe();
+        // Native commands in one transaction: the epoch, the feed's lower bound and the stretch
+        // are one snapshot, and Redis spends little more than the range itself on it.
+        pipe.atomic();
+        self.with_epoch(&mut pipe);
+        pipe.cmd("GET").arg(&self.keys.log_dropped);
+        pipe.cmd("XRANGE")
+            .arg(&self.keys.log)
+            .arg(format!("({}", after.position()))
             .arg(upto.position().to_string())
-            .arg(FEED_SCAN)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(store_error)?;
-        let Value::Array(parts) = reply else {
-            return Err(corrupt(format!("feed read returned {reply:?}")));
-        };
-        let [current, feed_dropped, entries, floors]: [Value; 4] =
-            parts.try_into().map_err(|p: Vec<Value>| {
-                corrupt(format!("feed read returned {} parts, expected 4", p.len()))
+            .arg("COUNT")
+            .arg(scan);
+        let replies: Vec<Value> = self.on_history(&pipe).await?;
+        let [current, feed_dropped, entries]: [Value; 3] =
+            replies.try_into().map_err(|p: Vec<Value>| {
+                corrupt(format!(
+                    "feed read returned {} replies, expected 3",
+                    p.len()
+                ))
             })?;
         let epoch = same_epoch(epoch, parse_epoch_value(&current)?)?;
-        if text(&feed_dropped).is_some_and(|t| !t.is_empty())
-            && parse_id(&feed_dropped)?.position() > after.position()
-        {
+        if parse_opt_id(&feed_dropped)?.is_some_and(|d| d.position() > after.position()) {
             return Ok(None);
         }
+        let entries = parse_entries(entries)?;
+        // Events retention already dropped from their channel are not history. The channels'
+        // `dropped` ids are read right after the range: a drop in between makes an event that was
+        // retained a moment ago count as dropped, the same race as any drop during a replay.
+        let mut names: Vec<String> = entries.iter().filter_map(|e| e.channel.clone()).collect();
+        names.sort_unstable();
+        names.dedup();
         let mut floor: std::collections::HashMap<String, EventId> = Default::default();
-        if let Value::Array(items) = floors {
-            let mut it = items.into_iter();
-            while let (Some(c), Some(d)) = (it.next(), it.next()) {
-                let c = text(&c).ok_or_else(|| corrupt("channel name is not text"))?;
-                floor.insert(c.to_owned(), parse_id(&d)?);
+        if !names.is_empty() {
+            let floors: Vec<Value> = self
+                .on_history_cmd(redis::cmd("HMGET").arg(&self.keys.dropped).arg(&names))
+                .await?;
+            for (c, d) in names.into_iter().zip(&floors) {
+                if let Some(d) = parse_opt_id(d)? {
+                    floor.insert(c, d);
+                }
             }
         }
-        let entries = parse_entries(entries)?;
         let scanned = entries.len();
         let mut last = after;
         let mut events = Vec::new();
@@ -489,7 +499,7 @@ impl RedisLog {
                 }
             }
         }
-        let next = if scanned >= FEED_SCAN { last } else { upto };
+        let next = if scanned >= scan { last } else { upto };
         Ok(Some(ReadResult { events, next }))
     }
 
@@ -508,10 +518,7 @@ impl RedisLog {
                     .arg(1);
             }
             self.with_epoch(&mut pipe);
-            let mut replies: Vec<Value> = pipe
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(store_error)?;
+            let mut replies: Vec<Value> = self.on_history(&pipe).await?;
             let epoch = parse_epoch_reply(replies.pop())?;
             for v in replies {
                 out.push(parse_entries(v)?.first().map(|e| e.id.in_epoch(epoch)));
@@ -580,6 +587,11 @@ fn check_version(info: &str) -> Result<(), LogError> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// The connection broke under the command (Redis restarted, a network blip).
+fn dropped(e: &RedisError) -> bool {
+    e.is_connection_dropped() || e.is_io_error()
 }
 
 fn store_error(e: RedisError) -> LogError {
@@ -813,18 +825,13 @@ impl EventLog for RedisLog {
             names.dedup();
             return self.read_channels(&names, after, upto, limit, epoch).await;
         }
-        if let Some(r) = self
-            .read_feed(patterns, after, upto, limit, epoch)
-            .await?
-        {
+        if let Some(r) = self.read_feed(patterns, after, upto, limit, epoch).await? {
             return Ok(r);
         }
         // The cursor is older than the feed: visit the matching channels one by one.
-        let all: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(&self.keys.channels)
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(store_error)?;
+        let all: Vec<String> = self
+            .on_history_cmd(redis::cmd("SMEMBERS").arg(&self.keys.channels))
+            .await?;
         let names: Vec<&str> = all
             .iter()
             .map(String::as_str)
@@ -834,7 +841,6 @@ impl EventLog for RedisLog {
     }
 
     async fn gap(&self, patterns: &PatternSet, after: EventId) -> Result<Option<Reset>, LogError> {
-        let mut conn = self.conn.clone();
         let newer = |d: &Value| -> Result<bool, LogError> {
             Ok(parse_opt_id(d)?.is_some_and(|d| d.position() > after.position()))
         };
@@ -843,12 +849,9 @@ impl EventLog for RedisLog {
             Some(mut names) => {
                 names.sort_unstable();
                 names.dedup();
-                let dropped: Vec<Value> = redis::cmd("HMGET")
-                    .arg(&self.keys.dropped)
-                    .arg(&names)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(store_error)?;
+                let dropped: Vec<Value> = self
+                    .on_history_cmd(redis::cmd("HMGET").arg(&self.keys.dropped).arg(&names))
+                    .await?;
                 for (name, d) in names.iter().zip(&dropped) {
                     if newer(d)? {
                         lost.push((*name).to_owned());
@@ -859,14 +862,15 @@ impl EventLog for RedisLog {
                 // Only channels that ever dropped something are in the hash; walk it in steps.
                 let mut cursor = 0u64;
                 loop {
-                    let (next, items): (u64, Vec<Value>) = redis::cmd("HSCAN")
-                        .arg(&self.keys.dropped)
-                        .arg(cursor)
-                        .arg("COUNT")
-                        .arg(GAP_SCAN)
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(store_error)?;
+                    let (next, items): (u64, Vec<Value>) = self
+                        .on_history_cmd(
+                            redis::cmd("HSCAN")
+                                .arg(&self.keys.dropped)
+                                .arg(cursor)
+                                .arg("COUNT")
+                                .arg(GAP_SCAN),
+                        )
+                        .await?;
                     let mut it = items.into_iter();
                     while let (Some(c), Some(d)) = (it.next(), it.next()) {
                         let c = text(&c).ok_or_else(|| corrupt("channel name is not text"))?;
