@@ -321,6 +321,39 @@ async fn a_wildcard_read_older_than_the_feed_visits_the_channels() {
 }
 
 #[tokio::test]
+async fn a_wildcard_read_examines_no_more_feed_entries_than_it_may_return() {
+    let ns = Namespace::new();
+    let log = ns.open(Retention::default()).await;
+    let noise = log
+        .append(
+            (0..50)
+                .map(|i| new(&format!("noise.{}", i % 7), i))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let rare = log.append(vec![new("rare.x", 0)]).await.unwrap();
+    let last = log.last_id().await.unwrap();
+    let r = log
+        .read(&pats(&["rare.*"]), EventId::ZERO, last, 10)
+        .await
+        .unwrap();
+    assert!(r.events.is_empty());
+    assert_eq!(
+        r.next, noise[9].id,
+        "one read, one bounded stretch of the feed"
+    );
+    let mut after = r.next;
+    let mut got = Vec::new();
+    while after < last {
+        let r = log.read(&pats(&["rare.*"]), after, last, 10).await.unwrap();
+        got.extend(ids(&r.events));
+        after = r.next;
+    }
+    assert_eq!(got, ids(&rare));
+}
+
+#[tokio::test]
 async fn every_origin_on_a_namespace_sees_the_new_epoch_after_a_loss() {
     let ns = Namespace::new();
     let a = Arc::new(ns.open(Retention::default()).await);

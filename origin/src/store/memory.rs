@@ -526,6 +526,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_read_examines_a_bounded_stretch_of_the_index() {
+        let log = MemoryLog::new(Retention::default());
+        let noise: Vec<NewEvent> = (0..(READ_SCAN as i64 * 2))
+            .map(|i| new(&format!("noise.{}", i % (SMALL_LOG as i64 * 2)), i))
+            .collect();
+        let stored = log.append(noise).await.unwrap();
+        let rare = log.append(vec![new("rare.x", 0)]).await.unwrap();
+        let last = log.last_id().await.unwrap();
+        // A narrow wildcard in a busy log: the first read gives up after READ_SCAN entries and
+        // says where it stopped, instead of walking the whole log under the lock.
+        let r = log
+            .read(&pats(&["rare.*"]), EventId::ZERO, last, 500)
+            .await
+            .unwrap();
+        assert!(r.events.is_empty());
+        assert_eq!(r.next, stored[READ_SCAN - 1].id);
+        let r = log
+            .read(&pats(&["rare.*"]), r.next, last, 500)
+            .await
+            .unwrap();
+        assert_eq!(r.next, stored[2 * READ_SCAN - 1].id);
+        let r = log
+            .read(&pats(&["rare.*"]), r.next, last, 500)
+            .await
+            .unwrap();
+        assert_eq!((r.events, r.next), (rare, last));
+    }
+
+    #[tokio::test]
     async fn ids_of_another_epoch_are_refused() {
         let log = MemoryLog::with_epoch(Retention::default(), 7);
         assert_eq!(log.last_id().await.unwrap(), EventId::epoch_start(7));

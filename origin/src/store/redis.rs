@@ -27,6 +27,12 @@
 //! of another epoch fails with [`LogError::EpochChanged`], and `tail` reports that it lost its
 //! place, which makes the hub disconnect its subscribers so they resume (and get a reset).
 //!
+//! What an epoch cannot see: a Redis that comes back with *part* of its history (restored from
+//! an older snapshot, or a failover to a replica that lagged) keeps its epoch. Cursors newer
+//! than its head are still reset (`ahead`), but a client whose cursor is older than the lost
+//! stretch cannot be told it missed it. Where that matters, run Redis with `appendfsync always`
+//! and no lagging failover.
+//!
 //! # Ids
 //!
 //! An append is one Lua script per batch. Each event is first `XADD`ed to the global feed with an
