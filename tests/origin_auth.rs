@@ -204,7 +204,7 @@ async fn tokens_and_jwts_are_checked() {
         &origin.client,
         &Subscription {
             channels: vec!["auth.t".into()],
-            last_event_id: Some(EventId::new(1, 0)),
+            last_event_id: Some(EventId::ZERO),
             ..Default::default()
         },
         accepted.len(),

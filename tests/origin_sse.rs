@@ -32,8 +32,22 @@ async fn the_wire_format_has_retry_ids_types_and_the_envelope() {
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     assert_eq!(resp.headers()["cache-control"], "no-cache");
     let mut body = resp.bytes_stream();
-    let first = body.next().await.unwrap().unwrap();
-    assert_eq!(&first[..], b"retry: 100\n\n");
+    // `retry:`, then the log's head as an id-only block: an empty memory log's head is the
+    // start of its epoch.
+    let mut opening = Vec::new();
+    while !(opening.starts_with(b"retry: 100\n\nid: ") && opening.ends_with(b"\n\n")) {
+        opening.extend_from_slice(&body.next().await.unwrap().unwrap());
+        assert!(
+            opening.len() < 64,
+            "{:?}",
+            String::from_utf8_lossy(&opening)
+        );
+    }
+    let opening = String::from_utf8(opening).unwrap();
+    let head: EventId = opening["retry: 100\n\nid: ".len()..opening.len() - 2]
+        .parse()
+        .unwrap();
+    assert!(head.is_start() && head.epoch != 0, "{opening:?}");
     let id = origin
         .client
         .publish_one("chat.a", Some("greeting"), json!({"x": 1}))
@@ -47,6 +61,7 @@ async fn the_wire_format_has_retry_ids_types_and_the_envelope() {
             id.ms
         )
     );
+    assert_eq!(id.epoch, head.epoch);
     origin.stop().await;
 }
 

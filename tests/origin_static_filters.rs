@@ -245,7 +245,9 @@ async fn refuses_direct_publish(origin: &TestOrigin) {
         &origin.client,
         &Subscription {
             channels: vec!["chat.ok".into()],
-            last_event_id: Some(EventId::new(before.ms.saturating_sub(60_000), 0)),
+            last_event_id: Some(
+                EventId::new(before.ms.saturating_sub(60_000), 0).in_epoch(before.epoch),
+            ),
             ..Default::default()
         },
         1,

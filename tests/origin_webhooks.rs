@@ -624,7 +624,8 @@ async fn a_cursor_behind_retention_records_the_gap_and_continues_with_the_oldest
     })
     .await;
     let s = status(&origin, &id).await;
-    assert_eq!(s["cursor"], "0-0", "nothing was delivered yet: {s}");
+    let cursor: ssepush_origin::EventId = s["cursor"].as_str().unwrap().parse().unwrap();
+    assert!(cursor.is_start(), "nothing was delivered yet: {s}");
     rx.state.failing.store(false, Ordering::SeqCst);
     // Only the retained events can be delivered; they arrive in order, nothing after them lost.
     wait_for_ids(&rx, &published[7..], Duration::from_secs(10)).await;

@@ -203,8 +203,15 @@ async fn several_subscriptions_resume_exactly(settings: Settings) {
         .await;
     let mut seen = Seen::default();
     read_until(&mut ws, &mut seen, "three oks", |s| s.oks() == 3).await;
-    for (ok, sub) in seen.other.iter().zip(["s1", "s2", "s3"]) {
-        assert_eq!(*ok, json!({"type": "ok", "op": "subscribe", "ref": sub}));
+    // Each `ok` carries the subscription's cursor from its first moment: the one given, the
+    // start of the log's epoch for `0-0`, the log's head for a fresh subscription.
+    let head = history[29].0;
+    let cursors = [cursor, EventId::epoch_start(head.epoch), head];
+    for ((ok, sub), at) in seen.other.iter().zip(["s1", "s2", "s3"]).zip(cursors) {
+        assert_eq!(
+            *ok,
+            json!({"type": "ok", "op": "subscribe", "ref": sub, "lastEventId": at.to_string()})
+        );
     }
     let live = publish_round_robin(&origin, 30..60).await;
     let all: Vec<_> = history.iter().chain(&live).cloned().collect();

@@ -370,12 +370,34 @@ pub async fn run_feed(log: Arc<dyn EventLog>, hub: Arc<Hub>, shutdown: Cancellat
                 }
             }
             Ok(None) => {
-                tracing::error!(
-                    "hub fell behind the store's feed; disconnecting subscribers so they resume"
-                );
-                metrics::counter!("ssepush_origin_feed_gaps_total").increment(1);
-                hub.kick_all();
-                cursor = None;
+                // The head is read *before* the kick: whoever subscribes after the kick reads a
+                // watermark at or past it, so the feed, continuing from it, misses nobody's
+                // events. (Read after the kick, a subscriber in between could fall in the gap.)
+                let head = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = log.last_id() => r,
+                };
+                match head {
+                    Ok(head) => {
+                        tracing::error!(
+                            %head,
+                            "hub lost its place in the store's feed (fell behind, or the log's \
+                             history was lost); disconnecting subscribers so they resume"
+                        );
+                        metrics::counter!("ssepush_origin_feed_gaps_total").increment(1);
+                        hub.kick_all();
+                        cursor = Some(head);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "feed lost its place and the head read failed; retrying");
+                        cursor = None;
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "feed read failed; retrying");

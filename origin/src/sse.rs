@@ -13,7 +13,7 @@ pub mod parse;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::event::{Event, EventId, RESET_TYPE};
+use crate::event::{Event, EventId, RESET_TYPE, ResetCause};
 
 /// Encodes one event as an SSE frame: `id:`, `event:`, `data:` and the blank line.
 pub fn encode_event(event: &Event) -> Bytes {
@@ -80,15 +80,25 @@ pub fn encode_frame(id: Option<&str>, kind: &str, data: &[u8]) -> Bytes {
     buf.freeze()
 }
 
-/// The reset control event: the cursor the client gave is older than what the origin holds.
-/// It carries no `id:` so the client's `Last-Event-ID` is left where it was.
-pub fn encode_reset(requested: EventId, oldest: Option<EventId>) -> Bytes {
+/// The reset control event: the origin cannot vouch for the cursor the client gave (`cause`:
+/// `retention`, `epoch` or `ahead`, see [`ResetCause`]). It carries no `id:` so the client's
+/// `Last-Event-ID` is left where it was; when the stream continues from somewhere else, an
+/// [`encode_id`] block follows it.
+pub fn encode_reset(requested: EventId, oldest: Option<EventId>, cause: ResetCause) -> Bytes {
     let data = serde_json::json!({
-        "reason": "cursor older than retention; resync from a snapshot",
+        "reason": cause.reason(),
+        "cause": cause.as_str(),
         "requestedId": requested,
         "oldestId": oldest,
     });
     encode_frame(None, RESET_TYPE, data.to_string().as_bytes())
+}
+
+/// An id-only block (`id: <id>` and a blank line). WHATWG HTML §9.2.6: it sets the client's
+/// last event ID without firing an event, so a stream can hand the client a cursor (the log's
+/// head when it opens, the new position after a reset) before any event exists.
+pub fn encode_id(id: EventId) -> Bytes {
+    Bytes::from(format!("id: {id}\n\n"))
 }
 
 /// `retry:` tells the client how long to wait before it reconnects.
@@ -133,12 +143,29 @@ mod tests {
     }
 
     #[test]
-    fn reset_has_no_id_and_names_the_oldest_id() {
-        let f = encode_reset(EventId::new(1, 0), Some(EventId::new(5, 0)));
+    fn reset_has_no_id_and_names_the_oldest_id_and_the_cause() {
+        let f = encode_reset(
+            EventId::new(1, 0),
+            Some(EventId::new(5, 0)),
+            ResetCause::Retention,
+        );
         let s = std::str::from_utf8(&f).unwrap();
         assert!(s.starts_with("event: ssepush.reset\ndata: {"), "{s}");
         assert!(s.contains("\"oldestId\":\"5-0\""), "{s}");
+        assert!(s.contains("\"cause\":\"retention\""), "{s}");
         assert!(!s.contains("\nid:"));
+        let f = encode_reset(EventId::new(1, 0).in_epoch(3), None, ResetCause::Epoch);
+        let s = std::str::from_utf8(&f).unwrap();
+        assert!(s.contains("\"cause\":\"epoch\""), "{s}");
+        assert!(s.contains("\"requestedId\":\"1-0.00000003\""), "{s}");
+    }
+
+    #[test]
+    fn an_id_block_has_no_data() {
+        assert_eq!(
+            &encode_id(EventId::new(7, 1).in_epoch(0xab))[..],
+            b"id: 7-1.000000ab\n\n"
+        );
     }
 
     #[test]

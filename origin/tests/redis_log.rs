@@ -1,411 +1,26 @@
 #![cfg(feature = "server")]
-//! Integration tests of the Redis event log against a real Redis.
+//! Integration tests of what is particular to the Redis event log, against a real Redis: several
+//! origins on one namespace, the dedicated `tail` connection, the feed's cap, reading history
+//! older than the feed, losing Redis and its data. What every log must do is in
+//! `log_contract.rs`, run on both backends.
 //!
 //! They need Redis ≥ 6.2 at `redis://127.0.0.1:6379` (or `SSEPUSH_TEST_REDIS`) and fail, rather
 //! than skip, when it is unreachable: a silently skipped store test is how a broken store ships.
 //! Each test works in its own random namespace and deletes its keys when done, even on failure,
 //! so tests run in parallel and against a Redis that holds other data.
 
+mod common;
+
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{Namespace, ids, keep, new, pats, redis_url};
+use ssepush_origin::EventId;
 use ssepush_origin::store::redis::RedisLog;
-use ssepush_origin::store::{EventLog, Limits, LogError, Reset, Retention};
-use ssepush_origin::{EventId, NewEvent, Pattern, PatternSet};
+use ssepush_origin::store::{EventLog, LogError, Reset, Retention};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
-
-fn redis_url() -> String {
-    std::env::var("SSEPUSH_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// A namespace no other test (or earlier run) uses; its keys are deleted on drop.
-struct Namespace(String);
-
-impl Namespace {
-    fn new() -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        Namespace(format!(
-            "test-{}-{nanos}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ))
-    }
-
-    async fn open(&self, retention: Retention) -> RedisLog {
-        self.open_at(&redis_url(), retention).await
-    }
-
-    async fn open_at(&self, url: &str, retention: Retention) -> RedisLog {
-        RedisLog::connect(url, &self.0, retention)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("these tests need Redis at {url} (set SSEPUSH_TEST_REDIS): {e}")
-            })
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        // Synchronous on purpose: it must also run while a failed test unwinds.
-        let Ok(mut conn) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) else {
-            return;
-        };
-        let pattern = format!("ssepush:{{{}}}:*", self.0);
-        let mut cursor = 0u64;
-        loop {
-            let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query(&mut conn)
-            else {
-                return;
-            };
-            if !keys.is_empty() {
-                let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(&keys).query(&mut conn);
-            }
-            if next == 0 {
-                return;
-            }
-            cursor = next;
-        }
-    }
-}
-
-fn new(ch: &str, n: i64) -> NewEvent {
-    NewEvent::new(ch, None, serde_json::json!(n)).unwrap()
-}
-
-fn pats(p: &[&str]) -> PatternSet {
-    PatternSet::parse_all(p.iter().copied()).unwrap()
-}
-
-fn keep(max_events: u64, max_age: Option<Duration>) -> Retention {
-    Retention {
-        default: Limits {
-            max_events,
-            max_age,
-        },
-        overrides: vec![],
-    }
-}
-
-fn ids(events: &[ssepush_origin::event::SharedEvent]) -> Vec<EventId> {
-    events.iter().map(|e| e.id).collect()
-}
-
-#[tokio::test]
-async fn ids_are_ordered_across_channels_and_reads_merge_them() {
-    let ns = Namespace::new();
-    let log = ns.open(Retention::default()).await;
-    assert_eq!(log.last_id().await.unwrap(), EventId::ZERO);
-    let stored = log
-        .append(vec![
-            new("a.x", 1),
-            new("b.y", 2),
-            new("a.z", 3),
-            new("c", 4),
-        ])
-        .await
-        .unwrap();
-    assert!(stored.windows(2).all(|w| w[0].id < w[1].id));
-    assert!(
-        stored
-            .iter()
-            .all(|e| e.time == e.id.ms && e.kind == "message")
-    );
-    let last = log.last_id().await.unwrap();
-    assert_eq!(last, stored[3].id);
-    let r = log
-        .read(&pats(&["a.*", "b.>"]), EventId::ZERO, last, 100)
-        .await
-        .unwrap();
-    let data: Vec<_> = r.events.iter().map(|e| e.data.clone()).collect();
-    assert_eq!(
-        data,
-        vec![
-            serde_json::json!(1),
-            serde_json::json!(2),
-            serde_json::json!(3)
-        ]
-    );
-    assert_eq!(r.events[1].channel, "b.y");
-    assert!(r.reset.is_none());
-    // Exclusive cursor, inclusive upper bound, limit.
-    let r = log
-        .read(&pats(&[">"]), stored[0].id, stored[2].id, 100)
-        .await
-        .unwrap();
-    assert_eq!(ids(&r.events), vec![stored[1].id, stored[2].id]);
-    let r = log
-        .read(&pats(&[">"]), EventId::ZERO, last, 3)
-        .await
-        .unwrap();
-    assert_eq!(ids(&r.events), ids(&stored[..3]));
-    let r = log
-        .read(&pats(&[">"]), EventId::ZERO, last, 0)
-        .await
-        .unwrap();
-    assert!(r.events.is_empty());
-    // The stored events come back whole.
-    let r = log
-        .read(&pats(&["c"]), EventId::ZERO, last, 10)
-        .await
-        .unwrap();
-    assert_eq!(*r.events[0], *stored[3]);
-}
-
-#[tokio::test]
-async fn patterns_select_channels_like_the_memory_log() {
-    let ns = Namespace::new();
-    let log = ns.open(Retention::default()).await;
-    let stored = log
-        .append(vec![
-            new("sensors.eu.temp", 1),
-            new("sensors.us.temp", 2),
-            new("sensors.eu.temp.max", 3),
-            new("sensors", 4),
-            new("chat.room1", 5),
-        ])
-        .await
-        .unwrap();
-    let last = log.last_id().await.unwrap();
-    let got = |r: ssepush_origin::store::ReadResult| {
-        r.events
-            .iter()
-            .map(|e| e.data.as_i64().unwrap())
-            .collect::<Vec<_>>()
-    };
-    let read = |p: &'static [&'static str]| {
-        let log = &log;
-        async move { log.read(&pats(p), EventId::ZERO, last, 100).await }
-    };
-    assert_eq!(got(read(&["sensors.*.temp"]).await.unwrap()), vec![1, 2]);
-    assert_eq!(got(read(&["sensors.>"]).await.unwrap()), vec![1, 2, 3]);
-    assert_eq!(got(read(&["sensors.eu.>"]).await.unwrap()), vec![1, 3]);
-    assert_eq!(got(read(&["*"]).await.unwrap()), vec![4]);
-    assert_eq!(got(read(&[">"]).await.unwrap()), vec![1, 2, 3, 4, 5]);
-    // Literal sets are looked up directly; unknown channels are simply empty.
-    assert_eq!(
-        got(read(&["chat.room1", "sensors", "nope"]).await.unwrap()),
-        vec![4, 5]
-    );
-    assert_eq!(got(read(&["nope.*"]).await.unwrap()), Vec::<i64>::new());
-    // A cursor at the newest event, and the largest possible cursor, read nothing.
-    let r = log.read(&pats(&[">"]), last, last, 100).await.unwrap();
-    assert!(r.events.is_empty() && r.reset.is_none());
-    let max = EventId::new(u64::MAX, u64::MAX);
-    assert!(
-        log.read(&pats(&[">"]), max, max, 100)
-            .await
-            .unwrap()
-            .events
-            .is_empty()
-    );
-    // `upto` below every id reads nothing either.
-    let r = log
-        .read(&pats(&[">"]), EventId::ZERO, EventId::new(1, 0), 100)
-        .await
-        .unwrap();
-    assert!(r.events.is_empty());
-    assert!(stored.windows(2).all(|w| w[0].id < w[1].id));
-}
-
-#[tokio::test]
-async fn types_and_data_round_trip() {
-    let ns = Namespace::new();
-    let log = ns.open(Retention::default()).await;
-    let data = serde_json::json!({
-        "text": "héllo \"wörld\"\n✓",
-        "nested": {"list": [1, 2.5, null, true], "empty": {}},
-        "big": 12345678901234567i64,
-    });
-    let stored = log
-        .append(vec![
-            NewEvent::new("chat.a", Some("chat.message"), data.clone()).unwrap(),
-            NewEvent::new("chat.a", None, serde_json::Value::Null).unwrap(),
-            NewEvent::new("chat.a", None, serde_json::json!("")).unwrap(),
-        ])
-        .await
-        .unwrap();
-    let latest = log.latest("chat.a", 10).await.unwrap();
-    assert_eq!(latest, stored);
-    assert_eq!(latest[0].kind, "chat.message");
-    assert_eq!(latest[0].data, data);
-    let tail = log
-        .tail(EventId::ZERO, 10, Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(tail, stored);
-}
-
-#[tokio::test]
-async fn count_retention_reports_a_reset_for_stale_cursors_only() {
-    let ns = Namespace::new();
-    let log = ns.open(keep(3, None)).await;
-    let stored = log
-        .append((0..5).map(|i| new("a", i)).collect())
-        .await
-        .unwrap();
-    let last = log.last_id().await.unwrap();
-    let r = log
-        .read(&pats(&["a"]), stored[0].id, last, 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        r.reset,
-        Some(Reset {
-            oldest: Some(stored[2].id)
-        })
-    );
-    assert_eq!(ids(&r.events), ids(&stored[2..]));
-    // A cursor at the last dropped event lost nothing.
-    let r = log
-        .read(&pats(&["a"]), stored[1].id, last, 10)
-        .await
-        .unwrap();
-    assert_eq!(r.reset, None);
-    assert_eq!(r.events.len(), 3);
-    // The oldest retained id is reported even when the range itself is empty.
-    let r = log
-        .read(&pats(&["a"]), EventId::ZERO, stored[1].id, 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        r.reset,
-        Some(Reset {
-            oldest: Some(stored[2].id)
-        })
-    );
-    assert!(r.events.is_empty());
-    // Through a wildcard, and with an unaffected channel alongside, the reset still shows.
-    log.append(vec![new("b", 9)]).await.unwrap();
-    let last = log.last_id().await.unwrap();
-    let r = log
-        .read(&pats(&[">"]), EventId::ZERO, last, 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        r.reset,
-        Some(Reset {
-            oldest: Some(stored[2].id)
-        })
-    );
-    assert_eq!(r.events.len(), 4);
-    // Dropping continues one by one, and is per channel.
-    let more = log.append(vec![new("a", 5)]).await.unwrap();
-    let r = log
-        .read(&pats(&["a"]), stored[2].id, more[0].id, 10)
-        .await
-        .unwrap();
-    assert_eq!(r.reset, None);
-    let r = log
-        .read(&pats(&["a"]), stored[1].id, more[0].id, 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        r.reset,
-        Some(Reset {
-            oldest: Some(stored[3].id)
-        })
-    );
-    let r = log
-        .read(&pats(&["b"]), EventId::ZERO, more[0].id, 10)
-        .await
-        .unwrap();
-    assert_eq!(r.reset, None);
-}
-
-#[tokio::test]
-async fn a_zero_count_keeps_nothing_but_remembers_what_it_dropped() {
-    let ns = Namespace::new();
-    let log = ns.open(keep(0, None)).await;
-    let stored = log.append(vec![new("a", 1), new("a", 2)]).await.unwrap();
-    assert!(log.latest("a", 10).await.unwrap().is_empty());
-    let r = log
-        .read(&pats(&["a"]), stored[0].id, stored[1].id, 10)
-        .await
-        .unwrap();
-    assert_eq!(r.reset, Some(Reset { oldest: None }));
-    let r = log
-        .read(&pats(&["a"]), stored[1].id, stored[1].id, 10)
-        .await
-        .unwrap();
-    assert_eq!(r.reset, None);
-}
-
-#[tokio::test]
-async fn age_retention_trims_old_events() {
-    let retention = Retention {
-        default: Limits {
-            max_events: 100,
-            max_age: Some(Duration::from_millis(300)),
-        },
-        overrides: vec![(
-            Pattern::parse("keep.>").unwrap(),
-            Limits {
-                max_events: 100,
-                max_age: None,
-            },
-        )],
-    };
-    let ns = Namespace::new();
-    let log = ns.open(retention).await;
-    let old = log
-        .append(vec![new("a", 1), new("keep.x", 2), new("b", 3)])
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    // An append trims its own channel by age on the way in.
-    let fresh = log.append(vec![new("b", 4)]).await.unwrap();
-    assert_eq!(ids(&log.latest("b", 10).await.unwrap()), ids(&fresh));
-    // Others wait for the periodic trim.
-    assert_eq!(log.latest("a", 10).await.unwrap().len(), 1);
-    log.trim_expired().await.unwrap();
-    assert!(log.latest("a", 10).await.unwrap().is_empty());
-    assert_eq!(log.latest("keep.x", 10).await.unwrap().len(), 1);
-    let last = log.last_id().await.unwrap();
-    let r = log
-        .read(&pats(&["a"]), EventId::ZERO, last, 10)
-        .await
-        .unwrap();
-    assert_eq!(r.reset, Some(Reset { oldest: None }));
-    let r = log
-        .read(&pats(&["a", "b"]), EventId::ZERO, last, 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        r.reset,
-        Some(Reset {
-            oldest: Some(fresh[0].id)
-        })
-    );
-    assert_eq!(ids(&r.events), ids(&fresh));
-    // Cursors at or past what was dropped lost nothing.
-    let r = log
-        .read(&pats(&["a", "b"]), old[2].id, last, 10)
-        .await
-        .unwrap();
-    assert_eq!(r.reset, None);
-    let r = log
-        .read(&pats(&["keep.>"]), EventId::ZERO, last, 10)
-        .await
-        .unwrap();
-    assert_eq!(r.reset, None);
-    assert_eq!(r.events.len(), 1);
-    // Trimming again is a no-op.
-    log.trim_expired().await.unwrap();
-    assert_eq!(log.latest("b", 10).await.unwrap().len(), 1);
-}
 
 #[tokio::test]
 async fn age_trimming_names_the_newest_dropped_event_among_many() {
@@ -433,50 +48,24 @@ async fn age_trimming_names_the_newest_dropped_event_among_many() {
         tokio::time::sleep(Duration::from_millis(400)).await;
         let fresh = log.append(vec![new(&by_append, -1)]).await.unwrap();
         log.trim_expired().await.unwrap();
-        let last = log.last_id().await.unwrap();
         for (channel, dropped) in [(&by_trim, &old_trim), (&by_append, &old_append)] {
             let newest = dropped[n - 1];
-            let r = log
-                .read(&pats(&[channel]), dropped[n - 2], last, 10)
-                .await
-                .unwrap();
             assert!(
-                r.reset.is_some(),
+                log.gap(&pats(&[channel]), dropped[n - 2])
+                    .await
+                    .unwrap()
+                    .is_some(),
                 "{channel}: a cursor before the newest dropped event"
             );
-            let r = log.read(&pats(&[channel]), newest, last, 10).await.unwrap();
             assert_eq!(
-                r.reset, None,
+                log.gap(&pats(&[channel]), newest).await.unwrap(),
+                None,
                 "{channel}: a cursor at the newest dropped event"
             );
         }
         assert_eq!(log.latest(&by_append, 100).await.unwrap(), fresh);
         assert!(log.latest(&by_trim, 100).await.unwrap().is_empty());
     }
-}
-
-#[tokio::test]
-async fn latest_returns_the_newest_events_newest_last() {
-    let ns = Namespace::new();
-    let log = ns.open(Retention::default()).await;
-    assert!(log.latest("a", 5).await.unwrap().is_empty());
-    let stored = log
-        .append(
-            (0..6)
-                .map(|i| new(if i % 2 == 0 { "a" } else { "b" }, i))
-                .collect(),
-        )
-        .await
-        .unwrap();
-    let a: Vec<_> = stored
-        .iter()
-        .filter(|e| e.channel == "a")
-        .cloned()
-        .collect();
-    assert_eq!(log.latest("a", 2).await.unwrap(), a[1..]);
-    assert_eq!(log.latest("a", 100).await.unwrap(), a);
-    assert!(log.latest("a", 0).await.unwrap().is_empty());
-    assert!(log.latest("nope", 3).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -552,13 +141,12 @@ async fn two_origins_share_one_totally_ordered_sequence() {
             .unwrap();
         assert_eq!(ids(&feed), all);
     }
-    // Paging with the last id of each page as the next cursor walks the same sequence.
+    // Paging from where each read says it stopped walks the same sequence.
     let mut paged = Vec::new();
     let mut cursor = EventId::ZERO;
-    loop {
+    while cursor < last {
         let r = b.read(&pats(&[">"]), cursor, last, 77).await.unwrap();
-        let Some(end) = r.events.last() else { break };
-        cursor = end.id;
+        cursor = r.next;
         paged.extend(ids(&r.events));
     }
     assert_eq!(paged, all);
@@ -606,7 +194,7 @@ async fn tail_waits_for_an_append_from_another_origin() {
     // The blocked tail holds its own connection: ordinary commands are not stuck behind it.
     let started = Instant::now();
     reader.ping().await.unwrap();
-    assert_eq!(reader.last_id().await.unwrap(), EventId::ZERO);
+    assert!(reader.last_id().await.unwrap().is_start());
     assert!(started.elapsed() < Duration::from_secs(1));
     let stored = writer.append(vec![new("a", 1), new("b", 2)]).await.unwrap();
     let (got, waited) = waiter.await.unwrap();
@@ -696,6 +284,106 @@ async fn tail_reports_when_the_feed_no_longer_holds_the_cursor() {
     assert!(got.is_empty());
     // The channel's own retention is independent of the feed's.
     assert_eq!(log.latest("a", 10).await.unwrap(), stored);
+}
+
+#[tokio::test]
+async fn a_wildcard_read_older_than_the_feed_visits_the_channels() {
+    let ns = Namespace::new();
+    let log = ns.open(keep(3, None)).await.with_feed_capacity(5);
+    let stored = log
+        .append((0..12).map(|i| new(&format!("f.{}", i % 3), i)).collect())
+        .await
+        .unwrap();
+    let last = log.last_id().await.unwrap();
+    // The feed holds the last 5; the channels hold the last 3 each (9 events).
+    let want = ids(&stored[3..]);
+    let mut got = Vec::new();
+    let mut after = EventId::ZERO;
+    while after < last {
+        let r = log.read(&pats(&["f.*"]), after, last, 4).await.unwrap();
+        assert!(r.next > after && r.events.len() <= 4);
+        got.extend(ids(&r.events));
+        after = r.next;
+    }
+    assert_eq!(got, want);
+    // From inside the feed, the same events.
+    let r = log
+        .read(&pats(&["f.*"]), stored[8].id, last, 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(&r.events), ids(&stored[9..]));
+    assert_eq!(
+        log.gap(&pats(&["f.*"]), EventId::ZERO).await.unwrap(),
+        Some(Reset {
+            oldest: Some(stored[3].id)
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_wildcard_read_examines_no_more_feed_entries_than_it_may_return() {
+    let ns = Namespace::new();
+    let log = ns.open(Retention::default()).await;
+    let noise = log
+        .append(
+            (0..50)
+                .map(|i| new(&format!("noise.{}", i % 7), i))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let rare = log.append(vec![new("rare.x", 0)]).await.unwrap();
+    let last = log.last_id().await.unwrap();
+    let r = log
+        .read(&pats(&["rare.*"]), EventId::ZERO, last, 10)
+        .await
+        .unwrap();
+    assert!(r.events.is_empty());
+    assert_eq!(
+        r.next, noise[9].id,
+        "one read, one bounded stretch of the feed"
+    );
+    let mut after = r.next;
+    let mut got = Vec::new();
+    while after < last {
+        let r = log.read(&pats(&["rare.*"]), after, last, 10).await.unwrap();
+        got.extend(ids(&r.events));
+        after = r.next;
+    }
+    assert_eq!(got, ids(&rare));
+}
+
+#[tokio::test]
+async fn every_origin_on_a_namespace_sees_the_new_epoch_after_a_loss() {
+    let ns = Namespace::new();
+    let a = Arc::new(ns.open(Retention::default()).await);
+    let b = ns.open(Retention::default()).await;
+    let before = a.append(vec![new("a", 1)]).await.unwrap();
+    assert_eq!(b.last_id().await.unwrap(), before[0].id);
+    // A tail blocked across the loss notices it.
+    let waiter = {
+        let a = a.clone();
+        let from = before[0].id;
+        tokio::spawn(async move { a.tail(from, 10, Duration::from_secs(10)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ns.wipe();
+    // The first origin to write after the loss makes the new epoch; the other one shares it.
+    let after = b.append(vec![new("a", 2)]).await.unwrap();
+    assert_ne!(after[0].id.epoch, before[0].id.epoch);
+    assert_eq!(a.last_id().await.unwrap(), after[0].id);
+    assert!(
+        waiter.await.unwrap().unwrap().is_none(),
+        "a tail across the loss reports that it lost its place"
+    );
+    let more = a.append(vec![new("a", 3)]).await.unwrap();
+    assert_eq!(more[0].id.epoch, after[0].id.epoch);
+    let feed = b
+        .tail(after[0].id, 10, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(feed, more);
 }
 
 #[tokio::test]

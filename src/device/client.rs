@@ -441,7 +441,7 @@ mod tests {
         let w = parse_wake(&delivery(Provider::Apns, apns, BodyEncoding::Text), None).unwrap();
         assert_eq!(w.handoff, "h1");
         assert_eq!(w.pending, 2);
-        assert_eq!(w.latest_event_id, Some(EventId { ms: 5, seq: 1 }));
+        assert_eq!(w.latest_event_id, Some(EventId::new(5, 1)));
 
         let fcm = json!({"token": "t", "data": {"ssepush": obj.to_string()}}).to_string();
         let w = parse_wake(&delivery(Provider::Fcm, fcm, BodyEncoding::Text), None).unwrap();
@@ -479,11 +479,11 @@ mod tests {
             Subscription {
                 channels: vec!["sim.1".into(), "sim.all".into()],
                 filter: None,
-                last_event_id: Some(EventId { ms: 1, seq: 5 }),
+                last_event_id: Some(EventId::new(1, 5)),
             },
         );
         let ev = |seq| Event {
-            id: EventId { ms: 1, seq },
+            id: EventId::new(1, seq),
             channel: "sim.1".into(),
             kind: "message".into(),
             data: Value::Null,
@@ -492,10 +492,10 @@ mod tests {
         assert_eq!(c.accept(&ev(5)), Accepted::Replay);
         assert_eq!(c.accept(&ev(6)), Accepted::New);
         assert_eq!(c.accept(&ev(4)), Accepted::Replay);
-        assert_eq!(c.last_event_id(), Some(EventId { ms: 1, seq: 6 }));
+        assert_eq!(c.last_event_id(), Some(EventId::new(1, 6)));
         // An id-only block moves the position without an event; shown events stay shown.
-        c.set_last_event_id(Some(EventId { ms: 1, seq: 9 }));
-        assert_eq!(c.last_event_id(), Some(EventId { ms: 1, seq: 9 }));
+        c.set_last_event_id(Some(EventId::new(1, 9)));
+        assert_eq!(c.last_event_id(), Some(EventId::new(1, 9)));
         assert_eq!(c.accept(&ev(6)), Accepted::Replay);
         assert_eq!(c.accept(&ev(10)), Accepted::New);
         assert_eq!(

@@ -256,7 +256,7 @@ mod tests {
     fn the_log_merges_channels_in_id_order() {
         let log = PublishLog::new();
         let p = |seq| Published {
-            id: EventId { ms: 1, seq },
+            id: EventId::new(1, seq),
             at: Duration::ZERO,
             data: Value::Null,
         };
@@ -270,10 +270,7 @@ mod tests {
             .map(|(_, p)| p.id.seq)
             .collect();
         assert_eq!(ids, vec![1, 2, 3]);
-        assert_eq!(
-            log.newest_for(&["b".into()]),
-            Some(EventId { ms: 1, seq: 2 })
-        );
+        assert_eq!(log.newest_for(&["b".into()]), Some(EventId::new(1, 2)));
         assert_eq!(log.newest_for(&["zz".into()]), None);
         assert_eq!(log.total(), 4);
     }

@@ -490,7 +490,7 @@ mod tests {
     use super::*;
 
     fn id(n: u64) -> EventId {
-        EventId { ms: 1000, seq: n }
+        EventId::new(1000, n)
     }
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

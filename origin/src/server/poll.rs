@@ -9,8 +9,10 @@
 //! `lastEventId` is the cursor to continue with. It is the shared engine's
 //! [`position`](super::subscribe::Subscriber::position): it may move past events the filter
 //! rejected (up to the log's newest id when the request began), never past an event the client
-//! did not get. A cursor older than retention adds `"reset":{"oldestId":…}` next to the events
-//! still retained.
+//! did not get. Without `after`, even an empty answer carries the log's head as `lastEventId`,
+//! so the next poll continues exactly from the first one. A cursor the origin cannot vouch for
+//! adds `"reset":{"cause":…,"oldestId":…}` next to the events that follow it (see
+//! [`resume_point`](crate::store::resume_point); `lastEventId` then continues from the reset).
 
 use std::time::Duration;
 
@@ -26,7 +28,7 @@ use super::error::ApiError;
 use super::sse::MAX_PATTERNS;
 use super::subscribe::{End, Item, Start, Subscriber};
 use crate::channel::PatternSet;
-use crate::event::EventId;
+use crate::event::{EventId, ResetCause};
 use crate::filter::Filter;
 use crate::hub::Frame;
 use crate::store::LogError;
@@ -117,8 +119,9 @@ impl PollParams {
 #[derive(Debug, Default)]
 pub struct PollResult {
     pub events: Vec<Frame>,
-    /// Set when the cursor was older than retention: the oldest id still held, if any.
-    pub reset: Option<Option<EventId>>,
+    /// Set when the origin could not vouch for the cursor: why, and the oldest id still held
+    /// (if known).
+    pub reset: Option<(ResetCause, Option<EventId>)>,
     /// The cursor to continue with.
     pub last_event_id: EventId,
 }
@@ -142,7 +145,7 @@ pub async fn collect(
         match next {
             None => break,
             Some(Ok(Item::Event(frame))) => out.events.push(frame),
-            Some(Ok(Item::Reset { oldest, .. })) => out.reset = Some(oldest),
+            Some(Ok(Item::Reset { oldest, cause, .. })) => out.reset = Some((cause, oldest)),
             Some(Err(End::Store(e))) if out.events.is_empty() => return Err(e),
             // Shutdown, a kick, or a store error after some events: answer with what we have;
             // the cursor says where to continue.
@@ -165,8 +168,8 @@ pub fn body(result: &PollResult) -> String {
     s.push_str(r#"],"lastEventId":""#);
     s.push_str(&result.last_event_id.to_string());
     s.push('"');
-    if let Some(oldest) = result.reset {
-        let reset = serde_json::json!({ "oldestId": oldest });
+    if let Some((cause, oldest)) = result.reset {
+        let reset = serde_json::json!({ "cause": cause.as_str(), "oldestId": oldest });
         s.push_str(r#","reset":"#);
         s.push_str(&reset.to_string());
     }
@@ -378,10 +381,11 @@ mod tests {
         }
         let mut s = open(&log, &hub, None, Start::After(ids[0])).await;
         let r = collect(&mut s, 10, Instant::now()).await.unwrap();
-        assert_eq!(r.reset, Some(Some(ids[3])));
+        assert_eq!(r.reset, Some((ResetCause::Retention, Some(ids[3]))));
         assert_eq!(ns(&r), vec![3, 4, 5]);
         assert_eq!(r.last_event_id, ids[5]);
         let v: serde_json::Value = serde_json::from_str(&body(&r)).unwrap();
         assert_eq!(v["reset"]["oldestId"], ids[3].to_string());
+        assert_eq!(v["reset"]["cause"], "retention");
     }
 }

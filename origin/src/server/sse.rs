@@ -2,8 +2,10 @@
 //!
 //! The subscription itself (hub registration, history with the watermark rule, live frames) is
 //! the shared engine in [`super::subscribe`]; this module parses the request and writes the
-//! SSE wire format: `retry:` first, a reset before history, keep-alive comments once live,
-//! `retry:` again on shutdown; a kick ends the stream.
+//! SSE wire format: `retry:` first; on a fresh stream (no `Last-Event-ID`) the log's head as an
+//! id-only block, so the client holds a cursor from the first byte; a reset before history
+//! (followed by an id-only block when the stream continues from a new position); keep-alive
+//! comments once live; `retry:` again on shutdown; a kick ends the stream.
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -98,17 +100,23 @@ pub async fn sse(
     let params = SubscribeParams::from_query(query.as_deref(), &headers)?;
     let kick = conn.map_or_else(CancellationToken::new, |c| c.kick.clone());
     let settings = st.settings.clone();
-    let start = params.last_event_id.map_or(Start::Live, Start::After);
+    let start = params.last_event_id.map_or(Start::Now, Start::After);
     // Opening reads the first history batch before the response starts, so a store failure is
     // a 503 the client can see rather than a stream that ends for no visible reason.
     let mut sub =
         Subscriber::open(&st, params.patterns.clone(), params.filter, start, kick).await?;
     tracing::debug!(subscriber = sub.id(), patterns = ?params.patterns, resume = ?params.last_event_id, "sse stream opened");
 
+    // A fresh stream starts at the head: tell the client, so a reconnect before the first event
+    // resumes from here instead of from "now".
+    let head = (start == Start::Now).then(|| sse::encode_id(sub.position()));
     let body = async_stream::stream! {
         let _gauge = StreamGauge::new();
         let retry = sse::encode_retry(settings.retry_ms);
         yield Ok::<Bytes, std::convert::Infallible>(retry.clone());
+        if let Some(head) = head {
+            yield Ok(head);
+        }
         let period = settings.keep_alive();
         // The engine comes first in the select, so a comment only goes out while nothing else
         // is ready: never in the middle of a history replay that is flowing.
@@ -117,7 +125,13 @@ pub async fn sse(
             tokio::select! {
                 biased;
                 item = sub.next() => match item {
-                    Ok(Item::Reset { requested, oldest }) => yield Ok(sse::encode_reset(requested, oldest)),
+                    Ok(Item::Reset { requested, oldest, cause, resume_from }) => {
+                        let reset = sse::encode_reset(requested, oldest, cause);
+                        match resume_from {
+                            Some(id) => yield Ok([reset, sse::encode_id(id)].concat().into()),
+                            None => yield Ok(reset),
+                        }
+                    }
                     Ok(Item::Event(frame)) => yield Ok(frame.sse().clone()),
                     Err(End::Shutdown) => {
                         yield Ok(retry.clone());

@@ -1,12 +1,36 @@
 //! The subscription engine every streaming transport shares (SSE, WebSocket, long-poll).
 //!
-//! A [`Subscriber`] registers with the hub, reads history from the log, then yields live frames,
-//! as [`Item`]s that each transport encodes its own way. Resume is exact because the live queue
-//! is registered **before** the history snapshot is taken: history covers `(cursor, watermark]`
-//! where `watermark` is the log's newest id read after registering, and the live queue covers
-//! everything the hub dispatches after registering, which is everything after some id
-//! `≤ watermark`. Live frames with ids `≤ watermark` are skipped as already covered. Nothing
-//! falls in between; nothing is sent twice.
+//! A [`Subscriber`] registers with the hub, reads the log's head, reads history from the log,
+//! then yields live frames, as [`Item`]s that each transport encodes its own way.
+//!
+//! **Exactness.** The live queue is registered **before** the head is read: the head becomes the
+//! `watermark`, history covers `(cursor, watermark]`, and the live queue covers everything the
+//! hub dispatches after registering, which is everything after some id `≤ watermark`. Live
+//! frames with ids `≤ watermark` are skipped as already covered. Nothing falls in between;
+//! nothing is sent twice.
+//!
+//! **The head is the cursor of a fresh subscription.** Without a cursor ([`Start::Now`]) the
+//! subscription starts at the watermark, and [`Subscriber::position`] is that head from the
+//! first moment: SSE writes it as an id-only block before anything else, WebSocket puts it in
+//! the subscribe `ok`, long-poll answers it as `lastEventId`. A client that reconnects with it,
+//! even before any event came, resumes exactly from the moment it subscribed.
+//!
+//! **Epochs and resets.** A cursor is turned into a place to read from by
+//! [`resume_point`](crate::store::resume_point) against the watermark: `0-0` reads the current
+//! epoch from its start; a cursor of another epoch (its history was lost) gets an
+//! [`Item::Reset`] with cause `epoch` and the current epoch from its start; a cursor newer than
+//! the head gets a reset with cause `ahead` and continues from the head; otherwise, when
+//! retention dropped events after the cursor ([`EventLog::gap`], asked after the first history
+//! read so a drop in between shows as a reset, never as a hole), a reset with cause `retention`
+//! comes first. A reset always comes before any event, and carries the position the stream
+//! continues from when that is not the client's cursor, for the client to adopt. A read that
+//! finds the epoch changed mid-stream ends the subscription ([`End::Store`]); the client's
+//! reconnect then gets its reset.
+//!
+//! **Bounded replay.** History is read in batches of at most [`HISTORY_BATCH`] events; each read
+//! does bounded work in the store and says where the next one starts
+//! ([`ReadResult::next`](crate::store::ReadResult::next)), so a wide replay never holds the
+//! store, or publishers, for long.
 //!
 //! A live subscription's filter can change ([`FilterSwitch`]). The hub swaps it between two
 //! dispatched batches and reports the switch point: events with ids up to it are judged by the
@@ -20,10 +44,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use crate::channel::PatternSet;
-use crate::event::{EventId, SharedEvent};
+use crate::event::{EventId, ResetCause, SharedEvent};
 use crate::filter::Filter;
 use crate::hub::{self, Frame, Hub};
-use crate::store::{EventLog, LogError};
+use crate::store::{EventLog, LogError, ReadResult, Resume, resume_point};
 
 /// Events read from the log per history step while catching up.
 pub const HISTORY_BATCH: usize = 500;
@@ -34,23 +58,26 @@ pub const MAX_PENDING_FILTERS: usize = 16;
 /// Where a subscription starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
-    /// Whatever the hub dispatches from now on; no history, no watermark (plain SSE connect).
-    Live,
-    /// Events newer than the log's newest id now: [`Subscriber::position`] is known from the
-    /// start (long-poll without a cursor).
+    /// Events newer than the log's head now; [`Subscriber::position`] is that head from the
+    /// start (a fresh SSE stream, a WebSocket subscription or a poll without a cursor).
     Now,
-    /// Events after this cursor: history first, then live (resume).
+    /// Events after this cursor: history first, then live (resume), by the resume rule.
     After(EventId),
 }
 
 /// What a subscription yields.
 #[derive(Debug, Clone)]
 pub enum Item {
-    /// The cursor is older than what the log retains: the client must resync. Comes first,
-    /// before any history, and carries the oldest id still held (if any).
+    /// The origin cannot vouch for the cursor: the client must resync. Comes first, before any
+    /// history.
     Reset {
+        /// The cursor the client gave.
         requested: EventId,
+        /// The oldest id still held on the subscription's channels, when known.
         oldest: Option<EventId>,
+        cause: ResetCause,
+        /// Where the stream continues, when that is not `requested`: the client's new cursor.
+        resume_from: Option<EventId>,
     },
     /// An event, from history or live.
     Event(Frame),
@@ -65,7 +92,7 @@ pub enum End {
     Kicked,
     /// The hub dropped the subscription (it was removed).
     Closed,
-    /// A history read failed after the first one.
+    /// A history read failed after the first one (or found the log's epoch changed).
     Store(LogError),
 }
 
@@ -171,10 +198,17 @@ impl FilterSwitch {
 
 struct History {
     batch: VecDeque<SharedEvent>,
-    /// The last batch was full: more history may follow it.
-    full: bool,
-    /// The newest id read so far.
-    cursor: EventId,
+    /// The log has given everything up to here: the next read starts after it.
+    next: EventId,
+}
+
+impl History {
+    fn new(read: ReadResult) -> Self {
+        History {
+            batch: read.events.into(),
+            next: read.next,
+        }
+    }
 }
 
 /// One subscription: registered with the hub on [`open`](Subscriber::open), items from
@@ -190,12 +224,13 @@ pub struct Subscriber {
     watermark: EventId,
     position: EventId,
     history: Option<History>,
-    reset: Option<(EventId, Option<EventId>)>,
+    reset: Option<Item>,
 }
 
 impl Subscriber {
-    /// Registers with the server's hub and, for a resume, reads the first history batch, so a
-    /// store failure surfaces here (as a 503 or an error frame) rather than as a silent end.
+    /// Registers with the server's hub, reads the head and, for a resume, the first history
+    /// batch, so a store failure surfaces here (as a 503 or an error frame) rather than as a
+    /// silent end.
     pub async fn open(
         st: &AppState,
         patterns: PatternSet,
@@ -230,6 +265,7 @@ impl Subscriber {
     ) -> Result<Self, LogError> {
         // Register FIRST: from here on the hub queues every matching event it dispatches.
         let sub = hub.subscribe(patterns.clone(), filter.clone(), queue, kick.clone());
+        let watermark = log.last_id().await?;
         let mut s = Subscriber {
             sub,
             hub: hub.clone(),
@@ -238,33 +274,47 @@ impl Subscriber {
             plan: Arc::new(Mutex::new(Plan::new(filter))),
             shutdown,
             kick,
-            watermark: EventId::ZERO,
-            position: EventId::ZERO,
+            watermark,
+            position: watermark,
             history: None,
             reset: None,
         };
-        match start {
-            Start::Live => lock(&s.plan).live = true,
+        let cursor = match start {
             Start::Now => {
-                s.watermark = s.log.last_id().await?;
-                s.position = s.watermark;
                 lock(&s.plan).live = true;
+                return Ok(s);
             }
-            Start::After(cursor) => {
-                s.watermark = s.log.last_id().await?;
-                let batch = s
-                    .log
-                    .read(&s.patterns, cursor, s.watermark, HISTORY_BATCH)
-                    .await?;
-                s.reset = batch.reset.map(|r| (cursor, r.oldest));
-                s.position = cursor;
-                s.history = Some(History {
-                    full: batch.events.len() >= HISTORY_BATCH,
-                    batch: batch.events.into(),
-                    cursor,
-                });
-            }
-        }
+            Start::After(cursor) => cursor,
+        };
+        let (from, reset) = match resume_point(cursor, watermark) {
+            Resume::From(from) => (from, None),
+            Resume::Reset { cause, from } => (from, Some(cause)),
+        };
+        s.position = from;
+        let first = s
+            .log
+            .read(&s.patterns, from, watermark, HISTORY_BATCH)
+            .await?;
+        s.reset = match reset {
+            Some(cause) => Some(Item::Reset {
+                requested: cursor,
+                // From the start of an epoch, the first event is the oldest one held.
+                oldest: match cause {
+                    ResetCause::Epoch => first.events.first().map(|e| e.id),
+                    _ => None,
+                },
+                cause,
+                resume_from: Some(from),
+            }),
+            // Asked after the read: an event dropped in between is reported, never skipped.
+            None => s.log.gap(&s.patterns, from).await?.map(|gap| Item::Reset {
+                requested: cursor,
+                oldest: gap.oldest,
+                cause: ResetCause::Retention,
+                resume_from: None,
+            }),
+        };
+        s.history = Some(History::new(first));
         Ok(s)
     }
 
@@ -288,7 +338,8 @@ impl Subscriber {
     }
 
     /// Every event of this subscription with an id up to here has been yielded; events after it
-    /// have not. Meaningless ([`EventId::ZERO`]) for [`Start::Live`] until the first live event.
+    /// have not. From the first moment this is a cursor the client can resume from: the head for
+    /// [`Start::Now`], the cursor (or where a reset continues) for [`Start::After`].
     pub fn position(&self) -> EventId {
         self.position
     }
@@ -299,12 +350,11 @@ impl Subscriber {
         if self.shutdown.is_cancelled() {
             return Err(End::Shutdown);
         }
-        if let Some((requested, oldest)) = self.reset.take() {
-            return Ok(Item::Reset { requested, oldest });
+        if let Some(reset) = self.reset.take() {
+            return Ok(reset);
         }
         while let Some(h) = &mut self.history {
             while let Some(event) = h.batch.pop_front() {
-                h.cursor = event.id;
                 self.position = event.id;
                 let keep = lock(&self.plan)
                     .filter_for(event.id)
@@ -313,7 +363,9 @@ impl Subscriber {
                     return Ok(Item::Event(Frame::new(event)));
                 }
             }
-            if !h.full {
+            // The batch is out: the log vouched for everything up to `next`.
+            self.position = self.position.max(h.next);
+            if h.next >= self.watermark {
                 self.history = None;
                 self.position = self.position.max(self.watermark);
                 let mut plan = lock(&self.plan);
@@ -324,14 +376,20 @@ impl Subscriber {
             // State changes only once the read is back, so a dropped future re-reads.
             let read = self
                 .log
-                .read(&self.patterns, h.cursor, self.watermark, HISTORY_BATCH);
+                .read(&self.patterns, h.next, self.watermark, HISTORY_BATCH);
             let batch = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return Err(End::Shutdown),
                 r = read => r.map_err(End::Store)?,
             };
-            h.full = batch.events.len() >= HISTORY_BATCH;
-            h.batch = batch.events.into();
+            if batch.next <= h.next && batch.events.is_empty() {
+                // A store that makes no progress would spin here; end so the client resumes.
+                return Err(End::Store(LogError::Corrupt(format!(
+                    "history read after {} made no progress",
+                    h.next
+                ))));
+            }
+            *h = History::new(batch);
         }
         loop {
             tokio::select! {
@@ -515,5 +573,115 @@ mod tests {
         let new = publish(&log, &hub, 3..6).await;
         assert_eq!(ready(&mut s), vec![5]);
         assert_eq!(s.position(), new[2].id);
+    }
+
+    async fn open(log: &Arc<MemoryLog>, hub: &Arc<Hub>, start: Start) -> Subscriber {
+        Subscriber::open_with(
+            log.clone(),
+            hub,
+            CancellationToken::new(),
+            64,
+            PatternSet::parse_all(["a"]).unwrap(),
+            None,
+            start,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn reset_of(s: &mut Subscriber) -> (EventId, Option<EventId>, ResetCause, Option<EventId>) {
+        match s.next().now_or_never() {
+            Some(Ok(Item::Reset {
+                requested,
+                oldest,
+                cause,
+                resume_from,
+            })) => (requested, oldest, cause, resume_from),
+            other => panic!("expected a reset, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fresh_subscription_holds_the_head_before_any_event() {
+        let log = Arc::new(MemoryLog::with_epoch(Retention::default(), 3));
+        let hub = Hub::new();
+        let s = open(&log, &hub, Start::Now).await;
+        assert_eq!(s.position(), EventId::epoch_start(3), "an empty log's head");
+        let old = publish(&log, &hub, 0..2).await;
+        let mut s = open(&log, &hub, Start::Now).await;
+        assert_eq!(s.position(), old[1].id);
+        // Resuming from that position later gets exactly what came after it.
+        let new = publish(&log, &hub, 2..3).await;
+        drop(s);
+        s = open(&log, &hub, Start::After(old[1].id)).await;
+        assert_eq!(ready(&mut s), vec![2]);
+        assert_eq!(s.position(), new[0].id);
+    }
+
+    #[tokio::test]
+    async fn a_cursor_of_another_epoch_gets_a_reset_then_this_epoch_from_its_start() {
+        let before = MemoryLog::with_epoch(Retention::default(), 1);
+        let gone = before
+            .append(vec![
+                NewEvent::new("a", None, serde_json::json!({"n": 0})).unwrap(),
+            ])
+            .await
+            .unwrap();
+        let log = Arc::new(MemoryLog::with_epoch(Retention::default(), 2));
+        let hub = Hub::new();
+        let now = publish(&log, &hub, 1..3).await;
+        for cursor in [gone[0].id, EventId::new(5, 0)] {
+            let mut s = open(&log, &hub, Start::After(cursor)).await;
+            assert_eq!(s.position(), EventId::epoch_start(2));
+            assert_eq!(
+                reset_of(&mut s),
+                (
+                    cursor,
+                    Some(now[0].id),
+                    ResetCause::Epoch,
+                    Some(EventId::epoch_start(2))
+                )
+            );
+            assert_eq!(ready(&mut s), vec![1, 2]);
+        }
+        // `0-0` is "from the start", not a foreign cursor.
+        let mut s = open(&log, &hub, Start::After(EventId::ZERO)).await;
+        assert_eq!(ready(&mut s), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_cursor_ahead_of_the_head_gets_a_reset_and_continues_from_the_head() {
+        let log = Arc::new(MemoryLog::with_epoch(Retention::default(), 4));
+        let hub = Hub::new();
+        let old = publish(&log, &hub, 0..2).await;
+        let ahead = EventId::new(old[1].id.ms + 1000, 0).in_epoch(4);
+        let mut s = open(&log, &hub, Start::After(ahead)).await;
+        assert_eq!(
+            reset_of(&mut s),
+            (ahead, None, ResetCause::Ahead, Some(old[1].id))
+        );
+        assert_eq!(s.position(), old[1].id);
+        publish(&log, &hub, 2..3).await;
+        assert_eq!(ready(&mut s), vec![2]);
+    }
+
+    #[tokio::test]
+    async fn a_cursor_behind_retention_gets_a_reset_and_keeps_its_place() {
+        let log = Arc::new(MemoryLog::new(Retention {
+            default: crate::store::Limits {
+                max_events: 2,
+                max_age: None,
+            },
+            overrides: vec![],
+        }));
+        let hub = Hub::new();
+        let old = publish(&log, &hub, 0..5).await;
+        let mut s = open(&log, &hub, Start::After(old[0].id)).await;
+        assert_eq!(
+            reset_of(&mut s),
+            (old[0].id, Some(old[3].id), ResetCause::Retention, None)
+        );
+        assert_eq!(ready(&mut s), vec![3, 4]);
     }
 }

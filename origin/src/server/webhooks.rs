@@ -187,13 +187,27 @@ pub async fn create(
         None | Some("now") => newest,
         Some(id) => {
             let id: EventId = id.parse()?;
-            if id > newest {
-                return Err(ApiError::bad_request(
-                    "invalid_event_id",
-                    format!("from {id} is newer than the newest event ({newest})"),
-                ));
+            match crate::store::resume_point(id, newest) {
+                crate::store::Resume::From(from) => from,
+                crate::store::Resume::Reset {
+                    cause: crate::event::ResetCause::Ahead,
+                    ..
+                } => {
+                    return Err(ApiError::bad_request(
+                        "invalid_event_id",
+                        format!("from {id} is newer than the newest event ({newest})"),
+                    ));
+                }
+                crate::store::Resume::Reset { .. } => {
+                    return Err(ApiError::bad_request(
+                        "invalid_event_id",
+                        format!(
+                            "from {id} names another epoch of the log (its history was lost); \
+                             use an id from this origin, \"0-0\" or \"now\""
+                        ),
+                    ));
+                }
             }
-            id
         }
     };
     let secret = Secret::generate();

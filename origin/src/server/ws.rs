@@ -12,8 +12,11 @@
 //! * `{"type":"ping"}`
 //!
 //! Server → client: `event` (`{"type":"event","sub","event":{id,channel,type,data,time}}`),
-//! `reset` (`{"type":"reset","sub","requestedId","oldestId"}`, before that subscription's
-//! history), `ok` (`{"type":"ok","op","ref"}`, plus `ids` for a publish), `error`
+//! `reset` (`{"type":"reset","sub","cause","requestedId","oldestId","lastEventId"?}`, before that
+//! subscription's history; `lastEventId` is the cursor to continue from when it is not the one
+//! given), `ok` (`{"type":"ok","op","ref"}`, plus `ids` for a publish and `lastEventId` for a
+//! subscribe: the subscription's cursor from its first moment, the log's head for a fresh one),
+//! `error`
 //! (`{"type":"error","ref"?,"code","message"}`, plus `line`/`column` for a filter; the socket stays
 //! open), `pong`.
 //!
@@ -647,15 +650,21 @@ impl Session {
                 ),
             );
         }
-        let start = last_event_id.map_or(Start::Live, Start::After);
+        let start = last_event_id.map_or(Start::Now, Start::After);
         let kick = CancellationToken::new();
         let sub = match Subscriber::open(&self.st, patterns, filter, start, kick).await {
             Ok(s) => s,
             Err(e) => return self.fail(Some(&r), e.into()),
         };
         tracing::debug!(sub = %id, subscriber = sub.id(), resume = ?last_event_id, "websocket subscription opened");
-        // The `ok` is queued before the pump starts, so it precedes the subscription's events.
-        self.ok("subscribe", Some(&r), Value::Null);
+        // The `ok` is queued before the pump starts, so it precedes the subscription's events. It
+        // carries the subscription's cursor: resuming from it loses nothing, even if no event
+        // came yet.
+        self.ok(
+            "subscribe",
+            Some(&r),
+            json!({ "lastEventId": sub.position() }),
+        );
         let stop = CancellationToken::new();
         let switch = sub.filter_switch();
         let task = tokio::spawn(
@@ -699,13 +708,24 @@ async fn pump(
         };
         let msg = match item {
             Ok(Item::Event(frame)) => event_frame(&sub_json, frame.json()),
-            Ok(Item::Reset { requested, oldest }) => json!({
-                "type": "reset",
-                "sub": id,
-                "requestedId": requested,
-                "oldestId": oldest,
-            })
-            .to_string(),
+            Ok(Item::Reset {
+                requested,
+                oldest,
+                cause,
+                resume_from,
+            }) => {
+                let mut frame = json!({
+                    "type": "reset",
+                    "sub": id,
+                    "cause": cause.as_str(),
+                    "requestedId": requested,
+                    "oldestId": oldest,
+                });
+                if let Some(from) = resume_from {
+                    frame["lastEventId"] = json!(from);
+                }
+                frame.to_string()
+            }
             // The session closes the socket itself on shutdown.
             Err(End::Shutdown) => return,
             // The hub cut this subscription off (and counted it): the socket cannot keep up.

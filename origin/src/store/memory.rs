@@ -1,47 +1,65 @@
 //! The in-memory event log: the default store, one process, nothing to install.
 //!
-//! One mutex guards everything; every operation under it is a few pointer moves, and the lock
-//! is never held across an `.await`. Waiters on the global feed are woken through a `watch`
-//! channel carrying the newest id, which cannot miss a wake-up between check and wait.
+//! One mutex guards everything, and no call holds it for more than a bounded amount of work: an
+//! append touches what it changes, a history read examines at most [`READ_SCAN`] entries, a
+//! gap check at most [`GAP_SCAN`] channels per hold. So one client replaying a wide history never
+//! stalls publishers. The lock is never held across an `.await`.
+//!
+//! What it holds:
+//! * per channel, its retained events in id order and the newest id retention dropped;
+//! * `index`: every retained event by id, the global order a wildcard read walks instead of
+//!   visiting every channel per batch;
+//! * `drops`: `(newest dropped id, channel)` for each channel retention dropped from, in id order,
+//!   so a gap check looks only at channels that lost something newer than the cursor;
+//! * `feed`: the newest [`FEED_CAPACITY`] events (retained or not) for the hub. Waiters on it are
+//!   woken through a `watch` channel carrying the newest id, which cannot miss a wake-up between
+//!   check and wait.
+//!
+//! Its epoch is drawn at random when the log is made: a new process has a new history, so a
+//! cursor from before a restart is recognised as such.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{EventLog, LogError, ReadResult, Reset, Retention, now_ms};
+use super::{EventLog, Limits, LogError, ReadResult, Reset, Retention, now_ms};
 use crate::channel::PatternSet;
-use crate::event::{EventId, NewEvent, SharedEvent};
+use crate::event::{EventId, NewEvent, SharedEvent, new_epoch};
 
 /// Events the global feed keeps for the hub to catch up after a stall.
 const FEED_CAPACITY: usize = 65_536;
+/// Index entries one wildcard read examines (under the lock) before it returns what it has.
+pub const READ_SCAN: usize = 2048;
+/// Channels with drops one gap check examines per lock hold.
+pub const GAP_SCAN: usize = 1024;
+/// Up to this many channels, a wildcard read merges the matching channels directly instead of
+/// walking the index (cheaper when the log is small).
+const SMALL_LOG: usize = 64;
 
-#[derive(Default)]
 struct ChannelLog {
+    name: Arc<str>,
     events: VecDeque<SharedEvent>,
     /// Newest id retention dropped from this channel.
     max_deleted: Option<EventId>,
 }
 
 impl ChannelLog {
-    fn drop_front(&mut self) {
-        if let Some(e) = self.events.pop_front() {
-            self.max_deleted = Some(e.id);
-        }
-    }
-
     /// Index of the first event with id > `after`.
     fn position_after(&self, after: EventId) -> usize {
         self.events.partition_point(|e| e.id <= after)
     }
 }
 
-#[derive(Default)]
 struct Inner {
     last: EventId,
-    channels: HashMap<String, ChannelLog>,
+    channels: HashMap<Arc<str>, ChannelLog>,
+    index: BTreeMap<EventId, SharedEvent>,
+    drops: BTreeSet<(EventId, Arc<str>)>,
     feed: VecDeque<SharedEvent>,
     feed_dropped: EventId,
 }
@@ -49,34 +67,153 @@ struct Inner {
 pub struct MemoryLog {
     inner: Mutex<Inner>,
     retention: Retention,
+    epoch: u32,
     newest: watch::Sender<EventId>,
 }
 
-impl MemoryLog {
-    pub fn new(retention: Retention) -> Self {
-        MemoryLog {
-            inner: Mutex::new(Inner::default()),
-            retention,
-            newest: watch::Sender::new(EventId::ZERO),
+/// Applies `limits` to one channel, keeping the index and the drop index in step.
+fn trim(
+    limits: Limits,
+    log: &mut ChannelLog,
+    index: &mut BTreeMap<EventId, SharedEvent>,
+    drops: &mut BTreeSet<(EventId, Arc<str>)>,
+    now: u64,
+) {
+    let before = log.max_deleted;
+    let mut drop_front = |log: &mut ChannelLog| {
+        if let Some(e) = log.events.pop_front() {
+            index.remove(&e.id);
+            log.max_deleted = Some(e.id);
         }
+    };
+    while log.events.len() as u64 > limits.max_events {
+        drop_front(log);
+    }
+    if let Some(age) = limits.max_age {
+        let cutoff = now.saturating_sub(age.as_millis() as u64);
+        while log.events.front().is_some_and(|e| e.time < cutoff) {
+            drop_front(log);
+        }
+    }
+    if log.max_deleted != before {
+        if let Some(b) = before {
+            drops.remove(&(b, log.name.clone()));
+        }
+        if let Some(d) = log.max_deleted {
+            drops.insert((d, log.name.clone()));
+        }
+    }
+}
+
+/// Widens a reset by one more channel that lost events and still holds `oldest` (if anything).
+fn widen(reset: Option<Reset>, oldest: Option<EventId>) -> Reset {
+    let prev = reset.and_then(|r| r.oldest);
+    Reset {
+        oldest: match (prev, oldest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
+    }
+}
+
+/// Merges the history of a few channels in id order.
+fn merge(logs: &[&ChannelLog], after: EventId, upto: EventId, limit: usize) -> ReadResult {
+    let mut heap = BinaryHeap::with_capacity(logs.len());
+    let push = |heap: &mut BinaryHeap<_>, i: usize, pos: usize| {
+        if let Some(e) = logs[i].events.get(pos)
+            && e.id <= upto
+        {
+            heap.push(Reverse((e.id, i, pos)));
+        }
+    };
+    for (i, log) in logs.iter().enumerate() {
+        push(&mut heap, i, log.position_after(after));
+    }
+    let mut events = Vec::new();
+    while let Some(Reverse((id, i, pos))) = heap.pop() {
+        events.push(logs[i].events[pos].clone());
+        push(&mut heap, i, pos + 1);
+        if events.len() >= limit && !heap.is_empty() {
+            return ReadResult { events, next: id };
+        }
+    }
+    ReadResult { events, next: upto }
+}
+
+/// Walks the global index from `after`, keeping what `patterns` match, for at most
+/// [`READ_SCAN`] entries.
+fn scan(
+    index: &BTreeMap<EventId, SharedEvent>,
+    patterns: &PatternSet,
+    after: EventId,
+    upto: EventId,
+    limit: usize,
+) -> ReadResult {
+    let mut events = Vec::new();
+    let mut last = after;
+    for (n, (id, e)) in index
+        .range((Bound::Excluded(after), Bound::Included(upto)))
+        .enumerate()
+    {
+        if n == READ_SCAN {
+            return ReadResult { events, next: last };
+        }
+        last = *id;
+        if patterns.matches(&e.channel) {
+            events.push(e.clone());
+            if events.len() >= limit {
+                return ReadResult { events, next: *id };
+            }
+        }
+    }
+    ReadResult { events, next: upto }
+}
+
+impl MemoryLog {
+    /// An empty log with a fresh random epoch.
+    pub fn new(retention: Retention) -> Self {
+        Self::with_epoch(retention, new_epoch())
+    }
+
+    /// An empty log with the given epoch (not `0`), for tests that need to know it.
+    pub fn with_epoch(retention: Retention, epoch: u32) -> Self {
+        let epoch = epoch.max(1);
+        let start = EventId::epoch_start(epoch);
+        MemoryLog {
+            inner: Mutex::new(Inner {
+                last: start,
+                channels: HashMap::new(),
+                index: BTreeMap::new(),
+                drops: BTreeSet::new(),
+                feed: VecDeque::new(),
+                feed_dropped: start,
+            }),
+            retention,
+            epoch,
+            newest: watch::Sender::new(start),
+        }
+    }
+
+    /// This log's epoch.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave the log half-written (every mutation is
-        // a push or pop), so a poisoned lock is still consistent.
+        // A panic while holding the lock cannot leave the log half-written in a way that matters
+        // (every mutation is a push, pop or map update), so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn trim_channel(&self, name: &str, log: &mut ChannelLog, now: u64) {
-        let limits = self.retention.for_channel(name);
-        while log.events.len() as u64 > limits.max_events {
-            log.drop_front();
-        }
-        if let Some(age) = limits.max_age {
-            let cutoff = now.saturating_sub(age.as_millis() as u64);
-            while log.events.front().is_some_and(|e| e.time < cutoff) {
-                log.drop_front();
-            }
+    /// `id` in this log's epoch; an id of another epoch is an error.
+    fn own(&self, id: EventId) -> Result<EventId, LogError> {
+        match id.epoch {
+            0 => Ok(id.in_epoch(self.epoch)),
+            e if e == self.epoch => Ok(id),
+            e => Err(LogError::EpochChanged {
+                expected: e,
+                current: self.epoch,
+            }),
         }
     }
 }
@@ -86,22 +223,35 @@ impl EventLog for MemoryLog {
     async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<SharedEvent>, LogError> {
         let mut out = Vec::with_capacity(events.len());
         let newest = {
-            let mut inner = self.lock();
+            let mut guard = self.lock();
+            let inner = &mut *guard;
             let now = now_ms();
             for new in events {
                 let last = inner.last;
                 let id = if now > last.ms {
-                    EventId::new(now, 0)
+                    EventId::new(now, 0).in_epoch(self.epoch)
                 } else {
                     last.next()
                 };
                 inner.last = id;
                 let event: SharedEvent = Arc::new(new.into_event(id));
-                let name = event.channel.clone();
-                let mut log = inner.channels.remove(&name).unwrap_or_default();
-                log.events.push_back(event.clone());
-                self.trim_channel(&name, &mut log, now);
-                inner.channels.insert(name, log);
+                if !inner.channels.contains_key(event.channel.as_str()) {
+                    let name: Arc<str> = Arc::from(event.channel.as_str());
+                    inner.channels.insert(
+                        name.clone(),
+                        ChannelLog {
+                            name,
+                            events: VecDeque::new(),
+                            max_deleted: None,
+                        },
+                    );
+                }
+                inner.index.insert(id, event.clone());
+                if let Some(log) = inner.channels.get_mut(event.channel.as_str()) {
+                    log.events.push_back(event.clone());
+                    let limits = self.retention.for_channel(&event.channel);
+                    trim(limits, log, &mut inner.index, &mut inner.drops, now);
+                }
                 if inner.feed.len() >= FEED_CAPACITY
                     && let Some(old) = inner.feed.pop_front()
                 {
@@ -123,42 +273,84 @@ impl EventLog for MemoryLog {
         upto: EventId,
         limit: usize,
     ) -> Result<ReadResult, LogError> {
-        let inner = self.lock();
-        let mut result = ReadResult::default();
-        let mut visit = |log: &ChannelLog| {
-            if log.max_deleted.is_some_and(|d| d > after) {
-                let oldest = log.events.front().map(|e| e.id);
-                let prev = result.reset.and_then(|r| r.oldest);
-                result.reset = Some(Reset {
-                    oldest: match (prev, oldest) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    },
-                });
-            }
-            let start = log.position_after(after);
-            result.events.extend(
-                log.events
-                    .range(start..)
-                    .take_while(|e| e.id <= upto)
-                    .take(limit)
-                    .cloned(),
-            );
-        };
-        match patterns.literals() {
-            Some(names) => names
-                .into_iter()
-                .filter_map(|n| inner.channels.get(n))
-                .for_each(&mut visit),
-            None => inner
-                .channels
-                .iter()
-                .filter(|(name, _)| patterns.matches(name))
-                .for_each(|(_, log)| visit(log)),
+        let (after, upto) = (self.own(after)?, self.own(upto)?);
+        if limit == 0 || after >= upto {
+            return Ok(ReadResult {
+                events: Vec::new(),
+                next: after,
+            });
         }
-        result.events.sort_unstable_by_key(|e| e.id);
-        result.events.truncate(limit);
-        Ok(result)
+        let inner = self.lock();
+        let logs: Option<Vec<&ChannelLog>> = match patterns.literals() {
+            Some(mut names) => {
+                names.sort_unstable();
+                names.dedup();
+                Some(
+                    names
+                        .into_iter()
+                        .filter_map(|n| inner.channels.get(n))
+                        .collect(),
+                )
+            }
+            None if inner.channels.len() <= SMALL_LOG => Some(
+                inner
+                    .channels
+                    .values()
+                    .filter(|l| patterns.matches(&l.name))
+                    .collect(),
+            ),
+            None => None,
+        };
+        Ok(match logs {
+            Some(logs) => merge(&logs, after, upto, limit),
+            None => scan(&inner.index, patterns, after, upto, limit),
+        })
+    }
+
+    async fn gap(&self, patterns: &PatternSet, after: EventId) -> Result<Option<Reset>, LogError> {
+        let after = self.own(after)?;
+        let oldest = |log: &ChannelLog| log.events.front().map(|e| e.id);
+        if let Some(names) = patterns.literals() {
+            let inner = self.lock();
+            let mut reset = None;
+            for log in names.into_iter().filter_map(|n| inner.channels.get(n)) {
+                if log.max_deleted.is_some_and(|d| d > after) {
+                    reset = Some(widen(reset, oldest(log)));
+                }
+            }
+            return Ok(reset);
+        }
+        // Only channels that dropped something newer than `after` can matter; walk them in
+        // chunks, releasing the lock in between. Entries only ever move to larger ids, so a
+        // channel that changes while we walk is seen again, never missed.
+        let mut from = Bound::Included((after.next(), Arc::<str>::from("")));
+        let mut reset = None;
+        loop {
+            let inner = self.lock();
+            let mut last = None;
+            let mut more = false;
+            for (n, (id, name)) in inner
+                .drops
+                .range((from.clone(), Bound::Unbounded))
+                .enumerate()
+            {
+                if n == GAP_SCAN {
+                    more = true;
+                    break;
+                }
+                if patterns.matches(name)
+                    && let Some(log) = inner.channels.get(&**name)
+                {
+                    reset = Some(widen(reset, oldest(log)));
+                }
+                last = Some((*id, name.clone()));
+            }
+            drop(inner);
+            match last {
+                Some(key) if more => from = Bound::Excluded(key),
+                _ => return Ok(reset),
+            }
+        }
     }
 
     async fn latest(&self, channel: &str, n: usize) -> Result<Vec<SharedEvent>, LogError> {
@@ -179,6 +371,9 @@ impl EventLog for MemoryLog {
         limit: usize,
         wait: Duration,
     ) -> Result<Option<Vec<SharedEvent>>, LogError> {
+        let Ok(after) = self.own(after) else {
+            return Ok(None);
+        };
         let mut newest = self.newest.subscribe();
         if *newest.borrow_and_update() <= after {
             // Nothing new yet: wait for the next append (or give up after `wait`).
@@ -195,10 +390,12 @@ impl EventLog for MemoryLog {
     }
 
     async fn trim_expired(&self) -> Result<(), LogError> {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let now = now_ms();
-        for (name, log) in inner.channels.iter_mut() {
-            self.trim_channel(name, log, now);
+        for log in inner.channels.values_mut() {
+            let limits = self.retention.for_channel(&log.name);
+            trim(limits, log, &mut inner.index, &mut inner.drops, now);
         }
         Ok(())
     }
@@ -248,7 +445,7 @@ mod tests {
                 serde_json::json!(3)
             ]
         );
-        assert!(r.reset.is_none());
+        assert_eq!(r.next, last);
         // Exclusive cursor, inclusive upper bound, limit.
         let r = log
             .read(&pats(&[">"]), stored[0].id, stored[2].id, 100)
@@ -281,20 +478,112 @@ mod tests {
             .read(&pats(&["a"]), stored[0].id, last, 10)
             .await
             .unwrap();
-        assert_eq!(
-            r.reset,
-            Some(Reset {
-                oldest: Some(stored[2].id)
-            })
-        );
         assert_eq!(r.events.len(), 3);
-        // A cursor at the last dropped event lost nothing.
+        for p in [pats(&["a"]), pats(&["*"])] {
+            assert_eq!(
+                log.gap(&p, stored[0].id).await.unwrap(),
+                Some(Reset {
+                    oldest: Some(stored[2].id)
+                })
+            );
+            // A cursor at the last dropped event lost nothing.
+            assert_eq!(log.gap(&p, stored[1].id).await.unwrap(), None);
+        }
+        assert_eq!(log.gap(&pats(&["b.*"]), EventId::ZERO).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_wide_read_walks_the_global_order_in_bounded_steps() {
+        let log = MemoryLog::new(Retention::default());
+        // More channels than the small-log shortcut, interleaved, plus a channel nobody asks for.
+        let mut all = Vec::new();
+        for round in 0..30 {
+            let batch = (0..(SMALL_LOG as i64 + 6))
+                .map(|c| new(&format!("w.{c}"), round))
+                .chain((0..100).map(|i| new("other", i)))
+                .collect();
+            all.extend(log.append(batch).await.unwrap());
+        }
+        let last = log.last_id().await.unwrap();
+        let want: Vec<EventId> = all
+            .iter()
+            .filter(|e| e.channel.starts_with("w."))
+            .map(|e| e.id)
+            .collect();
+        let mut got = Vec::new();
+        let mut after = EventId::ZERO;
+        let mut reads = 0;
+        while after < last {
+            let r = log.read(&pats(&["w.*"]), after, last, 500).await.unwrap();
+            assert!(r.next > after, "every read makes progress");
+            assert!(r.events.len() <= 500);
+            got.extend(r.events.iter().map(|e| e.id));
+            after = r.next;
+            reads += 1;
+        }
+        assert_eq!(got, want);
+        assert!(reads > want.len() / 500, "the scan is bounded per call");
+    }
+
+    #[tokio::test]
+    async fn one_read_examines_a_bounded_stretch_of_the_index() {
+        let log = MemoryLog::new(Retention::default());
+        let noise: Vec<NewEvent> = (0..(READ_SCAN as i64 * 2))
+            .map(|i| new(&format!("noise.{}", i % (SMALL_LOG as i64 * 2)), i))
+            .collect();
+        let stored = log.append(noise).await.unwrap();
+        let rare = log.append(vec![new("rare.x", 0)]).await.unwrap();
+        let last = log.last_id().await.unwrap();
+        // A narrow wildcard in a busy log: the first read gives up after READ_SCAN entries and
+        // says where it stopped, instead of walking the whole log under the lock.
         let r = log
-            .read(&pats(&["a"]), stored[1].id, last, 10)
+            .read(&pats(&["rare.*"]), EventId::ZERO, last, 500)
             .await
             .unwrap();
-        assert_eq!(r.reset, None);
-        assert_eq!(r.events.len(), 3);
+        assert!(r.events.is_empty());
+        assert_eq!(r.next, stored[READ_SCAN - 1].id);
+        let r = log
+            .read(&pats(&["rare.*"]), r.next, last, 500)
+            .await
+            .unwrap();
+        assert_eq!(r.next, stored[2 * READ_SCAN - 1].id);
+        let r = log
+            .read(&pats(&["rare.*"]), r.next, last, 500)
+            .await
+            .unwrap();
+        assert_eq!((r.events, r.next), (rare, last));
+    }
+
+    #[tokio::test]
+    async fn ids_of_another_epoch_are_refused() {
+        let log = MemoryLog::with_epoch(Retention::default(), 7);
+        assert_eq!(log.last_id().await.unwrap(), EventId::epoch_start(7));
+        let stored = log.append(vec![new("a", 1)]).await.unwrap();
+        assert_eq!(stored[0].id.epoch, 7);
+        let other = stored[0].id.in_epoch(8);
+        assert!(matches!(
+            log.read(&pats(&["a"]), EventId::ZERO, other, 10).await,
+            Err(LogError::EpochChanged {
+                expected: 8,
+                current: 7
+            })
+        ));
+        assert!(log.gap(&pats(&["a"]), other).await.is_err());
+        assert_eq!(
+            log.tail(other, 10, Duration::ZERO)
+                .await
+                .unwrap()
+                .map(|v| v.len()),
+            None,
+            "the feed cannot continue a cursor of another epoch"
+        );
+        // Ids without an epoch are taken as this log's.
+        let r = log
+            .read(&pats(&["a"]), EventId::ZERO, EventId::new(u64::MAX, 0), 10)
+            .await
+            .unwrap();
+        assert_eq!(r.events.len(), 1);
+        assert_ne!(MemoryLog::new(Retention::default()).epoch(), 0);
     }
 
     #[tokio::test]

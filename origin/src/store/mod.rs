@@ -6,9 +6,17 @@
 //!
 //! * `append` assigns ids from one counter per origin, so ids are totally ordered across channels
 //!   and a batch is stored in order;
+//! * the log has an **epoch**, carried by every id it hands out ([`EventId::epoch`]). It changes
+//!   when the log's history is lost: a memory log's epoch is new with every process, a Redis
+//!   log's epoch is a key next to its data, so a Redis that came back empty has none and the
+//!   next operation of any origin on the namespace makes a new one. An operation given an id of
+//!   another epoch fails with [`LogError::EpochChanged`] (`tail` answers "lost my place"), so a
+//!   reader never mixes two histories; [`resume_point`] is the rule that turns a client's cursor
+//!   into a place to read from, or a reset;
 //! * retention is per channel, by count and by age; when retention drops an event, the channel
-//!   remembers the newest id it dropped, which is how a stale cursor is detected
-//!   ([`ReadResult::reset`]);
+//!   remembers the newest id it dropped, which is how a stale cursor is detected ([`EventLog::gap`]);
+//! * `read` returns history in id order with bounded work per call: a wildcard read walks the
+//!   log's global id order instead of every channel, and may stop early ([`ReadResult::next`]);
 //! * `tail` is the global feed in id order, which the server's hub fans out to live subscribers.
 
 pub mod memory;
@@ -20,7 +28,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::channel::{Pattern, PatternSet};
-use crate::event::{EventId, NewEvent, SharedEvent};
+use crate::event::{EventId, NewEvent, ResetCause, SharedEvent};
 
 /// Errors at the storage boundary.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +39,10 @@ pub enum LogError {
     Corrupt(String),
     #[error("unsupported store URL {0:?}: use 'memory' or 'redis://host:port[/db]'")]
     BadUrl(String),
+    /// The log's history was lost since the caller read `expected` (its epoch is now `current`):
+    /// whatever the caller was reading belongs to a history that no longer exists.
+    #[error("the event log's history was lost: epoch {expected:08x} is now {current:08x}")]
+    EpochChanged { expected: u32, current: u32 },
 }
 
 /// How long a channel keeps its events.
@@ -72,23 +84,72 @@ impl Retention {
 pub struct ReadResult {
     /// Events after the cursor, in id order, at most `limit`.
     pub events: Vec<SharedEvent>,
-    /// Set when a matching channel dropped an event newer than the cursor: the client missed
-    /// data and must resync. Holds the oldest id still retained in those channels, if any.
-    pub reset: Option<Reset>,
+    /// The read is complete through this id: every matching event in `(after, next]` that the
+    /// log holds is in `events`. The next read starts here. It equals `upto` once the read
+    /// reached it; before that a store may stop early (after `limit` events, or after a bounded
+    /// amount of work), but always past `after`.
+    pub next: EventId,
 }
 
+/// Retention dropped events after a cursor (see [`EventLog::gap`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reset {
+    /// The oldest id still retained on the channels that lost events, if they hold any.
     pub oldest: Option<EventId>,
 }
 
+/// Where a subscription that resumes from a client's cursor starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// Read the history after this id (the cursor, or the start of the current epoch for `0-0`).
+    From(EventId),
+    /// The log cannot vouch for the cursor: send `ssepush.reset` first, then continue from
+    /// `from`, which the client should adopt as its cursor.
+    Reset { cause: ResetCause, from: EventId },
+}
+
+/// The resume rule, given a client's `cursor` and the log's `head` (its newest id, read after the
+/// subscriber registered for live events):
+///
+/// * `0-0` without an epoch means "from the start": the history of the current epoch;
+/// * a cursor of another epoch (or of none) points into a history that was lost: reset, then the
+///   current epoch from its start;
+/// * a cursor newer than the head of its own epoch names events the log no longer has: reset,
+///   then from the head;
+/// * anything else resumes exactly after the cursor (retention gaps are found by
+///   [`EventLog::gap`]).
+pub fn resume_point(cursor: EventId, head: EventId) -> Resume {
+    let start = EventId::epoch_start(head.epoch);
+    if cursor == EventId::ZERO {
+        Resume::From(start)
+    } else if cursor.epoch != head.epoch {
+        Resume::Reset {
+            cause: ResetCause::Epoch,
+            from: start,
+        }
+    } else if cursor > head {
+        Resume::Reset {
+            cause: ResetCause::Ahead,
+            from: head,
+        }
+    } else {
+        Resume::From(cursor)
+    }
+}
+
 /// The ordered, retained history of every channel of one origin.
+///
+/// Ids given to a log may name its epoch or none (`EventId::new`, taken as the current epoch);
+/// an id of another epoch fails with [`LogError::EpochChanged`].
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
     /// Stores a batch in order and returns the stored events with their ids.
     async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<SharedEvent>, LogError>;
 
-    /// Events on channels matching `patterns` with `after < id <= upto`, in id order.
+    /// Events on channels matching `patterns` with `after < id <= upto`, in id order, at most
+    /// `limit`; see [`ReadResult::next`] for where the next read starts. The work done per call
+    /// is bounded (the memory log holds its lock for at most a few thousand entries), so a wide
+    /// replay never stalls publishers.
     async fn read(
         &self,
         patterns: &PatternSet,
@@ -97,14 +158,22 @@ pub trait EventLog: Send + Sync + 'static {
         limit: usize,
     ) -> Result<ReadResult, LogError>;
 
+    /// Whether retention dropped an event newer than `after` from a channel matching
+    /// `patterns`; if so, the oldest id those channels still hold. Call it *after* reading the
+    /// history it vouches for: an event dropped in between then shows as a reset, never as a
+    /// silent hole.
+    async fn gap(&self, patterns: &PatternSet, after: EventId) -> Result<Option<Reset>, LogError>;
+
     /// The newest `n` events of one channel, newest last.
     async fn latest(&self, channel: &str, n: usize) -> Result<Vec<SharedEvent>, LogError>;
 
-    /// The newest id assigned so far on any channel (`EventId::ZERO` before the first).
+    /// The log's head: the newest id assigned so far on any channel, in the current epoch
+    /// (`0-0.<epoch>` before the first event of the epoch).
     async fn last_id(&self) -> Result<EventId, LogError>;
 
     /// Every event after `after`, across all channels, in id order; waits up to `wait` for one.
-    /// `Ok(None)` means the feed no longer holds `after` (the caller fell too far behind).
+    /// `Ok(None)` means the feed no longer holds `after` (the caller fell too far behind, or
+    /// `after` belongs to another epoch).
     async fn tail(
         &self,
         after: EventId,
@@ -142,4 +211,45 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resume_rule() {
+        let head = EventId::new(50, 2).in_epoch(7);
+        let start = EventId::epoch_start(7);
+        assert_eq!(resume_point(EventId::ZERO, head), Resume::From(start));
+        assert_eq!(resume_point(start, head), Resume::From(start));
+        let c = EventId::new(40, 0).in_epoch(7);
+        assert_eq!(resume_point(c, head), Resume::From(c));
+        assert_eq!(resume_point(head, head), Resume::From(head));
+        let epoch = Resume::Reset {
+            cause: ResetCause::Epoch,
+            from: start,
+        };
+        assert_eq!(resume_point(EventId::new(40, 0).in_epoch(8), head), epoch);
+        // An id that names no epoch cannot be vouched for (unless it is `0-0`).
+        assert_eq!(resume_point(EventId::new(40, 0), head), epoch);
+        assert_eq!(resume_point(EventId::epoch_start(8), head), epoch);
+        assert_eq!(
+            resume_point(head.next(), head),
+            Resume::Reset {
+                cause: ResetCause::Ahead,
+                from: head
+            }
+        );
+        // A log that holds nothing yet: everything in its epoch is ahead of it but the start.
+        let empty = EventId::epoch_start(9);
+        assert_eq!(resume_point(empty, empty), Resume::From(empty));
+        assert!(matches!(
+            resume_point(EventId::new(1, 0).in_epoch(9), empty),
+            Resume::Reset {
+                cause: ResetCause::Ahead,
+                ..
+            }
+        ));
+    }
 }

@@ -13,8 +13,25 @@
 //! | `ssepush:{<ns>}:ch:<channel>` | stream | one channel's retained history, fields `t`, `d`         |
 //! | `ssepush:{<ns>}:channels`     | set    | every channel name ever published on                    |
 //! | `ssepush:{<ns>}:dropped`      | hash   | channel name → newest id retention dropped from it      |
+//! | `ssepush:{<ns>}:epoch`        | string | the log's epoch, eight hex digits                       |
 //!
 //! `d` is the event's data as compact JSON; an event's `time` is its id's milliseconds.
+//!
+//! # Epochs
+//!
+//! Every operation reads the `epoch` key in the same script or transaction as its data, and
+//! creates it (`SET … NX`, a random value) when it is missing. A Redis that lost its data (a
+//! restart without persistence, a failover to an empty replica, keys deleted) lost this key with
+//! it, so the next operation of *any* origin on the namespace starts a new epoch, and every origin
+//! sees the same one. Ids are tagged with the epoch read alongside them; an operation given an id
+//! of another epoch fails with [`LogError::EpochChanged`], and `tail` reports that it lost its
+//! place, which makes the hub disconnect its subscribers so they resume (and get a reset).
+//!
+//! What an epoch cannot see: a Redis that comes back with *part* of its history (restored from
+//! an older snapshot, or a failover to a replica that lagged) keeps its epoch. Cursors newer
+//! than its head are still reset (`ahead`), but a client whose cursor is older than the lost
+//! stretch cannot be told it missed it. Where that matters, run Redis with `appendfsync always`
+//! and no lagging failover.
 //!
 //! # Ids
 //!
@@ -23,6 +40,18 @@
 //! added to its channel's stream under that *same* id. So ids come from a single counter per
 //! namespace, are totally ordered across channels and across every origin process sharing the
 //! Redis, survive restarts, and a batch is contiguous.
+//!
+//! # History reads
+//!
+//! A read of literal channels is one transaction of `XRANGE`s. A wildcard read walks the global
+//! feed instead (one transaction: the epoch, the feed's lower bound and an `XRANGE` over no more
+//! feed entries than the read may return, at most [`FEED_SCAN`]; then one `HMGET` of the
+//! `dropped` ids of the channels seen, so events retention already dropped are left out), which
+//! is the global id order without listing every channel per batch, and costs Redis little more
+//! than the range itself (a Lua script doing the same spent about six times as long, converting
+//! the entries). Only a cursor older than the feed
+//! (it keeps the newest [`FEED_CAPACITY`] events) falls back to reading every matching channel,
+//! in pipelines of [`CHANNEL_CHUNK`] so publishers' scripts run in between.
 //!
 //! # Why the `dropped` keys
 //!
@@ -34,7 +63,8 @@
 //!
 //! # Connections
 //!
-//! Ordinary commands share one auto-reconnecting multiplexed [`ConnectionManager`]. `tail` blocks
+//! Ordinary commands share one auto-reconnecting multiplexed [`ConnectionManager`]; history reads
+//! have a second one, so a replay's large replies never delay a publisher's append. `tail` blocks
 //! in `XREAD BLOCK`, which would stall every command queued behind it on a multiplexed
 //! connection, so it has a dedicated connection with no client-side response timeout (the
 //! client's default of 500 ms would cut every wait short), guarded by a mutex.
@@ -52,7 +82,7 @@ use tokio::sync::Mutex;
 
 use super::{EventLog, LogError, ReadResult, Reset, Retention};
 use crate::channel::PatternSet;
-use crate::event::{Event, EventId, NewEvent, SharedEvent};
+use crate::event::{Event, EventId, NewEvent, SharedEvent, new_epoch, parse_epoch};
 
 /// Events the global feed keeps for the hub to catch up after a stall.
 pub const FEED_CAPACITY: u64 = 100_000;
@@ -65,6 +95,30 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const TRIM_CHUNK: usize = 256;
 /// Longest `XREAD BLOCK` we ask for; far beyond any real wait, and within what Redis accepts.
 const MAX_BLOCK_MS: u128 = 1_000_000_000_000;
+/// Most feed entries one wildcard read examines (one script call); it examines no more than the
+/// events it may return.
+pub const FEED_SCAN: usize = 2048;
+/// Channel streams read per pipeline when a read has to visit channels one by one.
+pub const CHANNEL_CHUNK: usize = 64;
+/// Entries of the `dropped` hash asked for per `HSCAN` by a gap check.
+const GAP_SCAN: usize = 512;
+
+/// Lua shared by every script that reads or writes the log: the namespace's epoch, made when
+/// missing (the data it vouched for is gone with it).
+macro_rules! epoch_lua {
+    () => {
+        r#"
+local function ensure_epoch(key, candidate)
+  local e = redis.call('GET', key)
+  if not e then
+    redis.call('SET', key, candidate)
+    e = candidate
+  end
+  return e
+end
+"#
+    };
+}
 
 /// Lua shared by the scripts that trim by age.
 macro_rules! newest_below_lua {
@@ -82,18 +136,20 @@ end
 }
 
 /// One batch, atomically: feed entry, channel entry with the same id, retention, bookkeeping.
+/// Returns the epoch, then the ids.
 const APPEND_LUA: &str = concat!(
     newest_below_lua!(),
+    epoch_lua!(),
     r#"
--- KEYS: 1 feed, 2 feed-dropped, 3 channel set, 4 dropped hash, 4+i channel stream of event i
--- ARGV: 1 feed cap; then per event: channel, type, data, max events, max age ms (-1: none)
+-- KEYS: 1 feed, 2 feed-dropped, 3 channel set, 4 dropped hash, 5 epoch, 5+i channel stream of event i
+-- ARGV: 1 feed cap, 2 candidate epoch; then per event: channel, type, data, max events, max age ms (-1: none)
 local cap = tonumber(ARGV[1])
-local ids = {}
-for i = 1, (#ARGV - 1) / 5 do
-  local a = 1 + (i - 1) * 5
+local out = {ensure_epoch(KEYS[5], ARGV[2])}
+for i = 1, (#ARGV - 2) / 5 do
+  local a = 2 + (i - 1) * 5
   local channel, kind, data = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local max_events, max_age = ARGV[a + 4], tonumber(ARGV[a + 5])
-  local key = KEYS[4 + i]
+  local key = KEYS[5 + i]
 
   local len = redis.call('XLEN', KEYS[1])
   if len >= cap then
@@ -127,9 +183,9 @@ for i = 1, (#ARGV - 1) / 5 do
   end
   if dropped then redis.call('HSET', KEYS[4], channel, dropped) end
   redis.call('SADD', KEYS[3], channel)
-  ids[i] = id
+  out[i + 1] = id
 end
-return ids
+return out
 "#
 );
 
@@ -157,16 +213,21 @@ return 0
 "#
 );
 
-/// The feed's `last-generated-id`: unlike its newest entry, it is right even when trimming
-/// emptied the stream. `XINFO` fails on a missing key, hence the script.
-const LAST_ID_LUA: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return '0-0' end
+/// The epoch and the feed's `last-generated-id`: unlike its newest entry, the latter is right
+/// even when trimming emptied the stream. `XINFO` fails on a missing key, hence the script.
+const LAST_ID_LUA: &str = concat!(
+    epoch_lua!(),
+    r#"
+-- KEYS: 1 feed, 2 epoch; ARGV: 1 candidate epoch
+local epoch = ensure_epoch(KEYS[2], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then return {epoch, '0-0'} end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 for i = 1, #info, 2 do
-  if info[i] == 'last-generated-id' then return info[i + 1] end
+  if info[i] == 'last-generated-id' then return {epoch, info[i + 1]} end
 end
 return redis.error_reply('XINFO STREAM has no last-generated-id')
-"#;
+"#
+);
 
 struct Keys {
     prefix: String,
@@ -174,6 +235,7 @@ struct Keys {
     log_dropped: String,
     channels: String,
     dropped: String,
+    epoch: String,
 }
 
 impl Keys {
@@ -184,6 +246,7 @@ impl Keys {
             log_dropped: format!("{prefix}log-dropped"),
             channels: format!("{prefix}channels"),
             dropped: format!("{prefix}dropped"),
+            epoch: format!("{prefix}epoch"),
             prefix,
         }
     }
@@ -197,6 +260,9 @@ impl Keys {
 pub struct RedisLog {
     client: Client,
     conn: ConnectionManager,
+    /// History reads (`read`, `gap`) on their own connection: a replay's large replies never
+    /// queue in front of a publisher's append on the shared one.
+    history: ConnectionManager,
     /// Only `tail` blocks on it; `None` until first use and after a failure, to reconnect.
     tail_conn: Mutex<Option<MultiplexedConnection>>,
     keys: Keys,
@@ -222,12 +288,16 @@ impl RedisLog {
             )));
         }
         let client = Client::open(url).map_err(|_| LogError::BadUrl(url.to_owned()))?;
+        let keys = Keys::new(namespace);
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_secs(1));
-        let mut conn = ConnectionManager::new_with_config(client.clone(), config)
+        let mut conn = ConnectionManager::new_with_config(client.clone(), config.clone())
+            .await
+            .map_err(store_error)?;
+        let history = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(store_error)?;
         let info: String = redis::cmd("INFO")
@@ -236,11 +306,20 @@ impl RedisLog {
             .await
             .map_err(store_error)?;
         check_version(&info)?;
+        // Made now so the epoch exists from the start; every operation also makes it if missing.
+        let _: Value = redis::cmd("SET")
+            .arg(&keys.epoch)
+            .arg(candidate_epoch())
+            .arg("NX")
+            .query_async(&mut conn)
+            .await
+            .map_err(store_error)?;
         Ok(RedisLog {
             client,
             conn,
+            history,
             tail_conn: Mutex::new(None),
-            keys: Keys::new(namespace),
+            keys,
             retention,
             feed_capacity: FEED_CAPACITY,
             append: Script::new(APPEND_LUA),
@@ -261,27 +340,233 @@ impl RedisLog {
         &self.keys.prefix
     }
 
-    /// The oldest retained id of each channel, for the rare reset whose range read came back
-    /// empty (everything retained is newer than `upto`, or nothing is retained).
-    async fn oldest_ids(&self, channels: &[&str]) -> Result<Vec<Option<EventId>>, LogError> {
-        let mut pipe = redis::pipe();
-        for ch in channels {
-            pipe.cmd("XRANGE")
-                .arg(self.keys.channel(ch))
-                .arg("-")
-                .arg("+")
-                .arg("COUNT")
-                .arg(1);
+    /// Runs a history pipeline, once more if the connection had dropped: reads are idempotent,
+    /// and the first command after Redis came back only finds the old connection gone (the
+    /// manager reconnects for the second), which would otherwise fail a client's resume.
+    async fn on_history<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, LogError> {
+        let mut conn = self.history.clone();
+        match pipe.query_async(&mut conn).await {
+            Err(e) if dropped(&e) => pipe.query_async(&mut conn).await.map_err(store_error),
+            r => r.map_err(store_error),
         }
-        let replies: Vec<Value> = pipe
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(store_error)?;
-        replies
-            .into_iter()
-            .map(|v| Ok(parse_entries(v)?.first().map(|e| e.id)))
-            .collect()
     }
+
+    /// [`on_history`](Self::on_history) for one command.
+    async fn on_history_cmd<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, LogError> {
+        let mut conn = self.history.clone();
+        match cmd.query_async(&mut conn).await {
+            Err(e) if dropped(&e) => cmd.query_async(&mut conn).await.map_err(store_error),
+            r => r.map_err(store_error),
+        }
+    }
+
+    /// Adds `SET epoch <candidate> NX` and `GET epoch` to a pipeline; the `GET` is its last
+    /// reply.
+    fn with_epoch(&self, pipe: &mut redis::Pipeline) {
+        pipe.cmd("SET")
+            .arg(&self.keys.epoch)
+            .arg(candidate_epoch())
+            .arg("NX")
+            .ignore();
+        pipe.cmd("GET").arg(&self.keys.epoch);
+    }
+
+    /// Reads `(after, upto]` of each named channel (at most `limit` each), pipelined
+    /// [`CHANNEL_CHUNK`] at a time, and merges them: the first `limit` events in id order.
+    async fn read_channels(
+        &self,
+        channels: &[&str],
+        after: EventId,
+        upto: EventId,
+        limit: usize,
+        epoch: u32,
+    ) -> Result<ReadResult, LogError> {
+        let mut merged: Vec<(Entry, &str)> = Vec::new();
+        let mut epoch = epoch;
+        for chunk in channels.chunks(CHANNEL_CHUNK) {
+            let mut pipe = redis::pipe();
+            // Atomic per chunk: the ranges and the epoch are one snapshot. Chunks need not be:
+            // a channel's range up to `upto` only ever loses entries at its front.
+            pipe.atomic();
+            for ch in chunk {
+                pipe.cmd("XRANGE")
+                    .arg(self.keys.channel(ch))
+                    .arg(format!("({}", after.position()))
+                    .arg(upto.position().to_string())
+                    .arg("COUNT")
+                    .arg(count_arg(limit));
+            }
+            self.with_epoch(&mut pipe);
+            let mut replies: Vec<Value> = self.on_history(&pipe).await?;
+            let current = parse_epoch_reply(replies.pop())?;
+            epoch = same_epoch(epoch, current)?;
+            if replies.len() != chunk.len() {
+                return Err(corrupt("short reply to a range read"));
+            }
+            for (ch, reply) in chunk.iter().zip(replies) {
+                merged.extend(parse_entries(reply)?.into_iter().map(|e| (e, *ch)));
+            }
+        }
+        // Up to `limit` per channel came back; the first `limit` overall are complete through
+        // the last of them (a channel with more to give returned `limit` entries, all later).
+        merged.sort_unstable_by_key(|(e, _)| e.id);
+        let next = if merged.len() >= limit {
+            merged.truncate(limit);
+            merged.last().map_or(upto, |(e, _)| e.id.in_epoch(epoch))
+        } else {
+            upto
+        };
+        Ok(ReadResult {
+            events: merged
+                .into_iter()
+                .map(|(e, ch)| e.into_event(Some(ch), epoch))
+                .collect::<Result<_, _>>()?,
+            next,
+        })
+    }
+
+    /// Reads a stretch of the global feed for a wildcard read. `None` when the feed no longer
+    /// holds everything after `after`.
+    async fn read_feed(
+        &self,
+        patterns: &PatternSet,
+        after: EventId,
+        upto: EventId,
+        limit: usize,
+        epoch: u32,
+    ) -> Result<Option<ReadResult>, LogError> {
+        // No more entries than the read may return: a wide pattern uses every one, a narrow one
+        // just takes more (cheap) calls.
+        let scan = limit.clamp(1, FEED_SCAN);
+        let mut pipe = redis::pipe();
+        // Native commands in one transaction: the epoch, the feed's lower bound and the stretch
+        // are one snapshot, and Redis spends little more than the range itself on it.
+        pipe.atomic();
+        self.with_epoch(&mut pipe);
+        pipe.cmd("GET").arg(&self.keys.log_dropped);
+        pipe.cmd("XRANGE")
+            .arg(&self.keys.log)
+            .arg(format!("({}", after.position()))
+            .arg(upto.position().to_string())
+            .arg("COUNT")
+            .arg(scan);
+        let replies: Vec<Value> = self.on_history(&pipe).await?;
+        let [current, feed_dropped, entries]: [Value; 3] =
+            replies.try_into().map_err(|p: Vec<Value>| {
+                corrupt(format!(
+                    "feed read returned {} replies, expected 3",
+                    p.len()
+                ))
+            })?;
+        let epoch = same_epoch(epoch, parse_epoch_value(&current)?)?;
+        if parse_opt_id(&feed_dropped)?.is_some_and(|d| d.position() > after.position()) {
+            return Ok(None);
+        }
+        let entries = parse_entries(entries)?;
+        // Events retention already dropped from their channel are not history. The channels'
+        // `dropped` ids are read right after the range: a drop in between makes an event that was
+        // retained a moment ago count as dropped, the same race as any drop during a replay.
+        let mut names: Vec<String> = entries.iter().filter_map(|e| e.channel.clone()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut floor: std::collections::HashMap<String, EventId> = Default::default();
+        if !names.is_empty() {
+            let floors: Vec<Value> = self
+                .on_history_cmd(redis::cmd("HMGET").arg(&self.keys.dropped).arg(&names))
+                .await?;
+            for (c, d) in names.into_iter().zip(&floors) {
+                if let Some(d) = parse_opt_id(d)? {
+                    floor.insert(c, d);
+                }
+            }
+        }
+        let scanned = entries.len();
+        let mut last = after;
+        let mut events = Vec::new();
+        for entry in entries {
+            last = entry.id.in_epoch(epoch);
+            let Some(channel) = entry.channel.as_deref() else {
+                return Err(corrupt(format!("feed entry {} has no channel", entry.id)));
+            };
+            // Retention dropped it from its channel: it is no longer history.
+            let retained = floor
+                .get(channel)
+                .is_none_or(|d| entry.id.position() > d.position());
+            if retained && patterns.matches(channel) {
+                events.push(entry.into_event(None, epoch)?);
+                if events.len() >= limit {
+                    return Ok(Some(ReadResult { events, next: last }));
+                }
+            }
+        }
+        let next = if scanned >= scan { last } else { upto };
+        Ok(Some(ReadResult { events, next }))
+    }
+
+    /// The oldest retained id of each channel.
+    async fn oldest_ids(&self, channels: &[String]) -> Result<Vec<Option<EventId>>, LogError> {
+        let mut out = Vec::with_capacity(channels.len());
+        for chunk in channels.chunks(CHANNEL_CHUNK) {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for ch in chunk {
+                pipe.cmd("XRANGE")
+                    .arg(self.keys.channel(ch))
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1);
+            }
+            self.with_epoch(&mut pipe);
+            let mut replies: Vec<Value> = self.on_history(&pipe).await?;
+            let epoch = parse_epoch_reply(replies.pop())?;
+            for v in replies {
+                out.push(parse_entries(v)?.first().map(|e| e.id.in_epoch(epoch)));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A fresh epoch, as the `epoch` key holds it.
+fn candidate_epoch() -> String {
+    format!("{:08x}", new_epoch())
+}
+
+fn parse_epoch_value(v: &Value) -> Result<u32, LogError> {
+    text(v)
+        .and_then(parse_epoch)
+        .ok_or_else(|| corrupt(format!("the epoch key holds {v:?}, not an epoch")))
+}
+
+fn parse_epoch_reply(v: Option<Value>) -> Result<u32, LogError> {
+    parse_epoch_value(&v.ok_or_else(|| corrupt("no epoch in the reply"))?)
+}
+
+/// `current`, when the caller expected it (or expected none).
+fn same_epoch(expected: u32, current: u32) -> Result<u32, LogError> {
+    if expected == 0 || expected == current {
+        Ok(current)
+    } else {
+        Err(LogError::EpochChanged { expected, current })
+    }
+}
+
+/// The epoch the ids given to an operation name (`0` if none does).
+fn named_epoch(ids: &[EventId]) -> Result<u32, LogError> {
+    let mut epoch = 0;
+    for id in ids {
+        if id.epoch != 0 {
+            epoch = same_epoch(epoch, id.epoch)?;
+        }
+    }
+    Ok(epoch)
 }
 
 fn tail_connection_config() -> AsyncConnectionConfig {
@@ -308,6 +593,11 @@ fn check_version(info: &str) -> Result<(), LogError> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// The connection broke under the command (Redis restarted, a network blip).
+fn dropped(e: &RedisError) -> bool {
+    e.is_connection_dropped() || e.is_io_error()
 }
 
 fn store_error(e: RedisError) -> LogError {
@@ -353,8 +643,9 @@ struct Entry {
 
 impl Entry {
     /// `channel` is the stream's channel; `None` for feed entries, which carry it in `c`.
-    fn into_event(self, channel: Option<&str>) -> Result<SharedEvent, LogError> {
-        let id = self.id;
+    /// `epoch` is the log's, read with the entry.
+    fn into_event(self, channel: Option<&str>, epoch: u32) -> Result<SharedEvent, LogError> {
+        let id = self.id.in_epoch(epoch);
         let missing = |f: &str| corrupt(format!("entry {id} has no field {f:?}"));
         let channel = match channel {
             Some(c) => c.to_owned(),
@@ -478,7 +769,9 @@ impl EventLog for RedisLog {
             .key(&self.keys.log_dropped)
             .key(&self.keys.channels)
             .key(&self.keys.dropped)
-            .arg(self.feed_capacity);
+            .key(&self.keys.epoch)
+            .arg(self.feed_capacity)
+            .arg(candidate_epoch());
         for e in &events {
             let name = e.channel.as_str();
             let limits = self.retention.for_channel(name);
@@ -497,20 +790,21 @@ impl EventLog for RedisLog {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(store_error)?;
-        let Value::Array(ids) = reply else {
+        let Value::Array(mut ids) = reply else {
             return Err(corrupt(format!("append script returned {reply:?}")));
         };
-        if ids.len() != events.len() {
+        if ids.len() != events.len() + 1 {
             return Err(corrupt(format!(
-                "append script returned {} ids for {} events",
+                "append script returned {} values for {} events",
                 ids.len(),
                 events.len()
             )));
         }
+        let epoch = parse_epoch_value(&ids.remove(0))?;
         events
             .into_iter()
             .zip(&ids)
-            .map(|(e, id)| Ok(Arc::new(e.into_event(parse_id(id)?))))
+            .map(|(e, id)| Ok(Arc::new(e.into_event(parse_id(id)?.in_epoch(epoch)))))
             .collect()
     }
 
@@ -521,98 +815,116 @@ impl EventLog for RedisLog {
         upto: EventId,
         limit: usize,
     ) -> Result<ReadResult, LogError> {
-        let mut conn = self.conn.clone();
-        let channels: Vec<String> = match patterns.literals() {
-            Some(names) => names.into_iter().map(str::to_owned).collect(),
-            None => {
-                let all: Vec<String> = redis::cmd("SMEMBERS")
-                    .arg(&self.keys.channels)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(store_error)?;
-                all.into_iter().filter(|c| patterns.matches(c)).collect()
-            }
-        };
+        let epoch = named_epoch(&[after, upto])?;
         // Nothing is after the largest id, and Redis refuses it as an exclusive start.
-        if channels.is_empty() || after == EventId::new(u64::MAX, u64::MAX) {
-            return Ok(ReadResult::default());
+        if limit == 0
+            || after.position() >= upto.position()
+            || after.position() == EventId::new(u64::MAX, u64::MAX).position()
+        {
+            return Ok(ReadResult {
+                events: Vec::new(),
+                next: after,
+            });
         }
-        // One transaction, so the ranges and the dropped ids are one consistent snapshot.
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for ch in &channels {
-            pipe.cmd("XRANGE")
-                .arg(self.keys.channel(ch))
-                .arg(format!("({after}"))
-                .arg(upto.to_string())
-                .arg("COUNT")
-                .arg(count_arg(limit));
+        if let Some(mut names) = patterns.literals() {
+            names.sort_unstable();
+            names.dedup();
+            return self.read_channels(&names, after, upto, limit, epoch).await;
         }
-        pipe.cmd("HMGET").arg(&self.keys.dropped).arg(&channels);
-        let mut replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(store_error)?;
-        if replies.len() != channels.len() + 1 {
-            return Err(corrupt("short reply to a range read"));
+        if let Some(r) = self.read_feed(patterns, after, upto, limit, epoch).await? {
+            return Ok(r);
         }
-        let dropped = match replies.pop() {
-            Some(Value::Array(ids)) if ids.len() == channels.len() => ids,
-            other => return Err(corrupt(format!("unexpected HMGET reply {other:?}"))),
-        };
+        // The cursor is older than the feed: visit the matching channels one by one.
+        let all: Vec<String> = self
+            .on_history_cmd(redis::cmd("SMEMBERS").arg(&self.keys.channels))
+            .await?;
+        let names: Vec<&str> = all
+            .iter()
+            .map(String::as_str)
+            .filter(|c| patterns.matches(c))
+            .collect();
+        self.read_channels(&names, after, upto, limit, epoch).await
+    }
 
-        let mut reset = false;
-        let mut oldest: Option<EventId> = None;
-        let mut unknown_oldest = Vec::new();
-        let mut merged: Vec<(Entry, &str)> = Vec::new();
-        for ((ch, reply), dropped) in channels.iter().zip(replies).zip(&dropped) {
-            let entries = parse_entries(reply)?;
-            if parse_opt_id(dropped)?.is_some_and(|d| d > after) {
-                reset = true;
-                // Everything retained is newer than the dropped id, so newer than `after`: the
-                // range's first entry, when there is one, is the channel's oldest.
-                match entries.first() {
-                    Some(e) => oldest = Some(oldest.map_or(e.id, |o| o.min(e.id))),
-                    None => unknown_oldest.push(ch.as_str()),
+    async fn gap(&self, patterns: &PatternSet, after: EventId) -> Result<Option<Reset>, LogError> {
+        let newer = |d: &Value| -> Result<bool, LogError> {
+            Ok(parse_opt_id(d)?.is_some_and(|d| d.position() > after.position()))
+        };
+        let mut lost: Vec<String> = Vec::new();
+        match patterns.literals() {
+            Some(mut names) => {
+                names.sort_unstable();
+                names.dedup();
+                let dropped: Vec<Value> = self
+                    .on_history_cmd(redis::cmd("HMGET").arg(&self.keys.dropped).arg(&names))
+                    .await?;
+                for (name, d) in names.iter().zip(&dropped) {
+                    if newer(d)? {
+                        lost.push((*name).to_owned());
+                    }
                 }
             }
-            merged.extend(entries.into_iter().map(|e| (e, ch.as_str())));
-        }
-        if reset && !unknown_oldest.is_empty() {
-            for id in self
-                .oldest_ids(&unknown_oldest)
-                .await?
-                .into_iter()
-                .flatten()
-            {
-                oldest = Some(oldest.map_or(id, |o| o.min(id)));
+            None => {
+                // Only channels that ever dropped something are in the hash; walk it in steps.
+                let mut cursor = 0u64;
+                loop {
+                    let (next, items): (u64, Vec<Value>) = self
+                        .on_history_cmd(
+                            redis::cmd("HSCAN")
+                                .arg(&self.keys.dropped)
+                                .arg(cursor)
+                                .arg("COUNT")
+                                .arg(GAP_SCAN),
+                        )
+                        .await?;
+                    let mut it = items.into_iter();
+                    while let (Some(c), Some(d)) = (it.next(), it.next()) {
+                        let c = text(&c).ok_or_else(|| corrupt("channel name is not text"))?;
+                        if patterns.matches(c) && newer(&d)? {
+                            lost.push(c.to_owned());
+                        }
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+                // HSCAN may return an entry twice.
+                lost.sort_unstable();
+                lost.dedup();
             }
         }
-        // Up to `limit` per channel came back; only the first `limit` overall are decoded.
-        merged.sort_unstable_by_key(|(e, _)| e.id);
-        merged.truncate(limit);
-        Ok(ReadResult {
-            events: merged
-                .into_iter()
-                .map(|(e, ch)| e.into_event(Some(ch)))
-                .collect::<Result<_, _>>()?,
-            reset: reset.then_some(Reset { oldest }),
-        })
+        if lost.is_empty() {
+            return Ok(None);
+        }
+        let oldest = self.oldest_ids(&lost).await?.into_iter().flatten().min();
+        Ok(Some(Reset { oldest }))
     }
 
     async fn latest(&self, channel: &str, n: usize) -> Result<Vec<SharedEvent>, LogError> {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let reply: Value = redis::cmd("XREVRANGE")
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("XREVRANGE")
             .arg(self.keys.channel(channel))
             .arg("+")
             .arg("-")
             .arg("COUNT")
-            .arg(count_arg(n))
+            .arg(count_arg(n));
+        self.with_epoch(&mut pipe);
+        let mut replies: Vec<Value> = pipe
             .query_async(&mut self.conn.clone())
             .await
             .map_err(store_error)?;
+        let epoch = parse_epoch_reply(replies.pop())?;
+        let reply = replies
+            .pop()
+            .ok_or_else(|| corrupt("no reply to XREVRANGE"))?;
         let mut events = parse_entries(reply)?
             .into_iter()
-            .map(|e| e.into_event(Some(channel)))
+            .map(|e| e.into_event(Some(channel), epoch))
             .collect::<Result<Vec<_>, _>>()?;
         events.reverse();
         Ok(events)
@@ -622,10 +934,17 @@ impl EventLog for RedisLog {
         let reply: Value = self
             .last
             .key(&self.keys.log)
+            .key(&self.keys.epoch)
+            .arg(candidate_epoch())
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(store_error)?;
-        parse_id(&reply)
+        match reply {
+            Value::Array(parts) if parts.len() == 2 => {
+                Ok(parse_id(&parts[1])?.in_epoch(parse_epoch_value(&parts[0])?))
+            }
+            other => Err(corrupt(format!("head script returned {other:?}"))),
+        }
     }
 
     async fn tail(
@@ -647,6 +966,9 @@ impl EventLog for RedisLog {
                 .map_err(store_error)?,
         };
         let mut pipe = redis::pipe();
+        // The epoch before and after the read: if they differ (or are gone), the entries may
+        // belong to either history, and the feed has lost its place.
+        pipe.cmd("GET").arg(&self.keys.epoch);
         // `COUNT 0` means "no limit" to XREAD.
         let xread = pipe.cmd("XREAD").arg("COUNT").arg(count_arg(limit.max(1)));
         let block_ms = wait.as_millis().min(MAX_BLOCK_MS) as u64;
@@ -657,15 +979,16 @@ impl EventLog for RedisLog {
         xread
             .arg("STREAMS")
             .arg(&self.keys.log)
-            .arg(after.to_string());
-        // Queued behind the XREAD on this connection, so it sees the feed as of the read's end.
+            .arg(after.position().to_string());
+        // Queued behind the XREAD on this connection, so they see the feed as of the read's end.
+        pipe.cmd("GET").arg(&self.keys.epoch);
         pipe.cmd("GET").arg(&self.keys.log_dropped);
         let reply = tokio::time::timeout(
             wait.saturating_add(RESPONSE_TIMEOUT),
             pipe.query_async::<Vec<Value>>(&mut conn),
         )
         .await;
-        let mut replies = match reply {
+        let replies = match reply {
             Ok(Ok(v)) => {
                 *slot = Some(conn);
                 v
@@ -678,16 +1001,23 @@ impl EventLog for RedisLog {
             }
         };
         drop(slot);
-        let (Some(dropped), Some(read), None) = (replies.pop(), replies.pop(), replies.pop())
-        else {
-            return Err(corrupt("unexpected reply to a feed read"));
+        let [before, read, epoch, dropped]: [Value; 4] = replies
+            .try_into()
+            .map_err(|_| corrupt("unexpected reply to a feed read"))?;
+        let (Some(before), Some(epoch)) = (text(&before), text(&epoch)) else {
+            // The epoch key is gone: the data went with it.
+            return Ok(None);
         };
-        if parse_opt_id(&dropped)?.is_some_and(|d| d > after) {
+        let epoch = parse_epoch(epoch).ok_or_else(|| corrupt("the epoch key is not an epoch"))?;
+        if parse_epoch(before) != Some(epoch) || (after.epoch != 0 && after.epoch != epoch) {
+            return Ok(None);
+        }
+        if parse_opt_id(&dropped)?.is_some_and(|d| d.position() > after.position()) {
             return Ok(None);
         }
         let mut events = parse_xread(read)?
             .into_iter()
-            .map(|e| e.into_event(None))
+            .map(|e| e.into_event(None, epoch))
             .collect::<Result<Vec<_>, _>>()?;
         events.truncate(limit);
         Ok(Some(events))
@@ -745,6 +1075,7 @@ mod tests {
             &k.log_dropped,
             &k.channels,
             &k.dropped,
+            &k.epoch,
             &k.channel("chat.a"),
         ] {
             assert!(key.starts_with("ssepush:{prod}:"), "{key}");
@@ -785,7 +1116,7 @@ mod tests {
             data: Some("{not json".into()),
         };
         assert!(matches!(
-            missing_data.into_event(Some("a")),
+            missing_data.into_event(Some("a"), 1),
             Err(LogError::Corrupt(_))
         ));
     }

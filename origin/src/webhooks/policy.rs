@@ -143,6 +143,18 @@ impl DeliveryState {
         self.failing_since = None;
     }
 
+    /// The history the cursor pointed into is gone (the log's epoch changed, or the log lost its
+    /// newest events): delivery restarts at `from`, the start of what the log holds now, and the
+    /// gap is recorded.
+    pub fn restart_at(&mut self, from: EventId, now: u64) {
+        self.last_gap = Some(GapRecord {
+            at: now,
+            cursor: self.cursor,
+            oldest: None,
+        });
+        self.cursor = from;
+    }
+
     /// A read found that retention dropped events after the cursor. Returns whether this is news
     /// (so the caller writes it once per gap, not once per read).
     pub fn record_gap(&mut self, oldest: Option<EventId>, now: u64) -> bool {
@@ -305,6 +317,13 @@ mod tests {
 
     #[test]
     fn gaps_are_recorded_once_per_cursor() {
+        let mut s = DeliveryState::new(EventId::new(1, 0).in_epoch(4));
+        s.restart_at(EventId::epoch_start(5), 90);
+        assert_eq!(s.cursor, EventId::epoch_start(5));
+        assert_eq!(
+            s.last_gap.map(|g| (g.cursor, g.oldest)),
+            Some((EventId::new(1, 0).in_epoch(4), None))
+        );
         let mut s = DeliveryState::new(EventId::new(1, 0));
         assert!(s.record_gap(Some(EventId::new(50, 0)), 100));
         assert!(!s.record_gap(Some(EventId::new(50, 0)), 200));

@@ -33,10 +33,12 @@ use super::{Policy, Record, Selection, Webhook, WebhookSettings, check_url, ip_a
 use crate::event::{Event, EventId, SharedEvent};
 use crate::filter::EventVars;
 use crate::hub::Hub;
-use crate::store::{EventLog, LogError, now_ms};
+use crate::store::{EventLog, LogError, Resume, now_ms, resume_point};
 
 /// Events read from the log per step; the filter may skip most of them.
 const READ_BATCH: usize = 256;
+/// Log reads one pending count may take (each does bounded work in the store).
+const PENDING_READS: usize = 8;
 /// Frames the doorbell's hub subscription may queue; its drain task empties it at once.
 const BELL_QUEUE: usize = 256;
 /// Attempts at a guarded write that keeps losing races before giving up for this round.
@@ -260,12 +262,26 @@ impl WebhookService {
         };
         let limit = self.settings.pending_scan_limit;
         let upto = self.log.last_id().await?;
-        let read = self
-            .log
-            .read(&sel.patterns, record.state.cursor, upto, limit)
-            .await?;
-        let n = read.events.iter().filter(|e| selects(&sel, e)).count() as u64;
-        Ok((n, read.events.len() >= limit))
+        let mut after = match resume_point(record.state.cursor, upto) {
+            Resume::From(from) | Resume::Reset { from, .. } => from,
+        };
+        let (mut seen, mut n) = (0usize, 0u64);
+        for _ in 0..PENDING_READS {
+            let read = self
+                .log
+                .read(&sel.patterns, after, upto, limit.saturating_sub(seen))
+                .await?;
+            seen += read.events.len();
+            n += read.events.iter().filter(|e| selects(&sel, e)).count() as u64;
+            after = read.next;
+            if after >= upto {
+                return Ok((n, false));
+            }
+            if seen >= limit {
+                break;
+            }
+        }
+        Ok((n, true))
     }
 }
 
@@ -428,11 +444,28 @@ impl Worker {
                 bell.rx.borrow_and_update();
             }
             let upto = svc.log.last_id().await?;
+            if let Resume::Reset { cause, from } = resume_point(self.scan, upto) {
+                // The history the cursor pointed into is gone (the log's epoch changed, or it
+                // lost its newest events): record the gap and deliver the new history.
+                tracing::warn!(webhook = %self.id, cursor = %self.scan, %cause, %from,
+                    "webhook cursor names history the log no longer has; continuing from {from}");
+                let now = now_ms();
+                if svc
+                    .update(&self.id, true, |r| r.state.restart_at(from, now))
+                    .await?
+                    .is_none()
+                {
+                    self.holding = false;
+                }
+                self.scan = from;
+                return Ok(true);
+            }
             let read = svc
                 .log
                 .read(&sel.patterns, self.scan, upto, READ_BATCH)
                 .await?;
-            if let Some(reset) = read.reset
+            // Asked after the read, so an event dropped in between is reported, not skipped.
+            if let Some(reset) = svc.log.gap(&sel.patterns, self.scan).await?
                 && record
                     .state
                     .last_gap
@@ -444,14 +477,12 @@ impl Worker {
                 svc.update(&self.id, true, |r| r.state.record_gap(reset.oldest, now))
                     .await?;
             }
-            let full = read.events.len() >= READ_BATCH;
-            if let Some(last) = read.events.last() {
-                self.scan = last.id;
-            }
+            let more = read.next < upto;
+            self.scan = read.next;
             self.buffer
                 .extend(read.events.into_iter().filter(|e| selects(sel, e)));
             if self.buffer.is_empty() {
-                return Ok(full);
+                return Ok(more);
             }
         }
         let Some(event) = self.buffer.front().cloned() else {
