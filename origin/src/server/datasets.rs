@@ -232,7 +232,8 @@ async fn commit(
                 StatusCode::CONFLICT,
                 "dataset_full",
                 format!(
-                    "dataset {name:?} holds its maximum of {} keys; delete some first",
+                    "dataset {:?} holds its maximum of {} keys; delete some first",
+                    name.as_str(),
                     st.settings.datasets.max_keys
                 ),
             ));
@@ -319,7 +320,7 @@ fn refusal_error(name: &DatasetName, r: Refusal) -> ApiError {
         Refusal::NotFound => ApiError::new(
             StatusCode::NOT_FOUND,
             "key_not_found",
-            format!("dataset {name:?} has no such key"),
+            format!("dataset {:?} has no such key", name.as_str()),
         ),
         Refusal::PreconditionFailed { current } => ApiError {
             details: Some(json!({"current": current_json(current.as_ref())})),
@@ -342,8 +343,9 @@ fn refusal_error(name: &DatasetName, r: Refusal) -> ApiError {
                 StatusCode::PRECONDITION_REQUIRED,
                 "precondition_required",
                 format!(
-                    "dataset {name:?} uses the 'reject' merge policy: changing an existing entry \
+                    "dataset {:?} uses the 'reject' merge policy: changing an existing entry \
                      needs If-Match with its version (now \"{}\", see `current`)",
+                    name.as_str(),
                     current.version
                 ),
             )
@@ -358,10 +360,13 @@ fn gone_error(name: &DatasetName, g: Gone) -> ApiError {
             StatusCode::GONE,
             "changelog_expired",
             format!(
-                "dataset {name:?} cannot give the changes since version {}: it answers `since` \
+                "dataset {:?} cannot give the changes since version {}: it answers `since` \
                  from {} to {}; fetch the full snapshot (GET without since) and continue from its \
                  version",
-                g.since, g.oldest, g.version
+                name.as_str(),
+                g.since,
+                g.oldest,
+                g.version
             ),
         )
     }

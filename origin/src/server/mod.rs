@@ -17,6 +17,7 @@ pub mod publish;
 pub mod sse;
 pub mod state;
 pub mod subscribe;
+pub mod subscription;
 pub mod webhooks;
 pub mod ws;
 
@@ -32,7 +33,8 @@ use crate::hub::{self, Hub};
 use crate::service::error::ApiError;
 use crate::service::{cors, listener};
 use crate::settings::Settings;
-use crate::store::{self, EventLog, LogError};
+use crate::store::{EventLog, LogError};
+use crate::stores::Stores;
 use openapi::{ApiRouter, Param};
 use state::AppState;
 
@@ -205,47 +207,41 @@ pub fn routes() -> ApiRouter<AppState> {
         })
 }
 
-/// Opens the store the settings name and serves until `shutdown` completes.
+/// Opens the stores the settings name ([`crate::stores::open`]) and serves until `shutdown`
+/// completes.
+///
+/// # Errors
+/// Invalid settings, or stores that cannot be opened.
 pub async fn run(
     listener: TcpListener,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     settings.validate()?;
-    let log = store::open(&settings.store, &settings.namespace, settings.retention()?).await?;
-    // Datasets live in the same store and namespace as the events.
-    let datasets = crate::datasets::open(
+    // Datasets and webhooks live in the same store and namespace as the events.
+    let stores = crate::stores::open(
         &settings.store,
         &settings.namespace,
+        settings.retention()?,
         settings.datasets.limits(),
     )
     .await?;
-    run_with_stores(listener, settings, log, datasets, shutdown).await;
+    run_with_stores(listener, settings, stores, shutdown).await;
     Ok(())
 }
 
-/// [`run`] on an already opened event log, with datasets in memory (they do not outlive the
-/// process, whatever the log is). Use [`run_with_stores`] to give both.
-pub async fn run_with_log(
-    listener: TcpListener,
-    settings: Settings,
-    log: Arc<dyn EventLog>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let datasets = Arc::new(crate::datasets::memory::MemoryDatasets::new(
-        settings.datasets.limits(),
-    ));
-    run_with_stores(listener, settings, log, datasets, shutdown).await;
-}
-
-/// [`run`] on an already opened event log and dataset store.
+/// [`run`] on already opened stores.
 pub async fn run_with_stores(
     listener: TcpListener,
     settings: Settings,
-    log: Arc<dyn EventLog>,
-    datasets: Arc<dyn crate::datasets::DatasetStore>,
+    stores: Stores,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    let Stores {
+        log,
+        datasets,
+        webhooks: webhook_store,
+    } = stores;
     crate::service::ops::metrics_handle();
     let token = CancellationToken::new();
     {
@@ -285,7 +281,7 @@ pub async fn run_with_stores(
     let hub = Hub::new();
     let feed = tokio::spawn(hub::run_feed(log.clone(), hub.clone(), token.clone()));
     let sweeper = tokio::spawn(sweep_retention(log.clone(), token.clone()));
-    let hooks = webhooks::start(&settings, &log, &hub, &token).await;
+    let hooks = webhooks::start(&settings, webhook_store, &log, &hub, &token);
     let state = AppState {
         settings: Arc::new(settings.clone()),
         log,

@@ -23,9 +23,9 @@ use futures::FutureExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::sse::MAX_PATTERNS;
 use super::state::AppState;
 use super::subscribe::{End, Item, Start, Subscriber};
+use super::subscription::QueryFields;
 use crate::channel::PatternSet;
 use crate::event::{EventId, ResetCause};
 use crate::filter::Filter;
@@ -53,17 +53,18 @@ pub struct PollParams {
 }
 
 impl PollParams {
+    /// Reads `channel` (repeatable), `filter`, `after`, `timeout` and `limit`; the subscription
+    /// parts are checked by the shared parser ([`super::subscription`]).
+    ///
+    /// # Errors
+    /// As [`super::subscription::SubscriptionRequest::new`], plus `invalid_timeout` and
+    /// `invalid_limit`.
     pub fn from_query(query: Option<&str>) -> Result<Self, ApiError> {
-        let mut channels = Vec::new();
-        let mut filter = None;
-        let mut after = None;
+        let fields = QueryFields::read(query, "after");
         let mut timeout = DEFAULT_TIMEOUT;
         let mut limit = DEFAULT_LIMIT;
-        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            match &*k {
-                "channel" => channels.push(v.into_owned()),
-                "filter" if !v.trim().is_empty() => filter = Some(v.into_owned()),
-                "after" if !v.is_empty() => after = Some(v.parse::<EventId>()?),
+        for (k, v) in &fields.other {
+            match k.as_str() {
                 "timeout" => {
                     let secs: f64 = v.trim().parse().unwrap_or(f64::NAN);
                     if !(0.0..=MAX_TIMEOUT.as_secs_f64()).contains(&secs) {
@@ -93,22 +94,11 @@ impl PollParams {
                 _ => {}
             }
         }
-        if channels.is_empty() {
-            return Err(ApiError::bad_request(
-                "missing_channel",
-                "give at least one channel pattern: ?channel=chat.*",
-            ));
-        }
-        if channels.len() > MAX_PATTERNS {
-            return Err(ApiError::bad_request(
-                "too_many_channels",
-                format!("a subscription takes at most {MAX_PATTERNS} channel patterns"),
-            ));
-        }
+        let request = fields.request()?;
         Ok(PollParams {
-            patterns: PatternSet::parse_all(channels.iter().map(String::as_str))?,
-            filter: filter.as_deref().map(Filter::compile).transpose()?,
-            after,
+            patterns: request.patterns,
+            filter: request.filter,
+            after: request.cursor,
             timeout,
             limit,
         })

@@ -357,11 +357,12 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Opens the webhook store the settings name and starts delivering (called by `run_with_log`).
-/// `None` (logged) when that fails: the rest of the origin still serves, and the webhook
+/// Starts delivering from `store` (called by `run_with_stores`). `None` (logged) when the
+/// webhook settings are unusable: the rest of the origin still serves, and the webhook
 /// endpoints answer 503.
-pub async fn start(
+pub fn start(
     settings: &crate::settings::Settings,
+    store: std::sync::Arc<dyn webhooks::store::WebhookStore>,
     log: &std::sync::Arc<dyn crate::store::EventLog>,
     hub: &std::sync::Arc<crate::hub::Hub>,
     shutdown: &tokio_util::sync::CancellationToken,
@@ -369,13 +370,6 @@ pub async fn start(
     std::sync::Arc<webhooks::worker::WebhookService>,
     tokio::task::JoinHandle<()>,
 )> {
-    let store = match webhooks::store::open(&settings.store, &settings.namespace).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot open the webhook store; webhooks are off");
-            return None;
-        }
-    };
     let svc = match webhooks::worker::WebhookService::new(
         store,
         log.clone(),

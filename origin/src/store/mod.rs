@@ -1,8 +1,8 @@
 //! The event log: the one ordered history every delivery pattern reads.
 //!
-//! [`EventLog`] is the boundary; backends are picked by URL with [`open`]:
-//! `memory` (the default, one process) and `redis://…` (Redis Streams, durable, several origin
-//! nodes). Both keep the same contract:
+//! [`EventLog`] is the boundary; the backends beside this file are `memory` (the default, one
+//! process) and `redis` (Redis Streams, durable, several origin nodes), picked by the origin's
+//! store URL in `stores::open`. Both keep the same contract:
 //!
 //! * `append` assigns ids from one counter per origin, so ids are totally ordered across channels
 //!   and a batch is stored in order;
@@ -186,24 +186,6 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Readiness probe.
     async fn ping(&self) -> Result<(), LogError>;
-}
-
-/// Opens the backend a store URL names: `memory` (or `memory://`) or `redis://…`.
-#[cfg(feature = "server")]
-pub async fn open(
-    url: &str,
-    namespace: &str,
-    retention: Retention,
-) -> Result<std::sync::Arc<dyn EventLog>, LogError> {
-    if url == "memory" || url.starts_with("memory://") {
-        Ok(std::sync::Arc::new(memory::MemoryLog::new(retention)))
-    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
-        Ok(std::sync::Arc::new(
-            redis::RedisLog::connect(url, namespace, retention).await?,
-        ))
-    } else {
-        Err(LogError::BadUrl(url.to_owned()))
-    }
 }
 
 #[cfg(test)]
