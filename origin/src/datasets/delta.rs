@@ -18,6 +18,7 @@ pub struct ChangeRecord {
 }
 
 /// One key's change in a delta: its latest state.
+#[cfg_attr(feature = "service", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     pub key: String,
@@ -39,6 +40,7 @@ fn present_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>
 }
 
 /// A full snapshot.
+#[cfg_attr(feature = "service", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub name: String,
@@ -47,6 +49,7 @@ pub struct Snapshot {
 }
 
 /// The changes after `since`.
+#[cfg_attr(feature = "service", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delta {
     pub name: String,

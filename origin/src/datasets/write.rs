@@ -22,6 +22,7 @@ pub enum MergePolicy {
 }
 
 /// One entry of a dataset: its value and the dataset version of its last change.
+#[cfg_attr(feature = "service", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     pub value: Value,

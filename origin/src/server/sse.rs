@@ -20,7 +20,9 @@ use super::subscribe::{End, Item, Start, Subscriber};
 use super::subscription::{QueryFields, SubscriptionRequest};
 use crate::service::error::ApiError;
 use crate::service::listener::ConnHandle;
+use crate::service::openapi::ErrorBody;
 use crate::sse;
+
 /// Reads an SSE subscription: `channel` (repeatable), `filter` and `lastEventId` from the query
 /// string; a non-empty `Last-Event-ID` header wins over the query, as the SSE spec has browsers
 /// send it. The checks are the shared ones of [`SubscriptionRequest`].
@@ -55,6 +57,27 @@ impl Drop for StreamGauge {
     }
 }
 
+/// Server-Sent Events stream of the matching channels, resumable with Last-Event-ID
+///
+/// `retry:` first; without a cursor the log's head as an id-only block; `id:` on every event;
+/// keep-alive comments; `ssepush.reset` first when the origin cannot vouch for the cursor.
+#[utoipa::path(
+    get,
+    path = "/v1/sse",
+    tag = "subscribe",
+    operation_id = "get_v1_sse",
+    params(
+        ("channel" = Vec<String>, Query, description = "channel pattern (`*` one token, `>` the rest); repeatable"),
+        ("filter" = Option<String>, Query, description = "CEL filter over channel, type, id, data"),
+        ("lastEventId" = Option<String>, Query, description = "resume after this id (the Last-Event-ID header wins)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this id"),
+    ),
+    responses(
+        (status = 200, description = "the event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "invalid input; the error says what to fix", body = ErrorBody),
+        (status = 503, description = "a store is unavailable; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn sse(
     State(st): State<AppState>,
     headers: HeaderMap,

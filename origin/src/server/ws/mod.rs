@@ -43,9 +43,24 @@ use tracing::Instrument;
 
 use super::state::AppState;
 use crate::service::error::ApiError;
+use crate::service::openapi::ErrorBody;
 
-/// `GET /v1/ws`: upgrades to a WebSocket (a 400 JSON error when the request is not an upgrade)
-/// and serves it until either side closes or the server drains.
+/// WebSocket: JSON frames subscribe/unsubscribe/filter/publish/ping; server sends event/ok/error/reset/pong
+///
+/// Upgrades to a WebSocket (a 400 JSON error when the request is not an upgrade) and serves it
+/// until either side closes or the server drains. Publishing needs `ws_publish` and the upgrade
+/// request's publisher credentials.
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    tag = "subscribe",
+    operation_id = "get_v1_ws",
+    responses(
+        (status = 101, description = "switching protocols"),
+        (status = 400, description = "not a WebSocket upgrade", body = ErrorBody),
+    ),
+    security(("bearer" = []), ()),
+)]
 pub async fn ws(
     State(st): State<AppState>,
     headers: HeaderMap,
