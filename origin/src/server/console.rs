@@ -18,7 +18,6 @@
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 
-#[allow(unused_imports)]
 const PAGE: &str = include_str!("console.html");
 
 /// The console: a page that subscribes with the browser's EventSource
