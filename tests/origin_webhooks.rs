@@ -714,12 +714,15 @@ async fn store_contract(store: &dyn ssepush_origin::webhooks::store::WebhookStor
 
 #[tokio::test]
 async fn webhook_stores_keep_the_contract() {
-    let memory = ssepush_origin::webhooks::store::open("memory", "unused")
-        .await
-        .unwrap();
+    let open = |url: String, ns: String| async move {
+        ssepush_origin::stores::open(&url, &ns, Default::default(), Default::default())
+            .await
+            .map(|stores| stores.webhooks)
+    };
+    let memory = open("memory".into(), "unused".into()).await.unwrap();
     store_contract(memory.as_ref()).await;
     let ns = namespace("webhook-store");
-    let redis = ssepush_origin::webhooks::store::open(&support::redis_url(), &ns)
+    let redis = open(support::redis_url(), ns)
         .await
         .expect("Redis must be running for this test");
     store_contract(redis.as_ref()).await;

@@ -19,8 +19,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use ssepush_origin::EventId;
-use ssepush_origin::server::auth::{PublishPolicy, PublisherAuth};
-use ssepush_origin::server::error::ApiError;
+use ssepush_origin::service::auth::{BearerConfig, Denied, Gate, KeyError, Refusal, bearer_token};
+use ssepush_origin::service::error::ApiError;
 use ssepush_origin::sse;
 
 use crate::buffer::{Gap, GapReason};
@@ -29,10 +29,10 @@ use crate::live::{LiveHandoff, rfc3339, spawn_driver};
 use crate::server::Node;
 use crate::store::HandoffRecord;
 
-/// Who may create handoffs (see `settings` for the policy). Reuses the origin's credential
-/// checks (constant-time key comparison, JWT validation) with the proxy's own messages.
+/// Who may create handoffs (see `settings` for the policy): the service layer's bearer check
+/// (constant-time key comparison, JWT validation) with the proxy's own messages.
 pub struct HandoffAuth {
-    inner: PublisherAuth,
+    gate: Gate,
 }
 
 impl HandoffAuth {
@@ -40,69 +40,59 @@ impl HandoffAuth {
         s: &crate::settings::AuthSettings,
         bound: std::net::SocketAddr,
     ) -> Result<Self, String> {
-        let origin = ssepush_origin::settings::AuthSettings {
-            publish_tokens: s.api_keys.clone(),
-            jwt_hs256_secret: s.jwt_hs256_secret.clone(),
+        let config = BearerConfig {
+            tokens: &s.api_keys,
+            jwt_hs256_secret: s.jwt_hs256_secret.as_deref(),
             jwt_es256_public_key: None,
-            jwt_issuer: s.jwt_issuer.clone(),
-            jwt_audience: s.jwt_audience.clone(),
-            allow_anonymous_publish: s.allow_anonymous,
+            jwt_issuer: s.jwt_issuer.as_deref(),
+            jwt_audience: s.jwt_audience.as_deref(),
         };
-        let inner = PublisherAuth::new(&origin, bound)
-            .map_err(|e| e.replace("auth.publish_tokens", "auth.api_keys"))?;
-        Ok(HandoffAuth { inner })
+        let gate = Gate::new(&config, s.allow_anonymous, bound).map_err(|e| match e {
+            KeyError::EmptyToken => "auth.api_keys must not contain empty tokens".to_owned(),
+            KeyError::ShortHs256Secret => format!(
+                "auth.jwt_hs256_secret must be at least {} bytes",
+                ssepush_origin::service::auth::MIN_HS256_SECRET
+            ),
+            other => other.to_string(),
+        })?;
+        Ok(HandoffAuth { gate })
     }
 
     fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let anonymous = match self.inner.policy() {
-            PublishPolicy::Open => return Ok(()),
-            PublishPolicy::Refused => {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "handoffs_disabled",
-                    "creating handoffs is disabled: this proxy listens on a non-loopback address \
-                     and has no [auth] configured; set auth.api_keys or auth.jwt_hs256_secret, \
-                     or auth.allow_anonymous = true",
-                ));
-            }
-            PublishPolicy::Checked { anonymous } => anonymous,
-        };
         let denied = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-        match headers.get(header::AUTHORIZATION) {
-            None if anonymous => Ok(()),
-            None => Err(denied(
-                "creating a handoff requires 'Authorization: Bearer <api key or JWT>'",
-            )),
-            Some(v) => {
-                let token = bearer(v)
-                    .ok_or_else(|| denied("the Authorization header must be 'Bearer <token>'"))?;
-                self.inner.verify(token).map_err(|reason| {
-                    tracing::debug!(?reason, "handoff creation refused");
-                    metrics::counter!("ssepush_proxy_auth_denied_total").increment(1);
-                    denied("the API key or JWT is not valid")
-                })
+        self.gate.check(headers).map_err(|refusal| match refusal {
+            Refusal::Disabled => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "handoffs_disabled",
+                "creating handoffs is disabled: this proxy listens on a non-loopback address \
+                 and has no [auth] configured; set auth.api_keys or auth.jwt_hs256_secret, \
+                 or auth.allow_anonymous = true",
+            ),
+            Refusal::Denied(Denied::Missing) => {
+                denied("creating a handoff requires 'Authorization: Bearer <api key or JWT>'")
             }
-        }
+            Refusal::Denied(Denied::Malformed) => {
+                denied("the Authorization header must be 'Bearer <token>'")
+            }
+            Refusal::Denied(reason) => {
+                tracing::debug!(?reason, "handoff creation refused");
+                metrics::counter!("ssepush_proxy_auth_denied_total").increment(1);
+                denied("the API key or JWT is not valid")
+            }
+        })
     }
-}
-
-fn bearer(v: &HeaderValue) -> Option<&str> {
-    let v = v.to_str().ok()?.trim();
-    let (scheme, token) = v.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 pub fn router(node: Arc<Node>) -> Router {
     let limit = node.settings.max_body_bytes;
-    let cors = ssepush_origin::server::cors::layer(&node.settings.cors_allow_origins, methods());
+    let cors = ssepush_origin::service::cors::layer(&node.settings.cors_allow_origins, methods());
     let router = Router::new()
         .route("/v1/handoffs", axum::routing::post(create))
         .route("/v1/handoffs/{id}", get(status).delete(handback))
         .route("/v1/handoffs/{id}/events", get(events))
-        .route("/healthz", get(ssepush_origin::server::ops::healthz))
+        .route("/healthz", get(ssepush_origin::service::ops::healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(ssepush_origin::server::ops::metrics))
+        .route("/metrics", get(ssepush_origin::service::ops::metrics))
         .route("/v1/openapi.json", get(|| async { axum::Json(openapi()) }))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
@@ -236,7 +226,7 @@ fn authorize(node: &Node, id: &str, headers: &HeaderMap) -> Result<Arc<LiveHando
     let h = node.get_live(id).ok_or_else(not_found)?;
     let token = headers
         .get(header::AUTHORIZATION)
-        .and_then(bearer)
+        .and_then(bearer_token)
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -537,9 +527,9 @@ mod tests {
     #[test]
     fn bearer_parsing() {
         let v = |s: &str| HeaderValue::from_str(s).unwrap();
-        assert_eq!(bearer(&v("Bearer abc")), Some("abc"));
-        assert_eq!(bearer(&v("bearer  abc ")), Some("abc"));
-        assert_eq!(bearer(&v("Basic abc")), None);
-        assert_eq!(bearer(&v("Bearer ")), None);
+        assert_eq!(bearer_token(&v("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(&v("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer_token(&v("Basic abc")), None);
+        assert_eq!(bearer_token(&v("Bearer ")), None);
     }
 }

@@ -46,7 +46,7 @@ pub fn providers_from_settings(settings: &Settings) -> Result<Providers, crate::
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("invalid settings: {0}")]
-    Settings(#[from] ssepush_origin::config::ConfigError),
+    Settings(#[from] ssepush_origin::service::config::ConfigError),
     #[error("cannot build the upstream HTTP client: {0}")]
     Http(String),
 }
@@ -103,7 +103,7 @@ pub fn node(
     settings.validate()?;
     let allow = Arc::new(
         OriginAllowList::parse(&settings.allowed_origins, bound)
-            .map_err(ssepush_origin::config::ConfigError::Invalid)?,
+            .map_err(ssepush_origin::service::config::ConfigError::Invalid)?,
     );
     let connector = Connector::new(allow.clone(), settings.upstream.clone())
         .map_err(|e| ServerError::Http(e.to_string()))?;
@@ -121,7 +121,7 @@ pub fn node(
         })
         .collect();
     let auth = crate::api::HandoffAuth::new(&settings.auth, bound)
-        .map_err(ssepush_origin::config::ConfigError::Invalid)?;
+        .map_err(ssepush_origin::service::config::ConfigError::Invalid)?;
     Ok(Arc::new(Node {
         store: Arc::new(MemoryStore::new(settings.max_handoffs)),
         settings: Arc::new(settings),
@@ -142,7 +142,7 @@ pub async fn run(
     providers: Providers,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    ssepush_origin::server::ops::metrics_handle();
+    ssepush_origin::service::ops::metrics_handle();
     let bound = listener.local_addr().unwrap_or(settings.listen);
     let token = CancellationToken::new();
     let node = node(settings, providers, bound, token.clone())?;
@@ -168,7 +168,7 @@ pub async fn run(
     let sweeper = tokio::spawn(sweep(node.clone()));
     let max_conns = node.settings.max_connections;
     let grace = node.settings.shutdown_grace();
-    ssepush_origin::server::listener::serve(
+    ssepush_origin::service::listener::serve(
         listener,
         crate::api::router(node.clone()),
         max_conns,
