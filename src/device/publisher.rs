@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use ssepush_origin::event::EventId;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{ClientError, OriginClient};
+use crate::client::origin::{ClientError, OriginClient};
 
 /// One published event as the checker sees it.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,10 +12,11 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::faults::{FaultSpec, Provider};
+use super::control::faults::FaultSpec;
+use super::control::records::BodyEncoding;
+use super::control::records::Provider;
 use super::jwt::check_service_account_assertion;
-use super::record::BodyEncoding;
-use super::{AppState, Push, Verdict};
+use super::state::{AppState, Push, Verdict, now_ms, now_secs};
 
 /// What `expires_in` says (Google hands out 3599).
 pub const TOKEN_LIFETIME_SECS: i64 = 3599;
@@ -335,7 +336,7 @@ pub async fn token(State(st): State<AppState>, body: Bytes) -> Response {
         return oauth_error("invalid_request", "Missing required parameter: assertion");
     };
     let sa = &st.creds.service_account;
-    let now = super::now_secs();
+    let now = now_secs();
     let public = st.sa_public.clone();
     if let Err((scope, description)) =
         check_service_account_assertion(assertion, &sa.client_email, &sa.token_uri, &public, now)
@@ -364,7 +365,7 @@ pub async fn send(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let now = super::now_secs();
+    let now = now_secs();
     let mut push = Push {
         provider: Provider::Fcm,
         token: String::new(),
@@ -478,7 +479,7 @@ pub async fn send(
             let seq = st.record(push, 200, None, verdict == Verdict::Deliver);
             respond(
                 200,
-                json!({"name": format!("projects/{project}/messages/0:{}%{seq:016x}", super::now_ms())}),
+                json!({"name": format!("projects/{project}/messages/0:{}%{seq:016x}", now_ms())}),
             )
         }
     }
