@@ -23,9 +23,9 @@ use ssepush_origin::server::auth::{PublishPolicy, PublisherAuth};
 use ssepush_origin::server::error::ApiError;
 use ssepush_origin::sse;
 
-use crate::buffer::{Gap, GapReason};
-use crate::handoff::{HandoffError, HandoffRequest, Token, new_id};
-use crate::live::{LiveHandoff, rfc3339, spawn_driver};
+use crate::handoff::{HandoffError, Token, new_id};
+use crate::live::{LiveHandoff, spawn_driver};
+use crate::protocol::{self, Handback, HandoffCreated, HandoffRequest, HandoffStatus, Readiness};
 use crate::server::Node;
 use crate::store::HandoffRecord;
 
@@ -98,7 +98,7 @@ pub fn router(node: Arc<Node>) -> Router {
     let cors = ssepush_origin::server::cors::layer(&node.settings.cors_allow_origins, methods());
     let router = Router::new()
         .route("/v1/handoffs", axum::routing::post(create))
-        .route("/v1/handoffs/{id}", get(status).delete(handback))
+        .route("/v1/handoffs/{id}", get(get_status).delete(handback))
         .route("/v1/handoffs/{id}/events", get(events))
         .route("/healthz", get(ssepush_origin::server::ops::healthz))
         .route("/readyz", get(readyz))
@@ -194,9 +194,10 @@ async fn create(
     let req: HandoffRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("invalid handoff request: {e}"))
     })?;
-    let spec = req
-        .validate(&node.settings, &node.allow, |t| node.providers.supports(t))
-        .map_err(handoff_error)?;
+    let spec = crate::handoff::validate(req, &node.settings, &node.allow, |t| {
+        node.providers.supports(t)
+    })
+    .map_err(handoff_error)?;
     let id = new_id();
     let token = Token::generate();
     let h = LiveHandoff::new(id.clone(), token.hash(), spec, &node);
@@ -216,11 +217,11 @@ async fn create(
         .join(&h.spec.stream, h.spec.cursor, h.clone());
     spawn_driver(node.clone(), h.clone());
     metrics::counter!("ssepush_proxy_handoffs_created_total").increment(1);
-    let body = json!({
-        "id": id,
-        "token": token.expose(),
-        "expiresAt": rfc3339(h.expires_at_ms),
-    });
+    let body = HandoffCreated {
+        id: id.clone(),
+        token: token.expose().to_owned(),
+        expires_at: wire_time(h.expires_at_ms),
+    };
     let mut resp = (StatusCode::CREATED, axum::Json(body)).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/handoffs/{id}")) {
         resp.headers_mut().insert(header::LOCATION, loc);
@@ -254,29 +255,34 @@ fn authorize(node: &Node, id: &str, headers: &HeaderMap) -> Result<Arc<LiveHando
     Ok(h)
 }
 
+/// Unix milliseconds as a wire time (every time the proxy keeps is far inside chrono's range).
+fn wire_time(ms: u64) -> chrono::DateTime<chrono::Utc> {
+    protocol::time::from_unix_ms(ms).unwrap_or_default()
+}
+
 /// The status view of a record (SPEC §5).
-pub fn status_json(r: &HandoffRecord) -> serde_json::Value {
-    json!({
-        "id": r.id,
-        "state": r.state,
-        "cursor": r.cursor,
-        "newestId": r.newest_id,
-        "pending": r.pending,
-        "wakesSent": r.wakes_sent,
-        "lastWake": r.last_wake,
-        "lastError": r.last_error,
-        "expiresAt": rfc3339(r.expires_at_ms),
-    })
+pub fn status(r: &HandoffRecord) -> HandoffStatus {
+    HandoffStatus {
+        id: r.id.clone(),
+        state: r.state,
+        cursor: r.cursor,
+        newest_id: r.newest_id,
+        pending: r.pending,
+        wakes_sent: r.wakes_sent,
+        last_wake: r.last_wake.clone(),
+        last_error: r.last_error.clone(),
+        expires_at: wire_time(r.expires_at_ms),
+    }
 }
 
 /// `GET /v1/handoffs/{id}`.
-async fn status(
+async fn get_status(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let h = authorize(&node, &id, &headers)?;
-    Ok(axum::Json(status_json(&h.record())).into_response())
+    Ok(axum::Json(status(&h.record())).into_response())
 }
 
 /// The device's position from `Last-Event-ID` (wins) or `?after=`.
@@ -298,22 +304,6 @@ fn position(headers: &HeaderMap, query: Option<&str>) -> Result<Option<EventId>,
         }
     }
     Ok(raw.as_deref().map(str::parse).transpose()?)
-}
-
-fn gap_json(gap: &Gap) -> serde_json::Value {
-    let reason = match gap.reason {
-        GapReason::Buffer => {
-            "the proxy's buffer no longer holds every event after requestedId; resume from the origin with your cursor"
-        }
-        GapReason::OriginReset => "the origin no longer held the cursor; resync from a snapshot",
-    };
-    json!({
-        "reason": reason,
-        "source": match gap.reason { GapReason::Buffer => "proxy", GapReason::OriginReset => "origin" },
-        "requestedId": gap.requested,
-        "throughId": gap.through,
-        "oldestId": gap.oldest,
-    })
 }
 
 /// `GET /v1/handoffs/{id}/events`: JSON, or SSE with `Accept: text/event-stream`.
@@ -344,7 +334,7 @@ async fn events(
         body.extend_from_slice(&sse::encode_retry(1000));
         if let Some(gap) = &catchup.gap {
             // Like the origin's reset, it carries no id: the client's Last-Event-ID stays put.
-            let data = gap_json(gap).to_string();
+            let data = serde_json::to_string(gap).unwrap_or_default();
             body.extend_from_slice(&sse::encode_frame(
                 None,
                 ssepush_origin::event::RESET_TYPE,
@@ -363,13 +353,7 @@ async fn events(
         )
             .into_response());
     }
-    let events: Vec<&ssepush_origin::Event> = catchup.events.iter().map(|e| &**e).collect();
-    Ok(axum::Json(json!({
-        "gap": catchup.gap.as_ref().map(gap_json),
-        "events": events,
-        "cursor": catchup.cursor,
-    }))
-    .into_response())
+    Ok(axum::Json(catchup).into_response())
 }
 
 /// `DELETE /v1/handoffs/{id}`: the handback.
@@ -388,25 +372,40 @@ async fn handback(
         let _e = h.span().enter();
         tracing::info!(?cursor, "handed back");
     }
-    Ok(axum::Json(json!({"cursor": cursor, "state": h.state().name()})).into_response())
+    Ok(axum::Json(Handback {
+        cursor,
+        state: h.state().wire(),
+    })
+    .into_response())
 }
 
 async fn readyz(State(node): State<Arc<Node>>) -> Response {
+    let answer = |status: &str| Readiness {
+        status: status.to_owned(),
+        handoffs: None,
+        watchers: None,
+        error: None,
+    };
     if node.shutdown.is_cancelled() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "draining"})),
+            axum::Json(answer("draining")),
         )
             .into_response();
     }
     match node.store.count().await {
-        Ok(n) => axum::Json(
-            json!({"status": "ready", "handoffs": n, "watchers": node.upstreams.watcher_count()}),
-        )
+        Ok(n) => axum::Json(Readiness {
+            handoffs: Some(n),
+            watchers: Some(node.upstreams.watcher_count()),
+            ..answer("ready")
+        })
         .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "store unavailable", "error": e.to_string()})),
+            axum::Json(Readiness {
+                error: Some(e.to_string()),
+                ..answer("store unavailable")
+            }),
         )
             .into_response(),
     }

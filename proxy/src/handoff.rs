@@ -19,13 +19,12 @@ use std::net::SocketAddr;
 
 use base64::Engine;
 use reqwest::Url;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use ssepush_origin::EventId;
 use ssepush_origin::filter::{Filter, FilterError};
 use subtle::ConstantTimeEq;
 
-use crate::push::{PushTarget, WakeMode};
+use crate::protocol::{HandoffRequest, HandoffState, PushTarget, WakeMode};
 use crate::settings::Settings;
 
 // ---------------------------------------------------------------------------------------------
@@ -33,8 +32,7 @@ use crate::settings::Settings;
 // ---------------------------------------------------------------------------------------------
 
 /// Where a handoff is in its life.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "state", content = "reason")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     /// The proxy watches the stream; no wake is outstanding.
     Watching,
@@ -49,21 +47,25 @@ pub enum State {
 }
 
 impl State {
-    pub fn name(&self) -> &'static str {
+    /// The state as the API shows it (a failure's reason goes to `lastError`).
+    pub fn wire(&self) -> HandoffState {
         match self {
-            State::Watching => "watching",
-            State::Woken => "woken",
-            State::Expired => "expired",
-            State::Failed(_) => "failed",
-            State::Closed => "closed",
+            State::Watching => HandoffState::Watching,
+            State::Woken => HandoffState::Woken,
+            State::Expired => HandoffState::Expired,
+            State::Failed(_) => HandoffState::Failed,
+            State::Closed => HandoffState::Closed,
         }
     }
 
-    pub fn is_terminal(&self) -> bool {
-        matches!(self, State::Expired | State::Failed(_) | State::Closed)
+    /// The wire name: `watching`, `woken`, `expired`, `failed`, `closed`.
+    pub fn name(&self) -> &'static str {
+        self.wire().as_str()
     }
 
-    pub const ALL: [&'static str; 5] = ["watching", "woken", "expired", "failed", "closed"];
+    pub fn is_terminal(&self) -> bool {
+        self.wire().is_terminal()
+    }
 }
 
 /// What happens to a handoff.
@@ -163,41 +165,6 @@ fn random_hex(bytes: usize) -> String {
 // ---------------------------------------------------------------------------------------------
 // The request
 // ---------------------------------------------------------------------------------------------
-
-/// `POST /v1/handoffs` body, as sent (SPEC §5).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct HandoffRequest {
-    pub stream: StreamRequest,
-    pub push: PushTarget,
-    #[serde(default)]
-    pub wake: WakeRequest,
-    #[serde(default)]
-    pub ttl_sec: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct StreamRequest {
-    pub url: String,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default)]
-    pub last_event_id: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct WakeRequest {
-    #[serde(default)]
-    pub filter: Option<String>,
-    #[serde(default)]
-    pub coalesce_ms: Option<u64>,
-    #[serde(default)]
-    pub max_per_hour: Option<u32>,
-    #[serde(default)]
-    pub mode: Option<WakeMode>,
-}
 
 /// Why a handoff request was refused; [`HandoffError::status`] classifies it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -301,21 +268,13 @@ pub struct Target(pub PushTarget);
 
 impl Target {
     pub fn platform(&self) -> &'static str {
-        platform(&self.0)
+        self.0.platform()
     }
 }
 
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Target({}, ***)", self.platform())
-    }
-}
-
-pub fn platform(t: &PushTarget) -> &'static str {
-    match t {
-        PushTarget::Apns { .. } => "apns",
-        PushTarget::Fcm { .. } => "fcm",
-        PushTarget::Webpush { .. } => "webpush",
     }
 }
 
@@ -347,65 +306,63 @@ const FORBIDDEN_HEADERS: [&str; 13] = [
     "accept",
 ];
 
-impl HandoffRequest {
-    /// Validates every field. `has_provider` says whether this node can push to a platform.
-    /// Nothing here touches the network: a refused URL is refused before any connection.
-    pub fn validate(
-        self,
-        settings: &Settings,
-        allow: &OriginAllowList,
-        has_provider: impl Fn(&PushTarget) -> bool,
-    ) -> Result<HandoffSpec, HandoffError> {
-        let url = check_stream_url(&self.stream.url, allow)?;
-        let headers = check_headers(&self.stream.headers, settings)?;
-        let cursor = match self.stream.last_event_id.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(s) => Some(
-                s.parse::<EventId>()
-                    .map_err(|e| HandoffError::BadEventId(e.to_string()))?,
-            ),
-        };
-        check_push_target(&self.push)?;
-        if !has_provider(&self.push) {
-            return Err(HandoffError::NoProvider(platform(&self.push)));
-        }
-        let filter = match self.wake.filter.as_deref() {
-            None => None,
-            Some(s) if s.trim().is_empty() => None,
-            Some(s) => Some(Filter::compile(s).map_err(HandoffError::BadFilter)?),
-        };
-        let w = &settings.wake;
-        let coalesce_ms = self.wake.coalesce_ms.unwrap_or(w.coalesce_ms);
-        if coalesce_ms > w.max_coalesce_ms {
-            return Err(HandoffError::BadWake(format!(
-                "coalesceMs must be at most {}",
-                w.max_coalesce_ms
-            )));
-        }
-        let max_per_hour = self.wake.max_per_hour.unwrap_or(w.max_per_hour);
-        if max_per_hour == 0 || max_per_hour > w.max_per_hour_limit {
-            return Err(HandoffError::BadWake(format!(
-                "maxPerHour must be 1..={}",
-                w.max_per_hour_limit
-            )));
-        }
-        let ttl_secs = self.ttl_sec.unwrap_or(settings.default_ttl_secs);
-        if ttl_secs == 0 || ttl_secs > settings.max_ttl_secs {
-            return Err(HandoffError::BadTtl(settings.max_ttl_secs));
-        }
-        Ok(HandoffSpec {
-            stream: StreamSpec { url, headers },
-            cursor,
-            push: Target(self.push),
-            wake: WakeSpec {
-                filter,
-                coalesce_ms,
-                max_per_hour,
-                mode: self.wake.mode.unwrap_or_default(),
-            },
-            ttl_secs,
-        })
+/// Validates every field of a request. `has_provider` says whether this node can push to a
+/// platform. Nothing here touches the network: a refused URL is refused before any connection.
+pub fn validate(
+    req: HandoffRequest,
+    settings: &Settings,
+    allow: &OriginAllowList,
+    has_provider: impl Fn(&PushTarget) -> bool,
+) -> Result<HandoffSpec, HandoffError> {
+    let url = check_stream_url(&req.stream.url, allow)?;
+    let headers = check_headers(&req.stream.headers, settings)?;
+    let cursor = match req.stream.last_event_id.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<EventId>()
+                .map_err(|e| HandoffError::BadEventId(e.to_string()))?,
+        ),
+    };
+    check_push_target(&req.push)?;
+    if !has_provider(&req.push) {
+        return Err(HandoffError::NoProvider(req.push.platform()));
     }
+    let filter = match req.wake.filter.as_deref() {
+        None => None,
+        Some(s) if s.trim().is_empty() => None,
+        Some(s) => Some(Filter::compile(s).map_err(HandoffError::BadFilter)?),
+    };
+    let w = &settings.wake;
+    let coalesce_ms = req.wake.coalesce_ms.unwrap_or(w.coalesce_ms);
+    if coalesce_ms > w.max_coalesce_ms {
+        return Err(HandoffError::BadWake(format!(
+            "coalesceMs must be at most {}",
+            w.max_coalesce_ms
+        )));
+    }
+    let max_per_hour = req.wake.max_per_hour.unwrap_or(w.max_per_hour);
+    if max_per_hour == 0 || max_per_hour > w.max_per_hour_limit {
+        return Err(HandoffError::BadWake(format!(
+            "maxPerHour must be 1..={}",
+            w.max_per_hour_limit
+        )));
+    }
+    let ttl_secs = req.ttl_sec.unwrap_or(settings.default_ttl_secs);
+    if ttl_secs == 0 || ttl_secs > settings.max_ttl_secs {
+        return Err(HandoffError::BadTtl(settings.max_ttl_secs));
+    }
+    Ok(HandoffSpec {
+        stream: StreamSpec { url, headers },
+        cursor,
+        push: Target(req.push),
+        wake: WakeSpec {
+            filter,
+            coalesce_ms,
+            max_per_hour,
+            mode: req.wake.mode.unwrap_or_default(),
+        },
+        ttl_secs,
+    })
 }
 
 fn check_stream_url(raw: &str, allow: &OriginAllowList) -> Result<Url, HandoffError> {
@@ -700,9 +657,13 @@ mod tests {
 
     #[test]
     fn a_good_request_validates_and_secrets_do_not_print() {
-        let spec = request(apns_req())
-            .validate(&settings(), &allow(&["http://127.0.0.1:8080"]), |_| true)
-            .unwrap();
+        let spec = validate(
+            request(apns_req()),
+            &settings(),
+            &allow(&["http://127.0.0.1:8080"]),
+            |_| true,
+        )
+        .unwrap();
         assert_eq!(spec.cursor, Some(EventId::new(5, 0)));
         assert_eq!(spec.stream.headers.0[0].0, "authorization");
         assert_eq!(spec.wake.max_per_hour, 3);
@@ -718,7 +679,7 @@ mod tests {
         for len in [64, 160, 200] {
             let mut j = apns_req();
             j["push"]["token"] = "ab".repeat(len / 2).into();
-            request(j).validate(&s, &a, |_| true).unwrap();
+            validate(request(j), &s, &a, |_| true).unwrap();
         }
     }
 
@@ -748,9 +709,7 @@ mod tests {
         let check = |patch: &dyn Fn(&mut serde_json::Value)| {
             let mut j = apns_req();
             patch(&mut j);
-            request(j)
-                .validate(&s, &a, |t| platform(t) != "fcm")
-                .unwrap_err()
+            validate(request(j), &s, &a, |t| t.platform() != "fcm").unwrap_err()
         };
         let e = check(&|j| j["stream"]["url"] = "http://10.1.1.1/v1/sse".into());
         assert_eq!(e.status(), 403);

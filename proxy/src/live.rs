@@ -18,8 +18,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::buffer::{EventBuffer, Gap};
+use crate::buffer::EventBuffer;
 use crate::handoff::{HandoffSpec, Input, State, TokenHash, transition};
+use crate::protocol::CatchUp;
 use crate::push::Wake;
 use crate::server::Node;
 use crate::store::{HandoffRecord, LastWake};
@@ -30,30 +31,6 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Unix milliseconds as RFC 3339 UTC (`2026-11-24T19:00:00.000Z`).
-pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
 }
 
 struct Inner {
@@ -69,14 +46,6 @@ struct Inner {
     last_wake: Option<LastWake>,
     last_error: Option<String>,
     finished_at_ms: Option<u64>,
-}
-
-/// What `GET /events` returns.
-#[derive(Debug)]
-pub struct Catchup {
-    pub gap: Option<Gap>,
-    pub events: Vec<SharedEvent>,
-    pub cursor: Option<EventId>,
 }
 
 pub struct LiveHandoff {
@@ -185,7 +154,7 @@ impl LiveHandoff {
     /// `GET /events`: a check-in. `after` (the device's own cursor, from `Last-Event-ID` or
     /// `?after=`) acknowledges everything up to it; the events after it (or after the stored
     /// cursor) are returned and the cursor moves to the newest of them.
-    pub fn check_in(&self, after: Option<EventId>) -> Catchup {
+    pub fn check_in(&self, after: Option<EventId>) -> CatchUp {
         let mut inner = self.inner.lock().unwrap();
         if let Some(a) = after {
             inner.buffer.ack(a);
@@ -200,7 +169,7 @@ impl LiveHandoff {
         inner.policy.on_check_in(Instant::now(), owed);
         self.apply(&mut inner, Input::CheckIn);
         self.notify.notify_one();
-        Catchup {
+        CatchUp {
             gap,
             events,
             cursor: inner.cursor,
@@ -248,7 +217,7 @@ impl LiveHandoff {
             coalesce_ms: self.spec.wake.coalesce_ms,
             max_per_hour: self.spec.wake.max_per_hour,
             mode: self.spec.wake.mode,
-            state: inner.state.name().to_owned(),
+            state: inner.state.wire(),
             failed_reason: match &inner.state {
                 State::Failed(r) => Some(r.clone()),
                 _ => None,
@@ -391,7 +360,7 @@ async fn send_wake(node: &Node, h: &LiveHandoff) {
         let wake = Wake {
             handoff_id: h.id.clone(),
             pending: inner.buffer.pending(inner.cursor),
-            latest_event_id: inner.newest.map(|i| i.to_string()),
+            latest_event_id: inner.newest,
             mode: h.spec.wake.mode,
             collapse_id: h.id.clone(),
             ttl: Duration::from_secs(node.settings.wake.push_ttl_secs),
@@ -424,7 +393,7 @@ async fn send_wake(node: &Node, h: &LiveHandoff) {
             }
             inner.wakes_sent += 1;
             inner.last_wake = Some(LastWake {
-                at: rfc3339(now_ms()),
+                at: SystemTime::now().into(),
                 pending: wake.pending,
                 latest_event_id: inner.newest,
             });
@@ -452,7 +421,8 @@ async fn send_wake(node: &Node, h: &LiveHandoff) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handoff::{HandoffRequest, OriginAllowList, Token};
+    use crate::handoff::{OriginAllowList, Token};
+    use crate::protocol::HandoffRequest;
     use crate::settings::Settings;
 
     fn node() -> Arc<Node> {
@@ -479,7 +449,7 @@ mod tests {
         .unwrap();
         let allow =
             OriginAllowList::parse(&node.settings.allowed_origins, node.settings.listen).unwrap();
-        let spec = req.validate(&node.settings, &allow, |_| true).unwrap();
+        let spec = crate::handoff::validate(req, &node.settings, &allow, |_| true).unwrap();
         LiveHandoff::new("h_test".into(), token.hash(), spec, node)
     }
 
@@ -508,7 +478,7 @@ mod tests {
         let rec = h.record();
         assert_eq!(rec.pending, 3);
         assert_eq!(rec.newest_id, Some(EventId::new(1, 3)));
-        assert_eq!(rec.state, "watching");
+        assert_eq!(rec.state, crate::protocol::HandoffState::Watching);
         let c = h.check_in(None);
         let ids: Vec<u64> = c.events.iter().map(|e| e.id.seq).collect();
         assert_eq!(ids, vec![1, 2, 3]);
@@ -557,12 +527,5 @@ mod tests {
         assert!(!h2.expire_if_due(Instant::now()));
         assert!(h2.expire_if_due(Instant::now() + Duration::from_secs(86_401)));
         assert_eq!(h2.state(), State::Expired);
-    }
-
-    #[test]
-    fn rfc3339_formats_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_795_547_400_123), "2026-11-24T19:10:00.123Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }
