@@ -2,7 +2,8 @@
 //! hand it back; plus `/healthz`, `/readyz`, `/metrics`.
 //!
 //! Two kinds of credentials, never logged:
-//! * creating a handoff takes the app backend's API key or HS256 JWT ([`HandoffAuth`]);
+//! * creating a handoff takes the app backend's API key or HS256 JWT
+//!   ([`crate::auth::HandoffAuth`]);
 //! * reading or handing back one takes that handoff's own token, returned once at creation, as
 //!   `Authorization: Bearer <token>`. An unknown id is a 404, a missing or wrong token a 401.
 //!
@@ -19,91 +20,35 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use ssepush_origin::EventId;
-use ssepush_origin::server::auth::{PublishPolicy, PublisherAuth};
 use ssepush_origin::server::error::ApiError;
 use ssepush_origin::sse;
 
-use crate::buffer::{Gap, GapReason};
-use crate::handoff::{HandoffError, HandoffRequest, Token, new_id};
-use crate::live::{LiveHandoff, rfc3339, spawn_driver};
-use crate::server::Node;
+use crate::auth::bearer;
+use crate::driver::spawn_driver;
+use crate::handoff::HandoffError;
+use crate::live::LiveHandoff;
+use crate::node::Node;
+use crate::protocol::{self, Handback, HandoffCreated, HandoffRequest, HandoffStatus, Readiness};
 use crate::store::HandoffRecord;
-
-/// Who may create handoffs (see `settings` for the policy). Reuses the origin's credential
-/// checks (constant-time key comparison, JWT validation) with the proxy's own messages.
-pub struct HandoffAuth {
-    inner: PublisherAuth,
-}
-
-impl HandoffAuth {
-    pub fn new(
-        s: &crate::settings::AuthSettings,
-        bound: std::net::SocketAddr,
-    ) -> Result<Self, String> {
-        let origin = ssepush_origin::settings::AuthSettings {
-            publish_tokens: s.api_keys.clone(),
-            jwt_hs256_secret: s.jwt_hs256_secret.clone(),
-            jwt_es256_public_key: None,
-            jwt_issuer: s.jwt_issuer.clone(),
-            jwt_audience: s.jwt_audience.clone(),
-            allow_anonymous_publish: s.allow_anonymous,
-        };
-        let inner = PublisherAuth::new(&origin, bound)
-            .map_err(|e| e.replace("auth.publish_tokens", "auth.api_keys"))?;
-        Ok(HandoffAuth { inner })
-    }
-
-    fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let anonymous = match self.inner.policy() {
-            PublishPolicy::Open => return Ok(()),
-            PublishPolicy::Refused => {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "handoffs_disabled",
-                    "creating handoffs is disabled: this proxy listens on a non-loopback address \
-                     and has no [auth] configured; set auth.api_keys or auth.jwt_hs256_secret, \
-                     or auth.allow_anonymous = true",
-                ));
-            }
-            PublishPolicy::Checked { anonymous } => anonymous,
-        };
-        let denied = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-        match headers.get(header::AUTHORIZATION) {
-            None if anonymous => Ok(()),
-            None => Err(denied(
-                "creating a handoff requires 'Authorization: Bearer <api key or JWT>'",
-            )),
-            Some(v) => {
-                let token = bearer(v)
-                    .ok_or_else(|| denied("the Authorization header must be 'Bearer <token>'"))?;
-                self.inner.verify(token).map_err(|reason| {
-                    tracing::debug!(?reason, "handoff creation refused");
-                    metrics::counter!("ssepush_proxy_auth_denied_total").increment(1);
-                    denied("the API key or JWT is not valid")
-                })
-            }
-        }
-    }
-}
-
-fn bearer(v: &HeaderValue) -> Option<&str> {
-    let v = v.to_str().ok()?.trim();
-    let (scheme, token) = v.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
+use crate::token::{Token, new_id};
 
 pub fn router(node: Arc<Node>) -> Router {
     let limit = node.settings.max_body_bytes;
-    let cors = ssepush_origin::server::cors::layer(&node.settings.cors_allow_origins, methods());
+    let cors = ssepush_origin::server::cors::layer(
+        &node.settings.cors_allow_origins,
+        crate::openapi::methods(),
+    );
     let router = Router::new()
         .route("/v1/handoffs", axum::routing::post(create))
-        .route("/v1/handoffs/{id}", get(status).delete(handback))
+        .route("/v1/handoffs/{id}", get(get_status).delete(handback))
         .route("/v1/handoffs/{id}/events", get(events))
         .route("/healthz", get(ssepush_origin::server::ops::healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(ssepush_origin::server::ops::metrics))
-        .route("/v1/openapi.json", get(|| async { axum::Json(openapi()) }))
+        .route(
+            "/v1/openapi.json",
+            get(|| async { axum::Json(crate::openapi::openapi()) }),
+        )
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -118,37 +63,6 @@ pub fn router(node: Arc<Node>) -> Router {
         Some(layer) => router.layer(layer),
         None => router,
     }
-}
-
-/// Every method the API document lists for a path: what CORS preflights allow.
-fn methods() -> Vec<axum::http::Method> {
-    use axum::http::Method;
-    // The operation keys of an OpenAPI path item; its other keys (`parameters`, …) are not methods.
-    let known = [
-        Method::GET,
-        Method::PUT,
-        Method::POST,
-        Method::DELETE,
-        Method::OPTIONS,
-        Method::HEAD,
-        Method::PATCH,
-        Method::TRACE,
-    ];
-    let doc = openapi();
-    let paths = doc["paths"]
-        .as_object()
-        .into_iter()
-        .flat_map(|p| p.values());
-    paths
-        .filter_map(|item| item.as_object())
-        .flat_map(|item| item.keys())
-        .filter_map(|key| {
-            known
-                .iter()
-                .find(|m| m.as_str().eq_ignore_ascii_case(key))
-                .cloned()
-        })
-        .collect()
 }
 
 fn handoff_error(e: HandoffError) -> ApiError {
@@ -194,12 +108,13 @@ async fn create(
     let req: HandoffRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("invalid handoff request: {e}"))
     })?;
-    let spec = req
-        .validate(&node.settings, &node.allow, |t| node.providers.supports(t))
-        .map_err(handoff_error)?;
+    let (spec, cursor) = crate::handoff::validate(req, &node.settings, &node.allow, |t| {
+        node.providers.supports(t)
+    })
+    .map_err(handoff_error)?;
     let id = new_id();
     let token = Token::generate();
-    let h = LiveHandoff::new(id.clone(), token.hash(), spec, &node);
+    let h = LiveHandoff::new(id.clone(), token.hash(), spec, cursor, &node.settings);
     node.store.insert(h.record()).await.map_err(|e| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -210,17 +125,16 @@ async fn create(
     node.live.write().unwrap().insert(id.clone(), h.clone());
     {
         let _e = h.span().enter();
-        tracing::info!(cursor = ?h.spec.cursor, ttl_secs = h.spec.ttl_secs, "handoff created");
+        tracing::info!(?cursor, ttl_secs = h.spec.ttl_secs, "handoff created");
     }
-    node.upstreams
-        .join(&h.spec.stream, h.spec.cursor, h.clone());
+    node.upstreams.join(&h.spec.stream, h.clone());
     spawn_driver(node.clone(), h.clone());
     metrics::counter!("ssepush_proxy_handoffs_created_total").increment(1);
-    let body = json!({
-        "id": id,
-        "token": token.expose(),
-        "expiresAt": rfc3339(h.expires_at_ms),
-    });
+    let body = HandoffCreated {
+        id: id.clone(),
+        token: token.expose().to_owned(),
+        expires_at: wire_time(h.expires_at_ms),
+    };
     let mut resp = (StatusCode::CREATED, axum::Json(body)).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/handoffs/{id}")) {
         resp.headers_mut().insert(header::LOCATION, loc);
@@ -254,29 +168,34 @@ fn authorize(node: &Node, id: &str, headers: &HeaderMap) -> Result<Arc<LiveHando
     Ok(h)
 }
 
+/// Unix milliseconds as a wire time (every time the proxy keeps is far inside chrono's range).
+fn wire_time(ms: u64) -> chrono::DateTime<chrono::Utc> {
+    protocol::time::from_unix_ms(ms).unwrap_or_default()
+}
+
 /// The status view of a record (SPEC §5).
-pub fn status_json(r: &HandoffRecord) -> serde_json::Value {
-    json!({
-        "id": r.id,
-        "state": r.state,
-        "cursor": r.cursor,
-        "newestId": r.newest_id,
-        "pending": r.pending,
-        "wakesSent": r.wakes_sent,
-        "lastWake": r.last_wake,
-        "lastError": r.last_error,
-        "expiresAt": rfc3339(r.expires_at_ms),
-    })
+pub fn status(r: &HandoffRecord) -> HandoffStatus {
+    HandoffStatus {
+        id: r.id.clone(),
+        state: r.state,
+        cursor: r.cursor,
+        newest_id: r.newest_id,
+        pending: r.pending,
+        wakes_sent: r.wakes_sent,
+        last_wake: r.last_wake.clone(),
+        last_error: r.last_error.clone(),
+        expires_at: wire_time(r.expires_at_ms),
+    }
 }
 
 /// `GET /v1/handoffs/{id}`.
-async fn status(
+async fn get_status(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let h = authorize(&node, &id, &headers)?;
-    Ok(axum::Json(status_json(&h.record())).into_response())
+    Ok(axum::Json(status(&h.record())).into_response())
 }
 
 /// The device's position from `Last-Event-ID` (wins) or `?after=`.
@@ -298,22 +217,6 @@ fn position(headers: &HeaderMap, query: Option<&str>) -> Result<Option<EventId>,
         }
     }
     Ok(raw.as_deref().map(str::parse).transpose()?)
-}
-
-fn gap_json(gap: &Gap) -> serde_json::Value {
-    let reason = match gap.reason {
-        GapReason::Buffer => {
-            "the proxy's buffer no longer holds every event after requestedId; resume from the origin with your cursor"
-        }
-        GapReason::OriginReset => "the origin no longer held the cursor; resync from a snapshot",
-    };
-    json!({
-        "reason": reason,
-        "source": match gap.reason { GapReason::Buffer => "proxy", GapReason::OriginReset => "origin" },
-        "requestedId": gap.requested,
-        "throughId": gap.through,
-        "oldestId": gap.oldest,
-    })
 }
 
 /// `GET /v1/handoffs/{id}/events`: JSON, or SSE with `Accept: text/event-stream`.
@@ -344,7 +247,7 @@ async fn events(
         body.extend_from_slice(&sse::encode_retry(1000));
         if let Some(gap) = &catchup.gap {
             // Like the origin's reset, it carries no id: the client's Last-Event-ID stays put.
-            let data = gap_json(gap).to_string();
+            let data = serde_json::to_string(gap).unwrap_or_default();
             body.extend_from_slice(&sse::encode_frame(
                 None,
                 ssepush_origin::event::RESET_TYPE,
@@ -363,13 +266,7 @@ async fn events(
         )
             .into_response());
     }
-    let events: Vec<&ssepush_origin::Event> = catchup.events.iter().map(|e| &**e).collect();
-    Ok(axum::Json(json!({
-        "gap": catchup.gap.as_ref().map(gap_json),
-        "events": events,
-        "cursor": catchup.cursor,
-    }))
-    .into_response())
+    Ok(axum::Json(catchup).into_response())
 }
 
 /// `DELETE /v1/handoffs/{id}`: the handback.
@@ -382,164 +279,47 @@ async fn handback(
     let h = authorize(&node, &id, &headers)?;
     let after = position(&headers, query.as_deref())?;
     let cursor = h.close(after);
-    node.upstreams.leave(&h.spec.stream, &h.id);
-    node.persist(&h).await;
+    // At once rather than when the driver notices: the connection closes before the answer.
+    node.teardown(&h).await;
     {
         let _e = h.span().enter();
         tracing::info!(?cursor, "handed back");
     }
-    Ok(axum::Json(json!({"cursor": cursor, "state": h.state().name()})).into_response())
+    Ok(axum::Json(Handback {
+        cursor,
+        state: h.state().wire(),
+    })
+    .into_response())
 }
 
 async fn readyz(State(node): State<Arc<Node>>) -> Response {
+    let answer = |status: &str| Readiness {
+        status: status.to_owned(),
+        handoffs: None,
+        watchers: None,
+        error: None,
+    };
     if node.shutdown.is_cancelled() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "draining"})),
+            axum::Json(answer("draining")),
         )
             .into_response();
     }
     match node.store.count().await {
-        Ok(n) => axum::Json(
-            json!({"status": "ready", "handoffs": n, "watchers": node.upstreams.watcher_count()}),
-        )
+        Ok(n) => axum::Json(Readiness {
+            handoffs: Some(n),
+            watchers: Some(node.upstreams.watcher_count()),
+            ..answer("ready")
+        })
         .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "store unavailable", "error": e.to_string()})),
+            axum::Json(Readiness {
+                error: Some(e.to_string()),
+                ..answer("store unavailable")
+            }),
         )
             .into_response(),
-    }
-}
-
-/// The API description served at `/v1/openapi.json` (OpenAPI 3.1).
-pub fn openapi() -> serde_json::Value {
-    let error = json!({"$ref": "#/components/schemas/Error"});
-    let err =
-        |d: &str| json!({"description": d, "content": {"application/json": {"schema": error}}});
-    let id_param =
-        json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
-    let device = json!([{"handoffToken": []}]);
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "ssepush proxy", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Hand an SSE stream over to the proxy before sleeping; get woken by a push when an event arrives; catch up and hand it back."},
-        "paths": {
-            "/v1/handoffs": {"post": {
-                "summary": "Hand a stream off",
-                "security": [{"apiKey": []}, {}],
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HandoffRequest"}}}},
-                "responses": {
-                    "201": {"description": "Watching", "content": {"application/json": {"schema": {"type": "object", "required": ["id", "token", "expiresAt"], "properties": {
-                        "id": {"type": "string"}, "token": {"type": "string", "description": "The device's secret for the calls below; shown once"},
-                        "expiresAt": {"type": "string", "format": "date-time"}}}}}},
-                    "400": err("Invalid request (filter errors carry line and column)"),
-                    "401": err("Missing or invalid API key / JWT"),
-                    "403": err("Stream URL outside allowed_origins, or creation disabled"),
-                    "422": err("No push provider configured for the platform"),
-                    "503": err("Node full or draining")}}},
-            "/v1/handoffs/{id}": {
-                "get": {"summary": "Status", "parameters": [id_param], "security": device,
-                        "responses": {"200": {"description": "Status", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}},
-                                      "401": err("Missing or wrong handoff token"), "404": err("No such handoff")}},
-                "delete": {"summary": "Hand the stream back; returns the final cursor", "parameters": [id_param], "security": device,
-                           "responses": {"200": {"description": "Closed", "content": {"application/json": {"schema": {"type": "object", "properties": {"cursor": {"type": ["string", "null"]}, "state": {"type": "string"}}}}}},
-                                         "401": err("Missing or wrong handoff token"), "404": err("No such handoff")}}},
-            "/v1/handoffs/{id}/events": {"get": {
-                "summary": "Buffered events after the cursor (a check-in). `Last-Event-ID` or `?after=` acknowledges up to that id.",
-                "parameters": [id_param, {"name": "after", "in": "query", "schema": {"type": "string"}}, {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}}],
-                "security": device,
-                "responses": {"200": {"description": "Events; a gap first when the buffer cannot vouch for completeness (SSE: an `ssepush.reset` frame without id)",
-                    "content": {"application/json": {"schema": {"type": "object", "properties": {
-                        "gap": {"type": ["object", "null"]}, "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}, "cursor": {"type": ["string", "null"]}}}},
-                        "text/event-stream": {"schema": {"type": "string"}}}},
-                    "401": err("Missing or wrong handoff token"), "404": err("No such handoff")}}},
-            "/healthz": {"get": {"responses": {"200": {"description": "Alive"}}}},
-            "/readyz": {"get": {"responses": {"200": {"description": "Ready"}, "503": {"description": "Draining or store unavailable"}}}},
-            "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text"}}}}
-        },
-        "components": {
-            "securitySchemes": {
-                "apiKey": {"type": "http", "scheme": "bearer", "description": "auth.api_keys or an HS256 JWT"},
-                "handoffToken": {"type": "http", "scheme": "bearer", "description": "The token returned by POST /v1/handoffs"}},
-            "schemas": {
-                "Error": {"type": "object", "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
-                "Event": {"type": "object", "properties": {"id": {"type": "string"}, "channel": {"type": "string"}, "type": {"type": "string"}, "data": {}, "time": {"type": "integer"}}},
-                "HandoffRequest": {"type": "object", "required": ["stream", "push"], "properties": {
-                    "stream": {"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}, "headers": {"type": "object", "additionalProperties": {"type": "string"}}, "lastEventId": {"type": ["string", "null"]}}},
-                    "push": {"oneOf": [
-                        {"type": "object", "required": ["platform", "token"], "properties": {"platform": {"const": "apns"}, "token": {"type": "string", "pattern": crate::push::apns::device_token_pattern()}, "topic": {"type": "string"}, "environment": {"enum": ["production", "sandbox", "development"]}}},
-                        {"type": "object", "required": ["platform", "token"], "properties": {"platform": {"const": "fcm"}, "token": {"type": "string"}}},
-                        {"type": "object", "required": ["platform", "subscription"], "properties": {"platform": {"const": "webpush"}, "subscription": {"type": "object", "description": "A W3C PushSubscription"}}}]},
-                    "wake": {"type": "object", "properties": {"filter": {"type": "string", "description": "CEL over channel, type, id, data"}, "coalesceMs": {"type": "integer"}, "maxPerHour": {"type": "integer"}, "mode": {"enum": ["background", "alert"]}}},
-                    "ttlSec": {"type": "integer"}}},
-                "Status": {"type": "object", "properties": {
-                    "id": {"type": "string"}, "state": {"enum": ["watching", "woken", "expired", "failed", "closed"]},
-                    "cursor": {"type": ["string", "null"]}, "newestId": {"type": ["string", "null"]}, "pending": {"type": "integer"},
-                    "wakesSent": {"type": "integer"}, "lastWake": {"type": ["object", "null"]}, "lastError": {"type": ["string", "null"]},
-                    "expiresAt": {"type": "string", "format": "date-time"}}}
-            }
-        }
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn openapi_names_every_route() {
-        let doc = openapi();
-        for path in [
-            "/v1/handoffs",
-            "/v1/handoffs/{id}",
-            "/v1/handoffs/{id}/events",
-            "/readyz",
-        ] {
-            assert!(doc["paths"][path].is_object(), "{path}");
-        }
-        assert_eq!(doc["openapi"], "3.1.0");
-    }
-
-    #[test]
-    fn cors_methods_are_the_documented_ones() {
-        use axum::http::Method;
-        let m = methods();
-        for want in [Method::GET, Method::POST, Method::DELETE] {
-            assert!(m.contains(&want), "{want}");
-        }
-        assert!(!m.contains(&Method::PATCH));
-    }
-
-    #[test]
-    fn the_apns_token_pattern_is_the_senders_rule() {
-        let doc = openapi();
-        let apns = &doc["components"]["schemas"]["HandoffRequest"]["properties"]["push"]["oneOf"]
-            [0]["properties"]["token"]["pattern"];
-        let pattern = regex::Regex::new(apns.as_str().expect("a pattern")).unwrap();
-        let mut samples: Vec<String> = (0..=204).map(|n| "a".repeat(n)).collect();
-        samples.extend([
-            "0123456789abcdefABCDEF".into(),
-            "zz".repeat(32),
-            "ab cd".into(),
-        ]);
-        for token in &samples {
-            assert_eq!(
-                pattern.is_match(token),
-                crate::push::apns::is_device_token(token),
-                "{} characters: {token:?}",
-                token.len()
-            );
-        }
-        assert!(pattern.is_match(&"a1".repeat(80)));
-    }
-
-    #[test]
-    fn bearer_parsing() {
-        let v = |s: &str| HeaderValue::from_str(s).unwrap();
-        assert_eq!(bearer(&v("Bearer abc")), Some("abc"));
-        assert_eq!(bearer(&v("bearer  abc ")), Some("abc"));
-        assert_eq!(bearer(&v("Basic abc")), None);
-        assert_eq!(bearer(&v("Bearer ")), None);
     }
 }

@@ -84,8 +84,8 @@ async fn a_burst_wakes_once_and_the_phone_catches_up_exactly() {
     assert_eq!(wakes.len(), 1, "{wakes:?}");
     assert_eq!(wakes[0].wake.pending, 3);
     assert_eq!(
-        wakes[0].wake.latest_event_id.as_deref(),
-        Some(expected[2].as_str())
+        wakes[0].wake.latest_event_id.map(|id| id.to_string()),
+        Some(expected[2].clone())
     );
     assert_eq!(wakes[0].wake.collapse_id, h.id);
 

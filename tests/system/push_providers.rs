@@ -90,7 +90,7 @@ fn wake(mode: WakeMode) -> Wake {
     Wake {
         handoff_id: "h-123".into(),
         pending: 3,
-        latest_event_id: Some("0000000000000042-0000".into()),
+        latest_event_id: Some(ssepush_origin::EventId::new(42, 0)),
         mode,
         collapse_id: "handoff-h-123".into(),
         ttl: Duration::from_secs(3600),
@@ -98,7 +98,7 @@ fn wake(mode: WakeMode) -> Wake {
 }
 
 fn ssepush() -> Value {
-    json!({"handoff": "h-123", "pending": 3, "latestEventId": "0000000000000042-0000"})
+    json!({"handoff": "h-123", "pending": 3, "latestEventId": "42-0"})
 }
 
 /// 410 → Permanent, 429 with `Retry-After: 2` → RetryAfter(2 s), 429 with `Retry-After` as an

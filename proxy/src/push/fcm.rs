@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::http::{HttpClient, HttpResponse, Versions, base_url, now_secs, retry_after};
-use super::{PushError, PushProvider, PushTarget, Wake, WakeMode, alert_text};
+use super::{PushError, PushProvider, PushTarget, Wake};
+use crate::protocol::FcmRequest;
 
 pub const DEFAULT_BASE_URL: &str = "https://fcm.googleapis.com";
 /// The OAuth scope that allows sending FCM messages.
@@ -98,25 +99,18 @@ pub fn token_request_body(assertion: &str) -> String {
     )
 }
 
-/// The `messages:send` body for a wake: a data message (FCM data values are strings, so the
-/// `ssepush` object travels as its JSON text), high priority so a dozing phone wakes, the
-/// collapse key so a newer wake replaces an undelivered one, and the wake's TTL. Alert mode
-/// adds a `notification`.
-pub fn message(token: &str, wake: &Wake) -> Value {
-    let mut message = json!({
-        "token": token,
-        "data": {"ssepush": wake.payload().to_string()},
-        "android": {
-            "priority": "HIGH",
-            "collapse_key": wake.collapse_id,
-            "ttl": format!("{}s", wake.ttl.as_secs()),
-        },
-    });
-    if wake.mode == WakeMode::Alert {
-        let (title, body) = alert_text(wake);
-        message["notification"] = json!({"title": title, "body": body});
-    }
-    json!({ "message": message })
+/// The `messages:send` body for a wake ([`FcmRequest`]): a data message (FCM data values are
+/// strings, so the `ssepush` object travels as its JSON text), high priority so a dozing phone
+/// wakes, the collapse key so a newer wake replaces an undelivered one, and the wake's TTL.
+/// Alert mode adds a `notification`.
+pub fn message(token: &str, wake: &Wake) -> FcmRequest {
+    FcmRequest::new(
+        token,
+        &wake.payload(),
+        wake.mode,
+        &wake.collapse_id,
+        wake.ttl,
+    )
 }
 
 /// FCM's error code: the `FcmError` detail's `errorCode` when present, else the Google RPC
@@ -340,7 +334,9 @@ impl PushProvider for FcmProvider {
         if token.is_empty() {
             return Err(PushError::Permanent("empty FCM registration token".into()));
         }
-        let body = Bytes::from(message(token, wake).to_string());
+        let body = serde_json::to_vec(&message(token, wake))
+            .map_err(|e| PushError::Config(format!("FCM message: {e}")))?;
+        let body = Bytes::from(body);
         let access = self.access_token(None).await?;
         let mut response = self.post(&body, &access).await?;
         if response.status == 401 {
@@ -359,12 +355,14 @@ impl PushProvider for FcmProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::push::WakeMode;
+    use ssepush_origin::EventId;
 
     fn wake(mode: WakeMode) -> Wake {
         Wake {
             handoff_id: "h1".into(),
             pending: 2,
-            latest_event_id: Some("e9".into()),
+            latest_event_id: Some(EventId::new(9, 0)),
             mode,
             collapse_id: "handoff-h1".into(),
             ttl: Duration::from_secs(900),
@@ -373,13 +371,14 @@ mod tests {
 
     #[test]
     fn data_message_for_a_background_wake() {
-        let mut m = message("fcm-token", &wake(WakeMode::Background));
+        let mut m =
+            serde_json::to_value(message("fcm-token", &wake(WakeMode::Background))).unwrap();
         // Data values are strings: the ssepush object travels as JSON text.
         let ssepush: Value =
             serde_json::from_str(m["message"]["data"]["ssepush"].as_str().unwrap()).unwrap();
         assert_eq!(
             ssepush,
-            json!({"handoff": "h1", "pending": 2, "latestEventId": "e9"})
+            json!({"handoff": "h1", "pending": 2, "latestEventId": "9-0"})
         );
         m["message"]["data"]["ssepush"] = "…".into();
         assert_eq!(
@@ -395,7 +394,7 @@ mod tests {
 
     #[test]
     fn alert_wake_adds_a_notification() {
-        let m = message("t", &wake(WakeMode::Alert));
+        let m = serde_json::to_value(message("t", &wake(WakeMode::Alert))).unwrap();
         assert_eq!(
             m["message"]["notification"],
             json!({"title": "New activity", "body": "2 new events"})
