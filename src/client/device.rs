@@ -44,12 +44,15 @@
 //!     # break;
 //! }
 //! drop(stream); // going to sleep: nothing is read after the id handed off
-//! let target = PushTarget::Apns { token: "0a1b…".into(), topic: None };
+//! let target = PushTarget::Apns { token: "0a1b…".into(), topic: None, environment: None };
 //! let handoff = phone.hand_off(&target, &WakeOptions::default(), None).await?;
 //! // … a wake arrives …
-//! for e in phone.catch_up(&handoff).await?.events {
-//!     phone.accept(&e);
-//! }
+//! let caught_up = phone.catch_up(&handoff).await?;
+//! if caught_up.gap.is_none() {
+//!     for e in &caught_up.events {
+//!         phone.accept(e);
+//!     }
+//! } // else: the origin replays what the buffer could not vouch for
 //! phone.hand_back(&handoff).await?;
 //! # Ok(())
 //! # }
@@ -63,7 +66,8 @@ use ssepush_origin::event::EventId;
 
 use super::origin::{ClientError, Frame, OriginClient, Subscription};
 use super::proxy::{
-    CatchUp, Handoff, HandoffRequest, ProxyClient, ProxyError, PushTarget, WakeOptions,
+    CatchUp, Handback, Handoff, HandoffRequest, ProxyClient, ProxyError, PushTarget, StreamRequest,
+    WakeOptions,
 };
 
 /// What [`DeviceClient::accept`] made of a delivered event.
@@ -147,24 +151,28 @@ impl DeviceClient {
     ) -> Result<Handoff, ProxyError> {
         self.proxy
             .hand_off(&HandoffRequest {
-                stream_url: self.stream_url(),
-                last_event_id: self.last,
+                stream: StreamRequest {
+                    url: self.stream_url(),
+                    headers: Default::default(),
+                    last_event_id: self.last.map(|l| l.to_string()),
+                },
                 push: push.clone(),
                 wake: wake.clone(),
-                ttl,
+                ttl_sec: ttl.map(|t| t.as_secs().max(1)),
             })
             .await
     }
 
     /// `GET /v1/handoffs/{id}/events` after this client's id: the buffered events the app has
-    /// not seen. The caller passes each through [`DeviceClient::accept`].
+    /// not seen, or a gap (then the origin replays from this client's id). The caller passes
+    /// each event through [`DeviceClient::accept`].
     pub async fn catch_up(&self, h: &Handoff) -> Result<CatchUp, ProxyError> {
         self.proxy.catch_up(h, self.last).await
     }
 
-    /// `DELETE /v1/handoffs/{id}`, acknowledging this client's id; returns the proxy's final
+    /// `DELETE /v1/handoffs/{id}`, acknowledging this client's id; answers the proxy's final
     /// cursor. Streaming then continues at the origin from [`DeviceClient::last_event_id`].
-    pub async fn hand_back(&self, h: &Handoff) -> Result<Option<EventId>, ProxyError> {
+    pub async fn hand_back(&self, h: &Handoff) -> Result<Handback, ProxyError> {
         self.proxy.hand_back(h, self.last).await
     }
 }

@@ -35,10 +35,13 @@
 use std::time::{Duration, SystemTime};
 
 use futures::{Stream, StreamExt};
+use rand::Rng;
 use serde_json::Value;
 use ssepush_origin::Event;
 use ssepush_origin::event::EventId;
 use ssepush_origin::sse::frames::{Frame as SseFrame, frames};
+use ssepush_proxy::reconnect::{ConnEnd, Next, ReconnectPolicy as SharedPolicy};
+use ssepush_proxy::settings::UpstreamSettings;
 
 /// Largest SSE line or event a client reads by default (an origin accepts 1 MiB bodies by
 /// default; the envelope adds a little).
@@ -70,25 +73,29 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Whether retrying cannot help: the SSE spec fails the connection on any status but 200
-    /// and on a wrong content type; only 5xx, 408 and 429 are worth a reconnect.
-    pub fn is_permanent(&self) -> bool {
+    /// How this failed attempt ended, in the terms of the shared reconnect policy.
+    fn conn_end(&self) -> ConnEnd {
         match self {
-            ClientError::Status { status, .. } => *status < 500 && *status != 408 && *status != 429,
-            ClientError::NotEventStream(_) => true,
-            _ => false,
+            ClientError::Status {
+                status,
+                retry_after,
+                ..
+            } => ConnEnd::Status {
+                status: *status,
+                retry_after: *retry_after,
+            },
+            ClientError::NotEventStream(_) => ConnEnd::NotEventStream,
+            other => ConnEnd::Network(other.to_string()),
         }
     }
 
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            ClientError::Status {
-                status: 503 | 429,
-                retry_after,
-                ..
-            } => *retry_after,
-            _ => None,
-        }
+    /// Whether retrying cannot help: the SSE spec fails the connection on any status but 200
+    /// and on a wrong content type; only 5xx, 408 and 429 are worth a reconnect. The reconnect
+    /// policy decides, so this never disagrees with it.
+    pub fn is_permanent(&self) -> bool {
+        ReconnectPolicy::default()
+            .after_failure(self, 0.0)
+            .is_none()
     }
 }
 
@@ -279,67 +286,64 @@ pub enum Frame {
     LastEventId(Option<EventId>),
 }
 
-/// When the origin client reconnects: plain code, tested on values.
+/// When the origin client reconnects: the proxy's upstream reconnect policy
+/// (`ssepush_proxy::reconnect`) with its default timings (`[upstream]` `reconnect_ms`,
+/// `backoff_base_ms`, `backoff_max_ms`) — one policy for every SSE reader of the product, plain
+/// code with the randomness passed in.
 ///
 /// After a connection that was open ends, wait the server's `retry:` (default 1 s, at most
-/// [`ReconnectPolicy::MAX_RETRY_HINT`]). After a failed attempt, back off exponentially from
-/// it (doubling, at most 32×, at most [`ReconnectPolicy::MAX_BACKOFF`] unless `retry:` is
-/// longer), and never sooner than a 503's or 429's `Retry-After` (capped like `retry:`). An
-/// answer retrying cannot fix stops.
+/// 300 s). After a failed attempt, back off exponentially with equal jitter (from 0.5 s,
+/// doubling, at most 30 s), never sooner than `retry:`, nor than a 503's or 429's
+/// `Retry-After` (capped like `retry:`). An answer retrying cannot fix stops.
 #[derive(Debug, Clone)]
 pub struct ReconnectPolicy {
-    retry: Duration,
-    failures: u32,
+    shared: SharedPolicy,
 }
 
 impl Default for ReconnectPolicy {
     fn default() -> Self {
         ReconnectPolicy {
-            retry: Self::DEFAULT_RETRY,
-            failures: 0,
+            shared: SharedPolicy::new(&UpstreamSettings::default()),
         }
     }
 }
 
 impl ReconnectPolicy {
-    /// The reconnection time before the server sends `retry:` (what browsers use, about).
-    pub const DEFAULT_RETRY: Duration = Duration::from_secs(1);
     /// Longest `retry:` or `Retry-After` honoured: a broken server cannot park a client forever.
-    pub const MAX_RETRY_HINT: Duration = Duration::from_secs(300);
-    /// Longest backoff after failed attempts (unless `retry:` asks for longer).
-    pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+    pub const MAX_RETRY_HINT: Duration = ssepush_proxy::reconnect::MAX_RETRY_HINT;
 
     /// The server sent `retry: <ms>`.
     pub fn on_retry_hint(&mut self, hint: Duration) {
-        self.retry = hint.min(Self::MAX_RETRY_HINT);
+        self.shared.on_retry_hint(hint);
     }
 
     /// A connection was opened (200, an event stream).
     pub fn on_open(&mut self) {
-        self.failures = 0;
+        self.shared.on_open();
     }
 
     /// How long to wait after an open connection ended or broke.
-    pub fn after_end(&self) -> Duration {
-        self.retry
+    pub fn after_end(&mut self) -> Duration {
+        match self.shared.after(&ConnEnd::Ended, 0.0) {
+            Next::ReconnectAfter(d) => d,
+            Next::Stop(_) => Self::MAX_RETRY_HINT,
+        }
     }
 
-    /// How long to wait after an attempt failed with `err`; `None`: stop for good.
-    pub fn after_failure(&mut self, err: &ClientError) -> Option<Duration> {
-        if err.is_permanent() {
-            return None;
+    /// How long to wait after an attempt failed with `err`; `None`: stop for good. `random`
+    /// is uniform in `[0, 1)`: where in the jitter window the wait falls.
+    pub fn after_failure(&mut self, err: &ClientError, random: f64) -> Option<Duration> {
+        match self.shared.after(&err.conn_end(), random) {
+            Next::ReconnectAfter(d) => Some(d),
+            Next::Stop(_) => None,
         }
-        self.failures = self.failures.saturating_add(1);
-        let backoff = self
-            .retry
-            .saturating_mul(1 << self.failures.min(5))
-            .min(Self::MAX_BACKOFF)
-            .max(self.retry);
-        let asked = err
-            .retry_after()
-            .map_or(Duration::ZERO, |d| d.min(Self::MAX_RETRY_HINT));
-        Some(backoff.max(asked))
     }
+}
+
+/// A uniform draw in `[0, 1)` for the reconnect jitter (its own statement, so no thread-local
+/// generator is held across an await).
+fn jitter() -> f64 {
+    rand::rng().random::<f64>()
 }
 
 fn resuming(
@@ -416,7 +420,7 @@ fn resuming(
                     st.policy.on_open();
                     st.conn = Some(Box::pin(conn));
                 }
-                Err(e) => match st.policy.after_failure(&e) {
+                Err(e) => match st.policy.after_failure(&e, jitter()) {
                     None => {
                         st.done = true;
                         return Some((Err(e), st));
@@ -467,23 +471,45 @@ mod tests {
         assert_eq!(p.after_end(), ReconnectPolicy::MAX_RETRY_HINT);
     }
 
+    /// The proxy's schedule, jitter included: equal jitter under a ceiling doubling from the
+    /// proxy's `backoff_base_ms` to its `backoff_max_ms`, never below `retry:`.
     #[test]
-    fn failures_back_off_and_reset_on_open() {
-        let mut p = ReconnectPolicy::default();
-        p.on_retry_hint(Duration::from_millis(100));
-        let waits: Vec<u128> = (0..7)
-            .map(|_| p.after_failure(&status(502, None)).unwrap().as_millis())
-            .collect();
-        assert_eq!(waits, [200, 400, 800, 1600, 3200, 3200, 3200]);
-        p.on_open();
+    fn failures_back_off_as_the_proxy_does_and_reset_on_open() {
+        let upstream = UpstreamSettings::default();
+        let mut ours = ReconnectPolicy::default();
+        let mut proxys = SharedPolicy::new(&upstream);
+        ours.on_retry_hint(Duration::from_millis(100));
+        proxys.on_retry_hint(Duration::from_millis(100));
+        for (n, random) in [0.0, 0.3, 1.0, 0.5, 0.9, 0.1, 1.0, 1.0, 1.0]
+            .into_iter()
+            .enumerate()
+        {
+            let wait = ours.after_failure(&status(502, None), random).unwrap();
+            assert_eq!(
+                Next::ReconnectAfter(wait),
+                proxys.after(
+                    &ConnEnd::Status {
+                        status: 502,
+                        retry_after: None
+                    },
+                    random
+                ),
+                "failure {n}"
+            );
+        }
+        let max = Duration::from_millis(upstream.backoff_max_ms);
+        assert_eq!(ours.after_failure(&status(502, None), 1.0), Some(max));
+        assert_eq!(ours.after_failure(&status(502, None), 0.0), Some(max / 2));
+        ours.on_open();
+        let base = Duration::from_millis(upstream.backoff_base_ms);
         assert_eq!(
-            p.after_failure(&ClientError::Stream("reset".into())),
-            Some(Duration::from_millis(200))
+            ours.after_failure(&ClientError::Stream("reset".into()), 1.0),
+            Some(base)
         );
-        // A long `retry:` is never cut short by the backoff cap.
-        p.on_retry_hint(Duration::from_secs(120));
+        // A long `retry:` is never cut short by the backoff.
+        ours.on_retry_hint(Duration::from_secs(120));
         assert_eq!(
-            p.after_failure(&status(500, None)),
+            ours.after_failure(&status(500, None), 1.0),
             Some(Duration::from_secs(120))
         );
     }
@@ -492,32 +518,29 @@ mod tests {
     fn retry_after_of_503_and_429_is_honoured_and_capped() {
         let mut p = ReconnectPolicy::default();
         assert_eq!(
-            p.after_failure(&status(503, Some(20))),
+            p.after_failure(&status(503, Some(20)), 0.5),
             Some(Duration::from_secs(20))
         );
         assert_eq!(
-            p.after_failure(&status(429, Some(86_400))),
+            p.after_failure(&status(429, Some(86_400)), 0.5),
             Some(ReconnectPolicy::MAX_RETRY_HINT)
         );
         p.on_open();
-        assert_eq!(
-            p.after_failure(&status(500, Some(20))),
-            Some(Duration::from_secs(2))
-        );
+        // Only a 503's or 429's Retry-After counts.
+        assert!(p.after_failure(&status(500, Some(20)), 1.0).unwrap() < Duration::from_secs(20));
     }
 
     #[test]
     fn only_5xx_408_and_429_are_retried() {
         let mut p = ReconnectPolicy::default();
         for s in [200, 202, 204, 301, 400, 401, 404] {
-            assert_eq!(p.after_failure(&status(s, None)), None, "{s}");
+            assert_eq!(p.after_failure(&status(s, None), 0.5), None, "{s}");
+            assert!(status(s, None).is_permanent());
         }
-        assert_eq!(
-            p.after_failure(&ClientError::NotEventStream("text/html".into())),
-            None
-        );
+        assert!(ClientError::NotEventStream("text/html".into()).is_permanent());
         for s in [408, 429, 500, 503] {
-            assert!(p.after_failure(&status(s, None)).is_some(), "{s}");
+            assert!(p.after_failure(&status(s, None), 0.5).is_some(), "{s}");
+            assert!(!status(s, None).is_permanent());
         }
     }
 }

@@ -33,7 +33,9 @@ use super::push_channel::{PushChannel, wake_of};
 use super::report::{self, Owed, PhoneRecord, Report, Sleep, Woke};
 use crate::client::device::{Accepted, DeviceClient};
 use crate::client::origin::{ClientError, Frame, Item, OriginClient, Subscription};
-use crate::client::proxy::{Handoff, ProxyClient, PushTarget, WakeOptions};
+use crate::client::proxy::{
+    Handoff, ProxyClient, PushTarget, WakeOptions, WebPushKeys, WebPushSubscription,
+};
 use crate::client::webpush::UserAgentKeys;
 use crate::gateway::Provider;
 use crate::gateway::client::{GatewayClient, GatewayClientError};
@@ -404,6 +406,7 @@ async fn register(
                 PushTarget::Apns {
                     token: token.clone(),
                     topic: None,
+                    environment: None,
                 },
                 token,
                 None,
@@ -422,10 +425,15 @@ async fn register(
         Provider::Webpush => {
             let keys = UserAgentKeys::generate();
             let sub = gw.subscribe_webpush(None).await?;
-            let target = PushTarget::WebPush {
-                endpoint: sub.endpoint,
-                p256dh: keys.p256dh.clone(),
-                auth: keys.auth.clone(),
+            let target = PushTarget::Webpush {
+                subscription: WebPushSubscription {
+                    endpoint: sub.endpoint,
+                    expiration_time: None,
+                    keys: WebPushKeys {
+                        p256dh: keys.p256dh.clone(),
+                        auth: keys.auth.clone(),
+                    },
+                },
             };
             (target, sub.id, Some(keys))
         }
@@ -487,7 +495,7 @@ impl Phone {
         let wake = WakeOptions {
             filter: cfg.wake_filter.clone(),
             coalesce_ms: Some(cfg.coalesce_ms),
-            max_per_hour: None,
+            ..WakeOptions::default()
         };
         let sent = Instant::now();
         let handoff = match self
@@ -529,7 +537,7 @@ impl Phone {
             woke,
         });
         match self.client.catch_up(&handoff).await {
-            Ok(c) if c.gap => {
+            Ok(c) if c.gap.is_some() => {
                 self.rec.proxy_gaps += 1;
                 self.say(|| "the proxy's buffer has a gap: resuming from the origin".into());
             }
@@ -547,10 +555,10 @@ impl Phone {
                 .push(format!("cycle {cycle}: catch-up: {e}")),
         }
         match self.client.hand_back(&handoff).await {
-            Ok(cursor) => self.say(|| {
+            Ok(back) => self.say(|| {
                 format!(
                     "handed back (proxy cursor {}); streaming from the origin again",
-                    cursor.map_or("-".into(), |c| c.to_string())
+                    back.cursor.map_or("-".into(), |c| c.to_string())
                 )
             }),
             Err(e) => self

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use futures::{Stream, StreamExt};
-use serde_json::Value;
+use ssepush_proxy::protocol::FcmRequest;
 
-use crate::client::wake::{Wake, WakeError};
+use crate::client::wake::{self, WakeError, WakePayload};
 use crate::client::webpush::UserAgentKeys;
 use crate::gateway::client::{GatewayClient, GatewayClientError};
 use crate::gateway::{BodyEncoding, Delivery, Provider};
@@ -65,28 +65,25 @@ impl PushChannel {
 }
 
 /// The wake in a delivery, as the app would read it from what its OS hands over: APNs' payload
-/// as is, FCM's `message.data` map, a Web Push body decrypted with the subscription's `keys`.
-pub fn wake_of(d: &Delivery, keys: Option<&UserAgentKeys>) -> Result<Wake, WakeError> {
+/// as is, the `data` map of FCM's message, a Web Push body decrypted with the subscription's
+/// `keys`.
+pub fn wake_of(d: &Delivery, keys: Option<&UserAgentKeys>) -> Result<WakePayload, WakeError> {
+    let not_a_wake = |what: &str| WakeError::NotAWake(what.to_owned());
     match (d.provider, d.body_encoding) {
         (Provider::Webpush, _) | (_, BodyEncoding::Base64url) => {
-            let keys = keys.ok_or(WakeError::Payload("readable without the subscription keys"))?;
+            let keys =
+                keys.ok_or_else(|| not_a_wake("a Web Push body but no subscription keys"))?;
             let body = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(d.body.trim_end_matches('='))
-                .map_err(|_| WakeError::Payload("base64url"))?;
-            Wake::from_webpush_encrypted(&body, keys)
+                .map_err(|_| not_a_wake("the Web Push body is not base64url"))?;
+            wake::from_webpush_encrypted(&body, keys)
         }
-        (Provider::Apns, BodyEncoding::Text) => Wake::from_apns(d.body.as_bytes()),
+        (Provider::Apns, BodyEncoding::Text) => wake::from_apns(d.body.as_bytes()),
         (Provider::Fcm, BodyEncoding::Text) => {
             // The gateway records the whole v1 send request; the app gets `message.data`.
-            let request: Value = serde_json::from_str(&d.body)
-                .map_err(|_| WakeError::Payload("an FCM v1 request"))?;
-            let data = request["message"]["data"]
-                .as_object()
-                .ok_or(WakeError::NotAWake)?;
-            Wake::from_fcm_data(
-                data.iter()
-                    .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?))),
-            )
+            let request: FcmRequest = serde_json::from_str(&d.body)
+                .map_err(|e| WakeError::NotAWake(format!("not an FCM v1 wake request: {e}")))?;
+            wake::from_fcm_data([("ssepush", request.message.data.ssepush.as_str())])
         }
     }
 }
@@ -116,13 +113,14 @@ mod tests {
     #[test]
     fn wakes_are_read_from_every_platforms_delivery() {
         let obj = json!({"handoff": "h1", "pending": 2, "latestEventId": "5-1"});
+        let android = json!({"priority": "HIGH", "collapse_key": "h1", "ttl": "60s"});
         let apns = json!({"aps": {"content-available": 1}, "ssepush": obj}).to_string();
         let w = wake_of(&delivery(Provider::Apns, apns, BodyEncoding::Text), None).unwrap();
         assert_eq!((w.handoff.as_str(), w.pending), ("h1", 2));
         assert_eq!(w.latest_event_id, Some("5-1".parse().unwrap()));
 
         let fcm = json!({"message": {"token": "t", "data": {"ssepush": obj.to_string()},
-                                     "android": {"priority": "HIGH"}}})
+                                     "android": android}})
         .to_string();
         let w = wake_of(&delivery(Provider::Fcm, fcm, BodyEncoding::Text), None).unwrap();
         assert_eq!(w.handoff, "h1");
@@ -137,6 +135,9 @@ mod tests {
         assert!(wake_of(&d, Some(&UserAgentKeys::generate())).is_err());
         assert!(wake_of(&d, None).is_err());
         let not_a_wake = delivery(Provider::Apns, "{}".into(), BodyEncoding::Text);
-        assert_eq!(wake_of(&not_a_wake, None), Err(WakeError::NotAWake));
+        assert!(matches!(
+            wake_of(&not_a_wake, None),
+            Err(WakeError::NotAWake(_))
+        ));
     }
 }

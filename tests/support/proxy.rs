@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use serde_json::{Value, json};
+use serde_json::Value;
 use ssepush::device::stack::ProxyServer;
+use ssepush_proxy::protocol::{HandoffCreated, HandoffRequest, StreamRequest};
 use ssepush_proxy::push::{PushError, PushProvider, PushTarget, Wake};
 use ssepush_proxy::settings::Settings;
 
@@ -134,12 +135,14 @@ impl TestProxy {
     }
 
     /// Creates a handoff that must succeed.
+    /// Creates a handoff that must succeed; the `201` must be a `HandoffCreated`.
     pub async fn create(&self, body: &Value) -> Handoff {
         let (status, body) = self.create_raw(body).await;
         assert_eq!(status, 201, "handoff refused: {body}");
+        let created: HandoffCreated = serde_json::from_value(body).expect("a HandoffCreated");
         Handoff {
-            id: body["id"].as_str().unwrap().to_owned(),
-            token: body["token"].as_str().unwrap().to_owned(),
+            id: created.id,
+            token: created.token,
         }
     }
 
@@ -213,10 +216,21 @@ pub struct Handoff {
 
 /// A handoff request body for an APNs phone.
 pub fn handoff_body(stream_url: &str, last_event_id: Option<&str>, device: u32) -> Value {
-    json!({
-        "stream": {"url": stream_url, "lastEventId": last_event_id},
-        "push": {"platform": "apns", "token": format!("{device:064x}")},
-    })
+    let request = HandoffRequest {
+        stream: StreamRequest {
+            url: stream_url.to_owned(),
+            headers: Default::default(),
+            last_event_id: last_event_id.map(str::to_owned),
+        },
+        push: ssepush_proxy::protocol::PushTarget::Apns {
+            token: format!("{device:064x}"),
+            topic: None,
+            environment: None,
+        },
+        wake: Default::default(),
+        ttl_sec: None,
+    };
+    serde_json::to_value(request).unwrap()
 }
 
 /// The `id:` lines of an SSE body, in order.
