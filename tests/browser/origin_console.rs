@@ -156,8 +156,19 @@ async fn console_shows_events_live_and_resumes_after_an_origin_restart() {
         e.len() >= expected.len()
     })
     .await;
-    // Anything sent twice would arrive with the rest; give it a moment to show up.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // One more event closes the run: one stream delivers in order, so anything sent twice
+    // would show before it. Once it shows, the page holds all it ever will of the rest.
+    let last = origin
+        .client
+        .publish_one("console.room", None, json!({"n": "last"}))
+        .await
+        .unwrap();
+    expected.push((last, "message", json!({"n": "last"})));
+    let last_id = last.to_string();
+    wait_for(&mut browser, "the closing event", |e, _| {
+        e.iter().any(|(id, ..)| *id == last_id)
+    })
+    .await;
     let shown = events(&mut browser).await;
     let shown: Vec<(String, String, Value)> = shown
         .into_iter()

@@ -71,7 +71,7 @@ async fn a_thousand_handoffs_share_one_upstream_and_each_gets_its_own() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    crate::support::nothing_happens_for(Duration::from_millis(500)).await;
     let conns = metric(&proxy.url, "ssepush_proxy_upstream_connections").await;
     assert!(conns <= 2.0, "{conns} upstream connections for one stream");
 

@@ -22,7 +22,7 @@ use std::ops::Deref;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ssepush::client::origin::{Frame, Item, OriginClient, Subscription};
+use ssepush::client::origin::{ClientError, Frame, Item, OriginClient, Subscription};
 use ssepush::device::stack::{GatewayServer, OriginServer, unique_name};
 use ssepush::gateway::GatewayConfig;
 use ssepush_origin::settings::Settings;
@@ -122,18 +122,23 @@ impl TestGateway {
     }
 }
 
-/// Reads `n` items from a fresh (non-resuming) SSE connection, failing after `within`.
-pub async fn take_items(
-    client: &OriginClient,
-    sub: &Subscription,
-    n: usize,
-    within: Duration,
-) -> Vec<Item> {
-    let conn = client
-        .connect(sub, sub.last_event_id)
-        .await
-        .expect("sse connect");
-    let mut conn = std::pin::pin!(conn);
+/// An open SSE connection's frames.
+pub type Frames = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Frame, ClientError>> + Send>>;
+
+/// Opens a (non-resuming) SSE connection from `sub.last_event_id` and returns once the origin
+/// answered 200. The origin registers a subscription before it answers, so this is the signal
+/// that anything published from now on reaches the stream.
+pub async fn subscribed(client: &OriginClient, sub: &Subscription) -> Frames {
+    Box::pin(
+        client
+            .connect(sub, sub.last_event_id)
+            .await
+            .expect("sse connect"),
+    )
+}
+
+/// Reads `n` items (events and resets) from an open connection, failing after `within`.
+pub async fn read_items(conn: &mut Frames, n: usize, within: Duration) -> Vec<Item> {
     let mut out = Vec::new();
     tokio::time::timeout(within, async {
         while out.len() < n {
@@ -148,6 +153,23 @@ pub async fn take_items(
     .await
     .unwrap_or_else(|_| panic!("got {} of {n} items in {within:?}: {out:?}", out.len()));
     out
+}
+
+/// Reads `n` items from a fresh (non-resuming) SSE connection, failing after `within`.
+pub async fn take_items(
+    client: &OriginClient,
+    sub: &Subscription,
+    n: usize,
+    within: Duration,
+) -> Vec<Item> {
+    read_items(&mut subscribed(client, sub).await, n, within).await
+}
+
+/// Lets `window` pass, to observe that something does **not** happen within it (no second
+/// wake past the coalescing window, no retry after a stop, no delivery to a deleted webhook).
+/// A negative needs a window; never use this to wait *for* something — await its signal.
+pub async fn nothing_happens_for(window: Duration) {
+    tokio::time::sleep(window).await;
 }
 
 /// Checks `cond` every 20 ms until it holds, failing after `within`: for state a server only

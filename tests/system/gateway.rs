@@ -664,8 +664,8 @@ async fn faults_answer_provider_errors_and_expire() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
+    // The 204 comes once the token is dead: the next push sees it.
     gw.client.unregister_device(&token).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
     for _ in 0..2 {
         let (s, b) = reason(gw.apns(&token, &auth, &[], WAKE).await).await;
         assert_eq!((s, b["reason"].as_str()), (410, Some("Unregistered")));
@@ -801,4 +801,35 @@ async fn apns_over_tls_negotiates_h2() {
     assert_eq!(records[0]["body"], WAKE);
 
     gw.stop().await;
+}
+
+/// Each gateway's `/metrics` counts its own pushes: two gateways in one process (as in the
+/// demo and in this test binary) do not see each other's.
+#[tokio::test]
+async fn metrics_are_each_gateways_own() {
+    let (busy, idle) = (TestGateway::start().await, TestGateway::start().await);
+    let token = busy.client.register_device(Provider::Apns).await.unwrap();
+    let auth = busy.provider_token();
+    for _ in 0..3 {
+        assert_eq!(busy.apns(&token, &auth, &[], WAKE).await.status(), 200);
+    }
+    let metrics = |gw: &TestGateway| {
+        let (h1, url) = (gw.h1.clone(), gw.url.clone());
+        async move {
+            h1.get(format!("{url}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let counted = "ssepush_gateway_pushes_total{provider=\"apns\",status=\"200\"} 3";
+    let text = metrics(&busy).await;
+    assert!(text.contains(counted), "{text}");
+    let text = metrics(&idle).await;
+    assert!(!text.contains("ssepush_gateway_pushes_total"), "{text}");
+    busy.stop().await;
+    idle.stop().await;
 }

@@ -239,14 +239,10 @@ async fn two_origins_on_one_redis_serve_one_stream() {
         ..Default::default()
     };
     // A live subscriber on B sees events published on A and on B, in id order.
-    let reader = {
-        let client = b.client.clone();
-        let sub = sub.clone();
-        tokio::spawn(async move {
-            crate::support::take_items(&client, &sub, 40, Duration::from_secs(10)).await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut conn = crate::support::subscribed(&b.client, &sub).await;
+    let reader = tokio::spawn(async move {
+        crate::support::read_items(&mut conn, 40, Duration::from_secs(10)).await
+    });
     let mut ids = Vec::new();
     for i in 0..20 {
         ids.push(a.client.publish_one("x.a", None, json!(i)).await.unwrap());

@@ -40,22 +40,35 @@ async fn sigterm_ends_streams_with_retry_and_exits_within_grace() {
         assert_eq!(resp.status(), 200);
         streams.push(resp.bytes_stream());
     }
+    let mut started = Vec::new();
     let readers: Vec<_> = streams
         .into_iter()
         .map(|mut s| {
+            let (first_bytes, seen) = tokio::sync::oneshot::channel::<()>();
+            started.push(seen);
             tokio::spawn(async move {
+                let mut first_bytes = Some(first_bytes);
                 let mut text = String::new();
                 while let Some(chunk) = s.next().await {
                     match chunk {
                         Ok(c) => text.push_str(&String::from_utf8_lossy(&c)),
                         Err(e) => panic!("stream broke instead of ending: {e}; got {text:?}"),
                     }
+                    if let Some(tx) = first_bytes.take() {
+                        let _ = tx.send(());
+                    }
                 }
                 text
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every stream is flowing (its opening `retry:` arrived) before the signal goes out.
+    for seen in started {
+        tokio::time::timeout(Duration::from_secs(10), seen)
+            .await
+            .expect("a stream never started")
+            .unwrap();
+    }
 
     let pid = child.id().unwrap().to_string();
     let sent = std::process::Command::new("kill")

@@ -110,13 +110,11 @@ async fn reset_then_live(settings: Settings) {
         last_event_id: Some(ids[2]),
         ..Default::default()
     };
-    let reader = {
-        let client = origin.client.clone();
-        tokio::spawn(
-            async move { take_items(&client, &sub, 1 + 5 + 3, Duration::from_secs(10)).await },
-        )
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Subscribed (the origin answered 200): what is published from now on is live to it.
+    let mut conn = crate::support::subscribed(&origin.client, &sub).await;
+    let reader = tokio::spawn(async move {
+        crate::support::read_items(&mut conn, 1 + 5 + 3, Duration::from_secs(10)).await
+    });
     for i in 20..23 {
         ids.push(
             origin
@@ -223,14 +221,11 @@ async fn wildcards_and_filters_select_exactly_the_matching_events() {
     }
     // One history read covers them; then a live event proves the live path filters too.
     let want = expected.len() + 1;
-    let reader = {
-        let client = origin.client.clone();
-        tokio::spawn(async move {
-            let items = take_items(&client, &sub, want, Duration::from_secs(5)).await;
-            events(&items).iter().map(|e| e.id).collect::<Vec<_>>()
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut conn = crate::support::subscribed(&origin.client, &sub).await;
+    let reader = tokio::spawn(async move {
+        let items = crate::support::read_items(&mut conn, want, Duration::from_secs(5)).await;
+        events(&items).iter().map(|e| e.id).collect::<Vec<_>>()
+    });
     origin
         .client
         .publish_one("alerts.nope", None, json!({"severity": 1, "region": "eu"}))

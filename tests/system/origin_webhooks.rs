@@ -143,7 +143,7 @@ async fn repeated_failures_disable_and_enabling_resumes_from_the_cursor() {
     // Disabled means no attempts, even once the receiver would accept them.
     rx.state.failing.store(false, Ordering::SeqCst);
     let refused = rx.refused();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    crate::support::nothing_happens_for(Duration::from_millis(500)).await;
     assert_eq!(rx.refused(), refused);
     assert_eq!(rx.unique_ids(), vec![first.clone()]);
 
@@ -229,7 +229,7 @@ async fn filters_and_channel_patterns_select_the_events() {
     .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
     publish(&origin, "sensors.eu.temp", json!({"value": 3})).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    crate::support::nothing_happens_for(Duration::from_millis(500)).await;
     assert_eq!(rx.unique_ids(), want);
     origin.stop().await;
 }
@@ -344,7 +344,7 @@ async fn on_redis_exactly_one_of_two_origins_delivers() {
         want.push(publish(node, "shared", json!(i)).await);
     }
     wait_for_ids(&rx, &want, Duration::from_secs(20)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    crate::support::nothing_happens_for(Duration::from_millis(500)).await;
     // No failures happened, so a second deliverer would show up as duplicates.
     assert_eq!(rx.acked(), want.len(), "every event delivered exactly once");
 

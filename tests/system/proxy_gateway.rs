@@ -114,7 +114,7 @@ async fn real_providers_wake_phones_through_the_gateway() {
             && !pushes_for(sub.id.clone()).await.is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    crate::support::nothing_happens_for(Duration::from_millis(800)).await;
 
     let apns_pushes = pushes_for(ios_token.clone()).await;
     assert_eq!(apns_pushes.len(), 1, "{apns_pushes:?}");
@@ -181,7 +181,7 @@ async fn real_providers_wake_phones_through_the_gateway() {
         .publish_one("gw.a", None, json!(4))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    crate::support::nothing_happens_for(Duration::from_millis(600)).await;
     assert_eq!(pushes_for(dead_token.clone()).await.len(), 1);
 
     proxy.stop().await;
