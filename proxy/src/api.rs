@@ -1,5 +1,5 @@
-//! The proxy's HTTP API (SPEC §5): create a handoff, read its status, catch up on its events,
-//! hand it back; plus `/healthz`, `/readyz`, `/metrics`.
+//! The proxy's HTTP API (`docs/protocol.md`, "The handoff API"): create a handoff, read its
+//! status, catch up on its events, hand it back; plus `/healthz`, `/readyz`, `/metrics`.
 //!
 //! Two kinds of credentials, never logged:
 //! * creating a handoff takes the app backend's API key or HS256 JWT
@@ -173,7 +173,7 @@ fn wire_time(ms: u64) -> chrono::DateTime<chrono::Utc> {
     protocol::time::from_unix_ms(ms).unwrap_or_default()
 }
 
-/// The status view of a record (SPEC §5).
+/// The status view of a record (`docs/protocol.md`, `GET /v1/handoffs/{id}`).
 pub fn status(r: &HandoffRecord) -> HandoffStatus {
     HandoffStatus {
         id: r.id.clone(),

@@ -5,7 +5,7 @@
 use crate::support::TestOrigin;
 use serde_json::Value;
 
-/// Every route SPEC §4 asks the origin for.
+/// Every route of the origin's API (README, "The origin API").
 const REQUIRED: &[(&str, &str)] = &[
     ("post", "/v1/events"),
     ("get", "/v1/sse"),

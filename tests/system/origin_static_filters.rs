@@ -1,4 +1,4 @@
-//! Static filters (SPEC §3): the operator's named streams, computed at ingest into
+//! Static filters (`docs/configuration.md`, `streams`): the operator's named streams, computed at ingest into
 //! `streams.<name>`. A subscriber of a stream gets exactly the matching events, in order, live and
 //! resumed with `Last-Event-ID`; clients cannot publish into `streams.…`; a bad stream filter
 //! stops the origin at startup with the position of the error. On memory and on Redis.

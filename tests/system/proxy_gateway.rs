@@ -1,6 +1,6 @@
 //! The whole wake path with nothing faked: a real origin, the real proxy with its real APNs and
 //! FCM providers built from settings (`[apns]`, `[fcm]`), and the simulated gateway checking
-//! provider tokens and OAuth bearer tokens. A burst wakes each phone once with the SPEC's
+//! provider tokens and OAuth bearer tokens. A burst wakes each phone once with the documented
 //! headers and `ssepush` payload; a 410 from APNs ends the handoff as failed.
 
 use std::time::Duration;
