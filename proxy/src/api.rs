@@ -20,10 +20,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use ssepush_origin::EventId;
-use ssepush_origin::server::error::ApiError;
+use ssepush_origin::service::auth::bearer_token;
+use ssepush_origin::service::error::ApiError;
+use ssepush_origin::service::ops;
 use ssepush_origin::sse;
 
-use crate::auth::bearer;
 use crate::driver::spawn_driver;
 use crate::handoff::HandoffError;
 use crate::live::LiveHandoff;
@@ -34,7 +35,7 @@ use crate::token::{Token, new_id};
 
 pub fn router(node: Arc<Node>) -> Router {
     let limit = node.settings.max_body_bytes;
-    let cors = ssepush_origin::server::cors::layer(
+    let cors = ssepush_origin::service::cors::layer(
         &node.settings.cors_allow_origins,
         crate::openapi::methods(),
     );
@@ -42,9 +43,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/handoffs", axum::routing::post(create))
         .route("/v1/handoffs/{id}", get(get_status).delete(handback))
         .route("/v1/handoffs/{id}/events", get(events))
-        .route("/healthz", get(ssepush_origin::server::ops::healthz))
+        .route("/healthz", get(ops::healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(ssepush_origin::server::ops::metrics))
+        .route("/metrics", get(ops::metrics))
         .route(
             "/v1/openapi.json",
             get(|| async { axum::Json(crate::openapi::openapi()) }),
@@ -150,7 +151,7 @@ fn authorize(node: &Node, id: &str, headers: &HeaderMap) -> Result<Arc<LiveHando
     let h = node.get_live(id).ok_or_else(not_found)?;
     let token = headers
         .get(header::AUTHORIZATION)
-        .and_then(bearer)
+        .and_then(bearer_token)
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -293,33 +294,17 @@ async fn handback(
 }
 
 async fn readyz(State(node): State<Arc<Node>>) -> Response {
-    let answer = |status: &str| Readiness {
-        status: status.to_owned(),
-        handoffs: None,
-        watchers: None,
-        error: None,
-    };
     if node.shutdown.is_cancelled() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(answer("draining")),
-        )
-            .into_response();
+        return ops::Readiness::Draining.into_response();
     }
     match node.store.count().await {
         Ok(n) => axum::Json(Readiness {
+            status: "ready".to_owned(),
             handoffs: Some(n),
             watchers: Some(node.upstreams.watcher_count()),
-            ..answer("ready")
+            error: None,
         })
         .into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(Readiness {
-                error: Some(e.to_string()),
-                ..answer("store unavailable")
-            }),
-        )
-            .into_response(),
+        Err(e) => ops::Readiness::StoreUnavailable(e.to_string()).into_response(),
     }
 }

@@ -279,7 +279,7 @@ impl Gateway {
     /// Makes or loads the credentials and writes them to the credentials directory.
     pub fn new(listener: TcpListener, config: GatewayConfig) -> Result<Gateway, GatewayError> {
         // Install the process-wide recorder before the first push is counted.
-        let _ = ssepush_origin::server::ops::metrics_handle();
+        let _ = ssepush_origin::service::ops::metrics_handle();
         let addr = listener.local_addr()?;
         let scheme = if config.tls { "https" } else { "http" };
         let base_url = config
@@ -414,7 +414,7 @@ pub fn router(state: AppState) -> Router {
             "/healthz",
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
-        .route("/metrics", get(ssepush_origin::server::ops::metrics))
+        .route("/metrics", get(ssepush_origin::service::ops::metrics))
         .fallback(|uri: axum::http::Uri| async move {
             // Under APNs' prefix, answer as Apple does.
             if uri.path().starts_with("/3/") {
