@@ -346,7 +346,13 @@ pub fn sign_provider_token(
 ) -> Result<String, PushError> {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     header.kid = Some(key_id.to_owned());
-    let claims = serde_json::json!({"iss": team_id, "iat": iat});
+    /// Apple's provider-token claims: the team id and the issue time (Unix seconds).
+    #[derive(Serialize)]
+    struct Claims<'a> {
+        iss: &'a str,
+        iat: u64,
+    }
+    let claims = Claims { iss: team_id, iat };
     jsonwebtoken::encode(&header, &claims, key)
         .map_err(|e| PushError::Config(format!("signing the APNs provider token: {e}")))
 }
