@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::channel::Pattern;
-use crate::config::{self, ConfigError};
+use crate::service::auth::{BearerAuth, BearerConfig, KeyError, MIN_HS256_SECRET};
+use crate::service::config::{self, ConfigError};
 use crate::store::{Limits, Retention};
 use crate::streams::{StaticStreams, StreamDef};
 
@@ -40,7 +41,7 @@ pub struct Settings {
     pub max_batch: usize,
     /// Page origins allowed by CORS (e.g. `https://app.example.com`); `["*"]` for any (the
     /// preflight then echoes the requested headers), empty to send no CORS headers. Methods and
-    /// headers are derived (see [`crate::server::cors`]). Default: empty.
+    /// headers are derived (see [`crate::service::cors`]). Default: empty.
     pub cors_allow_origins: Vec<String>,
     pub retention: RetentionSettings,
     /// Static filters: named streams computed at ingest into `streams.<name>` (`[[streams]]`
@@ -67,7 +68,7 @@ pub struct Settings {
     pub webhooks: crate::webhooks::WebhookSettings,
 }
 
-/// `[auth]`: who may publish. See `server::auth` for how a request is checked.
+/// `[auth]`: who may publish. See [`crate::server::auth`] for how a request is checked.
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
@@ -90,9 +91,41 @@ pub struct AuthSettings {
 impl AuthSettings {
     /// True when any credential (token or JWT key) is configured.
     pub fn is_configured(&self) -> bool {
-        !self.publish_tokens.is_empty()
-            || self.jwt_hs256_secret.is_some()
-            || self.jwt_es256_public_key.is_some()
+        self.bearer().is_configured()
+    }
+
+    /// `[auth]` as the service layer's credential material.
+    pub fn bearer(&self) -> BearerConfig<'_> {
+        BearerConfig {
+            tokens: &self.publish_tokens,
+            jwt_hs256_secret: self.jwt_hs256_secret.as_deref(),
+            jwt_es256_public_key: self.jwt_es256_public_key.as_deref(),
+            jwt_issuer: self.jwt_issuer.as_deref(),
+            jwt_audience: self.jwt_audience.as_deref(),
+        }
+    }
+
+    /// Parses the key material, so a bad key stops startup.
+    ///
+    /// # Errors
+    /// A message naming the bad `[auth]` key (never its value).
+    pub fn validate(&self) -> Result<(), String> {
+        BearerAuth::new(&self.bearer())
+            .map(drop)
+            .map_err(|e| Self::key_error(&e))
+    }
+
+    /// A [`KeyError`] in the words of the `[auth]` keys.
+    pub fn key_error(e: &KeyError) -> String {
+        match e {
+            KeyError::EmptyToken => "auth.publish_tokens must not contain empty tokens".into(),
+            KeyError::ShortHs256Secret => {
+                format!("auth.jwt_hs256_secret must be at least {MIN_HS256_SECRET} bytes")
+            }
+            KeyError::BadEs256Key(why) => {
+                format!("auth.jwt_es256_public_key is not an EC public key in PEM: {why}")
+            }
+        }
     }
 }
 
@@ -207,10 +240,7 @@ impl Settings {
         }
         self.static_streams()?;
         self.datasets.validate().map_err(ConfigError::Invalid)?;
-        // Keys are parsed here so a bad one stops startup; the listen address only matters to
-        // the policy, not to validity.
-        crate::server::auth::PublisherAuth::new(&self.auth, self.listen)
-            .map_err(ConfigError::Invalid)?;
+        self.auth.validate().map_err(ConfigError::Invalid)?;
         self.webhooks.validate().map_err(ConfigError::Invalid)?;
         self.retention().map(|_| ())
     }

@@ -11,44 +11,64 @@
 
 use std::sync::Arc;
 
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde_json::json;
 use ssepush_origin::EventId;
-use ssepush_origin::server::error::ApiError;
+use ssepush_origin::service::auth::bearer_token;
+use ssepush_origin::service::error::ApiError;
+use ssepush_origin::service::ops;
 use ssepush_origin::sse;
 
-use crate::auth::bearer;
 use crate::driver::spawn_driver;
 use crate::handoff::HandoffError;
 use crate::live::LiveHandoff;
 use crate::node::Node;
-use crate::protocol::{self, Handback, HandoffCreated, HandoffRequest, HandoffStatus, Readiness};
+use crate::openapi::ApiDoc;
+use crate::protocol::schema::{ErrorBody, Health};
+use crate::protocol::{
+    self, CatchUp, Handback, HandoffCreated, HandoffRequest, HandoffStatus, Readiness,
+};
 use crate::store::HandoffRecord;
 use crate::token::{Token, new_id};
 
+/// The route list: every operation with its handler. The router and the API document are
+/// both built from it, so the document lists exactly what is served.
+pub fn routes() -> OpenApiRouter<Arc<Node>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(create))
+        .routes(routes!(get_status, handback))
+        .routes(routes!(events))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+}
+
+/// The API document served at `/v1/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+/// The proxy's router: [`routes`], JSON 404/405s, the body limit, CORS.
 pub fn router(node: Arc<Node>) -> Router {
     let limit = node.settings.max_body_bytes;
-    let cors = ssepush_origin::server::cors::layer(
+    let (router, doc) = routes().split_for_parts();
+    let cors = ssepush_origin::service::cors::layer(
         &node.settings.cors_allow_origins,
-        crate::openapi::methods(),
+        crate::openapi::methods(&doc),
     );
-    let router = Router::new()
-        .route("/v1/handoffs", axum::routing::post(create))
-        .route("/v1/handoffs/{id}", get(get_status).delete(handback))
-        .route("/v1/handoffs/{id}/events", get(events))
-        .route("/healthz", get(ssepush_origin::server::ops::healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(ssepush_origin::server::ops::metrics))
-        .route(
-            "/v1/openapi.json",
-            get(|| async { axum::Json(crate::openapi::openapi()) }),
-        )
+    let doc = Arc::new(doc);
+    let router = router
+        .layer(axum::Extension(doc))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -80,6 +100,28 @@ fn handoff_error(e: HandoffError) -> ApiError {
 }
 
 /// `POST /v1/handoffs`.
+#[utoipa::path(
+    post,
+    path = "/v1/handoffs",
+    operation_id = "createHandoff",
+    tag = "handoffs",
+    summary = "Hand a stream off",
+    description = "The proxy watches the stream from `stream.lastEventId` and wakes the phone \
+                   through `push` when an event passes `wake.filter`. Needs the app backend's \
+                   API key or JWT unless creation is open (a loopback proxy without `[auth]`).",
+    request_body = HandoffRequest,
+    security((), ("apiKey" = [])),
+    responses(
+        (status = 201, description = "Watching; the token is shown only here", body = HandoffCreated,
+         headers(("Location" = String, description = "`/v1/handoffs/{id}`"))),
+        (status = 400, description = "Invalid request (a filter error carries `line` and `column`)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key / JWT", body = ErrorBody),
+        (status = 403, description = "Stream URL outside allowed_origins, or creation disabled", body = ErrorBody),
+        (status = 413, description = "Body larger than max_body_bytes", body = ErrorBody),
+        (status = 422, description = "No push provider configured for the platform", body = ErrorBody),
+        (status = 503, description = "Node full or draining", body = ErrorBody),
+    )
+)]
 async fn create(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
@@ -150,7 +192,7 @@ fn authorize(node: &Node, id: &str, headers: &HeaderMap) -> Result<Arc<LiveHando
     let h = node.get_live(id).ok_or_else(not_found)?;
     let token = headers
         .get(header::AUTHORIZATION)
-        .and_then(bearer)
+        .and_then(bearer_token)
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -189,6 +231,20 @@ pub fn status(r: &HandoffRecord) -> HandoffStatus {
 }
 
 /// `GET /v1/handoffs/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/handoffs/{id}",
+    operation_id = "getHandoff",
+    tag = "handoffs",
+    summary = "A handoff's status",
+    params(("id" = String, Path, description = "The handoff's id")),
+    security(("handoffToken" = [])),
+    responses(
+        (status = 200, description = "Its state, cursor, newest id, pending events and wakes", body = HandoffStatus),
+        (status = 401, description = "Missing or wrong handoff token", body = ErrorBody),
+        (status = 404, description = "No such handoff", body = ErrorBody),
+    )
+)]
 async fn get_status(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
@@ -220,6 +276,29 @@ fn position(headers: &HeaderMap, query: Option<&str>) -> Result<Option<EventId>,
 }
 
 /// `GET /v1/handoffs/{id}/events`: JSON, or SSE with `Accept: text/event-stream`.
+#[utoipa::path(
+    get,
+    path = "/v1/handoffs/{id}/events",
+    operation_id = "catchUpHandoff",
+    tag = "handoffs",
+    summary = "Catch up: the buffered events after the cursor (a check-in)",
+    description = "`Last-Event-ID` (wins) or `?after=` acknowledges everything up to that id. \
+                   A gap comes first when the buffer cannot vouch for completeness (SSE: an \
+                   `ssepush.reset` frame without id).",
+    params(
+        ("id" = String, Path, description = "The handoff's id"),
+        ("after" = Option<String>, Query, description = "The phone's last event id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The phone's last event id (wins over `after`)"),
+    ),
+    security(("handoffToken" = [])),
+    responses(
+        (status = 200, description = "The events, after a gap marker when there is one",
+         content((CatchUp = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "The position is not an event id", body = ErrorBody),
+        (status = 401, description = "Missing or wrong handoff token", body = ErrorBody),
+        (status = 404, description = "No such handoff", body = ErrorBody),
+    )
+)]
 async fn events(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
@@ -270,6 +349,25 @@ async fn events(
 }
 
 /// `DELETE /v1/handoffs/{id}`: the handback.
+#[utoipa::path(
+    delete,
+    path = "/v1/handoffs/{id}",
+    operation_id = "handBack",
+    tag = "handoffs",
+    summary = "Hand the stream back; returns the final cursor",
+    params(
+        ("id" = String, Path, description = "The handoff's id"),
+        ("after" = Option<String>, Query, description = "The phone's last event id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The phone's last event id (wins over `after`)"),
+    ),
+    security(("handoffToken" = [])),
+    responses(
+        (status = 200, description = "Closed; resume at the origin from `cursor`", body = Handback),
+        (status = 400, description = "The position is not an event id", body = ErrorBody),
+        (status = 401, description = "Missing or wrong handoff token", body = ErrorBody),
+        (status = 404, description = "No such handoff", body = ErrorBody),
+    )
+)]
 async fn handback(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
@@ -292,34 +390,71 @@ async fn handback(
     .into_response())
 }
 
+/// `GET /readyz`.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "ops",
+    summary = "Readiness: takes handoffs",
+    responses(
+        (status = 200, description = "Ready, with the handoffs held and the watchers open", body = Readiness),
+        (status = 503, description = "Draining, or the handoff store is unavailable", body = Readiness),
+    )
+)]
 async fn readyz(State(node): State<Arc<Node>>) -> Response {
-    let answer = |status: &str| Readiness {
-        status: status.to_owned(),
-        handoffs: None,
-        watchers: None,
-        error: None,
-    };
     if node.shutdown.is_cancelled() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(answer("draining")),
-        )
-            .into_response();
+        return ops::Readiness::Draining.into_response();
     }
     match node.store.count().await {
         Ok(n) => axum::Json(Readiness {
+            status: "ready".to_owned(),
             handoffs: Some(n),
             watchers: Some(node.upstreams.watcher_count()),
-            ..answer("ready")
+            error: None,
         })
         .into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(Readiness {
-                error: Some(e.to_string()),
-                ..answer("store unavailable")
-            }),
-        )
-            .into_response(),
+        Err(e) => ops::Readiness::StoreUnavailable(e.to_string()).into_response(),
     }
+}
+
+/// `GET /healthz`: the service layer's liveness answer.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "ops",
+    summary = "Liveness: the process answers",
+    responses((status = 200, description = "Alive", body = Health))
+)]
+async fn healthz() -> impl IntoResponse {
+    ops::healthz().await
+}
+
+/// `GET /metrics`: the service layer's Prometheus exposition.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "ops",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "The Prometheus text format (0.0.4)", body = String, content_type = "text/plain"))
+)]
+async fn metrics() -> Response {
+    ops::metrics().await
+}
+
+/// `GET /v1/openapi.json`: this document.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    operation_id = "openapi",
+    tag = "ops",
+    summary = "This API description (OpenAPI 3.1)",
+    responses((status = 200, description = "The document", body = Object))
+)]
+async fn openapi_json(
+    axum::Extension(doc): axum::Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> Response {
+    axum::Json(doc.as_ref().clone()).into_response()
 }

@@ -8,9 +8,10 @@
 //! its id — never its token, push token or upstream headers.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use ssepush_origin::EventId;
+use ssepush_origin::clock::now_ms;
 use ssepush_origin::event::SharedEvent;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -25,13 +26,6 @@ use crate::store::HandoffRecord;
 use crate::token::TokenHash;
 use crate::upstream::{Subscriber, Verdicts};
 use crate::wake::{Action, Outcome, WakeConfig, WakePolicy};
-
-/// The system clock in Unix milliseconds (record times; the policies use `Instant`s).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 struct Inner {
     state: State,

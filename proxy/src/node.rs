@@ -23,7 +23,7 @@ use crate::wake::TokenBucket;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("invalid settings: {0}")]
-    Settings(#[from] ssepush_origin::config::ConfigError),
+    Settings(#[from] ssepush_origin::service::config::ConfigError),
     #[error("cannot build the upstream HTTP client: {0}")]
     Http(String),
 }
@@ -53,7 +53,7 @@ impl Node {
         settings.validate()?;
         let allow = Arc::new(
             OriginAllowList::parse(&settings.allowed_origins, bound)
-                .map_err(ssepush_origin::config::ConfigError::Invalid)?,
+                .map_err(ssepush_origin::service::config::ConfigError::Invalid)?,
         );
         let connector = Connector::new(allow.clone(), settings.upstream.clone())
             .map_err(|e| ServerError::Http(e.to_string()))?;
@@ -71,7 +71,7 @@ impl Node {
             })
             .collect();
         let auth = HandoffAuth::new(&settings.auth, bound)
-            .map_err(ssepush_origin::config::ConfigError::Invalid)?;
+            .map_err(ssepush_origin::service::config::ConfigError::Invalid)?;
         Ok(Arc::new(Node {
             store: Arc::new(MemoryStore::new(settings.max_handoffs)),
             settings: Arc::new(settings),

@@ -10,9 +10,9 @@
 
 use std::time::Duration;
 
-use crate::settings::UpstreamSettings;
-use crate::wake::backoff;
+use ssepush_origin::backoff::{Jitter, backoff};
 
+use crate::settings::UpstreamSettings;
 /// How one connection attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnEnd {
@@ -105,7 +105,8 @@ impl ReconnectPolicy {
             });
         }
         self.failures += 1;
-        let wait = backoff(self.failures, self.base, self.max, jitter).max(self.retry);
+        let wait =
+            backoff(self.failures, self.base, self.max, Jitter::Equal, jitter).max(self.retry);
         // RFC 9110 §10.2.3 / RFC 6585 §4: the server said when to come back.
         let asked = match end {
             ConnEnd::Status {

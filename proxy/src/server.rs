@@ -21,7 +21,7 @@ pub async fn run(
     providers: Providers,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    ssepush_origin::server::ops::metrics_handle();
+    ssepush_origin::service::ops::metrics_handle();
     let bound = listener.local_addr().unwrap_or(settings.listen);
     let token = CancellationToken::new();
     let node = Node::new(settings, providers, bound, token.clone())?;
@@ -47,7 +47,7 @@ pub async fn run(
     let sweeper = tokio::spawn(crate::sweep::sweep(node.clone()));
     let max_conns = node.settings.max_connections;
     let grace = node.settings.shutdown_grace();
-    ssepush_origin::server::listener::serve(
+    ssepush_origin::service::listener::serve(
         listener,
         crate::api::router(node.clone()),
         max_conns,

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use ssepush_origin::config::{self, ConfigError};
+use ssepush_origin::service::config::{self, ConfigError};
 
 // The provider sections are defined next to the providers that read them.
 pub use crate::push::{ApnsSettings, FcmSettings, WebPushSettings};
@@ -40,7 +40,7 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// Page origins allowed by CORS (a web app handing off its own stream); `["*"]` for any,
     /// empty to send no CORS headers. Methods and headers are derived as on the origin
-    /// ([`ssepush_origin::server::cors`]). Default: empty.
+    /// ([`ssepush_origin::service::cors`]). Default: empty.
     pub cors_allow_origins: Vec<String>,
     /// Open connections accepted at once. Default 10,000.
     pub max_connections: usize,
@@ -231,7 +231,7 @@ impl Settings {
         if self.store != "memory" {
             return bad(format!(
                 "store {:?} is not supported yet: only `memory`",
-                ssepush_origin::server::redact_url(&self.store)
+                ssepush_origin::service::redact::redact_url(&self.store)
             ));
         }
         if self.buffer_events == 0 || self.buffer_events > 100_000 {

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::live::now_ms;
+use ssepush_origin::clock::now_ms;
+
 use crate::node::Node;
 
 /// Runs until the node shuts down.

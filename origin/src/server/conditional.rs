@@ -6,8 +6,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::error::ApiError;
 use crate::conditional::{EntityTag, Evaluation, MalformedField, Preconditions};
+use crate::service::error::ApiError;
 
 impl From<MalformedField> for ApiError {
     fn from(e: MalformedField) -> Self {

@@ -20,7 +20,7 @@
 //! list compared weakly or `*`, and both may be given. How a write's preconditions reach the
 //! store atomically is [`crate::datasets::conditional`].
 //!
-//! Writes need publisher credentials ([`super::auth::authorize_publisher`]), because each one is
+//! Writes need publisher credentials ([`super::auth::PublisherAuth::check`]), because each one is
 //! also published as an event on `datasets.<name>`.
 //!
 //! # Change, then event
@@ -45,14 +45,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::conditional::{check_read, preconditions, set_etag};
-use super::error::ApiError;
+use super::state::AppState;
 use crate::datasets::conditional::{MAX_ATTEMPTS, Plan, plan};
 use crate::datasets::{
     Applied, DatasetName, Entry, Gone, Key, NameError, Op, Refusal, Write, WriteOutcome,
     change_event, etag,
 };
+use crate::service::error::ApiError;
 
 /// Per-dataset write locks on this node, by hash of the name: bounded, and two datasets
 /// sharing a stripe only wait for each other briefly.
@@ -115,7 +115,7 @@ pub async fn put_entry(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    super::auth::authorize_publisher(&st, &headers)?;
+    st.auth.check(&headers)?;
     let (name, key) = parse_path(path)?;
     let plan = plan(preconditions(&headers)?);
     let limit = st.settings.max_body_bytes;
@@ -141,7 +141,7 @@ pub async fn delete_entry(
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    super::auth::authorize_publisher(&st, &headers)?;
+    st.auth.check(&headers)?;
     let (name, key) = parse_path(path)?;
     let plan = plan(preconditions(&headers)?);
     write(&st, name, key, Op::Delete, plan).await

@@ -15,12 +15,12 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
 use super::conditional::{check_read, preconditions, set_etag};
-use super::error::ApiError;
+use super::state::AppState;
 use crate::channel::Channel;
 use crate::conditional::EntityTag;
 use crate::event::{Event, EventId, SharedEvent};
+use crate::service::error::ApiError;
 
 /// Most events one request may ask for.
 pub const MAX_N: usize = 1000;

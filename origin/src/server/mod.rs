@@ -8,16 +8,14 @@
 pub mod auth;
 pub mod conditional;
 pub mod console;
-pub mod cors;
 pub mod datasets;
-pub mod error;
 pub mod latest;
-pub mod listener;
 pub mod openapi;
 pub mod ops;
 pub mod poll;
 pub mod publish;
 pub mod sse;
+pub mod state;
 pub mod subscribe;
 pub mod webhooks;
 pub mod ws;
@@ -31,84 +29,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{self, Hub};
+use crate::service::error::ApiError;
+use crate::service::{cors, listener};
 use crate::settings::Settings;
 use crate::store::{self, EventLog, LogError};
-use error::ApiError;
 use openapi::{ApiRouter, Param};
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub log: Arc<dyn EventLog>,
-    pub hub: Arc<Hub>,
-    /// Cancelled when the server begins to drain.
-    pub shutdown: CancellationToken,
-    /// The operator's static filter streams, compiled once (see [`crate::streams`]).
-    pub streams: Arc<crate::streams::StaticStreams>,
-    /// Publisher credentials; every publishing transport calls [`auth::authorize_publisher`].
-    pub auth: Arc<auth::PublisherAuth>,
-    /// Webhook delivery (see [`crate::webhooks`]); `None` if it could not start.
-    pub webhooks: Option<Arc<crate::webhooks::worker::WebhookService>>,
-    /// Data sync: the versioned key/value datasets (see [`crate::datasets`]).
-    pub datasets: Arc<dyn crate::datasets::DatasetStore>,
-}
-
-/// Channels only the origin itself writes to.
-pub fn is_origin_owned(channel: &str) -> bool {
-    crate::streams::is_reserved(channel)
-        || channel
-            .strip_prefix(crate::datasets::CHANNEL_PREFIX)
-            .is_some_and(|rest| !rest.is_empty())
-}
-
-impl AppState {
-    /// The one ingest path: every transport that publishes (HTTP, WebSocket, data sync) stores
-    /// events through here, so ingest-time work (static filter streams, metrics) happens once.
-    pub async fn publish(
-        &self,
-        events: Vec<crate::event::NewEvent>,
-    ) -> Result<Vec<crate::event::SharedEvent>, ApiError> {
-        // `streams.…` is written only by derivation and `datasets.…` only by data sync: a client
-        // event there would pose as the operator's curated stream or as a dataset change.
-        if let Some(e) = events.iter().find(|e| is_origin_owned(e.channel.as_str())) {
-            return Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "reserved_channel",
-                format!(
-                    "channel {:?} is reserved: 'streams.<name>' channels are computed by the origin \
-                     from its configured static filters and 'datasets.<name>' channels carry data \
-                     sync changes; subscribe to them, publish elsewhere",
-                    e.channel.as_str()
-                ),
-            ));
-        }
-        self.ingest(events).await
-    }
-
-    /// [`publish`](Self::publish) without the client checks, for the origin's own events
-    /// (dataset changes).
-    pub async fn ingest(
-        &self,
-        events: Vec<crate::event::NewEvent>,
-    ) -> Result<Vec<crate::event::SharedEvent>, ApiError> {
-        // Derived events go in the same batch, right after their originals: one atomic append,
-        // and each stream's copy gets the id right after its source event.
-        let batch = self.streams.derive(events);
-        let stored = self.log.append(batch.events).await?;
-        metrics::counter!("ssepush_origin_events_published_total").increment(stored.len() as u64);
-        Ok(stored
-            .into_iter()
-            .zip(batch.original)
-            .filter_map(|(e, original)| original.then_some(e))
-            .collect())
-    }
-}
+use state::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("invalid settings: {0}")]
-    Settings(#[from] crate::config::ConfigError),
+    Settings(#[from] crate::service::config::ConfigError),
     #[error(transparent)]
     Store(#[from] LogError),
 }
@@ -127,13 +58,7 @@ pub fn app(state: AppState) -> Router {
             "The origin streaming API: publish, SSE, WebSocket, long-poll, latest, data sync, webhooks.",
         )
         .fallback(|| async { ApiError::not_found() })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this route does not take that method",
-            )
-        })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state);
     match cors {
         Some(layer) => router.layer(layer),
@@ -257,7 +182,7 @@ pub fn routes() -> ApiRouter<AppState> {
             body: None,
             responses: &[(200, "text/html")],
         })
-        .get("/healthz", ops::healthz, Doc {
+        .get("/healthz", crate::service::ops::healthz, Doc {
             tag: "ops",
             summary: "Liveness",
             params: &[],
@@ -271,7 +196,7 @@ pub fn routes() -> ApiRouter<AppState> {
             body: None,
             responses: &[(200, "ready"), (503, "not ready")],
         })
-        .get("/metrics", ops::metrics, Doc {
+        .get("/metrics", crate::service::ops::metrics, Doc {
             tag: "ops",
             summary: "Prometheus metrics",
             params: &[],
@@ -321,7 +246,7 @@ pub async fn run_with_stores(
     datasets: Arc<dyn crate::datasets::DatasetStore>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    ops::metrics_handle();
+    crate::service::ops::metrics_handle();
     let token = CancellationToken::new();
     {
         let token = token.clone();
@@ -348,11 +273,11 @@ pub async fn run_with_stores(
         }
     };
     match auth.policy() {
-        auth::PublishPolicy::Refused => tracing::warn!(
+        crate::service::auth::Policy::Refused => tracing::warn!(
             %bound,
             "publishing is disabled: non-loopback listen address and no [auth] configured"
         ),
-        auth::PublishPolicy::Open if !bound.ip().is_loopback() => {
+        crate::service::auth::Policy::Open if !bound.ip().is_loopback() => {
             tracing::warn!(%bound, "publishing is open to anyone (auth.allow_anonymous_publish)")
         }
         _ => {}
@@ -372,7 +297,7 @@ pub async fn run_with_stores(
         datasets,
     };
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, store = %redact_url(&settings.store), "origin listening");
+        tracing::info!(%addr, store = %crate::service::redact::redact_url(&settings.store), "origin listening");
     }
     listener::serve(
         listener,
@@ -403,33 +328,5 @@ async fn sweep_retention(log: Arc<dyn EventLog>, shutdown: CancellationToken) {
                 }
             }
         }
-    }
-}
-
-/// A store URL fit for logs: any password is replaced.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => format!("{}***{}", &url[..scheme + 3], &url[at..]),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn store_urls_lose_their_passwords_in_logs() {
-        assert_eq!(
-            super::redact_url("redis://:s3cret@h:6379/0"),
-            "redis://:***@h:6379/0"
-        );
-        assert_eq!(super::redact_url("redis://u:p@h"), "redis://u:***@h");
-        assert_eq!(super::redact_url("redis://h:6379"), "redis://h:6379");
-        assert_eq!(super::redact_url("memory"), "memory");
     }
 }

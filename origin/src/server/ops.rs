@@ -1,65 +1,26 @@
-//! Ops endpoints: liveness, readiness (the store answers), Prometheus metrics.
+//! The origin's readiness probe: both stores answer and the server is not draining. Liveness
+//! and metrics are the service layer's ([`crate::service::ops`]).
 
-use std::sync::OnceLock;
-
-use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use serde_json::json;
 
-use super::AppState;
+use super::state::AppState;
+use crate::service::ops::Readiness;
 
-/// The process-wide Prometheus recorder. Installed on first use; every server in the process
-/// (origin, proxy, gateway in the demo) records into it and renders from it.
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
-            }
-            handle
-        })
-        .clone()
-}
-
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
-}
-
+/// `GET /readyz`: 200 when the event log and the dataset store answer a ping; 503 while
+/// draining or when a store does not answer.
 pub async fn readyz(State(st): State<AppState>) -> Response {
     let ping = async {
-        st.log.ping().await?;
+        st.log.ping().await.map_err(|e| e.to_string())?;
         st.datasets
             .ping()
             .await
-            .map_err(|e| crate::store::LogError::Unavailable(e.to_string()))
+            .map_err(|e| crate::store::LogError::Unavailable(e.to_string()).to_string())
     };
     match ping.await {
-        Ok(()) if !st.shutdown.is_cancelled() => Json(json!({"status": "ready"})).into_response(),
-        Ok(()) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "draining"})),
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "store unavailable", "error": e.to_string()})),
-        )
-            .into_response(),
+        Ok(()) if !st.shutdown.is_cancelled() => Readiness::Ready,
+        Ok(()) => Readiness::Draining,
+        Err(e) => Readiness::StoreUnavailable(e),
     }
-}
-
-pub async fn metrics() -> Response {
-    let handle = metrics_handle();
-    handle.run_upkeep();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        handle.render(),
-    )
-        .into_response()
+    .into_response()
 }

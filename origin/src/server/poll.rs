@@ -23,14 +23,14 @@ use futures::FutureExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::AppState;
-use super::error::ApiError;
 use super::sse::MAX_PATTERNS;
+use super::state::AppState;
 use super::subscribe::{End, Item, Start, Subscriber};
 use crate::channel::PatternSet;
 use crate::event::{EventId, ResetCause};
 use crate::filter::Filter;
 use crate::hub::Frame;
+use crate::service::error::ApiError;
 use crate::store::LogError;
 
 /// Wait when the request names no `timeout`.

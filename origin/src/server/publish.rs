@@ -6,9 +6,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::AppState;
-use super::error::ApiError;
+use super::state::AppState;
 use crate::event::{NewEvent, PublishRequest};
+use crate::service::error::ApiError;
 
 pub async fn publish(
     State(st): State<AppState>,
@@ -16,7 +16,7 @@ pub async fn publish(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     // Credentials first: an unauthorised client gets its 401 without the body being read.
-    super::auth::authorize_publisher(&st, &headers)?;
+    st.auth.check(&headers)?;
     let limit = st.settings.max_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(

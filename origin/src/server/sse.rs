@@ -14,13 +14,13 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::AppState;
-use super::error::ApiError;
-use super::listener::ConnHandle;
+use super::state::AppState;
 use super::subscribe::{End, Item, Start, Subscriber};
 use crate::channel::PatternSet;
 use crate::event::EventId;
 use crate::filter::Filter;
+use crate::service::error::ApiError;
+use crate::service::listener::ConnHandle;
 use crate::sse;
 /// Most patterns in one subscription.
 pub const MAX_PATTERNS: usize = 64;

@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use super::AppState;
+use super::state::AppState;
 use crate::channel::PatternSet;
 use crate::event::{EventId, ResetCause, SharedEvent};
 use crate::filter::Filter;

@@ -29,11 +29,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
-use super::error::ApiError;
+use super::state::AppState;
+use crate::clock::{now_ms, rfc3339};
 use crate::event::EventId;
 use crate::filter::Filter;
-use crate::store::now_ms;
+use crate::service::error::ApiError;
 use crate::webhooks::store::{Insert, Versioned};
 use crate::webhooks::{
     self, DeliveryState, InvalidWebhook, Record, Secret, Webhook, check_channels, check_url,
@@ -134,11 +134,6 @@ async fn check_target(st: &AppState, url: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn rfc3339(ms: u64) -> Option<String> {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms as i64)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-}
-
 /// The public view of a webhook: never the secret.
 fn view(record: &Record, pending: Option<(u64, bool)>) -> Value {
     let (hook, s): (&Webhook, &DeliveryState) = (&record.hook, &record.state);
@@ -176,7 +171,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    super::auth::authorize_publisher(&st, &headers)?;
+    st.auth.check(&headers)?;
     let svc = service(&st)?;
     let req: CreateRequest = body_json(&st, body).await?;
     check_channels(&req.channels)?;
@@ -253,7 +248,7 @@ pub async fn create(
 
 /// `GET /v1/webhooks`
 pub async fn list(State(st): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    super::auth::authorize_publisher(&st, &headers)?;
+    st.auth.check(&headers)?;
     let svc = service(&st)?;
     let mut all = svc.store().list().await?;
     all.sort_by(|a, b| {
@@ -281,7 +276,7 @@ pub async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    super::auth::authorize_publisher(&st, &headers)?;
+    st.auth.check(&headers)?;
     let v = found(&st, &id).await?;
     let pending = service(&st)?.pending(&v.record).await?;
     Ok(Json(view(&v.record, Some(pending))))
@@ -294,7 +289,7 @@ pub async fn update(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    super::auth::authorize_publisher(&st, &headers)?;
+    st.auth.check(&headers)?;
     let svc = service(&st)?;
     if !Webhook::is_valid_id(&id) {
         return Err(not_found(&id));
@@ -352,7 +347,7 @@ pub async fn remove(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    super::auth::authorize_publisher(&st, &headers)?;
+    st.auth.check(&headers)?;
     let svc = service(&st)?;
     if !Webhook::is_valid_id(&id) || !svc.store().delete(&id).await? {
         return Err(not_found(&id));

@@ -46,13 +46,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::AppState;
-use super::error::ApiError;
 use super::sse::MAX_PATTERNS;
+use super::state::AppState;
 use super::subscribe::{End, FilterSwitch, Item, Start, Subscriber, SwitchError};
 use crate::channel::PatternSet;
 use crate::event::{EventId, NewEvent};
 use crate::filter::Filter;
+use crate::service::error::ApiError;
 
 /// Longest subscription id or `ref` accepted, in bytes.
 pub const MAX_REF_LEN: usize = 128;
@@ -390,7 +390,7 @@ pub async fn ws(
             "publishing over WebSocket is disabled on this origin (ws_publish = false); use POST /v1/events",
         ))
     } else {
-        super::auth::authorize_publisher(&st, &headers)
+        st.auth.check(&headers)
     };
     let max = st.settings.ws_max_message_bytes;
     upgrade

@@ -27,8 +27,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{EventLog, Limits, LogError, ReadResult, Reset, Retention, now_ms};
+use super::{EventLog, Limits, LogError, ReadResult, Reset, Retention};
 use crate::channel::PatternSet;
+use crate::clock::now_ms;
 use crate::event::{EventId, NewEvent, SharedEvent, new_epoch};
 
 /// Events the global feed keeps for the hub to catch up after a stall.

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backoff::Jitter;
 use crate::event::EventId;
 
 /// Longest `last_error` kept, in bytes: error text comes from the network and must stay bounded.
@@ -173,19 +174,16 @@ impl DeliveryState {
 }
 
 impl Policy {
-    /// The wait after the `failures`-th consecutive failure (1-based).
+    /// The wait after the `failures`-th consecutive failure (1-based): the product's one
+    /// backoff ([`crate::backoff`]) with full jitter; `jitter` is uniform in `[0, 1)`.
     pub fn backoff(&self, failures: u32, jitter: f64) -> Duration {
-        let ceiling = self.ceiling(failures);
-        ceiling.mul_f64(jitter.clamp(0.0, 1.0))
-    }
-
-    /// `min(cap, base · 2^(failures-1))`, without overflow.
-    pub fn ceiling(&self, failures: u32) -> Duration {
-        let exp = failures.saturating_sub(1).min(62);
-        let factor = 1u64 << exp;
-        let base = self.backoff_base.as_millis().min(u64::MAX as u128) as u64;
-        let ms = base.saturating_mul(factor);
-        Duration::from_millis(ms).min(self.backoff_cap)
+        crate::backoff::backoff(
+            failures,
+            self.backoff_base,
+            self.backoff_cap,
+            Jitter::Full,
+            jitter,
+        )
     }
 }
 
@@ -214,19 +212,12 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_up_to_the_cap_with_full_jitter() {
+    fn backoff_is_full_jitter_under_the_capped_exponential() {
         let p = policy();
-        assert_eq!(p.ceiling(1), Duration::from_millis(500));
-        assert_eq!(p.ceiling(2), Duration::from_millis(1000));
-        assert_eq!(p.ceiling(4), Duration::from_millis(4000));
-        assert_eq!(p.ceiling(20), Duration::from_secs(300));
-        assert_eq!(p.ceiling(u32::MAX), Duration::from_secs(300));
         assert_eq!(p.backoff(2, 0.0), Duration::ZERO);
         assert_eq!(p.backoff(2, 0.5), Duration::from_millis(500));
         assert!(p.backoff(2, 0.999_999) < Duration::from_millis(1000));
-        // Out-of-range jitter is clamped, never a panic or a negative wait.
-        assert_eq!(p.backoff(1, 7.0), Duration::from_millis(500));
-        assert_eq!(p.backoff(1, -1.0), Duration::ZERO);
+        assert_eq!(p.backoff(20, 1.0), Duration::from_secs(300));
     }
 
     #[test]

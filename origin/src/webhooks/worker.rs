@@ -30,10 +30,11 @@ use super::policy::Decision;
 use super::signing::{self, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use super::store::{Insert, Put, Versioned, WebhookStore};
 use super::{Policy, Record, Selection, Webhook, WebhookSettings, check_url, ip_allowed};
+use crate::clock::{now_ms, rfc3339};
 use crate::event::{Event, EventId, SharedEvent};
 use crate::filter::EventVars;
 use crate::hub::Hub;
-use crate::store::{EventLog, LogError, Resume, now_ms, resume_point};
+use crate::store::{EventLog, LogError, Resume, resume_point};
 
 /// Events read from the log per step; the filter may skip most of them.
 const READ_BATCH: usize = 256;
@@ -593,8 +594,7 @@ fn ring(hub: &Arc<Hub>, sel: &Selection) -> Bell {
 
 /// The delivery body (see the module docs of [`crate::webhooks`]).
 pub fn payload(event: &Event) -> Result<Vec<u8>, String> {
-    let timestamp = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(event.time as i64)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let timestamp = rfc3339(event.time);
     serde_json::to_vec(&serde_json::json!({
         "type": event.kind,
         "timestamp": timestamp,

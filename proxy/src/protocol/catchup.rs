@@ -17,18 +17,22 @@ use ssepush_origin::event::SharedEvent;
 ///  "cursor": "…"}
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CatchUp {
     /// Present when events between the phone's position and the first event here may be
     /// missing: the phone resumes at the origin with its own cursor instead.
     pub gap: Option<Gap>,
     /// The buffered events after the position, in id order, as the origin sent them.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<super::schema::Event>))]
     pub events: Vec<SharedEvent>,
     /// The device's cursor after this check-in (the newest id served or acknowledged).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub cursor: Option<EventId>,
 }
 
 /// Who cannot vouch for completeness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum GapSource {
     /// The proxy's buffer overflowed, skipped an oversized event, or was acknowledged past the
@@ -52,16 +56,20 @@ impl GapSource {
 
 /// The gap marker: the same data in the JSON `gap` and in the SSE `ssepush.reset` frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Gap {
     /// For people: what happened and what to do ([`GapSource::reason`]).
     pub reason: String,
     pub source: GapSource,
     /// The position the check-in asked from.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub requested_id: Option<EventId>,
     /// Events up to this id may be missing (a proxy gap; `null` for the origin's).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub through_id: Option<EventId>,
     /// The oldest event the buffer (or, for an origin gap, the origin) still holds.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub oldest_id: Option<EventId>,
 }
 

@@ -22,6 +22,7 @@ use ssepush_origin::EventId;
 ///  "ttlSec": 86400}
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HandoffRequest {
     /// The stream the proxy watches.
@@ -39,6 +40,7 @@ pub struct HandoffRequest {
 
 /// The stream to watch: what the phone's own `EventSource` would send.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct StreamRequest {
     /// Absolute `http(s)` URL inside the proxy's `allowed_origins`; no credentials in it.
@@ -67,17 +69,23 @@ impl std::fmt::Debug for StreamRequest {
 /// Where a phone receives pushes (`push` object), tagged by `platform`.
 /// Its `Debug` names the platform only: tokens and subscriptions are secrets.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "platform", rename_all = "lowercase")]
 pub enum PushTarget {
     /// `{"platform": "apns", "token", "topic"?, "environment"?}`.
     Apns {
         /// The APNs device token: hex bytes (an even number of hex digits, at most 200).
+        #[cfg_attr(feature = "openapi", schema(pattern = "^([0-9a-fA-F]{2}){1,100}$"))]
         token: String,
         /// `apns-topic` (the app's bundle id); default: the proxy's `[apns] topic`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         topic: Option<String>,
         /// `production`, or `sandbox`/`development`; default: the proxy's `[apns] environment`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(
+            feature = "openapi",
+            schema(pattern = "^(production|sandbox|development)$")
+        )]
         environment: Option<String>,
     },
     /// `{"platform": "fcm", "token"}`: an FCM registration token.
@@ -120,6 +128,7 @@ impl std::fmt::Debug for PushTarget {
 /// Exactly the JSON of a W3C `PushSubscription` (Push API §`PushSubscriptionJSON`). The
 /// endpoint is a capability URL and the keys decrypt the phone's pushes: `Debug` shows neither.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct WebPushSubscription {
     /// The push service's URL for this subscription (RFC 8030 §5).
@@ -132,6 +141,7 @@ pub struct WebPushSubscription {
 
 /// The subscription's RFC 8291 keys.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WebPushKeys {
     /// The browser's P-256 public key (65-byte uncompressed point), base64url.
     pub p256dh: String,
@@ -157,6 +167,7 @@ impl std::fmt::Debug for WebPushKeys {
 
 /// `wake` object: when the proxy pushes. Every field is optional.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WakeOptions {
     /// CEL over `channel`, `type`, `id`, `data`: only events it accepts owe a wake (the others
@@ -178,6 +189,7 @@ pub struct WakeOptions {
 
 /// Whether the wake is silent (the default) or shows the user something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum WakeMode {
     /// APNs background push (`content-available`, priority 5), FCM data message, Web Push
@@ -190,6 +202,7 @@ pub enum WakeMode {
 
 /// `201 Created` answer to `POST /v1/handoffs` (with `Location: /v1/handoffs/{id}`).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct HandoffCreated {
     /// The handoff's id: `h_` and 32 hex digits.
@@ -198,6 +211,7 @@ pub struct HandoffCreated {
     /// 64 hex digits, shown only here (the proxy keeps its SHA-256).
     pub token: String,
     /// When the proxy stops watching (RFC 3339 UTC).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     #[serde(with = "super::time::rfc3339_millis")]
     pub expires_at: DateTime<Utc>,
 }
@@ -214,6 +228,7 @@ impl std::fmt::Debug for HandoffCreated {
 
 /// Where a handoff is in its life (see `handoff::State` for the transitions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum HandoffState {
     /// The proxy watches the stream; no wake is outstanding.
@@ -260,26 +275,32 @@ impl HandoffState {
 
 /// The last wake a push service accepted for a handoff.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LastWake {
     /// When the provider accepted it (RFC 3339 UTC).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     #[serde(with = "super::time::rfc3339_millis")]
     pub at: DateTime<Utc>,
     /// Events buffered for the phone when it was sent.
     pub pending: u64,
     /// The newest id the proxy had received then.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub latest_event_id: Option<EventId>,
 }
 
 /// `GET /v1/handoffs/{id}` (the device's token as bearer).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct HandoffStatus {
     pub id: String,
     pub state: HandoffState,
     /// The device's cursor: what it handed off with, acknowledged, or was served.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub cursor: Option<EventId>,
     /// The newest id the proxy received for this handoff (an event's, or a skipped one's).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub newest_id: Option<EventId>,
     /// Events buffered after the cursor.
     pub pending: u64,
@@ -288,15 +309,18 @@ pub struct HandoffStatus {
     pub last_wake: Option<LastWake>,
     /// The latest problem: a failed handoff's reason, a wake not accepted, a skipped event.
     pub last_error: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     #[serde(with = "super::time::rfc3339_millis")]
     pub expires_at: DateTime<Utc>,
 }
 
 /// `DELETE /v1/handoffs/{id}`: the handback's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Handback {
     /// The final cursor: resume the stream at the origin from it.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub cursor: Option<EventId>,
     /// `closed`, or the terminal state the handoff had already reached.
     pub state: HandoffState,

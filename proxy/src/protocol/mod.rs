@@ -13,6 +13,8 @@
 //! * [`wake`] — the wake each platform delivers: the `ssepush` object, the APNs body, the FCM
 //!   HTTP v1 message, the Web Push plaintext.
 //! * [`ops`] — `GET /readyz`.
+//! * `schema` (feature `openapi`) — the OpenAPI schemas of the shapes other crates define (the
+//!   origin's event, the JSON error); every type here derives its schema with `utoipa`.
 //!
 //! Field names are the wire's (camelCase on the handoff API; Apple's and Google's own spelling
 //! inside their payloads). Event ids are [`EventId`]s: they travel as the origin's opaque
@@ -21,6 +23,8 @@
 pub mod catchup;
 pub mod handoff;
 pub mod ops;
+#[cfg(feature = "openapi")]
+pub mod schema;
 pub mod time;
 pub mod wake;
 

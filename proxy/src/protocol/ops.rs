@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// `503 {"status": "draining"}` after shutdown began, `503 {"status": "store unavailable",
 /// "error": "…"}` when the handoff store does not answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Readiness {
     /// `ready`, `draining` or `store unavailable`.
     pub status: String,

@@ -24,6 +24,7 @@ use super::handoff::WakeMode;
 /// {"handoff": "h_5f…", "pending": 3, "latestEventId": "1795546555192-0.5f3e9a21"}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct WakePayload {
     /// The handoff's id: check in at `GET /v1/handoffs/{handoff}/events`.
@@ -31,12 +32,14 @@ pub struct WakePayload {
     /// Events buffered for the phone after its cursor when the wake was sent.
     pub pending: u64,
     /// The newest id the proxy had received (`null` when none yet, e.g. a wake for a gap).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub latest_event_id: Option<EventId>,
 }
 
 /// What an alert-mode wake shows (APNs `aps.alert`, FCM `notification`, the Web Push
 /// `notification` a service worker passes to `showNotification`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Notification {
     pub title: String,
     pub body: String,
@@ -62,6 +65,7 @@ impl Notification {
 
 /// The APNs notification body (Apple: "Generating a remote notification").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApnsPayload {
     pub aps: Aps,
     pub ssepush: WakePayload,
@@ -69,6 +73,7 @@ pub struct ApnsPayload {
 
 /// The `aps` dictionary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Aps {
     /// Alert mode only: what the user sees.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,6 +98,7 @@ impl ApnsPayload {
 
 /// The FCM HTTP v1 `messages:send` body: `{"message": {…}}`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FcmRequest {
     pub message: FcmMessage,
 }
@@ -110,6 +116,7 @@ impl std::fmt::Debug for FcmRequest {
 
 /// FCM's `Message` resource, with the fields a wake sets.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FcmMessage {
     /// The registration token.
     pub token: String,
@@ -122,6 +129,7 @@ pub struct FcmMessage {
 
 /// The data map the phone receives: `ssepush` is the [`WakePayload`] as JSON text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FcmData {
     pub ssepush: String,
 }
@@ -142,6 +150,7 @@ impl FcmData {
 
 /// FCM's `AndroidConfig`, with the fields a wake sets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AndroidConfig {
     /// `HIGH`, so a dozing phone wakes.
     pub priority: AndroidPriority,
@@ -153,6 +162,7 @@ pub struct AndroidConfig {
 
 /// FCM's `AndroidMessagePriority`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum AndroidPriority {
     Normal,
@@ -186,6 +196,7 @@ impl FcmRequest {
 /// The Web Push plaintext (before RFC 8291 encryption; what the service worker's
 /// `event.data.json()` returns).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WebPushMessage {
     pub ssepush: WakePayload,
     /// Alert mode only.

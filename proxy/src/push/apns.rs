@@ -108,17 +108,12 @@ pub const MAX_DEVICE_TOKEN_HEX: usize = 200;
 
 /// Whether `token` can be an APNs device token: bytes in hex, so an even number of hex digits,
 /// up to [`MAX_DEVICE_TOKEN_HEX`] (the length is not promised). Anything else must not reach a
-/// URL path. The handoff check and the OpenAPI pattern ([`device_token_pattern`]) use exactly
-/// this rule.
+/// URL path. The handoff check uses exactly this rule, and the OpenAPI document's `pattern` for
+/// the token (on `protocol::PushTarget`) is tested against it.
 pub fn is_device_token(token: &str) -> bool {
     (2..=MAX_DEVICE_TOKEN_HEX).contains(&token.len())
         && token.len().is_multiple_of(2)
         && token.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// [`is_device_token`] as a JSON Schema `pattern` (ECMA-262), for the OpenAPI document.
-pub fn device_token_pattern() -> String {
-    format!("^([0-9a-fA-F]{{2}}){{1,{}}}$", MAX_DEVICE_TOKEN_HEX / 2)
 }
 
 /// The `apns-collapse-id` for a wake's collapse id: as is when it fits Apple's 64 bytes, else
@@ -351,7 +346,13 @@ pub fn sign_provider_token(
 ) -> Result<String, PushError> {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     header.kid = Some(key_id.to_owned());
-    let claims = serde_json::json!({"iss": team_id, "iat": iat});
+    /// Apple's provider-token claims: the team id and the issue time (Unix seconds).
+    #[derive(Serialize)]
+    struct Claims<'a> {
+        iss: &'a str,
+        iat: u64,
+    }
+    let claims = Claims { iss: team_id, iat };
     jsonwebtoken::encode(&header, &claims, key)
         .map_err(|e| PushError::Config(format!("signing the APNs provider token: {e}")))
 }

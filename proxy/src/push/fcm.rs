@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::http::{HttpClient, HttpResponse, Versions, base_url, now_secs, retry_after};
 use super::{PushError, PushProvider, PushTarget, Wake};
@@ -80,15 +80,26 @@ impl std::fmt::Debug for ServiceAccountKey {
     }
 }
 
+/// The claims of a service-account assertion (RFC 7523 §3, Google's OAuth 2.0 for service
+/// accounts): who signs, what for, for whom, when (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AssertionClaims<'a> {
+    pub iss: &'a str,
+    pub scope: &'a str,
+    pub aud: &'a str,
+    pub iat: u64,
+    pub exp: u64,
+}
+
 /// The claims of a service-account assertion issued at `iat`, valid for an hour.
-pub fn assertion_claims(key: &ServiceAccountKey, iat: u64) -> Value {
-    json!({
-        "iss": key.client_email,
-        "scope": SCOPE,
-        "aud": key.token_uri,
-        "iat": iat,
-        "exp": iat + 3600,
-    })
+pub fn assertion_claims(key: &ServiceAccountKey, iat: u64) -> AssertionClaims<'_> {
+    AssertionClaims {
+        iss: &key.client_email,
+        scope: SCOPE,
+        aud: &key.token_uri,
+        iat,
+        exp: iat + 3600,
+    }
 }
 
 /// The token request body: the RFC 7523 JWT-bearer grant, form-encoded. The assertion is
@@ -356,6 +367,7 @@ impl PushProvider for FcmProvider {
 mod tests {
     use super::*;
     use crate::push::WakeMode;
+    use serde_json::json;
     use ssepush_origin::EventId;
 
     fn wake(mode: WakeMode) -> Wake {
@@ -504,7 +516,7 @@ mod tests {
             token_uri: "http://127.0.0.1:1/token".into(),
         };
         assert_eq!(
-            assertion_claims(&key, 100),
+            serde_json::to_value(assertion_claims(&key, 100)).unwrap(),
             json!({"iss": "sa@p.iam.gserviceaccount.com", "scope": SCOPE,
                    "aud": "http://127.0.0.1:1/token", "iat": 100, "exp": 3700})
         );

@@ -139,11 +139,18 @@ impl VapidKey {
         subject: &str,
         now: u64,
     ) -> Result<String, PushError> {
-        let claims = serde_json::json!({
-            "aud": origin,
-            "exp": now + VAPID_LIFETIME.as_secs(),
-            "sub": subject,
-        });
+        /// RFC 8292 §2: the push service's origin, an expiry (Unix seconds) and a contact.
+        #[derive(Serialize)]
+        struct Claims<'a> {
+            aud: &'a str,
+            exp: u64,
+            sub: &'a str,
+        }
+        let claims = Claims {
+            aud: origin,
+            exp: now + VAPID_LIFETIME.as_secs(),
+            sub: subject,
+        };
         let t = jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
             &claims,

@@ -1,5 +1,7 @@
-//! API errors: every failure leaves as `{"error": {"code", "message", …}}` with a fitting status.
-//! Client mistakes are 4xx with a message that says what to fix; only the store's failures are 5xx.
+//! API errors for every server of the product: every failure leaves as
+//! `{"error": {"code", "message", …}}` with a fitting status. Client mistakes are 4xx with a
+//! message that says what to fix; only a store's failures are 5xx. The protocol's own errors
+//! (bad channel, filter, event id, event, store failure) convert into it here, once.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -10,16 +12,22 @@ use crate::event::{BadEventId, PublishError};
 use crate::filter::FilterError;
 use crate::store::LogError;
 
+/// One API error: the HTTP status, a stable machine-readable `code` (snake case, e.g.
+/// `invalid_filter`) and a `message` for the person reading it. A 401 also carries
+/// `WWW-Authenticate: Bearer realm="ssepush"` (RFC 6750 §3).
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
+    /// Stable, snake case; clients branch on it.
     pub code: &'static str,
+    /// A sentence that says what went wrong and what to fix.
     pub message: String,
     /// Extra fields for the error object (e.g. a filter error's position).
     pub details: Option<serde_json::Value>,
 }
 
 impl ApiError {
+    /// An error with no extra fields.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
@@ -29,12 +37,23 @@ impl ApiError {
         }
     }
 
+    /// A 400.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// The router's 404 for a path it does not serve.
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    }
+
+    /// The router's 405 for a method a path does not take.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not take that method",
+        )
     }
 }
 

@@ -3,12 +3,14 @@
 //! Environment names map onto the TOML tree: after the prefix, `__` separates nested keys and the
 //! rest is lower-cased, so `SSEPUSH_ORIGIN_RETENTION__MAX_EVENTS=500` sets `retention.max_events`.
 //! Values are read as TOML literals when they parse as one (`500`, `true`, `["a","b"]`) and as
-//! plain strings otherwise (`redis://127.0.0.1:6379`). Shared by every server of the product.
+//! plain strings otherwise (`redis://127.0.0.1:6379`). Shared by every server of the product:
+//! each passes its own prefix (`SSEPUSH_ORIGIN_`, `SSEPUSH_PROXY_`, …) and its settings type.
 
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
+/// Why settings could not be loaded; the message names the file or the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]

@@ -1,0 +1,21 @@
+//! The service layer (feature `service`): what every HTTP server of the product shares — the
+//! origin, the push proxy and the simulated push gateway — and nothing about any one of them.
+//!
+//! * [`error`] — the JSON error every 4xx/5xx is: `{"error": {"code", "message", …}}`;
+//! * [`auth`] — bearer credentials (static tokens, HS256/ES256 JWTs) and the loopback rule;
+//! * [`ops`] — `/healthz`, the `/readyz` answers, `/metrics` from one Prometheus recorder;
+//! * [`listener`] — the accept loop: connection cap, graceful drain, a per-connection kick;
+//! * [`cors`] — the CORS policy, its methods taken from each server's route list;
+//! * [`config`] — settings from TOML plus `SSEPUSH_<SERVER>_…` environment overrides;
+//! * [`redact`] — values fit for logs.
+//!
+//! The time helper ([`crate::clock`]) and the backoff function ([`crate::backoff`]) are plain
+//! code every layer uses, so they live in the protocol layer below this one.
+
+pub mod auth;
+pub mod config;
+pub mod cors;
+pub mod error;
+pub mod listener;
+pub mod ops;
+pub mod redact;
