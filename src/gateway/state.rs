@@ -194,12 +194,8 @@ impl Shared {
     }
 }
 
-/// Unix milliseconds now.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+/// Unix milliseconds now: the product's one clock helper.
+pub(crate) use ssepush_origin::clock::now_ms;
 
 /// Unix seconds now.
 pub(crate) fn now_secs() -> i64 {
