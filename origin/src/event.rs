@@ -235,8 +235,14 @@ impl<'de> Deserialize<'de> for EventId {
 }
 
 /// A stored event, as every transport sends it.
+#[cfg_attr(feature = "service", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// `<ms>-<seq>.<epoch>`, opaque to clients: resume with it as `Last-Event-ID`.
+    #[cfg_attr(
+        feature = "service",
+        schema(value_type = String, example = "1795546555192-0.5f3e9a21")
+    )]
     pub id: EventId,
     pub channel: String,
     #[serde(rename = "type")]
@@ -256,6 +262,7 @@ impl Event {
 pub type SharedEvent = Arc<Event>;
 
 /// What a publisher sends, before the log gives it an id.
+#[cfg_attr(feature = "service", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {

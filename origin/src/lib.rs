@@ -34,11 +34,15 @@ pub mod streams;
 #[cfg(feature = "server")]
 pub mod hub;
 #[cfg(feature = "server")]
+pub mod redis_conn;
+#[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "service")]
 pub mod service;
 #[cfg(feature = "server")]
 pub mod settings;
+#[cfg(feature = "server")]
+pub mod stores;
 #[cfg(feature = "server")]
 pub mod webhooks;
 

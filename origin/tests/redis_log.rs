@@ -405,10 +405,11 @@ async fn connecting_to_nothing_is_an_error() {
     let r = RedisLog::connect(&redis_url(), "a{b}", Retention::default()).await;
     assert!(r.is_err());
     // `open` routes redis URLs here.
-    let r = ssepush_origin::store::open(
+    let r = ssepush_origin::stores::open(
         &format!("redis://127.0.0.1:{port}"),
         &ns.0,
         Retention::default(),
+        Default::default(),
     )
     .await;
     assert!(r.is_err());

@@ -124,9 +124,15 @@ async fn console_shows_events_live_and_resumes_after_an_origin_restart() {
 
     // Events published while the browser is disconnected (straight into the shared log, since
     // no origin is running to take them).
-    let log = ssepush_origin::store::open(&settings.store, &ns, settings.retention().unwrap())
-        .await
-        .unwrap();
+    let log = ssepush_origin::stores::open(
+        &settings.store,
+        &ns,
+        settings.retention().unwrap(),
+        settings.datasets.limits(),
+    )
+    .await
+    .unwrap()
+    .log;
     for n in 4..=6 {
         let stored = log
             .append(vec![

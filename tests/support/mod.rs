@@ -1,6 +1,6 @@
 //! The integration-test harness: builders over the product's one in-process stack
 //! (`ssepush::device::stack`), real Redis, and small helpers. Every test binary
-//! (`tests/system`, `tests/browser`, `tests/metrics`) includes it as `mod support;`.
+//! (`tests/system`, `tests/browser`, `tests/serial`) includes it as `mod support;`.
 //!
 //! * [`TestOrigin`], [`TestGateway`] and `proxy::TestProxy` are the stack's
 //!   `OriginServer`, `GatewayServer` and `ProxyServer` (the production `run` functions on port
@@ -193,8 +193,8 @@ where
 /// The sum of a counter or gauge (all its label sets) in a server's own `/metrics`.
 ///
 /// The origin and the proxy render the process-wide recorder, so a test that asserts on
-/// their metrics belongs to the `metrics` test binary and holds [`metrics_exclusive`] while
-/// it runs; the gateway's metrics are its own.
+/// their metrics belongs to the `serial` test binary and holds [`exclusive`] while it runs;
+/// the gateway's metrics are its own.
 pub async fn metric(url: &str, name: &str) -> f64 {
     let text = reqwest::get(format!("{url}/metrics"))
         .await
@@ -210,10 +210,11 @@ pub async fn metric(url: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// Held by every test of the `metrics` binary for its whole run: no other server records
-/// into the process-wide metrics meanwhile, so what a test reads from `/metrics` is its own
+/// Held by every test of the `serial` binary for its whole run: no other test runs in the
+/// process meanwhile, so what a test reads of process-wide state — the origin's and the
+/// proxy's `/metrics` (one recorder per process), the process's own sockets — is its own
 /// servers' doing.
-pub async fn metrics_exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }

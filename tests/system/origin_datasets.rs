@@ -434,6 +434,40 @@ async fn bad_requests_are_json_4xx() {
     origin.stop().await;
 }
 
+/// Refusals name the dataset as the client wrote it, in a sentence: never a Rust type's debug
+/// output such as `DatasetName("prefs")`.
+#[tokio::test]
+async fn refusals_name_the_dataset_plainly() {
+    let mut settings = crate::support::memory_settings();
+    settings.datasets.changelog_len = 1;
+    settings.datasets.max_keys = 1;
+    let origin = TestOrigin::start(settings).await;
+    let c = Client::new(&origin);
+    assert_eq!(c.put("prefs", "a", json!(1), &[]).await.0, 201);
+    assert_eq!(
+        c.put("prefs", "a", json!(2), &[("if-match", "\"1\"")])
+            .await
+            .0,
+        200
+    );
+    let refusals = [
+        (c.delete("prefs", "nope", &[]).await, 404),
+        (c.put("prefs", "a", json!(3), &[]).await, 428),
+        (c.put("prefs", "b", json!(1), &[]).await, 409),
+        (c.get("prefs", Some(0)).await, 410),
+    ];
+    for ((status, body, _), want) in refusals {
+        assert_eq!(status, want, "{body}");
+        let message = body["error"]["message"].as_str().expect("a message");
+        assert!(
+            message.starts_with("dataset \"prefs\" "),
+            "{want}: {message}"
+        );
+        assert!(!message.contains("DatasetName"), "{want}: {message}");
+    }
+    origin.stop().await;
+}
+
 #[tokio::test]
 async fn redis_datasets_survive_an_origin_restart() {
     let ns = crate::support::namespace("ds-restart");

@@ -1,5 +1,5 @@
 //! Webhooks end to end: a real origin delivers to a real HTTP receiver on a loopback port
-//! (`support::webhooks`, which verifies every request with the Standard Webhooks reference
+//! (`crate::support::webhooks`, which verifies every request with the Standard Webhooks reference
 //! crate). Delivery is at-least-once, so a retried id may repeat; the *deduplicated* sequence
 //! must equal the published one exactly. The delivery counters are checked in the `metrics`
 //! binary.
@@ -470,12 +470,15 @@ async fn store_contract(store: &dyn ssepush_origin::webhooks::store::WebhookStor
 
 #[tokio::test]
 async fn webhook_stores_keep_the_contract() {
-    let memory = ssepush_origin::webhooks::store::open("memory", "unused")
-        .await
-        .unwrap();
+    let open = |url: String, ns: String| async move {
+        ssepush_origin::stores::open(&url, &ns, Default::default(), Default::default())
+            .await
+            .map(|stores| stores.webhooks)
+    };
+    let memory = open("memory".into(), "unused".into()).await.unwrap();
     store_contract(memory.as_ref()).await;
     let ns = namespace("webhook-store");
-    let redis = ssepush_origin::webhooks::store::open(&crate::support::redis_url(), &ns)
+    let redis = open(crate::support::redis_url(), ns)
         .await
         .expect("Redis must be running for this test");
     store_contract(redis.as_ref()).await;

@@ -13,7 +13,7 @@
 //! predicate accepted, so the outcome is exact; a second refusal means another writer changed the
 //! entry in between, so the attempts are bounded by [`MAX_ATTEMPTS`].
 
-use super::{Entry, Precondition, etag};
+use super::write::{Entry, Precondition, etag};
 use crate::conditional::{Preconditions, TagList};
 
 /// Most store attempts for one pinned write (each retry means a concurrent change).

@@ -22,22 +22,24 @@
 //! returns the current entry so the refusal (412 / 428 / 404) is classified in Rust by
 //! [`evaluate`]. A delta is one read script, so the version, the changelog slice and the
 //! entries it refers to are one consistent view; a snapshot is one `MULTI` transaction.
+//!
+//! # Connections
+//!
+//! The store runs on the origin's one [`RedisConn`]: writes on its commands lane, snapshots and
+//! deltas (replies as large as the dataset) on its reads lane, so a big snapshot never queues in
+//! front of a publisher's append.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, ErrorKind, RedisError, Script, Value};
+use redis::{Script, Value};
 
 use super::{
     Applied, ChangeRecord, DatasetLimits, DatasetName, DatasetStore, Delta, Entry, Gone, Guard, Op,
     Snapshot, Write, WriteOutcome, compute_changes, delta_window, evaluate,
 };
+use crate::redis_conn::{Read, RedisConn, store_error};
 use crate::store::LogError;
-
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One write, atomically.
 const WRITE_LUA: &str = r#"
@@ -122,49 +124,28 @@ impl Keys {
 
 /// Datasets on Redis. See the module docs for the key layout.
 pub struct RedisDatasets {
-    conn: ConnectionManager,
-    namespace: String,
+    conn: RedisConn,
     limits: DatasetLimits,
     write: Script,
     delta: Script,
 }
 
 impl RedisDatasets {
-    /// Connects to `url` (`redis://host:port[/db]`, `rediss://…`).
-    pub async fn connect(
-        url: &str,
-        namespace: &str,
-        limits: DatasetLimits,
-    ) -> Result<Self, LogError> {
-        if namespace.is_empty() || namespace.contains(['{', '}']) {
-            // Braces would change the hash tag and scatter a dataset's keys over cluster slots.
-            return Err(LogError::Unavailable(format!(
-                "invalid store namespace {namespace:?}: must be non-empty, without braces"
-            )));
-        }
-        let client = Client::open(url).map_err(|_| LogError::BadUrl(url.to_owned()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(store_error)?;
-        Ok(RedisDatasets {
-            conn,
-            namespace: namespace.to_owned(),
+    /// The datasets of `conn`'s namespace.
+    pub fn new(conn: &RedisConn, limits: DatasetLimits) -> Self {
+        RedisDatasets {
+            conn: conn.clone(),
             limits: DatasetLimits {
                 changelog_len: limits.changelog_len.max(1),
                 ..limits
             },
             write: Script::new(WRITE_LUA),
             delta: Script::new(DELTA_LUA),
-        })
+        }
     }
 
     fn keys(&self, name: &DatasetName) -> Keys {
-        Keys::new(&self.namespace, name)
+        Keys::new(self.conn.namespace(), name)
     }
 }
 
@@ -184,10 +165,7 @@ impl DatasetStore for RedisDatasets {
             Option<String>,
             HashMap<String, String>,
             HashMap<String, String>,
-        ) = pipe
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(store_error)?;
+        ) = self.conn.read(Read::Pipe(&pipe)).await?;
         let version = version.as_deref().map_or(Ok(0), parse_u64)?;
         let mut entries = BTreeMap::new();
         for (key, json) in values {
@@ -208,16 +186,13 @@ impl DatasetStore for RedisDatasets {
 
     async fn delta(&self, name: &DatasetName, since: u64) -> Result<Result<Delta, Gone>, LogError> {
         let keys = self.keys(name);
-        let reply: Value = self
-            .delta
-            .key(&keys.version)
+        let mut call = self.delta.prepare_invoke();
+        call.key(&keys.version)
             .key(&keys.values)
             .key(&keys.versions)
             .key(&keys.log)
-            .arg(since)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(store_error)?;
+            .arg(since);
+        let reply: Value = self.conn.read(Read::Script(&call)).await?;
         let Value::Array(parts) = reply else {
             return Err(corrupt(format!("delta script returned {reply:?}")));
         };
@@ -288,7 +263,7 @@ impl DatasetStore for RedisDatasets {
             .arg(guard_version.to_string())
             .arg(self.limits.changelog_len.min(i64::MAX as u64))
             .arg(self.limits.max_keys.min(i64::MAX as u64))
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.commands())
             .await
             .map_err(store_error)?;
         let Value::Array(parts) = reply else {
@@ -338,7 +313,7 @@ impl DatasetStore for RedisDatasets {
 
     async fn ping(&self) -> Result<(), LogError> {
         let pong: String = redis::cmd("PING")
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn.commands())
             .await
             .map_err(store_error)?;
         if pong == "PONG" {
@@ -395,16 +370,6 @@ fn strings(v: Value) -> Result<Vec<String>, LogError> {
             .collect(),
         Value::Nil => Ok(Vec::new()),
         other => Err(corrupt(format!("expected a list, got {other:?}"))),
-    }
-}
-
-fn store_error(e: RedisError) -> LogError {
-    if e.code() == Some("WRONGTYPE")
-        || matches!(e.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType)
-    {
-        LogError::Corrupt(e.to_string())
-    } else {
-        LogError::Unavailable(e.to_string())
     }
 }
 

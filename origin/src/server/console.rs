@@ -18,8 +18,17 @@
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 
+#[allow(unused_imports)]
 const PAGE: &str = include_str!("console.html");
 
+/// The console: a page that subscribes with the browser's EventSource
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "console",
+    operation_id = "get_root",
+    responses((status = 200, description = "the page", content_type = "text/html", body = String)),
+)]
 pub async fn console() -> Response {
     let mut resp = Html(PAGE).into_response();
     let h = resp.headers_mut();

@@ -49,10 +49,11 @@ use super::conditional::{check_read, preconditions, set_etag};
 use super::state::AppState;
 use crate::datasets::conditional::{MAX_ATTEMPTS, Plan, plan};
 use crate::datasets::{
-    Applied, DatasetName, Entry, Gone, Key, NameError, Op, Refusal, Write, WriteOutcome,
-    change_event, etag,
+    Applied, DatasetName, Delta, Entry, Gone, Key, NameError, Op, Refusal, Snapshot, Write,
+    WriteOutcome, change_event, etag,
 };
 use crate::service::error::ApiError;
+use crate::service::openapi::ErrorBody;
 
 /// Per-dataset write locks on this node, by hash of the name: bounded, and two datasets
 /// sharing a stripe only wait for each other briefly.
@@ -64,6 +65,29 @@ fn write_lock(name: &DatasetName) -> &'static tokio::sync::Mutex<()> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     name.hash(&mut h);
     &WRITE_LOCKS[(h.finish() % WRITE_LOCKS.len() as u64) as usize]
+}
+
+/// A dataset read: the full snapshot, or the delta since `since`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum DatasetAnswer {
+    Snapshot(Snapshot),
+    Delta(Delta),
+}
+
+/// An applied write: the entry's key and new version, with its value (`PUT`) or
+/// `"deleted": true` (`DELETE`, a tombstone).
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct EntryAnswer {
+    pub key: String,
+    /// The dataset version of this change, now the entry's `ETag`.
+    pub version: u64,
+    /// The new value (any JSON, `null` included); absent for a delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+    /// True for a delete; absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 impl From<NameError> for ApiError {
@@ -80,7 +104,27 @@ fn path_error(e: PathRejection) -> ApiError {
     ApiError::bad_request("invalid_path", e.body_text())
 }
 
-/// `GET /v1/datasets/{name}[?since=V]`.
+/// Full snapshot of a dataset, or the delta since version `since`
+#[utoipa::path(
+    get,
+    path = "/v1/datasets/{name}",
+    tag = "datasets",
+    operation_id = "get_v1_datasets_name",
+    params(
+        ("name" = String, Path, description = "dataset name: dot-separated tokens of letters, digits, `_`, `-`"),
+        ("since" = Option<u64>, Query, description = "a version from an earlier snapshot or delta"),
+        ("If-None-Match" = Option<String>, Header, description = "dataset version ETags (weak comparison), or *"),
+        ("If-Match" = Option<String>, Header, description = "dataset version ETags (strong comparison), or *"),
+    ),
+    responses(
+        (status = 200, description = "the snapshot, or the delta since `since`", body = DatasetAnswer),
+        (status = 304, description = "unchanged"),
+        (status = 400, description = "invalid input; the error says what to fix", body = ErrorBody),
+        (status = 410, description = "since is older than the changelog: fetch a snapshot", body = ErrorBody),
+        (status = 412, description = "If-Match names no current version", body = ErrorBody),
+        (status = 503, description = "a store is unavailable; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn get_dataset(
     State(st): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -96,10 +140,16 @@ pub async fn get_dataset(
     let (tag, body) = match since {
         None => {
             let snapshot = st.datasets.snapshot(&name).await?;
-            (etag(snapshot.version), axum::Json(snapshot).into_response())
+            (
+                etag(snapshot.version),
+                axum::Json(DatasetAnswer::Snapshot(snapshot)).into_response(),
+            )
         }
         Some(since) => match st.datasets.delta(&name, since).await? {
-            Ok(delta) => (etag(delta.version), axum::Json(delta).into_response()),
+            Ok(delta) => (
+                etag(delta.version),
+                axum::Json(DatasetAnswer::Delta(delta)).into_response(),
+            ),
             Err(gone) => return Err(gone_error(&name, gone)),
         },
     };
@@ -108,7 +158,33 @@ pub async fn get_dataset(
     Ok(resp)
 }
 
-/// `PUT /v1/datasets/{name}/{key}`: the body is the new JSON value.
+/// Write an entry; If-Match / If-None-Match preconditions
+///
+/// The body is the entry's new JSON value. The change is also published on `datasets.<name>`.
+#[utoipa::path(
+    put,
+    path = "/v1/datasets/{name}/{key}",
+    tag = "datasets",
+    operation_id = "put_v1_datasets_name_key",
+    params(
+        ("name" = String, Path, description = "dataset name: dot-separated tokens of letters, digits, `_`, `-`"),
+        ("key" = String, Path, description = "entry key: letters, digits and `_-.:@~`"),
+        ("If-Match" = Option<String>, Header, description = "entry versions you based this on, as strong ETags (\"3\", \"5\"), or *"),
+        ("If-None-Match" = Option<String>, Header, description = "* to create only, or entry versions to refuse (weak comparison)"),
+    ),
+    request_body(content = serde_json::Value, description = "the entry's new value, any JSON"),
+    responses(
+        (status = 200, description = "updated", body = EntryAnswer),
+        (status = 201, description = "created", body = EntryAnswer),
+        (status = 400, description = "invalid input; the error says what to fix", body = ErrorBody),
+        (status = 401, description = "missing or invalid publisher credentials", body = ErrorBody),
+        (status = 409, description = "dataset full, or the entry kept changing under concurrent writers", body = ErrorBody),
+        (status = 412, description = "precondition failed; `current` has the entry as it is", body = ErrorBody),
+        (status = 428, description = "this dataset needs If-Match", body = ErrorBody),
+        (status = 503, description = "a store is unavailable; retry later", body = ErrorBody),
+    ),
+    security(("bearer" = []), ()),
+)]
 pub async fn put_entry(
     State(st): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -135,7 +211,30 @@ pub async fn put_entry(
     write(&st, name, key, Op::Put(value), plan).await
 }
 
-/// `DELETE /v1/datasets/{name}/{key}`.
+/// Delete an entry
+#[utoipa::path(
+    delete,
+    path = "/v1/datasets/{name}/{key}",
+    tag = "datasets",
+    operation_id = "delete_v1_datasets_name_key",
+    params(
+        ("name" = String, Path, description = "dataset name: dot-separated tokens of letters, digits, `_`, `-`"),
+        ("key" = String, Path, description = "entry key: letters, digits and `_-.:@~`"),
+        ("If-Match" = Option<String>, Header, description = "entry versions as strong ETags, or *"),
+        ("If-None-Match" = Option<String>, Header, description = "entry versions to refuse (weak comparison), or *"),
+    ),
+    responses(
+        (status = 200, description = "deleted: a tombstone", body = EntryAnswer),
+        (status = 400, description = "invalid input; the error says what to fix", body = ErrorBody),
+        (status = 401, description = "missing or invalid publisher credentials", body = ErrorBody),
+        (status = 404, description = "no such entry", body = ErrorBody),
+        (status = 409, description = "the entry kept changing under concurrent writers", body = ErrorBody),
+        (status = 412, description = "precondition failed; `current` has the entry as it is", body = ErrorBody),
+        (status = 428, description = "this dataset needs If-Match", body = ErrorBody),
+        (status = 503, description = "a store is unavailable; retry later", body = ErrorBody),
+    ),
+    security(("bearer" = []), ()),
+)]
 pub async fn delete_entry(
     State(st): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -232,7 +331,8 @@ async fn commit(
                 StatusCode::CONFLICT,
                 "dataset_full",
                 format!(
-                    "dataset {name:?} holds its maximum of {} keys; delete some first",
+                    "dataset {:?} holds its maximum of {} keys; delete some first",
+                    name.as_str(),
                     st.settings.datasets.max_keys
                 ),
             ));
@@ -254,19 +354,16 @@ async fn commit(
 }
 
 fn applied_response(a: &Applied) -> Response {
-    let (status, body) = match &a.value {
-        Some(value) => (
-            if a.created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            },
-            json!({"key": a.key.as_str(), "version": a.version, "value": value}),
-        ),
-        None => (
-            StatusCode::OK,
-            json!({"key": a.key.as_str(), "version": a.version, "deleted": true}),
-        ),
+    let status = if a.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let body = EntryAnswer {
+        key: a.key.as_str().to_owned(),
+        version: a.version,
+        value: a.value.clone(),
+        deleted: a.value.is_none(),
     };
     let mut resp = (status, axum::Json(body)).into_response();
     set_etag(&mut resp, &etag(a.version));
@@ -319,7 +416,7 @@ fn refusal_error(name: &DatasetName, r: Refusal) -> ApiError {
         Refusal::NotFound => ApiError::new(
             StatusCode::NOT_FOUND,
             "key_not_found",
-            format!("dataset {name:?} has no such key"),
+            format!("dataset {:?} has no such key", name.as_str()),
         ),
         Refusal::PreconditionFailed { current } => ApiError {
             details: Some(json!({"current": current_json(current.as_ref())})),
@@ -342,8 +439,9 @@ fn refusal_error(name: &DatasetName, r: Refusal) -> ApiError {
                 StatusCode::PRECONDITION_REQUIRED,
                 "precondition_required",
                 format!(
-                    "dataset {name:?} uses the 'reject' merge policy: changing an existing entry \
+                    "dataset {:?} uses the 'reject' merge policy: changing an existing entry \
                      needs If-Match with its version (now \"{}\", see `current`)",
+                    name.as_str(),
                     current.version
                 ),
             )
@@ -358,10 +456,13 @@ fn gone_error(name: &DatasetName, g: Gone) -> ApiError {
             StatusCode::GONE,
             "changelog_expired",
             format!(
-                "dataset {name:?} cannot give the changes since version {}: it answers `since` \
+                "dataset {:?} cannot give the changes since version {}: it answers `since` \
                  from {} to {}; fetch the full snapshot (GET without since) and continue from its \
                  version",
-                g.since, g.oldest, g.version
+                name.as_str(),
+                g.since,
+                g.oldest,
+                g.version
             ),
         )
     }

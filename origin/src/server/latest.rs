@@ -21,6 +21,7 @@ use crate::channel::Channel;
 use crate::conditional::EntityTag;
 use crate::event::{Event, EventId, SharedEvent};
 use crate::service::error::ApiError;
+use crate::service::openapi::ErrorBody;
 
 /// Most events one request may ask for.
 pub const MAX_N: usize = 1000;
@@ -46,6 +47,13 @@ pub fn parse_n(query: Option<&str>) -> Result<usize, ApiError> {
     Ok(n)
 }
 
+/// The answer of `/latest`: the newest events, oldest first.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct LatestAnswer {
+    #[schema(value_type = Vec<Event>)]
+    pub events: Vec<SharedEvent>,
+}
+
 /// The entity tag of a channel whose newest event is `newest`.
 pub fn etag(newest: Option<EventId>) -> EntityTag {
     EntityTag::strong(newest.unwrap_or(EventId::ZERO).to_string())
@@ -59,6 +67,26 @@ fn with_tag(mut resp: Response, tag: &EntityTag) -> Response {
     resp
 }
 
+/// Newest events of a channel; ETag is the newest id, If-None-Match gives 304
+#[utoipa::path(
+    get,
+    path = "/v1/channels/{channel}/latest",
+    tag = "subscribe",
+    operation_id = "get_v1_channels_channel_latest",
+    params(
+        ("channel" = String, Path, description = "a channel (no wildcards)"),
+        ("n" = Option<usize>, Query, description = "how many (default 1, max 1000)"),
+        ("If-None-Match" = Option<String>, Header, description = "ETags of previous answers (weak comparison), or *"),
+        ("If-Match" = Option<String>, Header, description = "ETags (strong comparison), or *"),
+    ),
+    responses(
+        (status = 200, description = "the newest events, oldest first", body = LatestAnswer),
+        (status = 304, description = "nothing new"),
+        (status = 400, description = "invalid input; the error says what to fix", body = ErrorBody),
+        (status = 412, description = "If-Match names no current ETag", body = ErrorBody),
+        (status = 503, description = "a store is unavailable; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn latest(
     State(st): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -87,9 +115,8 @@ pub async fn latest(
         None => st.log.latest(channel.as_str(), n).await?,
     };
     let tag = etag(events.last().map(|e| e.id));
-    let body: Vec<&Event> = events.iter().map(|e| &**e).collect();
     Ok(with_tag(
-        axum::Json(serde_json::json!({ "events": body })).into_response(),
+        axum::Json(LatestAnswer { events }).into_response(),
         &tag,
     ))
 }

@@ -5,10 +5,23 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
 use super::state::AppState;
+use crate::service::openapi::Status;
 use crate::service::ops::Readiness;
 
-/// `GET /readyz`: 200 when the event log and the dataset store answer a ping; 503 while
-/// draining or when a store does not answer.
+/// Readiness: the stores answer and the server is not draining
+///
+/// 200 when the event log and the dataset store answer a ping; 503 while draining or when a
+/// store does not answer.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    operation_id = "get_readyz",
+    responses(
+        (status = 200, description = "ready", body = Status),
+        (status = 503, description = "draining, or a store does not answer", body = Status),
+    ),
+)]
 pub async fn readyz(State(st): State<AppState>) -> Response {
     let ping = async {
         st.log.ping().await.map_err(|e| e.to_string())?;

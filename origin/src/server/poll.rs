@@ -23,22 +23,26 @@ use futures::FutureExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::sse::MAX_PATTERNS;
 use super::state::AppState;
 use super::subscribe::{End, Item, Start, Subscriber};
+use super::subscription::QueryFields;
 use crate::channel::PatternSet;
 use crate::event::{EventId, ResetCause};
 use crate::filter::Filter;
 use crate::hub::Frame;
 use crate::service::error::ApiError;
+use crate::service::openapi::ErrorBody;
 use crate::store::LogError;
 
 /// Wait when the request names no `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Longest wait a request may ask for.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Events per response when the request names no `limit`.
 pub const DEFAULT_LIMIT: usize = 100;
+
 /// Most events one response may carry.
 pub const MAX_LIMIT: usize = 1000;
 
@@ -53,17 +57,18 @@ pub struct PollParams {
 }
 
 impl PollParams {
+    /// Reads `channel` (repeatable), `filter`, `after`, `timeout` and `limit`; the subscription
+    /// parts are checked by the shared parser ([`super::subscription`]).
+    ///
+    /// # Errors
+    /// As [`super::subscription::SubscriptionRequest::new`], plus `invalid_timeout` and
+    /// `invalid_limit`.
     pub fn from_query(query: Option<&str>) -> Result<Self, ApiError> {
-        let mut channels = Vec::new();
-        let mut filter = None;
-        let mut after = None;
+        let fields = QueryFields::read(query, "after");
         let mut timeout = DEFAULT_TIMEOUT;
         let mut limit = DEFAULT_LIMIT;
-        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            match &*k {
-                "channel" => channels.push(v.into_owned()),
-                "filter" if !v.trim().is_empty() => filter = Some(v.into_owned()),
-                "after" if !v.is_empty() => after = Some(v.parse::<EventId>()?),
+        for (k, v) in &fields.other {
+            match k.as_str() {
                 "timeout" => {
                     let secs: f64 = v.trim().parse().unwrap_or(f64::NAN);
                     if !(0.0..=MAX_TIMEOUT.as_secs_f64()).contains(&secs) {
@@ -93,26 +98,38 @@ impl PollParams {
                 _ => {}
             }
         }
-        if channels.is_empty() {
-            return Err(ApiError::bad_request(
-                "missing_channel",
-                "give at least one channel pattern: ?channel=chat.*",
-            ));
-        }
-        if channels.len() > MAX_PATTERNS {
-            return Err(ApiError::bad_request(
-                "too_many_channels",
-                format!("a subscription takes at most {MAX_PATTERNS} channel patterns"),
-            ));
-        }
+        let request = fields.request()?;
         Ok(PollParams {
-            patterns: PatternSet::parse_all(channels.iter().map(String::as_str))?,
-            filter: filter.as_deref().map(Filter::compile).transpose()?,
-            after,
+            patterns: request.patterns,
+            filter: request.filter,
+            after: request.cursor,
             timeout,
             limit,
         })
     }
+}
+
+/// The answer to a poll, as [`body`] writes it: `{"events", "lastEventId", "reset"?}`.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PollAnswer {
+    /// The matching events after the cursor, in id order (possibly none).
+    pub events: Vec<crate::event::Event>,
+    /// The cursor to continue with (`after` of the next poll).
+    pub last_event_id: String,
+    /// Present when the origin could not vouch for `after`.
+    #[serde(default)]
+    pub reset: Option<PollReset>,
+}
+
+/// Why the origin could not vouch for a poll's cursor.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PollReset {
+    /// `retention`, `epoch` or `ahead`.
+    pub cause: String,
+    /// The oldest id still held on the matching channels, if known.
+    pub oldest_id: Option<String>,
 }
 
 /// What one poll found.
@@ -177,6 +194,27 @@ pub fn body(result: &PollResult) -> String {
     s
 }
 
+/// Long-poll: matching events after `after`, as soon as one exists, or none at the timeout
+///
+/// Continue with the returned `lastEventId`; without `after`, the head at the request.
+#[utoipa::path(
+    get,
+    path = "/v1/poll",
+    tag = "subscribe",
+    operation_id = "get_v1_poll",
+    params(
+        ("channel" = Vec<String>, Query, description = "channel pattern; repeatable"),
+        ("filter" = Option<String>, Query, description = "CEL filter"),
+        ("after" = Option<String>, Query, description = "cursor: the lastEventId of the previous response"),
+        ("timeout" = Option<f64>, Query, description = "seconds to wait (default 30, max 120)"),
+        ("limit" = Option<usize>, Query, description = "most events returned (default 100, max 1000)"),
+    ),
+    responses(
+        (status = 200, description = "the events (possibly none) and the cursor to continue with", body = PollAnswer),
+        (status = 400, description = "invalid input; the error says what to fix", body = ErrorBody),
+        (status = 503, description = "a store is unavailable; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn poll(
     State(st): State<AppState>,
     RawQuery(query): RawQuery,
@@ -213,6 +251,30 @@ mod tests {
     use crate::store::memory::MemoryLog;
     use crate::store::{EventLog, Retention};
     use std::sync::Arc;
+
+    #[test]
+    fn the_body_is_the_documented_answer() {
+        let event = Arc::new(crate::event::Event {
+            id: EventId::new(7, 1).in_epoch(3),
+            channel: "a.b".into(),
+            kind: "message".into(),
+            data: serde_json::json!({"x": 1}),
+            time: 7,
+        });
+        let result = PollResult {
+            events: vec![Frame::new(event.clone())],
+            reset: Some((ResetCause::Retention, Some(EventId::new(5, 0).in_epoch(3)))),
+            last_event_id: event.id,
+        };
+        let answer: PollAnswer = serde_json::from_str(&body(&result)).unwrap();
+        assert_eq!(answer.events, [(*event).clone()]);
+        assert_eq!(answer.last_event_id, event.id.to_string());
+        let reset = answer.reset.unwrap();
+        assert_eq!(reset.cause, "retention");
+        assert_eq!(reset.oldest_id.as_deref(), Some("5-0.00000003"));
+        let empty: PollAnswer = serde_json::from_str(&body(&PollResult::default())).unwrap();
+        assert!(empty.events.is_empty() && empty.reset.is_none());
+    }
 
     #[test]
     fn params_parse_with_defaults_and_bounds() {

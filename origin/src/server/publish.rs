@@ -4,17 +4,53 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::state::AppState;
-use crate::event::{NewEvent, PublishRequest};
+use crate::event::{EventId, NewEvent, PublishRequest};
 use crate::service::error::ApiError;
+use crate::service::openapi::ErrorBody;
 
+/// The answer to a publish: the stored events' ids, in the order they were sent.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Published {
+    #[schema(value_type = Vec<String>, example = json!(["1795546555192-0.5f3e9a21"]))]
+    pub ids: Vec<EventId>,
+}
+
+/// A publish body: one event, or an array of them (all or nothing).
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum PublishBody {
+    One(PublishRequest),
+    Batch(Vec<PublishRequest>),
+}
+
+/// Publish one event or an array of events; returns their ids
+///
+/// A batch is all or nothing: every event is checked before any is stored, and the ids come
+/// back in order. Events on `streams.*` and `datasets.*` are refused (the origin writes those).
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "publish",
+    operation_id = "post_v1_events",
+    request_body(content = PublishBody, description = "one event, or an array of them"),
+    responses(
+        (status = 200, description = "stored; their ids, in order", body = Published),
+        (status = 400, description = "invalid input; the error says what to fix", body = ErrorBody),
+        (status = 401, description = "missing or invalid publisher credentials", body = ErrorBody),
+        (status = 403, description = "reserved channel or publishing disabled", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 503, description = "a store is unavailable; retry later", body = ErrorBody),
+    ),
+    security(("bearer" = []), ()),
+)]
 pub async fn publish(
     State(st): State<AppState>,
     headers: axum::http::HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Published>, ApiError> {
     // Credentials first: an unauthorised client gets its 401 without the body being read.
     st.auth.check(&headers)?;
     let limit = st.settings.max_body_bytes;
@@ -27,8 +63,9 @@ pub async fn publish(
     })?;
     let events = parse_events(&bytes, st.settings.max_batch)?;
     let stored = st.publish(events).await?;
-    let ids: Vec<_> = stored.iter().map(|e| e.id).collect();
-    Ok(Json(json!({ "ids": ids })))
+    Ok(Json(Published {
+        ids: stored.iter().map(|e| e.id).collect(),
+    }))
 }
 
 /// Parses and validates the whole body before anything is stored: a batch is all or nothing.
@@ -92,6 +129,17 @@ mod tests {
         .unwrap();
         assert_eq!(many.len(), 2);
         assert_eq!(many[1].data, Value::Null);
+    }
+
+    #[test]
+    fn the_documented_body_shapes_are_what_parses() {
+        for body in [
+            r#"{"channel":"a","data":{"x":1}}"#,
+            r#"[{"channel":"a","type":"t","data":1},{"channel":"b"}]"#,
+        ] {
+            assert!(parse_events(body.as_bytes(), 10).is_ok());
+            serde_json::from_str::<PublishBody>(body).unwrap();
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `GET /v1/sse`: a subscription as a Server-Sent-Events stream.
 //!
 //! The subscription itself (hub registration, history with the watermark rule, live frames) is
-//! the shared engine in [`super::subscribe`]; this module parses the request and writes the
+//! the shared engine in [`super::subscribe`] and the request is read by the shared parser
+//! ([`super::subscription`]); this module writes the
 //! SSE wire format: `retry:` first; on a fresh stream (no `Last-Event-ID`) the log's head as an
 //! id-only block, so the client holds a cursor from the first byte; a reset before history
 //! (followed by an id-only block when the stream continues from a new position); keep-alive
@@ -16,64 +17,29 @@ use tokio_util::sync::CancellationToken;
 
 use super::state::AppState;
 use super::subscribe::{End, Item, Start, Subscriber};
-use crate::channel::PatternSet;
-use crate::event::EventId;
-use crate::filter::Filter;
+use super::subscription::{QueryFields, SubscriptionRequest};
 use crate::service::error::ApiError;
 use crate::service::listener::ConnHandle;
+use crate::service::openapi::ErrorBody;
 use crate::sse;
-/// Most patterns in one subscription.
-pub const MAX_PATTERNS: usize = 64;
 
-/// A parsed subscription request, shared by the streaming transports.
-#[derive(Debug, Clone)]
-pub struct SubscribeParams {
-    pub patterns: PatternSet,
-    pub filter: Option<Filter>,
-    pub last_event_id: Option<EventId>,
-}
-
-impl SubscribeParams {
-    /// Reads `channel` (repeatable), `filter` and `lastEventId` from a query string; a non-empty
-    /// `Last-Event-ID` header wins over the query, as the SSE spec has browsers send it.
-    pub fn from_query(query: Option<&str>, headers: &HeaderMap) -> Result<Self, ApiError> {
-        let mut channels = Vec::new();
-        let mut filter = None;
-        let mut last = None;
-        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            match &*k {
-                "channel" => channels.push(v.into_owned()),
-                "filter" if !v.trim().is_empty() => filter = Some(v.into_owned()),
-                "lastEventId" if !v.is_empty() => last = Some(v.into_owned()),
-                _ => {}
-            }
+/// Reads an SSE subscription: `channel` (repeatable), `filter` and `lastEventId` from the query
+/// string; a non-empty `Last-Event-ID` header wins over the query, as the SSE spec has browsers
+/// send it. The checks are the shared ones of [`SubscriptionRequest`].
+///
+/// # Errors
+/// As [`SubscriptionRequest::new`]; `invalid_event_id` for a header that is not ASCII.
+pub fn request(query: Option<&str>, headers: &HeaderMap) -> Result<SubscriptionRequest, ApiError> {
+    let mut fields = QueryFields::read(query, "lastEventId");
+    if let Some(h) = headers.get("last-event-id") {
+        let h = h.to_str().map_err(|_| {
+            ApiError::bad_request("invalid_event_id", "Last-Event-ID header is not ASCII")
+        })?;
+        if !h.trim().is_empty() {
+            fields.cursor = Some(h.trim().to_owned());
         }
-        if let Some(h) = headers.get("last-event-id") {
-            let h = h.to_str().map_err(|_| {
-                ApiError::bad_request("invalid_event_id", "Last-Event-ID header is not ASCII")
-            })?;
-            if !h.trim().is_empty() {
-                last = Some(h.trim().to_owned());
-            }
-        }
-        if channels.is_empty() {
-            return Err(ApiError::bad_request(
-                "missing_channel",
-                "give at least one channel pattern: ?channel=chat.*",
-            ));
-        }
-        if channels.len() > MAX_PATTERNS {
-            return Err(ApiError::bad_request(
-                "too_many_channels",
-                format!("a subscription takes at most {MAX_PATTERNS} channel patterns"),
-            ));
-        }
-        Ok(SubscribeParams {
-            patterns: PatternSet::parse_all(channels.iter().map(String::as_str))?,
-            filter: filter.as_deref().map(Filter::compile).transpose()?,
-            last_event_id: last.as_deref().map(str::parse).transpose()?,
-        })
     }
+    fields.request()
 }
 
 struct StreamGauge;
@@ -91,21 +57,42 @@ impl Drop for StreamGauge {
     }
 }
 
+/// Server-Sent Events stream of the matching channels, resumable with Last-Event-ID
+///
+/// `retry:` first; without a cursor the log's head as an id-only block; `id:` on every event;
+/// keep-alive comments; `ssepush.reset` first when the origin cannot vouch for the cursor.
+#[utoipa::path(
+    get,
+    path = "/v1/sse",
+    tag = "subscribe",
+    operation_id = "get_v1_sse",
+    params(
+        ("channel" = Vec<String>, Query, description = "channel pattern (`*` one token, `>` the rest); repeatable"),
+        ("filter" = Option<String>, Query, description = "CEL filter over channel, type, id, data"),
+        ("lastEventId" = Option<String>, Query, description = "resume after this id (the Last-Event-ID header wins)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this id"),
+    ),
+    responses(
+        (status = 200, description = "the event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "invalid input; the error says what to fix", body = ErrorBody),
+        (status = 503, description = "a store is unavailable; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn sse(
     State(st): State<AppState>,
     headers: HeaderMap,
     conn: Option<axum::Extension<ConnHandle>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = SubscribeParams::from_query(query.as_deref(), &headers)?;
+    let params = request(query.as_deref(), &headers)?;
     let kick = conn.map_or_else(CancellationToken::new, |c| c.kick.clone());
     let settings = st.settings.clone();
-    let start = params.last_event_id.map_or(Start::Now, Start::After);
+    let start = params.cursor.map_or(Start::Now, Start::After);
     // Opening reads the first history batch before the response starts, so a store failure is
     // a 503 the client can see rather than a stream that ends for no visible reason.
     let mut sub =
         Subscriber::open(&st, params.patterns.clone(), params.filter, start, kick).await?;
-    tracing::debug!(subscriber = sub.id(), patterns = ?params.patterns, resume = ?params.last_event_id, "sse stream opened");
+    tracing::debug!(subscriber = sub.id(), patterns = ?params.patterns, resume = ?params.cursor, "sse stream opened");
 
     // A fresh stream starts at the head: tell the client, so a reconnect before the first event
     // resumes from here instead of from "now".

@@ -26,22 +26,25 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::state::AppState;
 use crate::clock::{now_ms, rfc3339};
 use crate::event::EventId;
 use crate::filter::Filter;
 use crate::service::error::ApiError;
+use crate::service::openapi::ErrorBody;
 use crate::webhooks::store::{Insert, Versioned};
 use crate::webhooks::{
     self, DeliveryState, InvalidWebhook, Record, Secret, Webhook, check_channels, check_url,
 };
 
-#[derive(Debug, Deserialize)]
+/// A webhook to register: where to deliver, which channels, an optional CEL filter, and
+/// `from`, an event id to start after (default: the log's head).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateRequest {
+pub struct CreateRequest {
     url: String,
     channels: Vec<String>,
     #[serde(default)]
@@ -50,9 +53,10 @@ struct CreateRequest {
     from: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The fields of a webhook to change; absent fields stay as they are.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PatchRequest {
+pub struct PatchRequest {
     #[serde(default)]
     url: Option<String>,
     #[serde(default)]
@@ -134,38 +138,105 @@ async fn check_target(st: &AppState, url: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The public view of a webhook: never the secret.
-fn view(record: &Record, pending: Option<(u64, bool)>) -> Value {
-    let (hook, s): (&Webhook, &DeliveryState) = (&record.hook, &record.state);
-    let mut v = json!({
-        "id": hook.id,
-        "url": hook.url,
-        "channels": hook.channels,
-        "filter": hook.filter,
-        "state": if s.enabled { "active" } else { "disabled" },
-        "createdAt": rfc3339(hook.created_at),
-        "cursor": s.cursor,
-        "delivered": s.delivered,
-        "consecutiveFailures": s.consecutive_failures,
-        "failingSince": s.failing_since.and_then(rfc3339),
-        "lastError": s.last_error,
-        "lastAttemptAt": s.last_attempt_at.and_then(rfc3339),
-        "lastSuccessAt": s.last_success_at.and_then(rfc3339),
-        "disabledAt": s.disabled_at.and_then(rfc3339),
-        "lastGap": s.last_gap.map(|g| json!({
-            "at": rfc3339(g.at),
-            "cursor": g.cursor,
-            "oldest": g.oldest,
-        })),
-    });
-    if let (Some((n, capped)), Some(obj)) = (pending, v.as_object_mut()) {
-        obj.insert("pending".into(), json!(n));
-        obj.insert("pendingIsLowerBound".into(), json!(capped));
-    }
-    v
+/// A webhook as the API shows it: never the secret, except in the answer that creates it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookView {
+    pub id: String,
+    pub url: String,
+    pub channels: Vec<String>,
+    pub filter: Option<String>,
+    /// `active` or `disabled`.
+    pub state: &'static str,
+    /// RFC 3339.
+    pub created_at: Option<String>,
+    /// The last event delivered (or skipped by the filter); delivery continues after it.
+    #[schema(value_type = String)]
+    pub cursor: EventId,
+    /// Events delivered so far.
+    pub delivered: u64,
+    pub consecutive_failures: u32,
+    /// RFC 3339, while failing.
+    pub failing_since: Option<String>,
+    pub last_error: Option<String>,
+    pub last_attempt_at: Option<String>,
+    pub last_success_at: Option<String>,
+    pub disabled_at: Option<String>,
+    /// The last time retention dropped events the webhook had not delivered.
+    pub last_gap: Option<GapView>,
+    /// Matching events waiting after the cursor (status reads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<u64>,
+    /// `pending` stopped counting at its cap: there are at least that many.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_is_lower_bound: Option<bool>,
+    /// The signing secret (`whsec_…`), in the answer to `POST /v1/webhooks` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
-/// `POST /v1/webhooks`
+/// A retention gap a webhook went through.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GapView {
+    /// RFC 3339.
+    pub at: Option<String>,
+    #[schema(value_type = String)]
+    pub cursor: EventId,
+    #[schema(value_type = Option<String>)]
+    pub oldest: Option<EventId>,
+}
+
+/// `GET /v1/webhooks`: every webhook, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WebhookList {
+    pub webhooks: Vec<WebhookView>,
+}
+
+/// The public view of a webhook: never the secret.
+fn view(record: &Record, pending: Option<(u64, bool)>) -> WebhookView {
+    let (hook, s): (&Webhook, &DeliveryState) = (&record.hook, &record.state);
+    WebhookView {
+        id: hook.id.clone(),
+        url: hook.url.clone(),
+        channels: hook.channels.clone(),
+        filter: hook.filter.clone(),
+        state: if s.enabled { "active" } else { "disabled" },
+        created_at: rfc3339(hook.created_at),
+        cursor: s.cursor,
+        delivered: s.delivered,
+        consecutive_failures: s.consecutive_failures,
+        failing_since: s.failing_since.and_then(rfc3339),
+        last_error: s.last_error.clone(),
+        last_attempt_at: s.last_attempt_at.and_then(rfc3339),
+        last_success_at: s.last_success_at.and_then(rfc3339),
+        disabled_at: s.disabled_at.and_then(rfc3339),
+        last_gap: s.last_gap.map(|g| GapView {
+            at: rfc3339(g.at),
+            cursor: g.cursor,
+            oldest: g.oldest,
+        }),
+        pending: pending.map(|(n, _)| n),
+        pending_is_lower_bound: pending.map(|(_, capped)| capped),
+        secret: None,
+    }
+}
+
+/// Register a webhook; the response carries its signing secret, once
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    operation_id = "post_v1_webhooks",
+    request_body(content = CreateRequest),
+    responses(
+        (status = 201, description = "the webhook with its secret", body = WebhookView),
+        (status = 400, description = "invalid input; the error says what to fix", body = ErrorBody),
+        (status = 401, description = "missing or invalid publisher credentials", body = ErrorBody),
+        (status = 409, description = "too many webhooks", body = ErrorBody),
+        (status = 503, description = "a store is unavailable; retry later", body = ErrorBody),
+    ),
+    security(("bearer" = []), ()),
+)]
 pub async fn create(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -233,10 +304,8 @@ pub async fn create(
     }
     tracing::info!(webhook = %record.hook.id, channels = ?record.hook.channels, "webhook registered");
     let mut body = view(&record, None);
-    if let Some(obj) = body.as_object_mut() {
-        // Shown once: receivers need it to verify signatures; it is never returned again.
-        obj.insert("secret".into(), json!(secret.expose()));
-    }
+    // Shown once: receivers need it to verify signatures; it is never returned again.
+    body.secret = Some(secret.expose().to_owned());
     let location = format!("/v1/webhooks/{}", record.hook.id);
     Ok((
         StatusCode::CREATED,
@@ -246,8 +315,23 @@ pub async fn create(
         .into_response())
 }
 
-/// `GET /v1/webhooks`
-pub async fn list(State(st): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+/// List webhooks (no secrets)
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    operation_id = "get_v1_webhooks",
+    responses(
+        (status = 200, description = "the webhooks, oldest first", body = WebhookList),
+        (status = 401, description = "missing or invalid publisher credentials", body = ErrorBody),
+        (status = 503, description = "a store is unavailable; retry later", body = ErrorBody),
+    ),
+    security(("bearer" = []), ()),
+)]
+pub async fn list(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<WebhookList>, ApiError> {
     st.auth.check(&headers)?;
     let svc = service(&st)?;
     let mut all = svc.store().list().await?;
@@ -255,8 +339,8 @@ pub async fn list(State(st): State<AppState>, headers: HeaderMap) -> Result<Json
         (a.record.hook.created_at, &a.record.hook.id)
             .cmp(&(b.record.hook.created_at, &b.record.hook.id))
     });
-    let hooks: Vec<Value> = all.iter().map(|v| view(&v.record, None)).collect();
-    Ok(Json(json!({ "webhooks": hooks })))
+    let webhooks = all.iter().map(|v| view(&v.record, None)).collect();
+    Ok(Json(WebhookList { webhooks }))
 }
 
 async fn found(st: &AppState, id: &str) -> Result<Versioned, ApiError> {
@@ -270,25 +354,55 @@ async fn found(st: &AppState, id: &str) -> Result<Versioned, ApiError> {
         .ok_or_else(|| not_found(id))
 }
 
-/// `GET /v1/webhooks/{id}`
+/// A webhook's status: cursor, pending, failures, last error
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "get_v1_webhooks_id",
+    params(("id" = String, Path, description = "the webhook id")),
+    responses(
+        (status = 200, description = "the status", body = WebhookView),
+        (status = 401, description = "missing or invalid publisher credentials", body = ErrorBody),
+        (status = 404, description = "no such webhook", body = ErrorBody),
+        (status = 503, description = "a store is unavailable; retry later", body = ErrorBody),
+    ),
+    security(("bearer" = []), ()),
+)]
 pub async fn show(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookView>, ApiError> {
     st.auth.check(&headers)?;
     let v = found(&st, &id).await?;
     let pending = service(&st)?.pending(&v.record).await?;
     Ok(Json(view(&v.record, Some(pending))))
 }
 
-/// `PATCH /v1/webhooks/{id}`
+/// Change url, channels or filter; {"enabled": true} resumes a disabled webhook from its cursor
+#[utoipa::path(
+    patch,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "patch_v1_webhooks_id",
+    params(("id" = String, Path, description = "the webhook id")),
+    request_body(content = PatchRequest, description = "the fields to change"),
+    responses(
+        (status = 200, description = "the webhook", body = WebhookView),
+        (status = 400, description = "invalid input; the error says what to fix", body = ErrorBody),
+        (status = 401, description = "missing or invalid publisher credentials", body = ErrorBody),
+        (status = 404, description = "no such webhook", body = ErrorBody),
+        (status = 503, description = "a store is unavailable; retry later", body = ErrorBody),
+    ),
+    security(("bearer" = []), ()),
+)]
 pub async fn update(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookView>, ApiError> {
     st.auth.check(&headers)?;
     let svc = service(&st)?;
     if !Webhook::is_valid_id(&id) {
@@ -341,7 +455,21 @@ pub async fn update(
     Ok(Json(view(&v.record, Some(pending))))
 }
 
-/// `DELETE /v1/webhooks/{id}`
+/// Delete a webhook
+#[utoipa::path(
+    delete,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "delete_v1_webhooks_id",
+    params(("id" = String, Path, description = "the webhook id")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 401, description = "missing or invalid publisher credentials", body = ErrorBody),
+        (status = 404, description = "no such webhook", body = ErrorBody),
+        (status = 503, description = "a store is unavailable; retry later", body = ErrorBody),
+    ),
+    security(("bearer" = []), ()),
+)]
 pub async fn remove(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -357,11 +485,12 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Opens the webhook store the settings name and starts delivering (called by `run_with_log`).
-/// `None` (logged) when that fails: the rest of the origin still serves, and the webhook
+/// Starts delivering from `store` (called by `run_with_stores`). `None` (logged) when the
+/// webhook settings are unusable: the rest of the origin still serves, and the webhook
 /// endpoints answer 503.
-pub async fn start(
+pub fn start(
     settings: &crate::settings::Settings,
+    store: std::sync::Arc<dyn webhooks::store::WebhookStore>,
     log: &std::sync::Arc<dyn crate::store::EventLog>,
     hub: &std::sync::Arc<crate::hub::Hub>,
     shutdown: &tokio_util::sync::CancellationToken,
@@ -369,13 +498,6 @@ pub async fn start(
     std::sync::Arc<webhooks::worker::WebhookService>,
     tokio::task::JoinHandle<()>,
 )> {
-    let store = match webhooks::store::open(&settings.store, &settings.namespace).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot open the webhook store; webhooks are off");
-            return None;
-        }
-    };
     let svc = match webhooks::worker::WebhookService::new(
         store,
         log.clone(),
@@ -422,7 +544,7 @@ mod tests {
             },
             state: DeliveryState::new(EventId::new(5, 1)),
         };
-        let shown = view(&record, Some((3, false))).to_string();
+        let shown = serde_json::to_string(&view(&record, Some((3, false)))).unwrap();
         assert!(!shown.contains(record.hook.secret.expose()), "{shown}");
         assert!(!shown.contains("whsec_"), "{shown}");
         assert!(shown.contains("\"cursor\":\"5-1\""), "{shown}");

@@ -7,6 +7,8 @@
 //! * [`listener`] — the accept loop: connection cap, graceful drain, a per-connection kick;
 //! * [`cors`] — the CORS policy, its methods taken from each server's route list;
 //! * [`config`] — settings from TOML plus `SSEPUSH_<SERVER>_…` environment overrides;
+//! * [`openapi`] — the document pieces every server shares: the `Error` schema, the `bearer`
+//!   security scheme, the methods of a document's routes;
 //! * [`redact`] — values fit for logs.
 //!
 //! The time helper ([`crate::clock`]) and the backoff function ([`crate::backoff`]) are plain
@@ -17,5 +19,6 @@ pub mod config;
 pub mod cors;
 pub mod error;
 pub mod listener;
+pub mod openapi;
 pub mod ops;
 pub mod redact;

@@ -25,12 +25,30 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// `GET /healthz`: the process answers. `200 {"status": "ok"}`.
+/// Liveness: the process answers
+///
+/// `200 {"status": "ok"}`, always.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    operation_id = "get_healthz",
+    responses((status = 200, description = "alive", body = super::openapi::Status)),
+)]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /metrics`: the Prometheus text exposition format (version 0.0.4).
+/// Prometheus metrics
+///
+/// The process-wide recorder in the Prometheus text exposition format (version 0.0.4).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    operation_id = "get_metrics",
+    responses((status = 200, description = "text exposition format", content_type = "text/plain", body = String)),
+)]
 pub async fn metrics() -> Response {
     let handle = metrics_handle();
     handle.run_upkeep();

@@ -1,8 +1,8 @@
 //! The event log: the one ordered history every delivery pattern reads.
 //!
-//! [`EventLog`] is the boundary; backends are picked by URL with [`open`]:
-//! `memory` (the default, one process) and `redis://…` (Redis Streams, durable, several origin
-//! nodes). Both keep the same contract:
+//! [`EventLog`] is the boundary; the backends beside this file are `memory` (the default, one
+//! process) and `redis` (Redis Streams, durable, several origin nodes), picked by the origin's
+//! store URL in `stores::open`. Both keep the same contract:
 //!
 //! * `append` assigns ids from one counter per origin, so ids are totally ordered across channels
 //!   and a batch is stored in order;
@@ -11,7 +11,7 @@
 //!   log's epoch is a key next to its data, so a Redis that came back empty has none and the
 //!   next operation of any origin on the namespace makes a new one. An operation given an id of
 //!   another epoch fails with [`LogError::EpochChanged`] (`tail` answers "lost my place"), so a
-//!   reader never mixes two histories; [`resume_point`] is the rule that turns a client's cursor
+//!   reader never mixes two histories; [`resume_point`] (in `resume.rs`) is the rule that turns a client's cursor
 //!   into a place to read from, or a reset;
 //! * retention is per channel, by count and by age; when retention drops an event, the channel
 //!   remembers the newest id it dropped, which is how a stale cursor is detected ([`EventLog::gap`]);
@@ -22,13 +22,16 @@
 pub mod memory;
 #[cfg(feature = "server")]
 pub mod redis;
+pub mod resume;
+
+pub use resume::{Resume, resume_point};
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::channel::{Pattern, PatternSet};
-use crate::event::{EventId, NewEvent, ResetCause, SharedEvent};
+use crate::event::{EventId, NewEvent, SharedEvent};
 
 /// Errors at the storage boundary.
 #[derive(Debug, thiserror::Error)]
@@ -98,45 +101,6 @@ pub struct Reset {
     pub oldest: Option<EventId>,
 }
 
-/// Where a subscription that resumes from a client's cursor starts reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resume {
-    /// Read the history after this id (the cursor, or the start of the current epoch for `0-0`).
-    From(EventId),
-    /// The log cannot vouch for the cursor: send `ssepush.reset` first, then continue from
-    /// `from`, which the client should adopt as its cursor.
-    Reset { cause: ResetCause, from: EventId },
-}
-
-/// The resume rule, given a client's `cursor` and the log's `head` (its newest id, read after the
-/// subscriber registered for live events):
-///
-/// * `0-0` without an epoch means "from the start": the history of the current epoch;
-/// * a cursor of another epoch (or of none) points into a history that was lost: reset, then the
-///   current epoch from its start;
-/// * a cursor newer than the head of its own epoch names events the log no longer has: reset,
-///   then from the head;
-/// * anything else resumes exactly after the cursor (retention gaps are found by
-///   [`EventLog::gap`]).
-pub fn resume_point(cursor: EventId, head: EventId) -> Resume {
-    let start = EventId::epoch_start(head.epoch);
-    if cursor == EventId::ZERO {
-        Resume::From(start)
-    } else if cursor.epoch != head.epoch {
-        Resume::Reset {
-            cause: ResetCause::Epoch,
-            from: start,
-        }
-    } else if cursor > head {
-        Resume::Reset {
-            cause: ResetCause::Ahead,
-            from: head,
-        }
-    } else {
-        Resume::From(cursor)
-    }
-}
-
 /// The ordered, retained history of every channel of one origin.
 ///
 /// Ids given to a log may name its epoch or none (`EventId::new`, taken as the current epoch);
@@ -186,63 +150,4 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Readiness probe.
     async fn ping(&self) -> Result<(), LogError>;
-}
-
-/// Opens the backend a store URL names: `memory` (or `memory://`) or `redis://…`.
-#[cfg(feature = "server")]
-pub async fn open(
-    url: &str,
-    namespace: &str,
-    retention: Retention,
-) -> Result<std::sync::Arc<dyn EventLog>, LogError> {
-    if url == "memory" || url.starts_with("memory://") {
-        Ok(std::sync::Arc::new(memory::MemoryLog::new(retention)))
-    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
-        Ok(std::sync::Arc::new(
-            redis::RedisLog::connect(url, namespace, retention).await?,
-        ))
-    } else {
-        Err(LogError::BadUrl(url.to_owned()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_resume_rule() {
-        let head = EventId::new(50, 2).in_epoch(7);
-        let start = EventId::epoch_start(7);
-        assert_eq!(resume_point(EventId::ZERO, head), Resume::From(start));
-        assert_eq!(resume_point(start, head), Resume::From(start));
-        let c = EventId::new(40, 0).in_epoch(7);
-        assert_eq!(resume_point(c, head), Resume::From(c));
-        assert_eq!(resume_point(head, head), Resume::From(head));
-        let epoch = Resume::Reset {
-            cause: ResetCause::Epoch,
-            from: start,
-        };
-        assert_eq!(resume_point(EventId::new(40, 0).in_epoch(8), head), epoch);
-        // An id that names no epoch cannot be vouched for (unless it is `0-0`).
-        assert_eq!(resume_point(EventId::new(40, 0), head), epoch);
-        assert_eq!(resume_point(EventId::epoch_start(8), head), epoch);
-        assert_eq!(
-            resume_point(head.next(), head),
-            Resume::Reset {
-                cause: ResetCause::Ahead,
-                from: head
-            }
-        );
-        // A log that holds nothing yet: everything in its epoch is ahead of it but the start.
-        let empty = EventId::epoch_start(9);
-        assert_eq!(resume_point(empty, empty), Resume::From(empty));
-        assert!(matches!(
-            resume_point(EventId::new(1, 0).in_epoch(9), empty),
-            Resume::Reset {
-                cause: ResetCause::Ahead,
-                ..
-            }
-        ));
-    }
 }

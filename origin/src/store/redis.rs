@@ -63,11 +63,12 @@
 //!
 //! # Connections
 //!
-//! Ordinary commands share one auto-reconnecting multiplexed [`ConnectionManager`]; history reads
-//! have a second one, so a replay's large replies never delay a publisher's append. `tail` blocks
-//! in `XREAD BLOCK`, which would stall every command queued behind it on a multiplexed
-//! connection, so it has a dedicated connection with no client-side response timeout (the
-//! client's default of 500 ms would cut every wait short), guarded by a mutex.
+//! The log runs on the origin's one [`RedisConn`]: appends and small reads on its commands lane,
+//! history reads (`read`, `gap`) on its reads lane so a replay's large replies never delay a
+//! publisher's append (see [`crate::redis_conn`]). `tail` blocks in `XREAD BLOCK`, which would
+//! stall every command queued behind it on a multiplexed connection, so it has a dedicated
+//! connection with no client-side response timeout (the client's default of 500 ms would cut
+//! every wait short), guarded by a mutex.
 //!
 //! Deleting the `log` key while channel streams remain can make a later append fail (Redis may
 //! then issue an id a channel stream already passed); run Redis with `noeviction`.
@@ -76,21 +77,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, Script, Value};
+use redis::aio::MultiplexedConnection;
+use redis::{Script, Value};
 use tokio::sync::Mutex;
 
 use super::{EventLog, LogError, ReadResult, Reset, Retention};
 use crate::channel::PatternSet;
 use crate::event::{Event, EventId, NewEvent, SharedEvent, new_epoch, parse_epoch};
+use crate::redis_conn::{RESPONSE_TIMEOUT, Read, RedisConn, key_prefix, store_error};
 
 /// Events the global feed keeps for the hub to catch up after a stall.
 pub const FEED_CAPACITY: u64 = 100_000;
 
-/// How long an ordinary command may take before the store counts as unavailable. Generous: a
-/// large batch is one script.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Channels per `trim_expired` script call, so one call never holds Redis for long.
 const TRIM_CHUNK: usize = 256;
 /// Longest `XREAD BLOCK` we ask for; far beyond any real wait, and within what Redis accepts.
@@ -240,7 +238,7 @@ struct Keys {
 
 impl Keys {
     fn new(namespace: &str) -> Self {
-        let prefix = format!("ssepush:{{{namespace}}}:");
+        let prefix = key_prefix(namespace);
         Keys {
             log: format!("{prefix}log"),
             log_dropped: format!("{prefix}log-dropped"),
@@ -258,11 +256,7 @@ impl Keys {
 
 /// The event log on Redis Streams. See the module docs for the key layout.
 pub struct RedisLog {
-    client: Client,
-    conn: ConnectionManager,
-    /// History reads (`read`, `gap`) on their own connection: a replay's large replies never
-    /// queue in front of a publisher's append on the shared one.
-    history: ConnectionManager,
+    conn: RedisConn,
     /// Only `tail` blocks on it; `None` until first use and after a failure, to reconnect.
     tail_conn: Mutex<Option<MultiplexedConnection>>,
     keys: Keys,
@@ -274,50 +268,35 @@ pub struct RedisLog {
 }
 
 impl RedisLog {
-    /// Connects to `url` (`redis://host:port[/db]`, `rediss://…`) and checks the server can run
-    /// this log (Redis ≥ 6.2, for exclusive ranges and `MINID` trimming).
+    /// Connects to `url` (`redis://host:port[/db]`, `rediss://…`) with a connection of its own;
+    /// an origin shares one connection among its stores with [`RedisLog::new`] instead.
+    ///
+    /// # Errors
+    /// As [`RedisConn::connect`], or the store's error when the epoch cannot be written.
     pub async fn connect(
         url: &str,
         namespace: &str,
         retention: Retention,
     ) -> Result<Self, LogError> {
-        if namespace.is_empty() || namespace.contains(['{', '}']) {
-            // Braces would change the hash tag and scatter the keys over cluster slots.
-            return Err(LogError::Unavailable(format!(
-                "invalid store namespace {namespace:?}: must be non-empty, without braces"
-            )));
-        }
-        let client = Client::open(url).map_err(|_| LogError::BadUrl(url.to_owned()))?;
-        let keys = Keys::new(namespace);
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_secs(1));
-        let mut conn = ConnectionManager::new_with_config(client.clone(), config.clone())
-            .await
-            .map_err(store_error)?;
-        let history = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(store_error)?;
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut conn)
-            .await
-            .map_err(store_error)?;
-        check_version(&info)?;
+        Self::new(&RedisConn::connect(url, namespace).await?, retention).await
+    }
+
+    /// The log of `conn`'s namespace, with its epoch made if missing.
+    ///
+    /// # Errors
+    /// The store's error when the epoch cannot be written.
+    pub async fn new(conn: &RedisConn, retention: Retention) -> Result<Self, LogError> {
+        let keys = Keys::new(conn.namespace());
         // Made now so the epoch exists from the start; every operation also makes it if missing.
         let _: Value = redis::cmd("SET")
             .arg(&keys.epoch)
             .arg(candidate_epoch())
             .arg("NX")
-            .query_async(&mut conn)
+            .query_async(&mut conn.commands())
             .await
             .map_err(store_error)?;
         Ok(RedisLog {
-            client,
-            conn,
-            history,
+            conn: conn.clone(),
             tail_conn: Mutex::new(None),
             keys,
             retention,
@@ -340,18 +319,12 @@ impl RedisLog {
         &self.keys.prefix
     }
 
-    /// Runs a history pipeline, once more if the connection had dropped: reads are idempotent,
-    /// and the first command after Redis came back only finds the old connection gone (the
-    /// manager reconnects for the second), which would otherwise fail a client's resume.
+    /// Runs a history pipeline on the reads lane (retried once if the connection dropped).
     async fn on_history<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, LogError> {
-        let mut conn = self.history.clone();
-        match pipe.query_async(&mut conn).await {
-            Err(e) if dropped(&e) => pipe.query_async(&mut conn).await.map_err(store_error),
-            r => r.map_err(store_error),
-        }
+        self.conn.read(Read::Pipe(pipe)).await
     }
 
     /// [`on_history`](Self::on_history) for one command.
@@ -359,11 +332,7 @@ impl RedisLog {
         &self,
         cmd: &redis::Cmd,
     ) -> Result<T, LogError> {
-        let mut conn = self.history.clone();
-        match cmd.query_async(&mut conn).await {
-            Err(e) if dropped(&e) => cmd.query_async(&mut conn).await.map_err(store_error),
-            r => r.map_err(store_error),
-        }
+        self.conn.read(Read::Cmd(cmd)).await
     }
 
     /// Adds `SET epoch <candidate> NX` and `GET epoch` to a pipeline; the `GET` is its last
@@ -569,47 +538,6 @@ fn named_epoch(ids: &[EventId]) -> Result<u32, LogError> {
     Ok(epoch)
 }
 
-fn tail_connection_config() -> AsyncConnectionConfig {
-    AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        // `tail` bounds each call itself, by its own wait plus RESPONSE_TIMEOUT.
-        .set_response_timeout(None)
-}
-
-fn check_version(info: &str) -> Result<(), LogError> {
-    let version = info
-        .lines()
-        .find_map(|l| l.strip_prefix("redis_version:"))
-        .map(str::trim);
-    let parsed = version.and_then(|v| {
-        let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
-        Some((parts.next()??, parts.next()??))
-    });
-    match parsed {
-        // Unknown shapes (forks, proxies) get the benefit of the doubt.
-        Some(v) if v < (6, 2) => Err(LogError::Unavailable(format!(
-            "Redis {} is too old: the event log needs Redis 6.2 or newer",
-            version.unwrap_or_default()
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// The connection broke under the command (Redis restarted, a network blip).
-fn dropped(e: &RedisError) -> bool {
-    e.is_connection_dropped() || e.is_io_error()
-}
-
-fn store_error(e: RedisError) -> LogError {
-    if e.code() == Some("WRONGTYPE")
-        || matches!(e.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType)
-    {
-        LogError::Corrupt(e.to_string())
-    } else {
-        LogError::Unavailable(e.to_string())
-    }
-}
-
 fn corrupt(what: impl std::fmt::Display) -> LogError {
     LogError::Corrupt(what.to_string())
 }
@@ -787,7 +715,7 @@ impl EventLog for RedisLog {
                 .arg(max_age);
         }
         let reply: Value = call
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.commands())
             .await
             .map_err(store_error)?;
         let Value::Array(mut ids) = reply else {
@@ -915,7 +843,7 @@ impl EventLog for RedisLog {
             .arg(count_arg(n));
         self.with_epoch(&mut pipe);
         let mut replies: Vec<Value> = pipe
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn.commands())
             .await
             .map_err(store_error)?;
         let epoch = parse_epoch_reply(replies.pop())?;
@@ -936,7 +864,7 @@ impl EventLog for RedisLog {
             .key(&self.keys.log)
             .key(&self.keys.epoch)
             .arg(candidate_epoch())
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.commands())
             .await
             .map_err(store_error)?;
         match reply {
@@ -959,11 +887,7 @@ impl EventLog for RedisLog {
         // stale reply.
         let mut conn = match slot.take() {
             Some(c) => c,
-            None => self
-                .client
-                .get_multiplexed_async_connection_with_config(&tail_connection_config())
-                .await
-                .map_err(store_error)?,
+            None => self.conn.blocking_connection().await?,
         };
         let mut pipe = redis::pipe();
         // The epoch before and after the read: if they differ (or are gone), the entries may
@@ -1024,7 +948,7 @@ impl EventLog for RedisLog {
     }
 
     async fn trim_expired(&self) -> Result<(), LogError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.commands();
         let channels: Vec<String> = redis::cmd("SMEMBERS")
             .arg(&self.keys.channels)
             .query_async(&mut conn)
@@ -1052,7 +976,7 @@ impl EventLog for RedisLog {
 
     async fn ping(&self) -> Result<(), LogError> {
         let pong: String = redis::cmd("PING")
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn.commands())
             .await
             .map_err(store_error)?;
         if pong == "PONG" {
@@ -1082,14 +1006,6 @@ mod tests {
         }
         // A channel named like a fixed key cannot collide with it.
         assert_ne!(k.channel("log"), k.log);
-    }
-
-    #[test]
-    fn version_check() {
-        assert!(check_version("# Server\r\nredis_version:7.0.15\r\n").is_ok());
-        assert!(check_version("redis_version:6.2.0\r\n").is_ok());
-        assert!(check_version("redis_version:6.0.9\r\n").is_err());
-        assert!(check_version("no version here").is_ok());
     }
 
     #[test]

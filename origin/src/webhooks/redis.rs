@@ -12,20 +12,18 @@
 //! | `ssepush:{<ns>}:webhooks-rev`      | hash   | webhook id → revision, bumped on every write |
 //! | `ssepush:{<ns>}:webhook-lease:<id>`| string | the node delivering it, with a TTL (`PX`)    |
 //!
-//! Guarded writes and leases are Lua scripts, so check and write are one atomic step.
+//! Guarded writes and leases are Lua scripts, so check and write are one atomic step. The store
+//! runs on the commands lane of the origin's one [`RedisConn`].
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script, Value};
+use redis::{Script, Value};
 
 use super::Record;
 use super::store::{Insert, Put, Versioned, WebhookStore};
+use crate::redis_conn::{RedisConn, key_prefix, store_error};
 use crate::store::LogError;
-
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 const INSERT_LUA: &str = r#"
 -- KEYS: 1 records, 2 revisions; ARGV: 1 id, 2 record JSON, 3 max webhooks
@@ -71,7 +69,7 @@ struct Keys {
 
 impl Keys {
     fn new(namespace: &str) -> Self {
-        let prefix = format!("ssepush:{{{namespace}}}:");
+        let prefix = key_prefix(namespace);
         Keys {
             records: format!("{prefix}webhooks"),
             revs: format!("{prefix}webhooks-rev"),
@@ -84,8 +82,9 @@ impl Keys {
     }
 }
 
+/// Webhooks on Redis. See the module docs for the key layout.
 pub struct RedisWebhooks {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     insert: Script,
     put: Script,
@@ -94,34 +93,17 @@ pub struct RedisWebhooks {
 }
 
 impl RedisWebhooks {
-    pub async fn connect(url: &str, namespace: &str) -> Result<Self, LogError> {
-        if namespace.is_empty() || namespace.contains(['{', '}']) {
-            return Err(LogError::Unavailable(format!(
-                "invalid store namespace {namespace:?}: must be non-empty, without braces"
-            )));
-        }
-        let client = Client::open(url).map_err(|_| LogError::BadUrl(url.to_owned()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unavailable)?;
-        Ok(RedisWebhooks {
-            conn,
-            keys: Keys::new(namespace),
+    /// The webhooks of `conn`'s namespace.
+    pub fn new(conn: &RedisConn) -> Self {
+        RedisWebhooks {
+            conn: conn.clone(),
+            keys: Keys::new(conn.namespace()),
             insert: Script::new(INSERT_LUA),
             put: Script::new(PUT_LUA),
             lease: Script::new(LEASE_LUA),
             release: Script::new(RELEASE_LUA),
-        })
+        }
     }
-}
-
-fn unavailable(e: redis::RedisError) -> LogError {
-    LogError::Unavailable(e.to_string())
 }
 
 fn corrupt(what: impl std::fmt::Display) -> LogError {
@@ -148,9 +130,9 @@ impl WebhookStore for RedisWebhooks {
             .arg(&record.hook.id)
             .arg(encode(record)?)
             .arg(max as u64)
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.commands())
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         Ok(if done == 1 {
             Insert::Done
         } else {
@@ -163,9 +145,9 @@ impl WebhookStore for RedisWebhooks {
             .atomic()
             .hget(&self.keys.records, id)
             .hget(&self.keys.revs, id)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn.commands())
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         json.map(|j| decode(&j, rev.unwrap_or(0))).transpose()
     }
 
@@ -174,9 +156,9 @@ impl WebhookStore for RedisWebhooks {
             .atomic()
             .hgetall(&self.keys.records)
             .hgetall(&self.keys.revs)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn.commands())
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         let revs: std::collections::HashMap<String, u64> = revs.into_iter().collect();
         records
             .into_iter()
@@ -195,9 +177,9 @@ impl WebhookStore for RedisWebhooks {
             .arg(rev)
             .arg(encode(record)?)
             .arg(holder.unwrap_or(""))
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.commands())
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         match reply {
             Value::Int(-1) => Ok(Put::Gone),
             Value::Int(-2) => Ok(Put::Conflict),
@@ -213,9 +195,9 @@ impl WebhookStore for RedisWebhooks {
             .hdel(&self.keys.records, id)
             .hdel(&self.keys.revs, id)
             .del(self.keys.lease(id))
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn.commands())
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         Ok(removed > 0)
     }
 
@@ -225,9 +207,9 @@ impl WebhookStore for RedisWebhooks {
             .key(self.keys.lease(id))
             .arg(node)
             .arg(ttl.as_millis().max(1) as u64)
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.commands())
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         Ok(got == 1)
     }
 
@@ -236,9 +218,9 @@ impl WebhookStore for RedisWebhooks {
             .release
             .key(self.keys.lease(id))
             .arg(node)
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.commands())
             .await
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         Ok(())
     }
 }

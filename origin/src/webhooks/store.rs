@@ -1,5 +1,6 @@
-//! Where webhooks live: the [`WebhookStore`] trait, and [`open`] to pick a backend by the same
-//! store URL as the event log (`memory` or `redis://…`).
+//! Where webhooks live: the [`WebhookStore`] trait and the types it speaks. Backends are
+//! `memory` and `redis` beside this file; [`crate::stores::open`] picks one by the origin's
+//! store URL.
 //!
 //! A record (definition + delivery state) is written whole, guarded by a revision number
 //! (compare-and-set): the API and the delivery worker both update records, and neither may
@@ -11,7 +12,6 @@
 //! worker's state writes are fenced by the lease, so a node that lost its lease (a long pause)
 //! cannot move the cursor any more.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -71,17 +71,4 @@ pub trait WebhookStore: Send + Sync + 'static {
 
     /// Gives the lease up (on shutdown), if `node` holds it, so a peer can take over at once.
     async fn release(&self, id: &str, node: &str) -> Result<(), LogError>;
-}
-
-/// Opens the webhook store for a store URL: `memory` or `redis://…`.
-pub async fn open(url: &str, namespace: &str) -> Result<Arc<dyn WebhookStore>, LogError> {
-    if url == "memory" || url.starts_with("memory://") {
-        Ok(Arc::new(super::memory::MemoryWebhooks::default()))
-    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
-        Ok(Arc::new(
-            super::redis::RedisWebhooks::connect(url, namespace).await?,
-        ))
-    } else {
-        Err(LogError::BadUrl(url.to_owned()))
-    }
 }

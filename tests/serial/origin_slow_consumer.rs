@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::{TestOrigin, metric, metrics_exclusive, take_items};
+use crate::support::{TestOrigin, exclusive, metric, take_items};
 use serde_json::json;
 use ssepush::client::origin::{Item, Subscription};
 use ssepush_origin::settings::Settings;
@@ -16,7 +16,7 @@ async fn a_stalled_subscriber_is_cut_off_without_delaying_anyone() {
         subscriber_queue: 512,
         ..crate::support::memory_settings()
     };
-    let _only = metrics_exclusive().await;
+    let _only = exclusive().await;
     let origin = TestOrigin::start(settings).await;
     let before = metric(&origin.url, "ssepush_origin_slow_consumers_total").await;
 

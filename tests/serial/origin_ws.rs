@@ -8,7 +8,7 @@ use serde_json::json;
 use ssepush_origin::settings::Settings;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{TestOrigin, metrics_exclusive};
+use crate::support::{TestOrigin, exclusive};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -19,7 +19,7 @@ async fn a_socket_that_cannot_keep_up_is_closed_and_counted() {
         subscriber_queue: 64,
         ..crate::support::memory_settings()
     };
-    let _only = metrics_exclusive().await;
+    let _only = exclusive().await;
     let origin = TestOrigin::start(settings).await;
     let before = crate::support::metric(&origin.url, "ssepush_origin_slow_consumers_total").await;
     // A client with a tiny receive buffer that subscribes and then stops reading.

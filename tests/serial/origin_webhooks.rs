@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::webhooks::{Rx, fast, publish, register, status, wait_for_ids};
-use crate::support::{TestOrigin, eventually, memory_settings, metric, metrics_exclusive};
+use crate::support::{TestOrigin, eventually, exclusive, memory_settings, metric};
 
 const SUCCESS: &str = "ssepush_origin_webhook_deliveries_total{outcome=\"success\"}";
 const FAILURE: &str = "ssepush_origin_webhook_deliveries_total{outcome=\"failure\"}";
@@ -15,7 +15,7 @@ const DISABLED: &str = "ssepush_origin_webhooks_disabled_total";
 
 #[tokio::test]
 async fn deliveries_failures_and_disables_are_counted() {
-    let _only = metrics_exclusive().await;
+    let _only = exclusive().await;
     let mut settings = fast(memory_settings());
     settings.webhooks.max_failures = 3;
     let origin = TestOrigin::start(settings).await;

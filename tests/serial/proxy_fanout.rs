@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::support::proxy::{Recorder, TestProxy, json_ids, proxy_settings};
-use crate::support::{TestOrigin, eventually, memory_settings, metric, metrics_exclusive};
+use crate::support::{TestOrigin, eventually, exclusive, memory_settings, metric};
 use serde_json::json;
 use ssepush_proxy::push::PushTarget;
 
@@ -14,7 +14,7 @@ const PHONES: usize = 1000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_handoffs_share_one_upstream_and_each_gets_its_own() {
-    let _only = metrics_exclusive().await;
+    let _only = exclusive().await;
     let origin = TestOrigin::start(memory_settings()).await;
     let recorder = Recorder::new();
     let mut settings = proxy_settings(&[&origin.url]);
