@@ -9,60 +9,21 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use serde_json::{Value, json};
 
 use super::control::faults::FaultSpec;
 use super::control::records::BodyEncoding;
 use super::control::records::Provider;
 use super::jwt::check_service_account_assertion;
+use super::registry::TOKEN_LIFETIME_SECS;
 use super::state::{AppState, Push, Verdict, now_ms, now_secs};
 
-/// What `expires_in` says (Google hands out 3599).
-pub const TOKEN_LIFETIME_SECS: i64 = 3599;
-/// Access tokens remembered at once; the oldest go first when full.
-pub const MAX_ACCESS_TOKENS: usize = 10_000;
 /// FCM's limit for a data message's payload.
 pub const MAX_DATA_BYTES: usize = 4096;
 /// FCM's longest TTL: 28 days.
 pub const MAX_TTL_SECS: u64 = 28 * 24 * 3600;
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
-
-/// The access tokens minted by `/token`, with their expiry (unix seconds). Bounded.
-#[derive(Debug, Default)]
-pub struct AccessTokens {
-    tokens: HashMap<String, i64>,
-}
-
-impl AccessTokens {
-    pub fn mint(&mut self, now: i64) -> String {
-        if self.tokens.len() >= MAX_ACCESS_TOKENS {
-            self.tokens.retain(|_, exp| *exp > now);
-        }
-        if self.tokens.len() >= MAX_ACCESS_TOKENS
-            && let Some(oldest) = self
-                .tokens
-                .iter()
-                .min_by_key(|(_, exp)| **exp)
-                .map(|(t, _)| t.clone())
-        {
-            self.tokens.remove(&oldest);
-        }
-        let mut raw = [0u8; 48];
-        rand_core_06::RngCore::fill_bytes(&mut rand_core_06::OsRng, &mut raw);
-        let token = format!(
-            "ya29.sim-{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-        );
-        self.tokens.insert(token.clone(), now + TOKEN_LIFETIME_SECS);
-        token
-    }
-
-    pub fn is_valid(&self, token: &str, now: i64) -> bool {
-        self.tokens.get(token).is_some_and(|exp| *exp > now)
-    }
-}
 
 /// A Google API error: `(http status, body)`.
 pub fn google_error(code: u16, message: &str, error_code: Option<&str>) -> (u16, Value) {
@@ -540,19 +501,6 @@ mod tests {
             assert!(e.starts_with("400 "), "{bad}: {e}");
         }
         assert!(validate_message(b"{nope").is_err());
-    }
-
-    #[test]
-    fn access_tokens_expire_and_are_bounded() {
-        let mut t = AccessTokens::default();
-        let a = t.mint(100);
-        assert!(t.is_valid(&a, 100 + TOKEN_LIFETIME_SECS - 1));
-        assert!(!t.is_valid(&a, 100 + TOKEN_LIFETIME_SECS));
-        assert!(!t.is_valid("ya29.forged", 100));
-        for i in 0..MAX_ACCESS_TOKENS + 5 {
-            t.mint(200 + i as i64);
-        }
-        assert!(t.tokens.len() <= MAX_ACCESS_TOKENS);
     }
 
     #[test]

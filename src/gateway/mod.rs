@@ -23,12 +23,14 @@
 //!
 //! Module map: [`server`] (settings, [`Gateway`], the router and accept loop), [`state`] (what
 //! the handlers share: record and forward, apply faults), one file per provider ([`apns`],
-//! [`fcm`], [`webpush`]), [`control`] (the `/_gateway/` API and its plain parts), [`jwt`] (the
-//! three token checks), [`credentials`] (keys and the files written for the proxy), [`tls`],
-//! and [`client`] (the control API from the outside, for tests and the device simulator).
+//! [`fcm`], [`webpush`]), [`control`] (the `/_gateway/` API and its plain parts), [`registry`]
+//! (the tokens and subscriptions it hands out), [`jwt`] (the three token checks),
+//! [`credentials`] (keys and the files written for the proxy), [`tls`], and [`client`] (the
+//! control API from the outside, for tests and the device simulator).
 //!
-//! The gateway depends on [`crate::client`] (never the reverse): a simulated phone decrypts
-//! with the same code an app would.
+//! Nothing in [`crate::client`] imports from here: the gateway stands in for services outside
+//! the product, and the simulated phones ([`crate::device`]) read what it delivers with the
+//! same client code an app uses.
 
 pub mod apns;
 pub mod client;
@@ -36,6 +38,7 @@ pub mod control;
 pub mod credentials;
 pub mod fcm;
 pub mod jwt;
+pub mod registry;
 pub mod server;
 pub mod state;
 pub mod tls;

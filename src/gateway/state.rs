@@ -15,7 +15,7 @@ use super::control::records::{
     BodyEncoding, Delivery, Devices, Offered, Provider, PushLog, PushRecord, truncate_body,
 };
 use super::credentials::Credentials;
-use super::{fcm, webpush};
+use super::registry::{AccessTokens, Subscriptions};
 
 /// The state behind every handler.
 pub struct Shared {
@@ -26,8 +26,8 @@ pub struct Shared {
     pub(super) log: Mutex<PushLog>,
     pub(super) devices: Mutex<Devices>,
     pub(super) faults: Mutex<Faults>,
-    pub(super) access_tokens: Mutex<fcm::AccessTokens>,
-    pub(super) subscriptions: Mutex<webpush::Subscriptions>,
+    pub(super) access_tokens: Mutex<AccessTokens>,
+    pub(super) subscriptions: Mutex<Subscriptions>,
     pub(super) max_devices: usize,
     pub(super) metrics: Metrics,
     pub(super) shutdown: CancellationToken,
@@ -97,7 +97,7 @@ impl Shared {
             log: Mutex::new(PushLog::new(record_capacity)),
             devices: Mutex::new(Devices::new(max_devices, device_queue)),
             faults: Mutex::new(Faults::default()),
-            access_tokens: Mutex::new(fcm::AccessTokens::default()),
+            access_tokens: Mutex::new(AccessTokens::default()),
             subscriptions: Mutex::new(Default::default()),
             max_devices,
             metrics: Metrics::new(),

@@ -5,7 +5,7 @@
 //!
 //! Error bodies follow Mozilla autopush: `{"code", "errno", "error", "message"}`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -19,20 +19,12 @@ use super::control::faults::FaultSpec;
 use super::control::records::BodyEncoding;
 use super::control::records::Provider;
 use super::jwt::check_vapid;
+use super::registry::Subscription;
 use super::state::{AppState, Push, Verdict, now_secs};
 
 /// RFC 8291 §4: push services must accept at least 4096 bytes; this one accepts no more.
 pub const MAX_BODY: usize = 4096;
 pub const MAX_TOPIC: usize = 32;
-
-/// A subscription the gateway handed out.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Subscription {
-    /// The application server key it was created with (base64url), if any: VAPID must use it.
-    pub application_server_key: Option<String>,
-    /// Unsubscribed: pushes get 410 Gone.
-    pub gone: bool,
-}
 
 /// A refusal: status, autopush errno, message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,10 +215,6 @@ pub async fn deliver(
         }
     }
 }
-
-/// Subscriptions, bounded by the gateway's device limit (made and ended through the control
-/// API, [`super::control`]).
-pub type Subscriptions = HashMap<String, Subscription>;
 
 #[cfg(test)]
 mod tests {

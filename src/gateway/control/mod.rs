@@ -22,8 +22,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::registry::Subscription;
 use super::state::{AppState, now_ms};
-use super::{apns, fcm, webpush};
+use super::{apns, fcm};
 use faults::FaultSpec;
 use records::{Provider, PushQuery};
 
@@ -300,7 +301,7 @@ async fn subscribe_webpush(State(st): State<AppState>, body: Bytes) -> Response 
     }
     st.subscriptions.lock().unwrap().insert(
         id.clone(),
-        webpush::Subscription {
+        Subscription {
             application_server_key: req.application_server_key,
             gone: false,
         },
