@@ -13,7 +13,7 @@
 //! 2. **Hand off**: about to be suspended, the app drops its connection and calls
 //!    [`DeviceClient::hand_off`] with its push target; the proxy watches the stream from the
 //!    same id.
-//! 3. **Wake**: the OS delivers a silent push; [`super::wake::Wake`] reads its `ssepush` object.
+//! 3. **Wake**: the OS delivers a silent push; [`super::wake`] reads its `ssepush` object.
 //! 4. **Resume**: [`DeviceClient::catch_up`] reads what the proxy buffered after the app's id
 //!    (a gap there means: ignore the buffer, the origin will replay), then
 //!    [`DeviceClient::hand_back`] ends the handoff, and streaming continues at the origin from

@@ -38,7 +38,8 @@ use futures::{Stream, StreamExt};
 use rand::Rng;
 use serde_json::Value;
 use ssepush_origin::Event;
-use ssepush_origin::event::EventId;
+use ssepush_origin::event::{EventId, PublishRequest};
+use ssepush_origin::server::publish::Published;
 use ssepush_origin::sse::frames::{Frame as SseFrame, frames};
 use ssepush_proxy::reconnect::{ConnEnd, Next, ReconnectPolicy as SharedPolicy};
 use ssepush_proxy::settings::UpstreamSettings;
@@ -47,8 +48,10 @@ use ssepush_proxy::settings::UpstreamSettings;
 /// default; the envelope adds a little).
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 4 << 20;
 
+/// Why a call to the origin failed, or what went wrong on an open stream.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The request never got an answer (connection refused, DNS, TLS, timeout).
     #[error("cannot reach {url}: {source}")]
     Connect { url: String, source: reqwest::Error },
     /// Any answer but 200 to a stream request, or a failed request. `retry_after` is the
@@ -62,8 +65,10 @@ pub enum ClientError {
     /// A 200 that is not `text/event-stream` (SSE: fail the connection).
     #[error("origin answered 200 with content type {0:?}, not text/event-stream")]
     NotEventStream(String),
+    /// An open stream (or an answer's body) broke off.
     #[error("stream broke: {0}")]
     Stream(String),
+    /// An answer or a frame that is not the origin's shape (reading goes on after a frame).
     #[error("origin sent an event this client cannot read: {0}")]
     Decode(String),
     /// An event larger than the client's limit was skipped (never held). With its id the
@@ -102,21 +107,26 @@ impl ClientError {
 /// What a subscription yields.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
+    /// An event, in id order, never one already yielded.
     Event(Event),
-    /// The cursor was older than the origin's retention: events were missed, resync.
-    Reset {
-        oldest: Option<EventId>,
-    },
+    /// `ssepush.reset`: the origin could not vouch for the cursor (retention dropped events
+    /// after it, it is from a lost history, or newer than the log): resynchronise. `oldest` is
+    /// the oldest id the origin still holds, when it said.
+    Reset { oldest: Option<EventId> },
 }
 
 /// What to subscribe to.
 #[derive(Debug, Clone, Default)]
 pub struct Subscription {
+    /// Channel patterns (`*` one token, `>` the rest), at least one, at most 64.
     pub channels: Vec<String>,
+    /// A CEL filter over `channel`, `type`, `id` and `data`.
     pub filter: Option<String>,
+    /// Resume after this id (`None`: from the origin's head when the stream opens).
     pub last_event_id: Option<EventId>,
 }
 
+/// A client for one origin (cheap to clone: one HTTP connection pool).
 #[derive(Debug, Clone)]
 pub struct OriginClient {
     http: reqwest::Client,
@@ -125,6 +135,7 @@ pub struct OriginClient {
 }
 
 impl OriginClient {
+    /// A client for the origin at `base` (`http://host:port`).
     pub fn new(base: &str) -> Self {
         OriginClient {
             http: reqwest::Client::new(),
@@ -141,38 +152,46 @@ impl OriginClient {
         self
     }
 
+    /// The origin's base URL, without a trailing `/`.
     pub fn base(&self) -> &str {
         &self.base
     }
 
-    /// Publishes one event object or an array of them; returns the ids in order.
-    pub async fn publish(&self, body: &Value) -> Result<Vec<EventId>, ClientError> {
+    /// `POST /v1/events` with one event or an array of them (all or nothing): a
+    /// [`PublishRequest`], a slice of them, or JSON of that shape. Returns the ids in order.
+    /// Errors: [`ClientError::Status`] with the origin's JSON error (e.g. 400
+    /// `invalid_channel`, 401, 413), [`ClientError::Connect`], [`ClientError::Decode`].
+    pub async fn publish<T: serde::Serialize + ?Sized>(
+        &self,
+        events: &T,
+    ) -> Result<Vec<EventId>, ClientError> {
         let url = format!("{}/v1/events", self.base);
         let resp = self
             .http
             .post(&url)
-            .json(body)
+            .json(events)
             .send()
             .await
             .map_err(|source| ClientError::Connect { url, source })?;
         let body = check(resp).await?;
-        let parsed: Value =
+        let published: Published =
             serde_json::from_str(&body).map_err(|e| ClientError::Decode(e.to_string()))?;
-        serde_json::from_value(parsed["ids"].clone())
-            .map_err(|e| ClientError::Decode(e.to_string()))
+        Ok(published.ids)
     }
 
+    /// Publishes one event on `channel` with type `kind` (default `message`); returns its id.
     pub async fn publish_one(
         &self,
         channel: &str,
         kind: Option<&str>,
         data: Value,
     ) -> Result<EventId, ClientError> {
-        let mut body = serde_json::json!({"channel": channel, "data": data});
-        if let Some(kind) = kind {
-            body["type"] = Value::String(kind.to_owned());
-        }
-        let ids = self.publish(&body).await?;
+        let event = PublishRequest {
+            channel: channel.to_owned(),
+            kind: kind.map(str::to_owned),
+            data,
+        };
+        let ids = self.publish(std::slice::from_ref(&event)).await?;
         ids.into_iter()
             .next()
             .ok_or_else(|| ClientError::Decode("no id returned".into()))

@@ -19,6 +19,7 @@ use super::credentials::{Credentials, CredentialsError, GATEWAY_FILE, GatewayInf
 /// 4 KiB at every provider) and its headers.
 pub const MAX_DELIVERY_EVENT_BYTES: usize = 256 * 1024;
 
+/// Why a control-API call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayClientError {
     #[error("cannot reach the gateway: {0}")]
@@ -31,6 +32,7 @@ pub enum GatewayClientError {
     Credentials(#[from] CredentialsError),
 }
 
+/// The gateway's control API (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct GatewayClient {
     http: reqwest::Client,
@@ -38,6 +40,7 @@ pub struct GatewayClient {
 }
 
 impl GatewayClient {
+    /// A client for the gateway at `base` (`http://host:port`, or `https://` with `--tls`).
     pub fn new(base: &str) -> GatewayClient {
         GatewayClient {
             http: reqwest::Client::new(),
@@ -62,6 +65,7 @@ impl GatewayClient {
         Ok((GatewayClient::new(&info.url), Credentials::load(dir)?))
     }
 
+    /// The gateway's base URL, without a trailing `/`.
     pub fn base(&self) -> &str {
         &self.base
     }
@@ -165,6 +169,7 @@ impl GatewayClient {
         Self::json(resp).await
     }
 
+    /// The phone unsubscribes: pushes to the endpoint get 410 from now on.
     pub async fn unsubscribe_webpush(&self, id: &str) -> Result<(), GatewayClientError> {
         let resp = self
             .http
@@ -205,6 +210,7 @@ impl GatewayClient {
         )
     }
 
+    /// The push record, oldest first, filtered by `query` (token, provider, since, limit).
     pub async fn pushes(&self, query: &PushQuery) -> Result<Vec<PushRecord>, GatewayClientError> {
         let mut qs = form_urlencoded::Serializer::new(String::new());
         if let Some(t) = &query.token {
@@ -228,6 +234,7 @@ impl GatewayClient {
         Self::json(resp).await
     }
 
+    /// Forgets the push record (`seq` numbers go on).
     pub async fn clear_pushes(&self) -> Result<(), GatewayClientError> {
         let resp = self
             .http
@@ -258,6 +265,7 @@ impl GatewayClient {
         Self::json(resp).await
     }
 
+    /// Disarms every fault.
     pub async fn clear_faults(&self) -> Result<(), GatewayClientError> {
         let resp = self
             .http

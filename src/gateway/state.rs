@@ -1,7 +1,7 @@
 //! What every gateway handler shares: the credentials it checks against, the push record, the
 //! devices and their queues, the armed faults, the minted OAuth tokens, the Web Push
 //! subscriptions — and the two steps every provider takes for a valid push: consult the faults
-//! ([`Shared::apply_faults`]), then record and forward it ([`Shared::record`]).
+//! (`Shared::apply_faults`), then record and forward it (`Shared::record`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
