@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
-use ssepush::client::{Item, OriginClient, Subscription};
+use ssepush::client::origin::{Item, OriginClient, Subscription};
 use ssepush_origin::settings::Settings as OriginSettings;
 
 #[derive(Parser)]

@@ -263,11 +263,11 @@ pub type SharedEvent = Arc<Event>;
 
 /// What a publisher sends, before the log gives it an id.
 #[cfg_attr(feature = "service", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
     pub channel: String,
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     #[serde(default)]
     pub data: serde_json::Value,

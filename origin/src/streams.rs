@@ -1,4 +1,5 @@
-//! Static filters: the operator's named streams, computed once at ingest (SPEC §3).
+//! Static filters: the operator's named streams, computed once at ingest
+//! (`docs/configuration.md`, `streams`).
 //!
 //! A stream is configured as `[[streams]] name = "alerts-eu"  channels = ["sensors.>"]
 //! filter = "data.severity >= 3"`. For every event a client publishes, each stream whose channel

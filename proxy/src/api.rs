@@ -1,8 +1,9 @@
-//! The proxy's HTTP API (SPEC §5): create a handoff, read its status, catch up on its events,
-//! hand it back; plus `/healthz`, `/readyz`, `/metrics`.
+//! The proxy's HTTP API (`docs/protocol.md`, "The handoff API"): create a handoff, read its
+//! status, catch up on its events, hand it back; plus `/healthz`, `/readyz`, `/metrics`.
 //!
 //! Two kinds of credentials, never logged:
-//! * creating a handoff takes the app backend's API key or HS256 JWT ([`HandoffAuth`]);
+//! * creating a handoff takes the app backend's API key or HS256 JWT
+//!   ([`crate::auth::HandoffAuth`]);
 //! * reading or handing back one takes that handoff's own token, returned once at creation, as
 //!   `Authorization: Bearer <token>`. An unknown id is a 404, a missing or wrong token a 401.
 //!
@@ -10,90 +11,64 @@
 
 use std::sync::Arc;
 
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde_json::json;
 use ssepush_origin::EventId;
-use ssepush_origin::service::auth::{BearerConfig, Denied, Gate, KeyError, Refusal, bearer_token};
+use ssepush_origin::service::auth::bearer_token;
 use ssepush_origin::service::error::ApiError;
+use ssepush_origin::service::ops;
 use ssepush_origin::sse;
 
-use crate::buffer::{Gap, GapReason};
-use crate::handoff::{HandoffError, HandoffRequest, Token, new_id};
-use crate::live::{LiveHandoff, rfc3339, spawn_driver};
-use crate::server::Node;
+use crate::driver::spawn_driver;
+use crate::handoff::HandoffError;
+use crate::live::LiveHandoff;
+use crate::node::Node;
+use crate::openapi::ApiDoc;
+use crate::protocol::schema::{ErrorBody, Health};
+use crate::protocol::{
+    self, CatchUp, Handback, HandoffCreated, HandoffRequest, HandoffStatus, Readiness,
+};
 use crate::store::HandoffRecord;
+use crate::token::{Token, new_id};
 
-/// Who may create handoffs (see `settings` for the policy): the service layer's bearer check
-/// (constant-time key comparison, JWT validation) with the proxy's own messages.
-pub struct HandoffAuth {
-    gate: Gate,
+/// The route list: every operation with its handler. The router and the API document are
+/// both built from it, so the document lists exactly what is served.
+pub fn routes() -> OpenApiRouter<Arc<Node>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(create))
+        .routes(routes!(get_status, handback))
+        .routes(routes!(events))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
 }
 
-impl HandoffAuth {
-    pub fn new(
-        s: &crate::settings::AuthSettings,
-        bound: std::net::SocketAddr,
-    ) -> Result<Self, String> {
-        let config = BearerConfig {
-            tokens: &s.api_keys,
-            jwt_hs256_secret: s.jwt_hs256_secret.as_deref(),
-            jwt_es256_public_key: None,
-            jwt_issuer: s.jwt_issuer.as_deref(),
-            jwt_audience: s.jwt_audience.as_deref(),
-        };
-        let gate = Gate::new(&config, s.allow_anonymous, bound).map_err(|e| match e {
-            KeyError::EmptyToken => "auth.api_keys must not contain empty tokens".to_owned(),
-            KeyError::ShortHs256Secret => format!(
-                "auth.jwt_hs256_secret must be at least {} bytes",
-                ssepush_origin::service::auth::MIN_HS256_SECRET
-            ),
-            other => other.to_string(),
-        })?;
-        Ok(HandoffAuth { gate })
-    }
-
-    fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let denied = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-        self.gate.check(headers).map_err(|refusal| match refusal {
-            Refusal::Disabled => ApiError::new(
-                StatusCode::FORBIDDEN,
-                "handoffs_disabled",
-                "creating handoffs is disabled: this proxy listens on a non-loopback address \
-                 and has no [auth] configured; set auth.api_keys or auth.jwt_hs256_secret, \
-                 or auth.allow_anonymous = true",
-            ),
-            Refusal::Denied(Denied::Missing) => {
-                denied("creating a handoff requires 'Authorization: Bearer <api key or JWT>'")
-            }
-            Refusal::Denied(Denied::Malformed) => {
-                denied("the Authorization header must be 'Bearer <token>'")
-            }
-            Refusal::Denied(reason) => {
-                tracing::debug!(?reason, "handoff creation refused");
-                metrics::counter!("ssepush_proxy_auth_denied_total").increment(1);
-                denied("the API key or JWT is not valid")
-            }
-        })
-    }
+/// The API document served at `/v1/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
 }
 
+/// The proxy's router: [`routes`], JSON 404/405s, the body limit, CORS.
 pub fn router(node: Arc<Node>) -> Router {
     let limit = node.settings.max_body_bytes;
-    let cors = ssepush_origin::service::cors::layer(&node.settings.cors_allow_origins, methods());
-    let router = Router::new()
-        .route("/v1/handoffs", axum::routing::post(create))
-        .route("/v1/handoffs/{id}", get(status).delete(handback))
-        .route("/v1/handoffs/{id}/events", get(events))
-        .route("/healthz", get(ssepush_origin::service::ops::healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(ssepush_origin::service::ops::metrics))
-        .route("/v1/openapi.json", get(|| async { axum::Json(openapi()) }))
+    let (router, doc) = routes().split_for_parts();
+    let cors = ssepush_origin::service::cors::layer(
+        &node.settings.cors_allow_origins,
+        crate::openapi::methods(&doc),
+    );
+    let doc = Arc::new(doc);
+    let router = router
+        .layer(axum::Extension(doc))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -108,37 +83,6 @@ pub fn router(node: Arc<Node>) -> Router {
         Some(layer) => router.layer(layer),
         None => router,
     }
-}
-
-/// Every method the API document lists for a path: what CORS preflights allow.
-fn methods() -> Vec<axum::http::Method> {
-    use axum::http::Method;
-    // The operation keys of an OpenAPI path item; its other keys (`parameters`, …) are not methods.
-    let known = [
-        Method::GET,
-        Method::PUT,
-        Method::POST,
-        Method::DELETE,
-        Method::OPTIONS,
-        Method::HEAD,
-        Method::PATCH,
-        Method::TRACE,
-    ];
-    let doc = openapi();
-    let paths = doc["paths"]
-        .as_object()
-        .into_iter()
-        .flat_map(|p| p.values());
-    paths
-        .filter_map(|item| item.as_object())
-        .flat_map(|item| item.keys())
-        .filter_map(|key| {
-            known
-                .iter()
-                .find(|m| m.as_str().eq_ignore_ascii_case(key))
-                .cloned()
-        })
-        .collect()
 }
 
 fn handoff_error(e: HandoffError) -> ApiError {
@@ -156,6 +100,28 @@ fn handoff_error(e: HandoffError) -> ApiError {
 }
 
 /// `POST /v1/handoffs`.
+#[utoipa::path(
+    post,
+    path = "/v1/handoffs",
+    operation_id = "createHandoff",
+    tag = "handoffs",
+    summary = "Hand a stream off",
+    description = "The proxy watches the stream from `stream.lastEventId` and wakes the phone \
+                   through `push` when an event passes `wake.filter`. Needs the app backend's \
+                   API key or JWT unless creation is open (a loopback proxy without `[auth]`).",
+    request_body = HandoffRequest,
+    security((), ("apiKey" = [])),
+    responses(
+        (status = 201, description = "Watching; the token is shown only here", body = HandoffCreated,
+         headers(("Location" = String, description = "`/v1/handoffs/{id}`"))),
+        (status = 400, description = "Invalid request (a filter error carries `line` and `column`)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key / JWT", body = ErrorBody),
+        (status = 403, description = "Stream URL outside allowed_origins, or creation disabled", body = ErrorBody),
+        (status = 413, description = "Body larger than max_body_bytes", body = ErrorBody),
+        (status = 422, description = "No push provider configured for the platform", body = ErrorBody),
+        (status = 503, description = "Node full or draining", body = ErrorBody),
+    )
+)]
 async fn create(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
@@ -184,12 +150,13 @@ async fn create(
     let req: HandoffRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("invalid handoff request: {e}"))
     })?;
-    let spec = req
-        .validate(&node.settings, &node.allow, |t| node.providers.supports(t))
-        .map_err(handoff_error)?;
+    let (spec, cursor) = crate::handoff::validate(req, &node.settings, &node.allow, |t| {
+        node.providers.supports(t)
+    })
+    .map_err(handoff_error)?;
     let id = new_id();
     let token = Token::generate();
-    let h = LiveHandoff::new(id.clone(), token.hash(), spec, &node);
+    let h = LiveHandoff::new(id.clone(), token.hash(), spec, cursor, &node.settings);
     node.store.insert(h.record()).await.map_err(|e| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -200,17 +167,16 @@ async fn create(
     node.live.write().unwrap().insert(id.clone(), h.clone());
     {
         let _e = h.span().enter();
-        tracing::info!(cursor = ?h.spec.cursor, ttl_secs = h.spec.ttl_secs, "handoff created");
+        tracing::info!(?cursor, ttl_secs = h.spec.ttl_secs, "handoff created");
     }
-    node.upstreams
-        .join(&h.spec.stream, h.spec.cursor, h.clone());
+    node.upstreams.join(&h.spec.stream, h.clone());
     spawn_driver(node.clone(), h.clone());
     metrics::counter!("ssepush_proxy_handoffs_created_total").increment(1);
-    let body = json!({
-        "id": id,
-        "token": token.expose(),
-        "expiresAt": rfc3339(h.expires_at_ms),
-    });
+    let body = HandoffCreated {
+        id: id.clone(),
+        token: token.expose().to_owned(),
+        expires_at: wire_time(h.expires_at_ms),
+    };
     let mut resp = (StatusCode::CREATED, axum::Json(body)).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/handoffs/{id}")) {
         resp.headers_mut().insert(header::LOCATION, loc);
@@ -244,29 +210,48 @@ fn authorize(node: &Node, id: &str, headers: &HeaderMap) -> Result<Arc<LiveHando
     Ok(h)
 }
 
-/// The status view of a record (SPEC §5).
-pub fn status_json(r: &HandoffRecord) -> serde_json::Value {
-    json!({
-        "id": r.id,
-        "state": r.state,
-        "cursor": r.cursor,
-        "newestId": r.newest_id,
-        "pending": r.pending,
-        "wakesSent": r.wakes_sent,
-        "lastWake": r.last_wake,
-        "lastError": r.last_error,
-        "expiresAt": rfc3339(r.expires_at_ms),
-    })
+/// Unix milliseconds as a wire time (every time the proxy keeps is far inside chrono's range).
+fn wire_time(ms: u64) -> chrono::DateTime<chrono::Utc> {
+    protocol::time::from_unix_ms(ms).unwrap_or_default()
+}
+
+/// The status view of a record (`docs/protocol.md`, `GET /v1/handoffs/{id}`).
+pub fn status(r: &HandoffRecord) -> HandoffStatus {
+    HandoffStatus {
+        id: r.id.clone(),
+        state: r.state,
+        cursor: r.cursor,
+        newest_id: r.newest_id,
+        pending: r.pending,
+        wakes_sent: r.wakes_sent,
+        last_wake: r.last_wake.clone(),
+        last_error: r.last_error.clone(),
+        expires_at: wire_time(r.expires_at_ms),
+    }
 }
 
 /// `GET /v1/handoffs/{id}`.
-async fn status(
+#[utoipa::path(
+    get,
+    path = "/v1/handoffs/{id}",
+    operation_id = "getHandoff",
+    tag = "handoffs",
+    summary = "A handoff's status",
+    params(("id" = String, Path, description = "The handoff's id")),
+    security(("handoffToken" = [])),
+    responses(
+        (status = 200, description = "Its state, cursor, newest id, pending events and wakes", body = HandoffStatus),
+        (status = 401, description = "Missing or wrong handoff token", body = ErrorBody),
+        (status = 404, description = "No such handoff", body = ErrorBody),
+    )
+)]
+async fn get_status(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let h = authorize(&node, &id, &headers)?;
-    Ok(axum::Json(status_json(&h.record())).into_response())
+    Ok(axum::Json(status(&h.record())).into_response())
 }
 
 /// The device's position from `Last-Event-ID` (wins) or `?after=`.
@@ -290,23 +275,30 @@ fn position(headers: &HeaderMap, query: Option<&str>) -> Result<Option<EventId>,
     Ok(raw.as_deref().map(str::parse).transpose()?)
 }
 
-fn gap_json(gap: &Gap) -> serde_json::Value {
-    let reason = match gap.reason {
-        GapReason::Buffer => {
-            "the proxy's buffer no longer holds every event after requestedId; resume from the origin with your cursor"
-        }
-        GapReason::OriginReset => "the origin no longer held the cursor; resync from a snapshot",
-    };
-    json!({
-        "reason": reason,
-        "source": match gap.reason { GapReason::Buffer => "proxy", GapReason::OriginReset => "origin" },
-        "requestedId": gap.requested,
-        "throughId": gap.through,
-        "oldestId": gap.oldest,
-    })
-}
-
 /// `GET /v1/handoffs/{id}/events`: JSON, or SSE with `Accept: text/event-stream`.
+#[utoipa::path(
+    get,
+    path = "/v1/handoffs/{id}/events",
+    operation_id = "catchUpHandoff",
+    tag = "handoffs",
+    summary = "Catch up: the buffered events after the cursor (a check-in)",
+    description = "`Last-Event-ID` (wins) or `?after=` acknowledges everything up to that id. \
+                   A gap comes first when the buffer cannot vouch for completeness (SSE: an \
+                   `ssepush.reset` frame without id).",
+    params(
+        ("id" = String, Path, description = "The handoff's id"),
+        ("after" = Option<String>, Query, description = "The phone's last event id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The phone's last event id (wins over `after`)"),
+    ),
+    security(("handoffToken" = [])),
+    responses(
+        (status = 200, description = "The events, after a gap marker when there is one",
+         content((CatchUp = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "The position is not an event id", body = ErrorBody),
+        (status = 401, description = "Missing or wrong handoff token", body = ErrorBody),
+        (status = 404, description = "No such handoff", body = ErrorBody),
+    )
+)]
 async fn events(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
@@ -334,7 +326,7 @@ async fn events(
         body.extend_from_slice(&sse::encode_retry(1000));
         if let Some(gap) = &catchup.gap {
             // Like the origin's reset, it carries no id: the client's Last-Event-ID stays put.
-            let data = gap_json(gap).to_string();
+            let data = serde_json::to_string(gap).unwrap_or_default();
             body.extend_from_slice(&sse::encode_frame(
                 None,
                 ssepush_origin::event::RESET_TYPE,
@@ -353,16 +345,29 @@ async fn events(
         )
             .into_response());
     }
-    let events: Vec<&ssepush_origin::Event> = catchup.events.iter().map(|e| &**e).collect();
-    Ok(axum::Json(json!({
-        "gap": catchup.gap.as_ref().map(gap_json),
-        "events": events,
-        "cursor": catchup.cursor,
-    }))
-    .into_response())
+    Ok(axum::Json(catchup).into_response())
 }
 
 /// `DELETE /v1/handoffs/{id}`: the handback.
+#[utoipa::path(
+    delete,
+    path = "/v1/handoffs/{id}",
+    operation_id = "handBack",
+    tag = "handoffs",
+    summary = "Hand the stream back; returns the final cursor",
+    params(
+        ("id" = String, Path, description = "The handoff's id"),
+        ("after" = Option<String>, Query, description = "The phone's last event id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The phone's last event id (wins over `after`)"),
+    ),
+    security(("handoffToken" = [])),
+    responses(
+        (status = 200, description = "Closed; resume at the origin from `cursor`", body = Handback),
+        (status = 400, description = "The position is not an event id", body = ErrorBody),
+        (status = 401, description = "Missing or wrong handoff token", body = ErrorBody),
+        (status = 404, description = "No such handoff", body = ErrorBody),
+    )
+)]
 async fn handback(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
@@ -372,164 +377,84 @@ async fn handback(
     let h = authorize(&node, &id, &headers)?;
     let after = position(&headers, query.as_deref())?;
     let cursor = h.close(after);
-    node.upstreams.leave(&h.spec.stream, &h.id);
-    node.persist(&h).await;
+    // At once rather than when the driver notices: the connection closes before the answer.
+    node.teardown(&h).await;
     {
         let _e = h.span().enter();
         tracing::info!(?cursor, "handed back");
     }
-    Ok(axum::Json(json!({"cursor": cursor, "state": h.state().name()})).into_response())
+    Ok(axum::Json(Handback {
+        cursor,
+        state: h.state().wire(),
+    })
+    .into_response())
 }
 
+/// `GET /readyz`.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "ops",
+    summary = "Readiness: takes handoffs",
+    responses(
+        (status = 200, description = "Ready, with the handoffs held and the watchers open", body = Readiness),
+        (status = 503, description = "Draining, or the handoff store is unavailable", body = Readiness),
+    )
+)]
 async fn readyz(State(node): State<Arc<Node>>) -> Response {
     if node.shutdown.is_cancelled() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "draining"})),
-        )
-            .into_response();
+        return ops::Readiness::Draining.into_response();
     }
     match node.store.count().await {
-        Ok(n) => axum::Json(
-            json!({"status": "ready", "handoffs": n, "watchers": node.upstreams.watcher_count()}),
-        )
+        Ok(n) => axum::Json(Readiness {
+            status: "ready".to_owned(),
+            handoffs: Some(n),
+            watchers: Some(node.upstreams.watcher_count()),
+            error: None,
+        })
         .into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "store unavailable", "error": e.to_string()})),
-        )
-            .into_response(),
+        Err(e) => ops::Readiness::StoreUnavailable(e.to_string()).into_response(),
     }
 }
 
-/// The API description served at `/v1/openapi.json` (OpenAPI 3.1).
-pub fn openapi() -> serde_json::Value {
-    let error = json!({"$ref": "#/components/schemas/Error"});
-    let err =
-        |d: &str| json!({"description": d, "content": {"application/json": {"schema": error}}});
-    let id_param =
-        json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
-    let device = json!([{"handoffToken": []}]);
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "ssepush proxy", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Hand an SSE stream over to the proxy before sleeping; get woken by a push when an event arrives; catch up and hand it back."},
-        "paths": {
-            "/v1/handoffs": {"post": {
-                "summary": "Hand a stream off",
-                "security": [{"apiKey": []}, {}],
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HandoffRequest"}}}},
-                "responses": {
-                    "201": {"description": "Watching", "content": {"application/json": {"schema": {"type": "object", "required": ["id", "token", "expiresAt"], "properties": {
-                        "id": {"type": "string"}, "token": {"type": "string", "description": "The device's secret for the calls below; shown once"},
-                        "expiresAt": {"type": "string", "format": "date-time"}}}}}},
-                    "400": err("Invalid request (filter errors carry line and column)"),
-                    "401": err("Missing or invalid API key / JWT"),
-                    "403": err("Stream URL outside allowed_origins, or creation disabled"),
-                    "422": err("No push provider configured for the platform"),
-                    "503": err("Node full or draining")}}},
-            "/v1/handoffs/{id}": {
-                "get": {"summary": "Status", "parameters": [id_param], "security": device,
-                        "responses": {"200": {"description": "Status", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}},
-                                      "401": err("Missing or wrong handoff token"), "404": err("No such handoff")}},
-                "delete": {"summary": "Hand the stream back; returns the final cursor", "parameters": [id_param], "security": device,
-                           "responses": {"200": {"description": "Closed", "content": {"application/json": {"schema": {"type": "object", "properties": {"cursor": {"type": ["string", "null"]}, "state": {"type": "string"}}}}}},
-                                         "401": err("Missing or wrong handoff token"), "404": err("No such handoff")}}},
-            "/v1/handoffs/{id}/events": {"get": {
-                "summary": "Buffered events after the cursor (a check-in). `Last-Event-ID` or `?after=` acknowledges up to that id.",
-                "parameters": [id_param, {"name": "after", "in": "query", "schema": {"type": "string"}}, {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}}],
-                "security": device,
-                "responses": {"200": {"description": "Events; a gap first when the buffer cannot vouch for completeness (SSE: an `ssepush.reset` frame without id)",
-                    "content": {"application/json": {"schema": {"type": "object", "properties": {
-                        "gap": {"type": ["object", "null"]}, "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}, "cursor": {"type": ["string", "null"]}}}},
-                        "text/event-stream": {"schema": {"type": "string"}}}},
-                    "401": err("Missing or wrong handoff token"), "404": err("No such handoff")}}},
-            "/healthz": {"get": {"responses": {"200": {"description": "Alive"}}}},
-            "/readyz": {"get": {"responses": {"200": {"description": "Ready"}, "503": {"description": "Draining or store unavailable"}}}},
-            "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text"}}}}
-        },
-        "components": {
-            "securitySchemes": {
-                "apiKey": {"type": "http", "scheme": "bearer", "description": "auth.api_keys or an HS256 JWT"},
-                "handoffToken": {"type": "http", "scheme": "bearer", "description": "The token returned by POST /v1/handoffs"}},
-            "schemas": {
-                "Error": {"type": "object", "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
-                "Event": {"type": "object", "properties": {"id": {"type": "string"}, "channel": {"type": "string"}, "type": {"type": "string"}, "data": {}, "time": {"type": "integer"}}},
-                "HandoffRequest": {"type": "object", "required": ["stream", "push"], "properties": {
-                    "stream": {"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}, "headers": {"type": "object", "additionalProperties": {"type": "string"}}, "lastEventId": {"type": ["string", "null"]}}},
-                    "push": {"oneOf": [
-                        {"type": "object", "required": ["platform", "token"], "properties": {"platform": {"const": "apns"}, "token": {"type": "string", "pattern": crate::push::apns::device_token_pattern()}, "topic": {"type": "string"}, "environment": {"enum": ["production", "sandbox", "development"]}}},
-                        {"type": "object", "required": ["platform", "token"], "properties": {"platform": {"const": "fcm"}, "token": {"type": "string"}}},
-                        {"type": "object", "required": ["platform", "subscription"], "properties": {"platform": {"const": "webpush"}, "subscription": {"type": "object", "description": "A W3C PushSubscription"}}}]},
-                    "wake": {"type": "object", "properties": {"filter": {"type": "string", "description": "CEL over channel, type, id, data"}, "coalesceMs": {"type": "integer"}, "maxPerHour": {"type": "integer"}, "mode": {"enum": ["background", "alert"]}}},
-                    "ttlSec": {"type": "integer"}}},
-                "Status": {"type": "object", "properties": {
-                    "id": {"type": "string"}, "state": {"enum": ["watching", "woken", "expired", "failed", "closed"]},
-                    "cursor": {"type": ["string", "null"]}, "newestId": {"type": ["string", "null"]}, "pending": {"type": "integer"},
-                    "wakesSent": {"type": "integer"}, "lastWake": {"type": ["object", "null"]}, "lastError": {"type": ["string", "null"]},
-                    "expiresAt": {"type": "string", "format": "date-time"}}}
-            }
-        }
-    })
+/// `GET /healthz`: the service layer's liveness answer.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "ops",
+    summary = "Liveness: the process answers",
+    responses((status = 200, description = "Alive", body = Health))
+)]
+async fn healthz() -> impl IntoResponse {
+    ops::healthz().await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// `GET /metrics`: the service layer's Prometheus exposition.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "ops",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "The Prometheus text format (0.0.4)", body = String, content_type = "text/plain"))
+)]
+async fn metrics() -> Response {
+    ops::metrics().await
+}
 
-    #[test]
-    fn openapi_names_every_route() {
-        let doc = openapi();
-        for path in [
-            "/v1/handoffs",
-            "/v1/handoffs/{id}",
-            "/v1/handoffs/{id}/events",
-            "/readyz",
-        ] {
-            assert!(doc["paths"][path].is_object(), "{path}");
-        }
-        assert_eq!(doc["openapi"], "3.1.0");
-    }
-
-    #[test]
-    fn cors_methods_are_the_documented_ones() {
-        use axum::http::Method;
-        let m = methods();
-        for want in [Method::GET, Method::POST, Method::DELETE] {
-            assert!(m.contains(&want), "{want}");
-        }
-        assert!(!m.contains(&Method::PATCH));
-    }
-
-    #[test]
-    fn the_apns_token_pattern_is_the_senders_rule() {
-        let doc = openapi();
-        let apns = &doc["components"]["schemas"]["HandoffRequest"]["properties"]["push"]["oneOf"]
-            [0]["properties"]["token"]["pattern"];
-        let pattern = regex::Regex::new(apns.as_str().expect("a pattern")).unwrap();
-        let mut samples: Vec<String> = (0..=204).map(|n| "a".repeat(n)).collect();
-        samples.extend([
-            "0123456789abcdefABCDEF".into(),
-            "zz".repeat(32),
-            "ab cd".into(),
-        ]);
-        for token in &samples {
-            assert_eq!(
-                pattern.is_match(token),
-                crate::push::apns::is_device_token(token),
-                "{} characters: {token:?}",
-                token.len()
-            );
-        }
-        assert!(pattern.is_match(&"a1".repeat(80)));
-    }
-
-    #[test]
-    fn bearer_parsing() {
-        let v = |s: &str| HeaderValue::from_str(s).unwrap();
-        assert_eq!(bearer_token(&v("Bearer abc")), Some("abc"));
-        assert_eq!(bearer_token(&v("bearer  abc ")), Some("abc"));
-        assert_eq!(bearer_token(&v("Basic abc")), None);
-        assert_eq!(bearer_token(&v("Bearer ")), None);
-    }
+/// `GET /v1/openapi.json`: this document.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    operation_id = "openapi",
+    tag = "ops",
+    summary = "This API description (OpenAPI 3.1)",
+    responses((status = 200, description = "The document", body = Object))
+)]
+async fn openapi_json(
+    axum::Extension(doc): axum::Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> Response {
+    axum::Json(doc.as_ref().clone()).into_response()
 }

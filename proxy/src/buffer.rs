@@ -15,26 +15,7 @@ use std::collections::VecDeque;
 use ssepush_origin::EventId;
 use ssepush_origin::event::SharedEvent;
 
-/// Why a read cannot be trusted to be complete.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GapReason {
-    /// The buffer overflowed (or the events were acknowledged earlier).
-    Buffer,
-    /// The origin sent `ssepush.reset`: its retention no longer held the cursor.
-    OriginReset,
-}
-
-/// The start of an incomplete read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Gap {
-    pub reason: GapReason,
-    /// The position the read asked for.
-    pub requested: Option<EventId>,
-    /// Events up to this id may be missing from the buffer.
-    pub through: Option<EventId>,
-    /// The oldest event the buffer (or the origin) still holds.
-    pub oldest: Option<EventId>,
-}
+use crate::protocol::{Gap, GapSource};
 
 /// One buffered event and whether it passed the wake filter.
 #[derive(Debug, Clone)]
@@ -116,19 +97,9 @@ impl EventBuffer {
             .collect();
         let oldest = self.events.front().map(|b| b.event.id);
         let gap = if let Some(origin_oldest) = self.origin_reset {
-            Some(Gap {
-                reason: GapReason::OriginReset,
-                requested: after,
-                through: None,
-                oldest: origin_oldest,
-            })
+            Some(Gap::new(GapSource::Origin, after, None, origin_oldest))
         } else if self.floor.is_some() && after < self.floor {
-            Some(Gap {
-                reason: GapReason::Buffer,
-                requested: after,
-                through: self.floor,
-                oldest,
-            })
+            Some(Gap::new(GapSource::Proxy, after, self.floor, oldest))
         } else {
             None
         };
@@ -216,9 +187,9 @@ mod tests {
         let (gap, events) = b.read(cursor);
         assert_eq!(ids(&events), vec![3, 4, 5]);
         let gap = gap.expect("a gap");
-        assert_eq!(gap.reason, GapReason::Buffer);
-        assert_eq!(gap.through, Some(EventId::new(1, 2)));
-        assert_eq!(gap.oldest, Some(EventId::new(1, 3)));
+        assert_eq!(gap.source, GapSource::Proxy);
+        assert_eq!(gap.through_id, Some(EventId::new(1, 2)));
+        assert_eq!(gap.oldest_id, Some(EventId::new(1, 3)));
         assert_eq!(b.dropped(), 2);
         // A phone that already has event 2 sees no gap.
         assert_eq!(b.read(Some(EventId::new(1, 2))).0, None);
@@ -231,7 +202,7 @@ mod tests {
         b.lost(EventId::new(1, 1));
         b.push(ev(2), true);
         let (gap, events) = b.read(cursor);
-        assert_eq!(gap.unwrap().through, Some(EventId::new(1, 1)));
+        assert_eq!(gap.unwrap().through_id, Some(EventId::new(1, 1)));
         assert_eq!(ids(&events), vec![2]);
     }
 
@@ -254,8 +225,8 @@ mod tests {
         b.origin_reset(Some(EventId::new(1, 3)));
         b.push(ev(3), true);
         let gap = b.read(Some(EventId::new(0, 1))).0.unwrap();
-        assert_eq!(gap.reason, GapReason::OriginReset);
-        assert_eq!(gap.oldest, Some(EventId::new(1, 3)));
+        assert_eq!(gap.source, GapSource::Origin);
+        assert_eq!(gap.oldest_id, Some(EventId::new(1, 3)));
         b.ack(EventId::new(1, 3));
         assert_eq!(b.read(Some(EventId::new(1, 3))).0, None);
     }

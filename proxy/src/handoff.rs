@@ -1,5 +1,6 @@
-//! Handoffs: the request a phone sends before it sleeps, its validation, its secret token, and
-//! the per-handoff **state machine**.
+//! Handoffs: the validation of the request a phone sends before it sleeps
+//! ([`crate::protocol::HandoffRequest`]) into a [`HandoffSpec`], and the per-handoff **state
+//! machine**. Its ids and token are in [`crate::token`], the allowed origins in [`crate::allow`].
 //!
 //! ```text
 //!              wake accepted            check-in (GET /events)
@@ -10,22 +11,19 @@
 //!   expired  failed{reason}   closed          (terminal: nothing leaves them)
 //! ```
 //!
-//! Everything here is plain values: no sockets, no clock but the one passed in.
-//! The handoff's token is returned once, at creation; only its SHA-256 is kept, and every type
-//! that holds a secret (the token, upstream headers, push tokens) has a redacting `Debug`.
+//! Everything here is plain values: no sockets, no clock. Every type that holds a secret
+//! (upstream headers, push tokens) has a redacting `Debug`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 use base64::Engine;
 use reqwest::Url;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use ssepush_origin::EventId;
 use ssepush_origin::filter::{Filter, FilterError};
-use subtle::ConstantTimeEq;
 
-use crate::push::{PushTarget, WakeMode};
+use crate::allow::{OriginAllowList, is_loopback_host, origin_of};
+use crate::protocol::{HandoffRequest, HandoffState, PushTarget, WakeMode};
 use crate::settings::Settings;
 
 // ---------------------------------------------------------------------------------------------
@@ -33,8 +31,7 @@ use crate::settings::Settings;
 // ---------------------------------------------------------------------------------------------
 
 /// Where a handoff is in its life.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "state", content = "reason")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     /// The proxy watches the stream; no wake is outstanding.
     Watching,
@@ -49,21 +46,25 @@ pub enum State {
 }
 
 impl State {
-    pub fn name(&self) -> &'static str {
+    /// The state as the API shows it (a failure's reason goes to `lastError`).
+    pub fn wire(&self) -> HandoffState {
         match self {
-            State::Watching => "watching",
-            State::Woken => "woken",
-            State::Expired => "expired",
-            State::Failed(_) => "failed",
-            State::Closed => "closed",
+            State::Watching => HandoffState::Watching,
+            State::Woken => HandoffState::Woken,
+            State::Expired => HandoffState::Expired,
+            State::Failed(_) => HandoffState::Failed,
+            State::Closed => HandoffState::Closed,
         }
     }
 
-    pub fn is_terminal(&self) -> bool {
-        matches!(self, State::Expired | State::Failed(_) | State::Closed)
+    /// The wire name: `watching`, `woken`, `expired`, `failed`, `closed`.
+    pub fn name(&self) -> &'static str {
+        self.wire().as_str()
     }
 
-    pub const ALL: [&'static str; 5] = ["watching", "woken", "expired", "failed", "closed"];
+    pub fn is_terminal(&self) -> bool {
+        self.wire().is_terminal()
+    }
 }
 
 /// What happens to a handoff.
@@ -97,107 +98,8 @@ pub fn transition(state: &State, input: &Input) -> State {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tokens
-// ---------------------------------------------------------------------------------------------
-
-/// A handoff's secret, as handed to the phone once. 256 random bits, hex.
-pub struct Token(String);
-
-impl Token {
-    pub fn generate() -> Token {
-        Token(random_hex(32))
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn hash(&self) -> TokenHash {
-        TokenHash::of(&self.0)
-    }
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token(***)")
-    }
-}
-
-/// What the proxy keeps of a token: its SHA-256. A leaked store does not leak the tokens.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TokenHash([u8; 32]);
-
-impl TokenHash {
-    pub fn of(token: &str) -> TokenHash {
-        TokenHash(Sha256::digest(token.as_bytes()).into())
-    }
-
-    pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// Constant-time comparison of a presented token against this hash.
-    pub fn verify(&self, presented: &str) -> bool {
-        bool::from(TokenHash::of(presented).0.ct_eq(&self.0))
-    }
-}
-
-impl std::fmt::Debug for TokenHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenHash(…)")
-    }
-}
-
-/// A fresh handoff id: `h_` and 128 random bits, hex.
-pub fn new_id() -> String {
-    format!("h_{}", random_hex(16))
-}
-
-fn random_hex(bytes: usize) -> String {
-    use rand::RngCore;
-    let mut buf = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-// ---------------------------------------------------------------------------------------------
 // The request
 // ---------------------------------------------------------------------------------------------
-
-/// `POST /v1/handoffs` body, as sent (SPEC §5).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct HandoffRequest {
-    pub stream: StreamRequest,
-    pub push: PushTarget,
-    #[serde(default)]
-    pub wake: WakeRequest,
-    #[serde(default)]
-    pub ttl_sec: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct StreamRequest {
-    pub url: String,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default)]
-    pub last_event_id: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct WakeRequest {
-    #[serde(default)]
-    pub filter: Option<String>,
-    #[serde(default)]
-    pub coalesce_ms: Option<u64>,
-    #[serde(default)]
-    pub max_per_hour: Option<u32>,
-    #[serde(default)]
-    pub mode: Option<WakeMode>,
-}
 
 /// Why a handoff request was refused; [`HandoffError::status`] classifies it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -301,7 +203,7 @@ pub struct Target(pub PushTarget);
 
 impl Target {
     pub fn platform(&self) -> &'static str {
-        platform(&self.0)
+        self.0.platform()
     }
 }
 
@@ -311,19 +213,11 @@ impl std::fmt::Debug for Target {
     }
 }
 
-pub fn platform(t: &PushTarget) -> &'static str {
-    match t {
-        PushTarget::Apns { .. } => "apns",
-        PushTarget::Fcm { .. } => "fcm",
-        PushTarget::Webpush { .. } => "webpush",
-    }
-}
-
-/// A validated handoff, ready to be stored and watched.
+/// A validated handoff: what to watch and how to wake, fixed for its life. (The phone's cursor
+/// is not here: it moves, and the live handoff owns it, see [`crate::cursor`].)
 #[derive(Debug, Clone)]
 pub struct HandoffSpec {
     pub stream: StreamSpec,
-    pub cursor: Option<EventId>,
     pub push: Target,
     pub wake: WakeSpec,
     pub ttl_secs: u64,
@@ -347,65 +241,65 @@ const FORBIDDEN_HEADERS: [&str; 13] = [
     "accept",
 ];
 
-impl HandoffRequest {
-    /// Validates every field. `has_provider` says whether this node can push to a platform.
-    /// Nothing here touches the network: a refused URL is refused before any connection.
-    pub fn validate(
-        self,
-        settings: &Settings,
-        allow: &OriginAllowList,
-        has_provider: impl Fn(&PushTarget) -> bool,
-    ) -> Result<HandoffSpec, HandoffError> {
-        let url = check_stream_url(&self.stream.url, allow)?;
-        let headers = check_headers(&self.stream.headers, settings)?;
-        let cursor = match self.stream.last_event_id.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(s) => Some(
-                s.parse::<EventId>()
-                    .map_err(|e| HandoffError::BadEventId(e.to_string()))?,
-            ),
-        };
-        check_push_target(&self.push)?;
-        if !has_provider(&self.push) {
-            return Err(HandoffError::NoProvider(platform(&self.push)));
-        }
-        let filter = match self.wake.filter.as_deref() {
-            None => None,
-            Some(s) if s.trim().is_empty() => None,
-            Some(s) => Some(Filter::compile(s).map_err(HandoffError::BadFilter)?),
-        };
-        let w = &settings.wake;
-        let coalesce_ms = self.wake.coalesce_ms.unwrap_or(w.coalesce_ms);
-        if coalesce_ms > w.max_coalesce_ms {
-            return Err(HandoffError::BadWake(format!(
-                "coalesceMs must be at most {}",
-                w.max_coalesce_ms
-            )));
-        }
-        let max_per_hour = self.wake.max_per_hour.unwrap_or(w.max_per_hour);
-        if max_per_hour == 0 || max_per_hour > w.max_per_hour_limit {
-            return Err(HandoffError::BadWake(format!(
-                "maxPerHour must be 1..={}",
-                w.max_per_hour_limit
-            )));
-        }
-        let ttl_secs = self.ttl_sec.unwrap_or(settings.default_ttl_secs);
-        if ttl_secs == 0 || ttl_secs > settings.max_ttl_secs {
-            return Err(HandoffError::BadTtl(settings.max_ttl_secs));
-        }
-        Ok(HandoffSpec {
-            stream: StreamSpec { url, headers },
-            cursor,
-            push: Target(self.push),
-            wake: WakeSpec {
-                filter,
-                coalesce_ms,
-                max_per_hour,
-                mode: self.wake.mode.unwrap_or_default(),
-            },
-            ttl_secs,
-        })
+/// Validates every field of a request: the spec, and the phone's cursor (`stream.lastEventId`;
+/// blank means none) that the live handoff starts from. `has_provider` says whether this node
+/// can push to a platform. Nothing here touches the network: a refused URL is refused before
+/// any connection.
+pub fn validate(
+    req: HandoffRequest,
+    settings: &Settings,
+    allow: &OriginAllowList,
+    has_provider: impl Fn(&PushTarget) -> bool,
+) -> Result<(HandoffSpec, Option<EventId>), HandoffError> {
+    let url = check_stream_url(&req.stream.url, allow)?;
+    let headers = check_headers(&req.stream.headers, settings)?;
+    let cursor = match req.stream.last_event_id.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<EventId>()
+                .map_err(|e| HandoffError::BadEventId(e.to_string()))?,
+        ),
+    };
+    check_push_target(&req.push)?;
+    if !has_provider(&req.push) {
+        return Err(HandoffError::NoProvider(req.push.platform()));
     }
+    let filter = match req.wake.filter.as_deref() {
+        None => None,
+        Some(s) if s.trim().is_empty() => None,
+        Some(s) => Some(Filter::compile(s).map_err(HandoffError::BadFilter)?),
+    };
+    let w = &settings.wake;
+    let coalesce_ms = req.wake.coalesce_ms.unwrap_or(w.coalesce_ms);
+    if coalesce_ms > w.max_coalesce_ms {
+        return Err(HandoffError::BadWake(format!(
+            "coalesceMs must be at most {}",
+            w.max_coalesce_ms
+        )));
+    }
+    let max_per_hour = req.wake.max_per_hour.unwrap_or(w.max_per_hour);
+    if max_per_hour == 0 || max_per_hour > w.max_per_hour_limit {
+        return Err(HandoffError::BadWake(format!(
+            "maxPerHour must be 1..={}",
+            w.max_per_hour_limit
+        )));
+    }
+    let ttl_secs = req.ttl_sec.unwrap_or(settings.default_ttl_secs);
+    if ttl_secs == 0 || ttl_secs > settings.max_ttl_secs {
+        return Err(HandoffError::BadTtl(settings.max_ttl_secs));
+    }
+    let spec = HandoffSpec {
+        stream: StreamSpec { url, headers },
+        push: Target(req.push),
+        wake: WakeSpec {
+            filter,
+            coalesce_ms,
+            max_per_hour,
+            mode: req.wake.mode.unwrap_or_default(),
+        },
+        ttl_secs,
+    };
+    Ok((spec, cursor))
 }
 
 fn check_stream_url(raw: &str, allow: &OriginAllowList) -> Result<Url, HandoffError> {
@@ -429,13 +323,6 @@ fn check_stream_url(raw: &str, allow: &OriginAllowList) -> Result<Url, HandoffEr
     }
     Ok(url)
 }
-
-/// `scheme://host:port` of a URL: what error messages and logs may show (never path or query,
-/// which can carry tokens).
-pub fn origin_of(url: &Url) -> String {
-    url.origin().ascii_serialization()
-}
-
 fn check_headers(
     given: &BTreeMap<String, String>,
     settings: &Settings,
@@ -556,82 +443,6 @@ fn check_push_target(t: &PushTarget) -> Result<(), HandoffError> {
     }
     Ok(())
 }
-
-fn is_loopback_host(url: &Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Allowed origins
-// ---------------------------------------------------------------------------------------------
-
-/// The operator's `allowed_origins`, parsed once.
-#[derive(Debug, Clone)]
-pub struct OriginAllowList {
-    entries: Vec<Url>,
-    /// Empty list on a loopback listen address: loopback origins are allowed (development).
-    loopback_only: bool,
-}
-
-impl OriginAllowList {
-    pub fn parse(list: &[String], listen: SocketAddr) -> Result<OriginAllowList, String> {
-        let mut entries = Vec::new();
-        for raw in list {
-            let url = Url::parse(raw)
-                .map_err(|e| format!("allowed_origins entry {raw:?} is not a URL: {e}"))?;
-            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                return Err(format!(
-                    "allowed_origins entry {raw:?} must be an http(s) URL with a host"
-                ));
-            }
-            if url.query().is_some() || url.fragment().is_some() {
-                return Err(format!(
-                    "allowed_origins entry {raw:?} must not have a query or fragment"
-                ));
-            }
-            entries.push(url);
-        }
-        Ok(OriginAllowList {
-            loopback_only: entries.is_empty() && listen.ip().is_loopback(),
-            entries,
-        })
-    }
-
-    /// Whether the proxy may send a request to `url`. Checked for the stream URL and for every
-    /// redirect hop.
-    pub fn allows(&self, url: &Url) -> bool {
-        if !matches!(url.scheme(), "http" | "https") {
-            return false;
-        }
-        if self.entries.is_empty() {
-            return self.loopback_only && is_loopback_host(url);
-        }
-        self.entries.iter().any(|e| {
-            e.scheme() == url.scheme()
-                && e.host() == url.host()
-                && e.port_or_known_default() == url.port_or_known_default()
-                && path_prefix(e.path(), url.path())
-        })
-    }
-}
-
-/// `/v1` allows `/v1` and `/v1/sse` but not `/v1x`.
-fn path_prefix(prefix: &str, path: &str) -> bool {
-    let prefix = prefix.trim_end_matches('/');
-    prefix.is_empty()
-        || path == prefix
-        || path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('/'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -687,23 +498,15 @@ mod tests {
     }
 
     #[test]
-    fn tokens_verify_by_hash_and_never_print() {
-        let t = Token::generate();
-        assert_eq!(t.expose().len(), 64);
-        let h = t.hash();
-        assert!(h.verify(t.expose()));
-        assert!(!h.verify("nope"));
-        assert!(!format!("{t:?} {h:?}").contains(t.expose()));
-        assert_ne!(Token::generate().expose(), t.expose());
-        assert!(new_id().starts_with("h_"));
-    }
-
-    #[test]
     fn a_good_request_validates_and_secrets_do_not_print() {
-        let spec = request(apns_req())
-            .validate(&settings(), &allow(&["http://127.0.0.1:8080"]), |_| true)
-            .unwrap();
-        assert_eq!(spec.cursor, Some(EventId::new(5, 0)));
+        let (spec, cursor) = validate(
+            request(apns_req()),
+            &settings(),
+            &allow(&["http://127.0.0.1:8080"]),
+            |_| true,
+        )
+        .unwrap();
+        assert_eq!(cursor, Some(EventId::new(5, 0)));
         assert_eq!(spec.stream.headers.0[0].0, "authorization");
         assert_eq!(spec.wake.max_per_hour, 3);
         let text = format!("{spec:?}");
@@ -718,27 +521,8 @@ mod tests {
         for len in [64, 160, 200] {
             let mut j = apns_req();
             j["push"]["token"] = "ab".repeat(len / 2).into();
-            request(j).validate(&s, &a, |_| true).unwrap();
+            validate(request(j), &s, &a, |_| true).unwrap();
         }
-    }
-
-    #[test]
-    fn allowed_origins_match_scheme_host_port_and_path_prefix() {
-        let a = allow(&["http://127.0.0.1:8080", "https://api.example.com/streams"]);
-        let ok = |u: &str| a.allows(&Url::parse(u).unwrap());
-        assert!(ok("http://127.0.0.1:8080/v1/sse"));
-        assert!(!ok("http://127.0.0.1:8081/v1/sse"));
-        assert!(!ok("https://127.0.0.1:8080/v1/sse"));
-        assert!(ok("https://api.example.com/streams/x"));
-        assert!(ok("https://api.example.com:443/streams"));
-        assert!(!ok("https://api.example.com/streamsx"));
-        assert!(!ok("https://api.example.com.evil.net/streams"));
-        // Empty list: loopback only, and only on a loopback listen address.
-        let dev = allow(&[]);
-        assert!(dev.allows(&Url::parse("http://localhost:1/x").unwrap()));
-        assert!(!dev.allows(&Url::parse("http://10.0.0.1/x").unwrap()));
-        let public = OriginAllowList::parse(&[], "0.0.0.0:8090".parse().unwrap()).unwrap();
-        assert!(!public.allows(&Url::parse("http://127.0.0.1/x").unwrap()));
     }
 
     #[test]
@@ -748,9 +532,7 @@ mod tests {
         let check = |patch: &dyn Fn(&mut serde_json::Value)| {
             let mut j = apns_req();
             patch(&mut j);
-            request(j)
-                .validate(&s, &a, |t| platform(t) != "fcm")
-                .unwrap_err()
+            validate(request(j), &s, &a, |t| t.platform() != "fcm").unwrap_err()
         };
         let e = check(&|j| j["stream"]["url"] = "http://10.1.1.1/v1/sse".into());
         assert_eq!(e.status(), 403);

@@ -2,27 +2,70 @@
 //! the origin for it and wakes it through APNs, FCM or Web Push when an event it cares about
 //! arrives; the phone resumes from its last event id and takes the stream back.
 //!
-//! * [`push`] — the push providers behind one small trait.
-//! * [`settings`] — the proxy's settings (TOML + `SSEPUSH_PROXY_…` env).
-//! * [`handoff`] — the handoff request, its validation, tokens and the per-handoff state machine.
-//! * [`buffer`] — the bounded per-handoff event buffer with gap reporting.
-//! * [`wake`] — the wake policy (coalescing, one outstanding wake, budgets, retries) as plain code.
-//! * [`upstream`] — the reconnect policy, one SSE connection, shared watchers.
-//! * [`retry_after`] — `Retry-After` (delta-seconds or HTTP-date) as plain code.
-//! * [`live`] — a live handoff on its node and its wake driver.
-//! * [`store`] — the handoff store trait and its in-memory backend.
-//! * [`api`], [`server`] — the HTTP API and `run(listener, settings, providers, shutdown)`.
+//! Two layers:
+//!
+//! * [`protocol`] (always built) — every wire shape as serde types: the handoff request and its
+//!   answers, the catch-up events with the gap marker, each platform's wake payload. Clients
+//!   depend on the crate with `default-features = false` to get exactly this.
+//! * the server (feature `server`, on by default), read top to bottom as a staircase: each
+//!   module uses only modules below it.
+//!   1. [`server`] — `run(listener, settings, providers, shutdown)`.
+//!   2. [`api`] — the HTTP handlers; [`openapi`] their document; [`sweep`] the sweeper.
+//!   3. [`driver`] — the per-handoff task: wakes, expiry, teardown.
+//!   4. [`node`] — [`node::Node`], what handlers and drivers share, and the one teardown path.
+//!   5. [`auth`] — who may create handoffs.
+//!   6. [`live`] — a live handoff's hot state; [`cursor`] — the one owner of its position.
+//!   7. [`upstream`] — shared watchers; [`connector`] — one connection and the read loop;
+//!      [`reconnect`] — the reconnect policy; [`verdicts`] — filter verdicts per event.
+//!   8. [`handoff`] — request validation and the state machine; [`allow`] — allowed origins;
+//!      [`token`] — ids and tokens.
+//!   9. [`settings`], [`store`], [`buffer`], [`wake`] (the wake policy), [`retry_after`],
+//!      [`push`] (the providers).
 #![forbid(unsafe_code)]
 
-pub mod push;
+pub mod protocol;
 
+#[cfg(feature = "server")]
+pub mod allow;
+#[cfg(feature = "server")]
 pub mod api;
+#[cfg(feature = "server")]
+pub mod auth;
+#[cfg(feature = "server")]
 pub mod buffer;
+#[cfg(feature = "server")]
+pub mod connector;
+#[cfg(feature = "server")]
+pub mod cursor;
+#[cfg(feature = "server")]
+pub mod driver;
+#[cfg(feature = "server")]
 pub mod handoff;
+#[cfg(feature = "server")]
 pub mod live;
+#[cfg(feature = "server")]
+pub mod node;
+#[cfg(feature = "server")]
+pub mod openapi;
+#[cfg(feature = "server")]
+pub mod push;
+#[cfg(feature = "server")]
+pub mod reconnect;
+#[cfg(feature = "server")]
 pub mod retry_after;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 pub mod settings;
+#[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
+pub mod sweep;
+#[cfg(feature = "server")]
+pub mod token;
+#[cfg(feature = "server")]
 pub mod upstream;
+#[cfg(feature = "server")]
+pub mod verdicts;
+#[cfg(feature = "server")]
 pub mod wake;

@@ -1,68 +1,35 @@
-//! A live handoff on its owning node: the record's hot half (state, cursor, buffer, wake
-//! policy) behind one mutex, and its **driver** — one task that sleeps until the wake policy says
-//! send, sends through the platform's provider (under the provider-wide rate limit), applies the
-//! result, and ends the handoff at its ttl.
+//! A live handoff: the hot half of its record (state, cursor, buffer, wake policy) behind one
+//! mutex, owned by the node that watches for it. It is what the upstream watcher calls
+//! synchronously for every event (a [`Subscriber`]), what the API's check-in and handback
+//! change, and what the driver ([`crate::driver`]) asks what to do; it never does I/O itself.
 //!
-//! The upstream watcher calls [`LiveHandoff`] synchronously for every event (it is a
-//! [`Subscriber`]); the driver is only woken (a `Notify`) when an event owes a wake, so a sleeping
-//! handoff costs a parked task and its buffer, nothing more. Every log line of a handoff is in a
-//! span carrying its id — never its token, push token or upstream headers.
+//! Its position in the stream has one owner, the [`Cursor`] inside; the watcher reads it when
+//! the handoff joins ([`Subscriber::cursor`]). Every log line of a handoff is in a span carrying
+//! its id — never its token, push token or upstream headers.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
-use rand::Rng;
 use ssepush_origin::EventId;
+use ssepush_origin::clock::now_ms;
 use ssepush_origin::event::SharedEvent;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use crate::buffer::{EventBuffer, Gap};
-use crate::handoff::{HandoffSpec, Input, State, TokenHash, transition};
-use crate::push::Wake;
-use crate::server::Node;
-use crate::store::{HandoffRecord, LastWake};
+use crate::buffer::EventBuffer;
+use crate::cursor::Cursor;
+use crate::handoff::{HandoffSpec, Input, State, transition};
+use crate::protocol::{CatchUp, LastWake};
+use crate::push::{PushError, Wake};
+use crate::settings::Settings;
+use crate::store::HandoffRecord;
+use crate::token::TokenHash;
 use crate::upstream::{Subscriber, Verdicts};
 use crate::wake::{Action, Outcome, WakeConfig, WakePolicy};
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Unix milliseconds as RFC 3339 UTC (`2026-11-24T19:00:00.000Z`).
-pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
 struct Inner {
     state: State,
-    /// The device's cursor: what it handed off with, acknowledged, or was served.
-    cursor: Option<EventId>,
-    /// The newest id received for this handoff (duplicates at or below it are dropped).
-    last_seen: Option<EventId>,
-    newest: Option<EventId>,
+    cursor: Cursor,
     buffer: EventBuffer,
     policy: WakePolicy,
     wakes_sent: u64,
@@ -71,21 +38,17 @@ struct Inner {
     finished_at_ms: Option<u64>,
 }
 
-/// What `GET /events` returns.
-#[derive(Debug)]
-pub struct Catchup {
-    pub gap: Option<Gap>,
-    pub events: Vec<SharedEvent>,
-    pub cursor: Option<EventId>,
-}
-
+/// One handoff this node watches for. See the module docs.
 pub struct LiveHandoff {
     pub id: String,
     token: TokenHash,
     pub spec: HandoffSpec,
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
-    expires_at: Instant,
+    /// When the ttl ends, on the monotonic clock.
+    pub expires_at: Instant,
+    /// How long push services keep an undelivered wake (`wake.push_ttl_secs`).
+    push_ttl: Duration,
     inner: Mutex<Inner>,
     notify: Notify,
     /// Cancelled when the handoff reaches a terminal state: the driver ends.
@@ -109,9 +72,25 @@ fn state_gauge(state: &State, delta: f64) {
     metrics::gauge!("ssepush_proxy_handoffs", "state" => state.name()).increment(delta);
 }
 
+/// A wake being sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WakeSend {
+    pub wake: Wake,
+    /// When the first event this wake covers arrived (for the wake-latency histogram).
+    pub owed_since: Option<Instant>,
+}
+
 impl LiveHandoff {
-    pub fn new(id: String, token: TokenHash, spec: HandoffSpec, node: &Node) -> Arc<LiveHandoff> {
-        let w = &node.settings.wake;
+    /// A handoff of `spec` whose phone handed off at `cursor`, with the node's `[wake]` and
+    /// buffer settings.
+    pub fn new(
+        id: String,
+        token: TokenHash,
+        spec: HandoffSpec,
+        cursor: Option<EventId>,
+        settings: &Settings,
+    ) -> Arc<LiveHandoff> {
+        let w = &settings.wake;
         let cfg = WakeConfig {
             coalesce: Duration::from_millis(spec.wake.coalesce_ms),
             max_per_hour: spec.wake.max_per_hour,
@@ -128,12 +107,12 @@ impl LiveHandoff {
             created_at_ms: created,
             expires_at_ms: created + ttl.as_millis() as u64,
             expires_at: Instant::now() + ttl,
+            push_ttl: Duration::from_secs(w.push_ttl_secs),
             inner: Mutex::new(Inner {
                 state: State::Watching,
-                cursor: spec.cursor,
-                last_seen: spec.cursor,
-                newest: None,
-                buffer: EventBuffer::new(node.settings.buffer_events, spec.cursor),
+                cursor: Cursor::new(cursor),
+                // Nothing at or below the phone's cursor is owed to it.
+                buffer: EventBuffer::new(settings.buffer_events, cursor),
                 policy: WakePolicy::new(cfg),
                 wakes_sent: 0,
                 last_wake: None,
@@ -160,6 +139,17 @@ impl LiveHandoff {
         self.inner.lock().unwrap().state.clone()
     }
 
+    /// The device cursor.
+    pub fn cursor(&self) -> Option<EventId> {
+        self.inner.lock().unwrap().cursor.device()
+    }
+
+    /// Resolves when something may have changed what the driver should do (an event owing a
+    /// wake, a check-in, a state change).
+    pub async fn changed(&self) {
+        self.notify.notified().await
+    }
+
     /// Applies a state-machine input; returns true when the state changed.
     fn apply(&self, inner: &mut Inner, input: Input) -> bool {
         let next = transition(&inner.state, &input);
@@ -183,38 +173,38 @@ impl LiveHandoff {
     }
 
     /// `GET /events`: a check-in. `after` (the device's own cursor, from `Last-Event-ID` or
-    /// `?after=`) acknowledges everything up to it; the events after it (or after the stored
-    /// cursor) are returned and the cursor moves to the newest of them.
-    pub fn check_in(&self, after: Option<EventId>) -> Catchup {
+    /// `?after=`) acknowledges everything up to it; the events after it (or after the device
+    /// cursor) are returned and the device cursor moves to the newest of them.
+    pub fn check_in(&self, after: Option<EventId>) -> CatchUp {
         let mut inner = self.inner.lock().unwrap();
         if let Some(a) = after {
             inner.buffer.ack(a);
-            inner.cursor = inner.cursor.max(Some(a));
+            inner.cursor.advance_device(a);
         }
-        let from = after.or(inner.cursor);
+        let from = after.or(inner.cursor.device());
         let (gap, events) = inner.buffer.read(from);
         if let Some(last) = events.last() {
-            inner.cursor = inner.cursor.max(Some(last.id));
+            inner.cursor.advance_device(last.id);
         }
-        let owed = inner.buffer.wake_owed(inner.cursor);
+        let owed = inner.buffer.wake_owed(inner.cursor.device());
         inner.policy.on_check_in(Instant::now(), owed);
         self.apply(&mut inner, Input::CheckIn);
         self.notify.notify_one();
-        Catchup {
+        CatchUp {
             gap,
             events,
-            cursor: inner.cursor,
+            cursor: inner.cursor.device(),
         }
     }
 
-    /// `DELETE`: the handback. Returns the final cursor.
+    /// `DELETE`: the handback. Returns the final device cursor.
     pub fn close(&self, after: Option<EventId>) -> Option<EventId> {
         let mut inner = self.inner.lock().unwrap();
         if let Some(a) = after {
-            inner.cursor = inner.cursor.max(Some(a));
+            inner.cursor.advance_device(a);
         }
         self.apply(&mut inner, Input::Close);
-        inner.cursor
+        inner.cursor.device()
     }
 
     pub fn fail(&self, reason: &str) {
@@ -222,12 +212,86 @@ impl LiveHandoff {
         self.apply(&mut inner, Input::Fail(reason.to_owned()));
     }
 
+    /// Expires the handoff when its ttl is over at `now`; true when that changed its state.
     pub fn expire_if_due(&self, now: Instant) -> bool {
         if now < self.expires_at {
             return false;
         }
         let mut inner = self.inner.lock().unwrap();
         self.apply(&mut inner, Input::Expire)
+    }
+
+    /// What the wake policy says to do at `now`; `None` once the handoff has ended.
+    pub fn next_action(&self, now: Instant) -> Option<Action> {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.state.is_terminal() {
+            return None;
+        }
+        Some(inner.policy.next(now))
+    }
+
+    /// Starts sending a wake (after [`next_action`](Self::next_action) said
+    /// [`Action::Send`]): the wake to send, as of now.
+    pub fn begin_wake(&self) -> WakeSend {
+        let mut inner = self.inner.lock().unwrap();
+        inner.policy.begin_send();
+        let wake = Wake {
+            handoff_id: self.id.clone(),
+            pending: inner.buffer.pending(inner.cursor.device()),
+            latest_event_id: inner.cursor.newest(),
+            mode: self.spec.wake.mode,
+            collapse_id: self.id.clone(),
+            ttl: self.push_ttl,
+        };
+        WakeSend {
+            wake,
+            owed_since: inner.policy.owed_since(),
+        }
+    }
+
+    /// Applies what the provider answered to the `wake` from [`begin_wake`](Self::begin_wake),
+    /// at `now`; `jitter` in `[0, 1)` spreads retries.
+    pub fn wake_result(
+        &self,
+        wake: &Wake,
+        result: &Result<(), PushError>,
+        now: Instant,
+        jitter: f64,
+    ) -> Outcome {
+        let mut inner = self.inner.lock().unwrap();
+        let outcome = inner.policy.on_result(now, result, jitter);
+        match &outcome {
+            Outcome::Accepted => {
+                inner.wakes_sent += 1;
+                inner.last_wake = Some(LastWake {
+                    at: SystemTime::now().into(),
+                    pending: wake.pending,
+                    latest_event_id: inner.cursor.newest(),
+                });
+                if inner.policy.is_outstanding() {
+                    self.apply(&mut inner, Input::WakeAccepted);
+                }
+                tracing::info!(parent: &self.span, pending = wake.pending, "wake accepted");
+            }
+            Outcome::Retry(at) => {
+                let msg = result
+                    .as_ref()
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                tracing::info!(parent: &self.span, error = %msg, retry_in = ?at.saturating_duration_since(now), "wake not accepted; will retry");
+                inner.last_error = Some(msg);
+            }
+            Outcome::GaveUp(msg) => {
+                tracing::warn!(parent: &self.span, error = %msg, "wake given up after repeated failures");
+                inner.last_error = Some(msg.clone());
+            }
+            Outcome::Failed(reason) => {
+                tracing::warn!(parent: &self.span, %reason, "push target is dead; handoff failed");
+                self.apply(&mut inner, Input::Fail(format!("push rejected: {reason}")));
+            }
+        }
+        outcome
     }
 
     /// A snapshot for the store and the status endpoint.
@@ -248,14 +312,14 @@ impl LiveHandoff {
             coalesce_ms: self.spec.wake.coalesce_ms,
             max_per_hour: self.spec.wake.max_per_hour,
             mode: self.spec.wake.mode,
-            state: inner.state.name().to_owned(),
+            state: inner.state.wire(),
             failed_reason: match &inner.state {
                 State::Failed(r) => Some(r.clone()),
                 _ => None,
             },
-            cursor: inner.cursor,
-            newest_id: inner.newest,
-            pending: inner.buffer.pending(inner.cursor),
+            cursor: inner.cursor.device(),
+            newest_id: inner.cursor.newest(),
+            pending: inner.buffer.pending(inner.cursor.device()),
             wakes_sent: inner.wakes_sent,
             last_wake: inner.last_wake.clone(),
             last_error: inner.last_error.clone(),
@@ -279,13 +343,15 @@ impl Subscriber for LiveHandoff {
         &self.id
     }
 
+    fn cursor(&self) -> Option<EventId> {
+        self.inner.lock().unwrap().cursor.resume_from()
+    }
+
     fn on_event(&self, event: &SharedEvent, verdicts: &mut Verdicts<'_>) {
         let mut inner = self.inner.lock().unwrap();
-        if inner.state.is_terminal() || inner.last_seen.is_some_and(|l| event.id <= l) {
+        if inner.state.is_terminal() || !inner.cursor.deliver(event.id) {
             return;
         }
-        inner.last_seen = Some(event.id);
-        inner.newest = Some(event.id);
         // Control events are passed on but never wake a phone by themselves.
         let wakes = !event.is_control()
             && self
@@ -314,7 +380,7 @@ impl Subscriber for LiveHandoff {
 
     fn on_lost(&self, through: EventId) {
         let mut inner = self.inner.lock().unwrap();
-        // Not `last_seen`: older events of the gap read may still arrive and are kept.
+        // Not delivered: older events of the gap read may still arrive and are kept.
         inner.buffer.lost(through);
         metrics::counter!("ssepush_proxy_buffer_overflows_total").increment(1);
     }
@@ -324,9 +390,9 @@ impl Subscriber for LiveHandoff {
         if inner.state.is_terminal() {
             return;
         }
-        // Not `last_seen`, as for `on_lost`: older events of a gap read may still arrive.
+        // Known, not delivered: older events of a gap read may still arrive.
         inner.buffer.lost(id);
-        inner.newest = inner.newest.max(Some(id));
+        inner.cursor.skipped(id);
         inner.last_error = Some(reason.to_owned());
         // The phone must learn of the gap (it reads the event from the origin): a wake is owed
         // whatever the filter says, as for the origin's reset.
@@ -340,136 +406,21 @@ impl Subscriber for LiveHandoff {
     }
 }
 
-/// Runs a handoff until it ends: wakes when the policy says so, expires at its ttl.
-pub fn spawn_driver(node: Arc<Node>, h: Arc<LiveHandoff>) {
-    let span = h.span.clone();
-    tokio::spawn(drive(node, h).instrument(span));
-}
-
-async fn drive(node: Arc<Node>, h: Arc<LiveHandoff>) {
-    let expiry = tokio::time::Instant::from_std(h.expires_at);
-    loop {
-        let action = {
-            let mut inner = h.inner.lock().unwrap();
-            if inner.state.is_terminal() {
-                break;
-            }
-            inner.policy.next(Instant::now())
-        };
-        match action {
-            Action::Idle => {
-                tokio::select! {
-                    _ = h.notify.notified() => {}
-                    _ = h.stop.cancelled() => {}
-                    _ = node.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep_until(expiry) => { h.expire_if_due(Instant::now()); }
-                }
-            }
-            Action::WaitUntil(at) => {
-                let at = tokio::time::Instant::from_std(at);
-                tokio::select! {
-                    _ = h.notify.notified() => {}
-                    _ = h.stop.cancelled() => {}
-                    _ = node.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep_until(at.min(expiry)) => { h.expire_if_due(Instant::now()); }
-                }
-            }
-            Action::Send => send_wake(&node, &h).await,
-        }
-        node.persist(&h).await;
-    }
-    node.upstreams.leave(&h.spec.stream, &h.id);
-    node.persist(&h).await;
-    tracing::debug!("handoff driver ended");
-}
-
-async fn send_wake(node: &Node, h: &LiveHandoff) {
-    let platform = h.spec.push.platform();
-    let (wake, owed_since) = {
-        let mut inner = h.inner.lock().unwrap();
-        inner.policy.begin_send();
-        let wake = Wake {
-            handoff_id: h.id.clone(),
-            pending: inner.buffer.pending(inner.cursor),
-            latest_event_id: inner.newest.map(|i| i.to_string()),
-            mode: h.spec.wake.mode,
-            collapse_id: h.id.clone(),
-            ttl: Duration::from_secs(node.settings.wake.push_ttl_secs),
-        };
-        (wake, inner.policy.owed_since())
-    };
-    let result = match node.providers.get(&h.spec.push.0) {
-        None => Err(crate::push::PushError::Config(format!(
-            "no provider configured for platform {platform}"
-        ))),
-        Some(provider) => {
-            node.rate_limit(platform).await;
-            provider.send(&h.spec.push.0, &wake).await
-        }
-    };
-    let outcome_label = match &result {
-        Ok(()) => "accepted",
-        Err(e) => e.outcome(),
-    };
-    metrics::counter!("ssepush_proxy_wakes_total", "provider" => platform, "outcome" => outcome_label)
-        .increment(1);
-    let jitter = rand::rng().random::<f64>();
-    let now = Instant::now();
-    let mut inner = h.inner.lock().unwrap();
-    match inner.policy.on_result(now, &result, jitter) {
-        Outcome::Accepted => {
-            if let Some(since) = owed_since {
-                metrics::histogram!("ssepush_proxy_wake_latency_seconds", "provider" => platform)
-                    .record(now.duration_since(since).as_secs_f64());
-            }
-            inner.wakes_sent += 1;
-            inner.last_wake = Some(LastWake {
-                at: rfc3339(now_ms()),
-                pending: wake.pending,
-                latest_event_id: inner.newest,
-            });
-            if inner.policy.is_outstanding() {
-                h.apply(&mut inner, Input::WakeAccepted);
-            }
-            tracing::info!(pending = wake.pending, "wake accepted");
-        }
-        Outcome::Retry(at) => {
-            let msg = result.err().map(|e| e.to_string()).unwrap_or_default();
-            tracing::info!(error = %msg, retry_in = ?at.saturating_duration_since(now), "wake not accepted; will retry");
-            inner.last_error = Some(msg);
-        }
-        Outcome::GaveUp(msg) => {
-            tracing::warn!(error = %msg, "wake given up after repeated failures");
-            inner.last_error = Some(msg);
-        }
-        Outcome::Failed(reason) => {
-            tracing::warn!(%reason, "push target is dead; handoff failed");
-            h.apply(&mut inner, Input::Fail(format!("push rejected: {reason}")));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handoff::{HandoffRequest, OriginAllowList, Token};
-    use crate::settings::Settings;
+    use crate::allow::OriginAllowList;
+    use crate::protocol::HandoffRequest;
+    use crate::token::Token;
 
-    fn node() -> Arc<Node> {
-        let settings = Settings {
+    fn settings() -> Settings {
+        Settings {
             allowed_origins: vec!["http://127.0.0.1:8080".into()],
             ..Settings::default()
-        };
-        crate::server::node(
-            settings,
-            crate::push::Providers::default(),
-            "127.0.0.1:8090".parse().unwrap(),
-            CancellationToken::new(),
-        )
-        .unwrap()
+        }
     }
 
-    fn handoff(node: &Node, token: &Token) -> Arc<LiveHandoff> {
+    fn handoff(settings: &Settings, token: &Token) -> Arc<LiveHandoff> {
         let req: HandoffRequest = serde_json::from_value(serde_json::json!({
             "stream": {"url": "http://127.0.0.1:8080/v1/sse?channel=a", "lastEventId": "1-0",
                        "headers": {"Authorization": "Bearer upstream-secret-777"}},
@@ -477,10 +428,9 @@ mod tests {
             "wake": {"filter": "data.wake == true"},
         }))
         .unwrap();
-        let allow =
-            OriginAllowList::parse(&node.settings.allowed_origins, node.settings.listen).unwrap();
-        let spec = req.validate(&node.settings, &allow, |_| true).unwrap();
-        LiveHandoff::new("h_test".into(), token.hash(), spec, node)
+        let allow = OriginAllowList::parse(&settings.allowed_origins, settings.listen).unwrap();
+        let (spec, cursor) = crate::handoff::validate(req, settings, &allow, |_| true).unwrap();
+        LiveHandoff::new("h_test".into(), token.hash(), spec, cursor, settings)
     }
 
     fn deliver(h: &LiveHandoff, seq: u64, wake: bool) {
@@ -497,9 +447,9 @@ mod tests {
 
     #[tokio::test]
     async fn events_buffer_dedupe_check_in_and_close() {
-        let node = node();
+        let settings = settings();
         let token = Token::generate();
-        let h = handoff(&node, &token);
+        let h = handoff(&settings, &token);
         assert!(h.verify_token(token.expose()));
         // The cursor's own event and duplicates are dropped; order is kept.
         for (seq, wake) in [(0, true), (1, false), (2, true), (2, true), (3, false)] {
@@ -508,7 +458,7 @@ mod tests {
         let rec = h.record();
         assert_eq!(rec.pending, 3);
         assert_eq!(rec.newest_id, Some(EventId::new(1, 3)));
-        assert_eq!(rec.state, "watching");
+        assert_eq!(rec.state, crate::protocol::HandoffState::Watching);
         let c = h.check_in(None);
         let ids: Vec<u64> = c.events.iter().map(|e| e.id.seq).collect();
         assert_eq!(ids, vec![1, 2, 3]);
@@ -528,9 +478,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_formatted_handoff_shows_no_secret() {
-        let node = node();
+        let settings = settings();
         let token = Token::generate();
-        let h = handoff(&node, &token);
+        let h = handoff(&settings, &token);
         let text = format!("{h:?} {:?}", h.record());
         assert!(text.contains("h_test"));
         for secret in [
@@ -544,8 +494,8 @@ mod tests {
 
     #[tokio::test]
     async fn upstream_failure_and_expiry_are_terminal() {
-        let node = node();
-        let h = handoff(&node, &Token::generate());
+        let settings = settings();
+        let h = handoff(&settings, &Token::generate());
         h.fail("upstream answered 401");
         assert_eq!(h.state(), State::Failed("upstream answered 401".into()));
         assert_eq!(
@@ -553,16 +503,9 @@ mod tests {
             Some("upstream answered 401")
         );
         assert!(!h.expire_if_due(Instant::now() + Duration::from_secs(10 * 86_400)));
-        let h2 = handoff(&node, &Token::generate());
+        let h2 = handoff(&settings, &Token::generate());
         assert!(!h2.expire_if_due(Instant::now()));
         assert!(h2.expire_if_due(Instant::now() + Duration::from_secs(86_401)));
         assert_eq!(h2.state(), State::Expired);
-    }
-
-    #[test]
-    fn rfc3339_formats_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_795_547_400_123), "2026-11-24T19:10:00.123Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

@@ -266,7 +266,7 @@ impl Settings {
         {
             return bad("auth.jwt_hs256_secret must be at least 32 bytes".into());
         }
-        crate::handoff::OriginAllowList::parse(&self.allowed_origins, self.listen)
+        crate::allow::OriginAllowList::parse(&self.allowed_origins, self.listen)
             .map_err(ConfigError::Invalid)?;
         Ok(())
     }
@@ -274,6 +274,18 @@ impl Settings {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
+}
+
+/// Builds the real providers from the settings' `[apns]`, `[fcm]` and `[webpush]` sections
+/// (reads key files, may create the VAPID key: call it once at startup).
+pub fn providers_from_settings(
+    settings: &Settings,
+) -> Result<crate::push::Providers, crate::push::PushError> {
+    crate::push::Providers::from_settings(
+        settings.apns.as_ref(),
+        settings.fcm.as_ref(),
+        settings.webpush.as_ref(),
+    )
 }
 
 #[cfg(test)]

@@ -17,17 +17,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use ssepush_origin::EventId;
 
-use crate::push::{PushTarget, WakeMode};
-
-/// The last wake sent to a device.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LastWake {
-    /// When the provider accepted it, RFC 3339 UTC.
-    pub at: String,
-    pub pending: u64,
-    pub latest_event_id: Option<EventId>,
-}
+pub use crate::protocol::LastWake;
+use crate::protocol::{HandoffState, PushTarget, WakeMode};
 
 /// A handoff at rest.
 #[derive(Clone, Serialize, Deserialize)]
@@ -43,8 +34,7 @@ pub struct HandoffRecord {
     pub coalesce_ms: u64,
     pub max_per_hour: u32,
     pub mode: WakeMode,
-    /// `watching`, `woken`, `expired`, `failed`, `closed`.
-    pub state: String,
+    pub state: HandoffState,
     pub failed_reason: Option<String>,
     pub cursor: Option<EventId>,
     pub newest_id: Option<EventId>,
@@ -65,7 +55,7 @@ impl std::fmt::Debug for HandoffRecord {
             .field("id", &self.id)
             .field("stream_url", &"***")
             .field("stream_headers", &self.stream_headers.len())
-            .field("push", &crate::handoff::platform(&self.push))
+            .field("push", &self.push.platform())
             .field("state", &self.state)
             .field("cursor", &self.cursor)
             .field("newest_id", &self.newest_id)
@@ -182,7 +172,7 @@ mod tests {
             coalesce_ms: 0,
             max_per_hour: 3,
             mode: WakeMode::Background,
-            state: "watching".into(),
+            state: HandoffState::Watching,
             failed_reason: None,
             cursor: None,
             newest_id: None,

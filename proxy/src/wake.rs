@@ -9,12 +9,14 @@
 //! * a **per-device budget** of `max_per_hour` accepted wakes in any sliding hour; an owed wake
 //!   over budget waits (the events stay buffered), it is not dropped;
 //! * **retries**: `RetryAfter(d)` retries no sooner than `d`; transient errors back off
-//!   exponentially with jitter; after `max_attempts` the wake is given up (the next owed event
+//!   exponentially with equal jitter (the product's one backoff, `ssepush_origin::backoff`); after `max_attempts` the wake is given up (the next owed event
 //!   tries again); a **permanent** error ends the handoff as failed and nothing is sent again;
 //! * a **provider-wide rate limit**: a token bucket per platform, shared by every handoff.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+use ssepush_origin::backoff::{Jitter, backoff};
 
 use crate::push::PushError;
 
@@ -190,6 +192,7 @@ impl WakePolicy {
             self.attempts,
             self.cfg.retry_base,
             self.cfg.retry_max,
+            Jitter::Equal,
             jitter,
         );
         let delay = match err.retry_after() {
@@ -201,14 +204,6 @@ impl WakePolicy {
         self.retry_at = Some(at);
         Outcome::Retry(at)
     }
-}
-
-/// Exponential backoff with "equal jitter": `attempt` 1 waits in `[base/2, base]`, doubling per
-/// attempt up to `max`.
-pub fn backoff(attempt: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-    let full = exp.min(max);
-    full.mul_f64(0.5 + jitter.clamp(0.0, 1.0) / 2.0)
 }
 
 /// A token bucket: `rate` tokens per second, at most `burst` saved up.
@@ -406,16 +401,6 @@ mod tests {
         p.on_check_in(t0 + ms(110), false);
         assert_eq!(p.on_result(t0 + ms(120), &Ok(()), 0.5), Outcome::Accepted);
         assert!(!p.is_outstanding());
-    }
-
-    #[test]
-    fn backoff_doubles_within_jitter_and_caps() {
-        let base = ms(100);
-        let max = ms(1000);
-        assert_eq!(backoff(1, base, max, 0.0), ms(50));
-        assert_eq!(backoff(1, base, max, 1.0), ms(100));
-        assert_eq!(backoff(3, base, max, 1.0), ms(400));
-        assert_eq!(backoff(30, base, max, 1.0), ms(1000));
     }
 
     #[test]

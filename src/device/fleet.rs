@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::Rng;
 use ssepush_origin::Event;
@@ -28,16 +28,17 @@ use ssepush_origin::filter::Filter;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{
-    Accepted, DeviceClient, Handoff, ProxyClient, PushTarget, WakeOptions, parse_wake,
-};
 use super::publisher::{self, PublishLog, PublisherConfig};
+use super::push_channel::{PushChannel, wake_of};
 use super::report::{self, Owed, PhoneRecord, Report, Sleep, Woke};
-use crate::client::{ClientError, Frame, Item, OriginClient, Subscription};
+use crate::client::device::{Accepted, DeviceClient};
+use crate::client::origin::{ClientError, Frame, Item, OriginClient, Subscription};
+use crate::client::proxy::{
+    Handoff, ProxyClient, PushTarget, WakeOptions, WebPushKeys, WebPushSubscription,
+};
+use crate::client::webpush::UserAgentKeys;
+use crate::gateway::Provider;
 use crate::gateway::client::{GatewayClient, GatewayClientError};
-use crate::gateway::faults::Provider;
-use crate::gateway::record::Delivery;
-use crate::gateway::webpush_crypto::WebPushKeys;
 
 /// Which push platform the phones use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -334,43 +335,6 @@ fn owed_for(log: &PublishLog, p: &PhoneRecord, wake_filter: Option<&Filter>) -> 
         .collect()
 }
 
-type PushStream =
-    std::pin::Pin<Box<dyn Stream<Item = Result<Delivery, GatewayClientError>> + Send>>;
-
-/// The phone's push channel: the gateway's device stream, reopened if it breaks (the gateway
-/// queues pushes for a device meanwhile).
-struct PushChannel {
-    gateway: GatewayClient,
-    /// Device token or Web Push subscription id (a secret: never logged).
-    token: String,
-    stream: Option<PushStream>,
-}
-
-impl PushChannel {
-    async fn open(&mut self) -> Result<(), GatewayClientError> {
-        let s = self.gateway.device_stream(&self.token).await?;
-        self.stream = Some(Box::pin(s));
-        Ok(())
-    }
-
-    /// The next push. Cancel-safe: a dropped call loses no push.
-    async fn next(&mut self) -> Delivery {
-        loop {
-            if self.stream.is_none() && self.open().await.is_err() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-            match self.stream.as_mut().map(|s| s.next()) {
-                Some(fut) => match fut.await {
-                    Some(Ok(d)) => return d,
-                    _ => self.stream = None,
-                },
-                None => continue,
-            }
-        }
-    }
-}
-
 /// The phone's state for one run.
 struct Phone {
     shared: Arc<Shared>,
@@ -378,7 +342,7 @@ struct Phone {
     client: DeviceClient,
     push: PushChannel,
     target: PushTarget,
-    keys: Option<WebPushKeys>,
+    keys: Option<UserAgentKeys>,
     narrate: bool,
 }
 
@@ -404,11 +368,7 @@ async fn phone(shared: Arc<Shared>, i: usize) -> PhoneRecord {
             return rec;
         }
     };
-    let mut push = PushChannel {
-        gateway: shared.gateway.clone(),
-        token,
-        stream: None,
-    };
+    let mut push = PushChannel::new(shared.gateway.clone(), token);
     if let Err(e) = push.open().await {
         rec.errors.push(format!("opening the device stream: {e}"));
     }
@@ -438,7 +398,7 @@ async fn phone(shared: Arc<Shared>, i: usize) -> PhoneRecord {
 async fn register(
     gw: &GatewayClient,
     platform: Provider,
-) -> Result<(PushTarget, String, Option<WebPushKeys>), GatewayClientError> {
+) -> Result<(PushTarget, String, Option<UserAgentKeys>), GatewayClientError> {
     Ok(match platform {
         Provider::Apns => {
             let token = gw.register_device(Provider::Apns).await?;
@@ -446,6 +406,7 @@ async fn register(
                 PushTarget::Apns {
                     token: token.clone(),
                     topic: None,
+                    environment: None,
                 },
                 token,
                 None,
@@ -462,12 +423,17 @@ async fn register(
             )
         }
         Provider::Webpush => {
-            let keys = WebPushKeys::generate();
+            let keys = UserAgentKeys::generate();
             let sub = gw.subscribe_webpush(None).await?;
-            let target = PushTarget::WebPush {
-                endpoint: sub.endpoint,
-                p256dh: keys.p256dh.clone(),
-                auth: keys.auth.clone(),
+            let target = PushTarget::Webpush {
+                subscription: WebPushSubscription {
+                    endpoint: sub.endpoint,
+                    expiration_time: None,
+                    keys: WebPushKeys {
+                        p256dh: keys.p256dh.clone(),
+                        auth: keys.auth.clone(),
+                    },
+                },
             };
             (target, sub.id, Some(keys))
         }
@@ -529,7 +495,7 @@ impl Phone {
         let wake = WakeOptions {
             filter: cfg.wake_filter.clone(),
             coalesce_ms: Some(cfg.coalesce_ms),
-            max_per_hour: None,
+            ..WakeOptions::default()
         };
         let sent = Instant::now();
         let handoff = match self
@@ -571,7 +537,7 @@ impl Phone {
             woke,
         });
         match self.client.catch_up(&handoff).await {
-            Ok(c) if c.gap => {
+            Ok(c) if c.gap.is_some() => {
                 self.rec.proxy_gaps += 1;
                 self.say(|| "the proxy's buffer has a gap: resuming from the origin".into());
             }
@@ -589,10 +555,10 @@ impl Phone {
                 .push(format!("cycle {cycle}: catch-up: {e}")),
         }
         match self.client.hand_back(&handoff).await {
-            Ok(cursor) => self.say(|| {
+            Ok(back) => self.say(|| {
                 format!(
                     "handed back (proxy cursor {}); streaming from the origin again",
-                    cursor.map_or("-".into(), |c| c.to_string())
+                    back.cursor.map_or("-".into(), |c| c.to_string())
                 )
             }),
             Err(e) => self
@@ -614,7 +580,7 @@ impl Phone {
                 d = self.push.next() => {
                     let at = self.shared.epoch.elapsed();
                     self.rec.pushes += 1;
-                    match parse_wake(&d, self.keys.as_ref()) {
+                    match wake_of(&d, self.keys.as_ref()) {
                         Ok(w) if w.handoff == h.id => {
                             if w.pending == 0 || w.latest_event_id.is_none_or(|l| h.cursor.is_some_and(|c| l <= c)) {
                                 self.rec.bad_payloads += 1;

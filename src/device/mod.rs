@@ -1,17 +1,20 @@
 //! The tester toolkit: what proves, without real phones, that no event is lost or repeated
 //! across sleep and wake.
 //!
-//! * [`client`] — the device client, the code a Rust app would use: stream with
-//!   `Last-Event-ID`, hand off to the proxy, read a wake, catch up, hand back.
+//! The phones use [`crate::client`], the code a Rust app uses; what is simulated here is
+//! everything around it.
+//!
 //! * [`publisher`] — the load generator: publishes at a rate and records what it published.
 //! * [`fleet`] — many simulated phones in one process (`ssepush device run`).
+//! * [`push_channel`] — a phone's OS: the gateway's device stream, and the wake in a push.
 //! * [`report`] — the checker and the report, plain code over plain values.
-//! * [`stack`] — origin, gateway and proxy in one process (`ssepush demo`, tests).
+//! * [`stack`] — origin, gateway and proxy in one process: the one place that starts them
+//!   in-process (`ssepush demo`, `demo --web`, the tests).
 //! * [`web`] — the sample page of `ssepush demo --web`, on the web client (`clients/web`).
 
-pub mod client;
 pub mod fleet;
 pub mod publisher;
+pub mod push_channel;
 pub mod report;
 pub mod stack;
 pub mod web;
@@ -44,17 +47,19 @@ pub async fn demo(mut config: fleet::FleetConfig) -> anyhow::Result<report::Repo
     let stack = stack::Stack::start(stack::StackOptions::default()).await?;
     say(format!(
         "origin {}  proxy {}  gateway {}",
-        stack.origin_url, stack.proxy_url, stack.gateway_url
+        stack.origin.url, stack.proxy.url, stack.gateway.url
     ));
-    config.origin = stack.origin_url.clone();
-    config.proxy = stack.proxy_url.clone();
-    config.gateway = stack.gateway_url.clone();
+    config.origin = stack.origin.url.clone();
+    config.proxy = stack.proxy.url.clone();
+    config.gateway = stack.gateway.url.clone();
     let result = tokio::time::timeout(
         (config.awake + config.asleep) * 2 * config.cycles + config.drain + Duration::from_secs(60),
         fleet::run(config),
     )
     .await;
-    stack.stop().await;
+    if let Err(e) = stack.stop().await {
+        tracing::warn!(error = %e, "the in-process servers did not stop cleanly");
+    }
     match result {
         Ok(r) => r,
         Err(_) => anyhow::bail!("the demo did not finish in time"),

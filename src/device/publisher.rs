@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use ssepush_origin::event::EventId;
+use ssepush_origin::event::{EventId, PublishRequest};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{ClientError, OriginClient};
+use crate::client::origin::{ClientError, OriginClient};
 
 /// One published event as the checker sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,15 +171,15 @@ pub async fn run(
             let channel = &config.channels[next_channel % config.channels.len()];
             next_channel += 1;
             let data = event_data(summary.published + i);
-            let mut e = json!({"channel": channel, "data": data});
-            if let Some(k) = &config.kind {
-                e["type"] = Value::String(k.clone());
-            }
-            batch.push(e);
+            batch.push(PublishRequest {
+                channel: channel.clone(),
+                kind: config.kind.clone(),
+                data: data.clone(),
+            });
             meta.push((channel.clone(), data));
         }
         let at = epoch.elapsed();
-        match client.publish(&Value::Array(batch)).await {
+        match client.publish(batch.as_slice()).await {
             Ok(ids) => {
                 for (id, (channel, data)) in ids.into_iter().zip(meta) {
                     log.record(&channel, Published { id, at, data });
@@ -218,16 +218,14 @@ pub async fn publish_at_rate(
         if n == 0 {
             continue;
         }
-        let batch: Vec<Value> = (sent..sent + n)
-            .map(|seq| {
-                let mut e = json!({"channel": channel, "data": {"seq": seq, "data": data}});
-                if let Some(k) = kind {
-                    e["type"] = Value::String(k.to_owned());
-                }
-                e
+        let batch: Vec<PublishRequest> = (sent..sent + n)
+            .map(|seq| PublishRequest {
+                channel: channel.to_owned(),
+                kind: kind.map(str::to_owned),
+                data: json!({"seq": seq, "data": data}),
             })
             .collect();
-        client.publish(&Value::Array(batch)).await?;
+        client.publish(batch.as_slice()).await?;
         sent += n;
     }
     Ok(PublishSummary {

@@ -36,12 +36,14 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::origin::OriginClient;
+use crate::client::webpush::UserAgentKeys;
 use crate::gateway::client::GatewayClient;
-use crate::gateway::webpush_crypto::WebPushKeys;
 
 const INDEX: &str = include_str!("web/index.html");
 const APP_JS: &str = include_str!("web/app.js");
@@ -69,7 +71,7 @@ pub struct WebDemoConfig {
 struct Shared {
     config: WebDemoConfig,
     /// Subscription id → its keys (the private half never leaves this process).
-    subscriptions: Mutex<HashMap<String, WebPushKeys>>,
+    subscriptions: Mutex<HashMap<String, UserAgentKeys>>,
     shutdown: CancellationToken,
 }
 
@@ -176,20 +178,20 @@ pub async fn demo(
     })
     .await?;
     let config = WebDemoConfig {
-        origin_url: stack.origin_url.clone(),
-        proxy_url: stack.proxy_url.clone(),
+        origin_url: stack.origin.url.clone(),
+        proxy_url: stack.proxy.url.clone(),
         channel: DEMO_CHANNEL.to_owned(),
         vapid_public_key: Some(stack.vapid_public_key()?),
-        gateway: Some(stack.gateway.clone()),
+        gateway: Some(stack.gateway.client.clone()),
         client_dir,
     };
     eprintln!(
         "origin {}  proxy {}  gateway {}\n\nopen {page}/ in a browser; hide the tab to hand off, come back to resume (Ctrl-C stops)",
-        stack.origin_url, stack.proxy_url, stack.gateway_url
+        stack.origin.url, stack.proxy.url, stack.gateway.url
     );
     let stop = CancellationToken::new();
     let server = tokio::spawn(serve(listener, config, stop.clone().cancelled_owned()));
-    let publisher = crate::client::OriginClient::new(&stack.origin_url);
+    let publisher = OriginClient::new(&stack.origin.url);
     let ticker = async {
         if tick.is_zero() {
             return std::future::pending::<()>().await;
@@ -214,8 +216,7 @@ pub async fn demo(
     }
     stop.cancel();
     let _ = server.await;
-    stack.stop().await;
-    Ok(())
+    stack.stop().await
 }
 
 /// Serves the sample page on `listener` until `shutdown` completes.
@@ -376,7 +377,7 @@ async fn subscribe(State(st): State<AppState>) -> Response {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_GATEWAY, e.to_string()),
     };
-    let keys = WebPushKeys::generate();
+    let keys = UserAgentKeys::generate();
     let body = json!({
         "subscription": {
             "endpoint": sub.endpoint,
@@ -409,9 +410,7 @@ async fn wakes(State(st): State<AppState>, UrlPath(id): UrlPath<String>) -> Resp
             let keys = keys.clone();
             async move {
                 let d = d.ok()?;
-                let cipher = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(d.body.trim_end_matches('='))
-                    .ok()?;
+                let cipher = URL_SAFE_NO_PAD.decode(d.body.trim_end_matches('=')).ok()?;
                 let plain = keys.decrypt(&cipher).ok()?;
                 let text = String::from_utf8(plain).ok()?;
                 Some(Ok::<_, std::convert::Infallible>(

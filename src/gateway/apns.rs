@@ -14,10 +14,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::faults::Provider;
+use super::control::records::BodyEncoding;
+use super::control::records::Provider;
 use super::jwt::check_apns_provider_token;
-use super::record::BodyEncoding;
-use super::{AppState, Push, Verdict};
+use super::state::{AppState, Push, Verdict, now_ms, now_secs};
 
 /// Apple's limit for a regular (non-VoIP) notification payload.
 pub const MAX_PAYLOAD: usize = 4096;
@@ -57,14 +57,10 @@ pub struct Accepted {
     pub expiration: Option<u64>,
 }
 
-/// Whether `s` is a canonical UUID (8-4-4-4-12 hex), as `apns-id` must be.
+/// Whether `s` is a UUID in the canonical 8-4-4-4-12 form, as `apns-id` must be (the `uuid`
+/// crate also reads braced, URN and unhyphenated forms, which Apple does not take).
 fn is_uuid(s: &str) -> bool {
-    let groups: Vec<&str> = s.split('-').collect();
-    groups.len() == 5
-        && groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
-        && groups
-            .iter()
-            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+    s.len() == 36 && uuid::Uuid::try_parse(s).is_ok()
 }
 
 /// Longest device token the simulated APNs takes, in hex digits. Apple's are 32 bytes today,
@@ -85,7 +81,7 @@ pub fn validate(
     token: &str,
     headers: &HeaderMap,
     body: &[u8],
-    creds: &super::Credentials,
+    creds: &super::credentials::Credentials,
     now: i64,
 ) -> Result<Accepted, Reject> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -190,7 +186,7 @@ fn error_response(
 ) -> Response {
     let mut body = json!({ "reason": reason });
     if status == 410 {
-        body["timestamp"] = unregistered_at.unwrap_or_else(super::now_ms).into();
+        body["timestamp"] = unregistered_at.unwrap_or_else(now_ms).into();
     }
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (code, axum::Json(body)).into_response();
@@ -205,7 +201,7 @@ fn error_response(
 
 /// A bare APNs error (`BadPath`, `MethodNotAllowed`) with a fresh `apns-id`.
 pub fn reason_response(status: u16, reason: &str) -> Response {
-    error_response(status, reason, &super::new_uuid(), None, None)
+    error_response(status, reason, &super::state::new_uuid(), None, None)
 }
 
 /// The headers worth recording (never `authorization`).
@@ -233,7 +229,7 @@ pub async fn send(
         collapse_key: None,
         ttl_ms: None,
     };
-    let fresh_id = super::new_uuid();
+    let fresh_id = super::state::new_uuid();
     // APNs speaks HTTP/2 only; a provider on HTTP/1.1 would never reach Apple.
     if version != Version::HTTP_2 {
         st.record(push, 505, Some("HTTP/2 required".into()), false);
@@ -243,7 +239,7 @@ pub async fn send(
         )
             .into_response();
     }
-    let accepted = match validate(&token, &headers, &body, &st.creds, super::now_secs()) {
+    let accepted = match validate(&token, &headers, &body, &st.creds, now_secs()) {
         Ok(a) => a,
         Err(r) => {
             let id = headers
@@ -260,7 +256,7 @@ pub async fn send(
     // An expiration already past means "now or never", like 0.
     push.ttl_ms = accepted
         .expiration
-        .map(|e| e.saturating_mul(1000).saturating_sub(super::now_ms()));
+        .map(|e| e.saturating_mul(1000).saturating_sub(now_ms()));
     if let Some(at) = st.devices.lock().unwrap().unregistered_at(&token) {
         st.record(push, 410, Some("Unregistered".into()), false);
         return error_response(410, "Unregistered", &apns_id, None, Some(at));
@@ -293,8 +289,8 @@ mod tests {
     const NOW: i64 = 1_800_000_000;
     const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-    fn creds() -> &'static super::super::Credentials {
-        super::super::tests::test_credentials()
+    fn creds() -> &'static crate::gateway::Credentials {
+        crate::gateway::state::tests::test_credentials()
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -423,7 +419,7 @@ mod tests {
     #[test]
     fn uuids() {
         assert!(is_uuid("EABEAE54-14A8-11E5-B60B-1697F925EC7B"));
-        assert!(is_uuid(&super::super::new_uuid()));
+        assert!(is_uuid(&super::super::state::new_uuid()));
         assert!(!is_uuid("EABEAE5414A811E5B60B1697F925EC7B"));
     }
 }

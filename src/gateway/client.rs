@@ -6,18 +6,20 @@
 use std::path::Path;
 
 use futures::{Stream, StreamExt};
-use serde::Deserialize;
-use serde_json::json;
 use ssepush_origin::sse::parse::{Parsed, parse_stream};
 
+use super::control::faults::FaultSpec;
+use super::control::records::{Delivery, Provider, PushQuery, PushRecord};
+use super::control::{
+    FaultArmed, RegisterDevice, RegisteredDevice, SubscribeRequest, WebPushEndpoint,
+};
 use super::credentials::{Credentials, CredentialsError, GATEWAY_FILE, GatewayInfo};
-use super::faults::{FaultSpec, Provider};
-use super::record::{Delivery, PushQuery, PushRecord};
 
 /// Largest `push` event read from a device stream: deliveries carry a push payload (at most
 /// 4 KiB at every provider) and its headers.
 pub const MAX_DELIVERY_EVENT_BYTES: usize = 256 * 1024;
 
+/// Why a control-API call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayClientError {
     #[error("cannot reach the gateway: {0}")]
@@ -30,13 +32,7 @@ pub enum GatewayClientError {
     Credentials(#[from] CredentialsError),
 }
 
-/// A Web Push subscription as the gateway hands it out.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct WebPushEndpoint {
-    pub id: String,
-    pub endpoint: String,
-}
-
+/// The gateway's control API (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct GatewayClient {
     http: reqwest::Client,
@@ -44,6 +40,7 @@ pub struct GatewayClient {
 }
 
 impl GatewayClient {
+    /// A client for the gateway at `base` (`http://host:port`, or `https://` with `--tls`).
     pub fn new(base: &str) -> GatewayClient {
         GatewayClient {
             http: reqwest::Client::new(),
@@ -68,6 +65,7 @@ impl GatewayClient {
         Ok((GatewayClient::new(&info.url), Credentials::load(dir)?))
     }
 
+    /// The gateway's base URL, without a trailing `/`.
     pub fn base(&self) -> &str {
         &self.base
     }
@@ -111,17 +109,11 @@ impl GatewayClient {
 
     /// A fresh device token for `platform` (`Apns` or `Fcm`).
     pub async fn register_device(&self, platform: Provider) -> Result<String, GatewayClientError> {
-        #[derive(Deserialize)]
-        struct Registered {
-            token: String,
-        }
-        let resp = self
-            .http
-            .post(format!("{}/_gateway/devices", self.base))
-            .json(&json!({ "platform": platform }))
-            .send()
-            .await?;
-        Ok(Self::json::<Registered>(resp).await?.token)
+        self.register(RegisterDevice {
+            platform,
+            token: None,
+        })
+        .await
     }
 
     /// Registers a device with a token of the caller's choosing (e.g. an APNs token of another
@@ -131,17 +123,21 @@ impl GatewayClient {
         platform: Provider,
         token: &str,
     ) -> Result<String, GatewayClientError> {
-        #[derive(Deserialize)]
-        struct Registered {
-            token: String,
-        }
+        self.register(RegisterDevice {
+            platform,
+            token: Some(token.to_owned()),
+        })
+        .await
+    }
+
+    async fn register(&self, req: RegisterDevice) -> Result<String, GatewayClientError> {
         let resp = self
             .http
             .post(format!("{}/_gateway/devices", self.base))
-            .json(&json!({ "platform": platform, "token": token }))
+            .json(&req)
             .send()
             .await?;
-        Ok(Self::json::<Registered>(resp).await?.token)
+        Ok(Self::json::<RegisteredDevice>(resp).await?.token)
     }
 
     /// The app is uninstalled: from now on APNs answers 410 `Unregistered`, FCM 404
@@ -161,9 +157,8 @@ impl GatewayClient {
         &self,
         application_server_key: Option<&str>,
     ) -> Result<WebPushEndpoint, GatewayClientError> {
-        let body = match application_server_key {
-            Some(k) => json!({ "applicationServerKey": k }),
-            None => json!({}),
+        let body = SubscribeRequest {
+            application_server_key: application_server_key.map(str::to_owned),
         };
         let resp = self
             .http
@@ -174,6 +169,7 @@ impl GatewayClient {
         Self::json(resp).await
     }
 
+    /// The phone unsubscribes: pushes to the endpoint get 410 from now on.
     pub async fn unsubscribe_webpush(&self, id: &str) -> Result<(), GatewayClientError> {
         let resp = self
             .http
@@ -214,25 +210,22 @@ impl GatewayClient {
         )
     }
 
+    /// The push record, oldest first, filtered by `query` (token, provider, since, limit).
     pub async fn pushes(&self, query: &PushQuery) -> Result<Vec<PushRecord>, GatewayClientError> {
-        let mut params: Vec<(&str, String)> = Vec::new();
+        let mut qs = form_urlencoded::Serializer::new(String::new());
         if let Some(t) = &query.token {
-            params.push(("token", t.clone()));
+            qs.append_pair("token", t);
         }
         if let Some(p) = query.provider {
-            params.push(("provider", p.as_str().into()));
+            qs.append_pair("provider", p.as_str());
         }
         if let Some(s) = query.since {
-            params.push(("since", s.to_string()));
+            qs.append_pair("since", &s.to_string());
         }
         if let Some(l) = query.limit {
-            params.push(("limit", l.to_string()));
+            qs.append_pair("limit", &l.to_string());
         }
-        let qs: String = params
-            .iter()
-            .map(|(k, v)| format!("{k}={}", url_escape(v)))
-            .collect::<Vec<_>>()
-            .join("&");
+        let qs = qs.finish();
         let resp = self
             .http
             .get(format!("{}/_gateway/pushes?{qs}", self.base))
@@ -241,6 +234,7 @@ impl GatewayClient {
         Self::json(resp).await
     }
 
+    /// Forgets the push record (`seq` numbers go on).
     pub async fn clear_pushes(&self) -> Result<(), GatewayClientError> {
         let resp = self
             .http
@@ -252,17 +246,13 @@ impl GatewayClient {
 
     /// Arms a fault; returns its id.
     pub async fn set_fault(&self, fault: &FaultSpec) -> Result<u64, GatewayClientError> {
-        #[derive(Deserialize)]
-        struct Armed {
-            id: u64,
-        }
         let resp = self
             .http
             .post(format!("{}/_gateway/faults", self.base))
             .json(fault)
             .send()
             .await?;
-        Ok(Self::json::<Armed>(resp).await?.id)
+        Ok(Self::json::<FaultArmed>(resp).await?.id)
     }
 
     /// The armed faults (`id`, the spec's fields, `remaining`).
@@ -275,6 +265,7 @@ impl GatewayClient {
         Self::json(resp).await
     }
 
+    /// Disarms every fault.
     pub async fn clear_faults(&self) -> Result<(), GatewayClientError> {
         let resp = self
             .http
@@ -283,17 +274,4 @@ impl GatewayClient {
             .await?;
         Self::check(resp).await.map(drop)
     }
-}
-
-/// Percent-encodes a query value (tokens are URL-safe already; this is for the odd one).
-fn url_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~:".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

@@ -9,59 +9,21 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use serde_json::{Value, json};
 
-use super::faults::{FaultSpec, Provider};
+use super::control::faults::FaultSpec;
+use super::control::records::BodyEncoding;
+use super::control::records::Provider;
 use super::jwt::check_service_account_assertion;
-use super::record::BodyEncoding;
-use super::{AppState, Push, Verdict};
+use super::registry::TOKEN_LIFETIME_SECS;
+use super::state::{AppState, Push, Verdict, now_ms, now_secs};
 
-/// What `expires_in` says (Google hands out 3599).
-pub const TOKEN_LIFETIME_SECS: i64 = 3599;
-/// Access tokens remembered at once; the oldest go first when full.
-pub const MAX_ACCESS_TOKENS: usize = 10_000;
 /// FCM's limit for a data message's payload.
 pub const MAX_DATA_BYTES: usize = 4096;
 /// FCM's longest TTL: 28 days.
 pub const MAX_TTL_SECS: u64 = 28 * 24 * 3600;
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
-
-/// The access tokens minted by `/token`, with their expiry (unix seconds). Bounded.
-#[derive(Debug, Default)]
-pub struct AccessTokens {
-    tokens: HashMap<String, i64>,
-}
-
-impl AccessTokens {
-    pub fn mint(&mut self, now: i64) -> String {
-        if self.tokens.len() >= MAX_ACCESS_TOKENS {
-            self.tokens.retain(|_, exp| *exp > now);
-        }
-        if self.tokens.len() >= MAX_ACCESS_TOKENS
-            && let Some(oldest) = self
-                .tokens
-                .iter()
-                .min_by_key(|(_, exp)| **exp)
-                .map(|(t, _)| t.clone())
-        {
-            self.tokens.remove(&oldest);
-        }
-        let mut raw = [0u8; 48];
-        rand_core_06::RngCore::fill_bytes(&mut rand_core_06::OsRng, &mut raw);
-        let token = format!(
-            "ya29.sim-{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-        );
-        self.tokens.insert(token.clone(), now + TOKEN_LIFETIME_SECS);
-        token
-    }
-
-    pub fn is_valid(&self, token: &str, now: i64) -> bool {
-        self.tokens.get(token).is_some_and(|exp| *exp > now)
-    }
-}
 
 /// A Google API error: `(http status, body)`.
 pub fn google_error(code: u16, message: &str, error_code: Option<&str>) -> (u16, Value) {
@@ -335,7 +297,7 @@ pub async fn token(State(st): State<AppState>, body: Bytes) -> Response {
         return oauth_error("invalid_request", "Missing required parameter: assertion");
     };
     let sa = &st.creds.service_account;
-    let now = super::now_secs();
+    let now = now_secs();
     let public = st.sa_public.clone();
     if let Err((scope, description)) =
         check_service_account_assertion(assertion, &sa.client_email, &sa.token_uri, &public, now)
@@ -364,7 +326,7 @@ pub async fn send(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let now = super::now_secs();
+    let now = now_secs();
     let mut push = Push {
         provider: Provider::Fcm,
         token: String::new(),
@@ -478,7 +440,7 @@ pub async fn send(
             let seq = st.record(push, 200, None, verdict == Verdict::Deliver);
             respond(
                 200,
-                json!({"name": format!("projects/{project}/messages/0:{}%{seq:016x}", super::now_ms())}),
+                json!({"name": format!("projects/{project}/messages/0:{}%{seq:016x}", now_ms())}),
             )
         }
     }
@@ -539,19 +501,6 @@ mod tests {
             assert!(e.starts_with("400 "), "{bad}: {e}");
         }
         assert!(validate_message(b"{nope").is_err());
-    }
-
-    #[test]
-    fn access_tokens_expire_and_are_bounded() {
-        let mut t = AccessTokens::default();
-        let a = t.mint(100);
-        assert!(t.is_valid(&a, 100 + TOKEN_LIFETIME_SECS - 1));
-        assert!(!t.is_valid(&a, 100 + TOKEN_LIFETIME_SECS));
-        assert!(!t.is_valid("ya29.forged", 100));
-        for i in 0..MAX_ACCESS_TOKENS + 5 {
-            t.mint(200 + i as i64);
-        }
-        assert!(t.tokens.len() <= MAX_ACCESS_TOKENS);
     }
 
     #[test]

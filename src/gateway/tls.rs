@@ -25,9 +25,7 @@ pub fn self_signed(hosts: Vec<String>) -> Result<SelfSigned, String> {
     let certified = rcgen::generate_simple_self_signed(hosts).map_err(|e| e.to_string())?;
     let cert_pem = certified.cert.pem();
     let cert: CertificateDer<'static> = certified.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        certified.signing_key.serialize_der(),
-    ));
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

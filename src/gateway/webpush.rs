@@ -5,7 +5,7 @@
 //!
 //! Error bodies follow Mozilla autopush: `{"code", "errno", "error", "message"}`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -13,26 +13,18 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
 use serde_json::json;
 
-use super::faults::{FaultSpec, Provider};
+use super::control::faults::FaultSpec;
+use super::control::records::BodyEncoding;
+use super::control::records::Provider;
 use super::jwt::check_vapid;
-use super::record::BodyEncoding;
-use super::{AppState, Push, Verdict};
+use super::registry::Subscription;
+use super::state::{AppState, Push, Verdict, now_secs};
 
 /// RFC 8291 §4: push services must accept at least 4096 bytes; this one accepts no more.
 pub const MAX_BODY: usize = 4096;
 pub const MAX_TOPIC: usize = 32;
-
-/// A subscription the gateway handed out.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Subscription {
-    /// The application server key it was created with (base64url), if any: VAPID must use it.
-    pub application_server_key: Option<String>,
-    /// Unsubscribed: pushes get 410 Gone.
-    pub gone: bool,
-}
 
 /// A refusal: status, autopush errno, message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,13 +172,7 @@ pub async fn deliver(
         ttl_ms: None,
     };
     let sub = st.subscriptions.lock().unwrap().get(&id).cloned();
-    let accepted = match validate(
-        sub.as_ref(),
-        &headers,
-        &body,
-        &st.base_url,
-        super::now_secs(),
-    ) {
+    let accepted = match validate(sub.as_ref(), &headers, &body, &st.base_url, now_secs()) {
         Ok(a) => a,
         Err(r) => {
             st.record(push, r.status, Some(r.message.into()), false);
@@ -230,98 +216,11 @@ pub async fn deliver(
     }
 }
 
-/// `POST /_gateway/webpush/subscriptions` body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SubscribeRequest {
-    /// The VAPID public key (base64url, uncompressed P-256) pushes must be signed with, as in
-    /// the browser's `PushManager.subscribe({applicationServerKey})`.
-    #[serde(default)]
-    pub application_server_key: Option<String>,
-}
-
-/// Subscriptions, bounded by the gateway's device limit.
-pub type Subscriptions = HashMap<String, Subscription>;
-
-pub async fn subscribe(State(st): State<AppState>, body: Bytes) -> Response {
-    let req: SubscribeRequest = if body.is_empty() {
-        SubscribeRequest::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => return super::api_error(400, "bad_request", &e.to_string()),
-        }
-    };
-    if let Some(k) = &req.application_server_key {
-        let valid = URL_SAFE_NO_PAD
-            .decode(k.trim_end_matches('='))
-            .ok()
-            .and_then(|b| p256::PublicKey::from_sec1_bytes(&b).ok())
-            .is_some();
-        if !valid {
-            return super::api_error(
-                400,
-                "bad_request",
-                "applicationServerKey must be a base64url P-256 public key",
-            );
-        }
-    }
-    let mut raw = [0u8; 16];
-    rand_core_06::RngCore::fill_bytes(&mut rand_core_06::OsRng, &mut raw);
-    let id = URL_SAFE_NO_PAD.encode(raw);
-    {
-        let mut subs = st.subscriptions.lock().unwrap();
-        if subs.len() >= st.max_devices {
-            // Forget unsubscribed ones first (their endpoints then answer 404 instead of 410).
-            subs.retain(|_, s| !s.gone);
-        }
-        if subs.len() >= st.max_devices {
-            return super::api_error(
-                503,
-                "too_many_devices",
-                "the gateway's subscription limit is reached",
-            );
-        }
-    }
-    if st.devices.lock().unwrap().get_or_create(&id).is_none() {
-        return super::api_error(
-            503,
-            "too_many_devices",
-            "the gateway's device limit is reached",
-        );
-    }
-    st.subscriptions.lock().unwrap().insert(
-        id.clone(),
-        Subscription {
-            application_server_key: req.application_server_key,
-            gone: false,
-        },
-    );
-    let endpoint = format!("{}/wp/{id}", st.base_url);
-    (
-        StatusCode::CREATED,
-        axum::Json(json!({"id": id, "endpoint": endpoint})),
-    )
-        .into_response()
-}
-
-/// `DELETE /_gateway/webpush/subscriptions/{id}`: the phone unsubscribes; pushes then get 410.
-pub async fn unsubscribe(State(st): State<AppState>, Path(id): Path<String>) -> Response {
-    match st.subscriptions.lock().unwrap().get_mut(&id) {
-        Some(sub) => {
-            sub.gone = true;
-            st.devices.lock().unwrap().remove(&id);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        None => super::api_error(404, "not_found", "no such subscription"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::webpush::{UserAgentKeys, encrypt};
     use crate::gateway::jwt::sign_es256;
-    use crate::gateway::webpush_crypto::{WebPushKeys, encrypt};
 
     const NOW: i64 = 1_800_000_000;
     const ORIGIN: &str = "http://127.0.0.1:8070";
@@ -354,8 +253,8 @@ mod tests {
     #[test]
     fn validates_like_a_push_service() {
         let key = p256::ecdsa::SigningKey::random(&mut rand_core_06::OsRng);
-        let phone = WebPushKeys::generate();
-        let body = encrypt(b"{}", &phone.p256dh, &phone.auth, None, None).unwrap();
+        let phone = UserAgentKeys::generate();
+        let body = encrypt(b"{}", &phone.p256dh, &phone.auth).unwrap();
         let sub = Subscription {
             application_server_key: None,
             gone: false,

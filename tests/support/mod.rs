@@ -1,20 +1,31 @@
-//! The integration-test harness: real servers on ephemeral loopback ports, real Redis.
+//! The integration-test harness: builders over the product's one in-process stack
+//! (`ssepush::device::stack`), real Redis, and small helpers. Every test binary
+//! (`tests/system`, `tests/browser`, `tests/serial`) includes it as `mod support;`.
 //!
-//! Every test file does `mod support;` and builds what it needs:
-//! [`TestOrigin::start`] runs exactly the production `server::run` on port 0;
-//! [`redis_url`] and [`namespace`] give each test its own keys on the shared Redis (tests that
-//! need Redis fail, never skip, when it is not there).
+//! * [`TestOrigin`], [`TestGateway`] and `proxy::TestProxy` are the stack's
+//!   `OriginServer`, `GatewayServer` and `ProxyServer` (the production `run` functions on port
+//!   0) with the harness's habits: stopping one that fails, panics or hangs fails the test.
+//! * [`redis_url`] and [`namespace`] give each test its own keys on the shared Redis (tests
+//!   that need Redis fail, never skip, when it is not there).
+//! * Fakes stand only for what is outside the product: `raw` (misbehaving HTTP servers) and
+//!   `proxy::Recorder` (a push service that records what it is sent).
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod logs;
+pub mod proxy;
+pub mod raw;
+pub mod webhooks;
+
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ops::Deref;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ssepush::client::{Item, OriginClient, Subscription};
+use ssepush::client::origin::{ClientError, Frame, Item, OriginClient, Subscription};
+use ssepush::device::stack::{GatewayServer, OriginServer, unique_name};
+use ssepush::gateway::GatewayConfig;
 use ssepush_origin::settings::Settings;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// The Redis the tests use: `SSEPUSH_TEST_REDIS` or the local default.
 pub fn redis_url() -> String {
@@ -23,19 +34,10 @@ pub fn redis_url() -> String {
 
 /// A namespace no other test (or earlier run) uses.
 pub fn namespace(test: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "t-{test}-{}-{nanos}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    unique_name(&format!("t-{test}"))
 }
 
-/// Settings for a test origin on the memory store.
+/// Settings for a test origin on the memory store, on an ephemeral loopback port.
 pub fn memory_settings() -> Settings {
     Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -54,79 +56,94 @@ pub fn redis_settings(namespace: &str) -> Settings {
     }
 }
 
-/// A running origin.
-pub struct TestOrigin {
-    pub addr: SocketAddr,
-    pub url: String,
-    pub client: OriginClient,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
+/// A running origin: `addr`, `url` and `client` come from the stack's `OriginServer`.
+pub struct TestOrigin(OriginServer);
+
+impl Deref for TestOrigin {
+    type Target = OriginServer;
+    fn deref(&self) -> &OriginServer {
+        &self.0
+    }
 }
 
 impl TestOrigin {
+    /// Starts on `settings.listen`.
     pub async fn start(settings: Settings) -> TestOrigin {
-        Self::start_on("127.0.0.1:0".parse().unwrap(), settings).await
+        TestOrigin(OriginServer::start(settings).await.expect("origin start"))
     }
 
     /// Starts on a given address (to restart an origin where clients expect it).
     pub async fn start_on(addr: SocketAddr, settings: Settings) -> TestOrigin {
-        let listener = bind_retrying(addr).await;
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        let task = tokio::spawn(async move {
-            ssepush_origin::server::run(listener, settings, stop.cancelled_owned())
-                .await
-                .expect("origin failed");
-        });
-        let url = format!("http://{addr}");
-        TestOrigin {
-            addr,
-            client: OriginClient::new(&url),
-            url,
-            shutdown,
-            task,
-        }
-    }
-
-    /// Drains and waits for the server to stop.
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("origin did not stop within 10 s")
-            .expect("origin task panicked");
-    }
-}
-
-async fn bind_retrying(addr: SocketAddr) -> tokio::net::TcpListener {
-    // A just-closed port can take a moment to be free again.
-    for _ in 0..50 {
-        if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
-            return l;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("cannot bind {addr}");
-}
-
-/// Reads `n` items from a fresh (non-resuming) SSE connection, failing after `within`.
-pub async fn take_items(
-    client: &OriginClient,
-    sub: &Subscription,
-    n: usize,
-    within: Duration,
-) -> Vec<Item> {
-    let conn = client
-        .connect(sub, sub.last_event_id)
+        Self::start(Settings {
+            listen: addr,
+            ..settings
+        })
         .await
-        .expect("sse connect");
-    let mut conn = std::pin::pin!(conn);
+    }
+
+    /// Drains and waits for the server to stop; fails the test if it failed or hung.
+    pub async fn stop(self) {
+        self.0.stop().await.expect("origin stop");
+    }
+}
+
+/// A running simulated push gateway with its credentials written to a fresh temporary
+/// directory, as `ssepush gateway --credentials-dir` does: `url`, `client`, `credentials`,
+/// `dir` come from the stack's `GatewayServer`.
+pub struct TestGateway(GatewayServer);
+
+impl Deref for TestGateway {
+    type Target = GatewayServer;
+    fn deref(&self) -> &GatewayServer {
+        &self.0
+    }
+}
+
+impl TestGateway {
+    pub async fn start() -> TestGateway {
+        Self::start_with(GatewayConfig::default()).await
+    }
+
+    /// Starts with `config` (a quick shutdown unless it says otherwise).
+    pub async fn start_with(config: GatewayConfig) -> TestGateway {
+        let config = GatewayConfig {
+            shutdown_grace: Duration::from_secs(2),
+            ..config
+        };
+        let gw = GatewayServer::start("127.0.0.1:0".parse().unwrap(), config)
+            .await
+            .expect("gateway start");
+        TestGateway(gw)
+    }
+
+    /// Stops the gateway and removes its credentials directory.
+    pub async fn stop(self) {
+        self.0.stop().await.expect("gateway stop");
+    }
+}
+
+/// An open SSE connection's frames.
+pub type Frames = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Frame, ClientError>> + Send>>;
+
+/// Opens a (non-resuming) SSE connection from `sub.last_event_id` and returns once the origin
+/// answered 200. The origin registers a subscription before it answers, so this is the signal
+/// that anything published from now on reaches the stream.
+pub async fn subscribed(client: &OriginClient, sub: &Subscription) -> Frames {
+    Box::pin(
+        client
+            .connect(sub, sub.last_event_id)
+            .await
+            .expect("sse connect"),
+    )
+}
+
+/// Reads `n` items (events and resets) from an open connection, failing after `within`.
+pub async fn read_items(conn: &mut Frames, n: usize, within: Duration) -> Vec<Item> {
     let mut out = Vec::new();
     tokio::time::timeout(within, async {
         while out.len() < n {
             match conn.next().await {
-                Some(Ok(ssepush::client::Frame::Item(item))) => out.push(item),
+                Some(Ok(Frame::Item(item))) => out.push(item),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => panic!("sse error: {e}"),
                 None => break,
@@ -138,7 +155,26 @@ pub async fn take_items(
     out
 }
 
-/// Polls `cond` every 20 ms until it holds, failing after `within`.
+/// Reads `n` items from a fresh (non-resuming) SSE connection, failing after `within`.
+pub async fn take_items(
+    client: &OriginClient,
+    sub: &Subscription,
+    n: usize,
+    within: Duration,
+) -> Vec<Item> {
+    read_items(&mut subscribed(client, sub).await, n, within).await
+}
+
+/// Lets `window` pass, to observe that something does **not** happen within it (no second
+/// wake past the coalescing window, no retry after a stop, no delivery to a deleted webhook).
+/// A negative needs a window; never use this to wait *for* something — await its signal.
+pub async fn nothing_happens_for(window: Duration) {
+    tokio::time::sleep(window).await;
+}
+
+/// Checks `cond` every 20 ms until it holds, failing after `within`: for state a server only
+/// shows when asked (a status document, a record), never instead of a signal the test can
+/// await.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut cond: F)
 where
     F: FnMut() -> Fut,
@@ -154,7 +190,11 @@ where
     }
 }
 
-/// Reads a counter or gauge from an origin's `/metrics`.
+/// The sum of a counter or gauge (all its label sets) in a server's own `/metrics`.
+///
+/// The origin and the proxy render the process-wide recorder, so a test that asserts on
+/// their metrics belongs to the `serial` test binary and holds [`exclusive`] while it runs;
+/// the gateway's metrics are its own.
 pub async fn metric(url: &str, name: &str) -> f64 {
     let text = reqwest::get(format!("{url}/metrics"))
         .await
@@ -170,57 +210,11 @@ pub async fn metric(url: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// A running simulated push gateway (`ssepush::gateway`) with its credentials written to a
-/// fresh temporary directory, as `ssepush gateway --credentials-dir` does.
-pub struct TestGateway {
-    pub url: String,
-    /// The credentials directory (`apns.json`, `AuthKey_*.p8`, `fcm-service-account.json`,
-    /// `gateway.json`).
-    pub dir: std::path::PathBuf,
-    pub client: ssepush::gateway::client::GatewayClient,
-    pub creds: ssepush::gateway::Credentials,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl TestGateway {
-    pub async fn start() -> TestGateway {
-        Self::start_with(ssepush::gateway::GatewayConfig::default()).await
-    }
-
-    /// Starts with `config`; its `credentials_dir` is replaced by a fresh temporary one.
-    pub async fn start_with(mut config: ssepush::gateway::GatewayConfig) -> TestGateway {
-        let dir = std::env::temp_dir().join(namespace("gateway"));
-        config.credentials_dir = Some(dir.clone());
-        let listener = bind_retrying("127.0.0.1:0".parse().unwrap()).await;
-        // RSA key generation is CPU work: off the test's runtime threads.
-        let gateway =
-            tokio::task::spawn_blocking(move || ssepush::gateway::Gateway::new(listener, config))
-                .await
-                .unwrap()
-                .expect("gateway credentials");
-        let url = gateway.base_url().to_owned();
-        let creds = gateway.credentials().clone();
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        let task = tokio::spawn(gateway.serve(stop.cancelled_owned()));
-        TestGateway {
-            client: ssepush::gateway::client::GatewayClient::new(&url),
-            url,
-            dir,
-            creds,
-            shutdown,
-            task,
-        }
-    }
-
-    /// Stops the gateway and removes its credentials directory.
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("gateway did not stop within 10 s")
-            .expect("gateway task panicked");
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// Held by every test of the `serial` binary for its whole run: no other test runs in the
+/// process meanwhile, so what a test reads of process-wide state — the origin's and the
+/// proxy's `/metrics` (one recorder per process), the process's own sockets — is its own
+/// servers' doing.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }

@@ -1,20 +1,18 @@
-//! Proxy harness: the production `ssepush_proxy::server::run` on port 0 with a recording push
-//! provider, and the phone's side of the handoff API over real HTTP.
-//!
-//! Test files use it with `#[path = "support/proxy.rs"] mod proxy_support;` next to `mod support;`.
-#![allow(dead_code)]
+//! Proxy harness: the stack's `ProxyServer` (the production `ssepush_proxy::server::run` on
+//! port 0) with a recording push service or the real providers, and the phone's side of the
+//! handoff API over real HTTP, raw enough to test the API itself.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
-use serde_json::{Value, json};
+use serde_json::Value;
+use ssepush::device::stack::ProxyServer;
+use ssepush_proxy::protocol::{HandoffCreated, HandoffRequest, StreamRequest};
 use ssepush_proxy::push::{PushError, PushProvider, PushTarget, Wake};
 use ssepush_proxy::settings::Settings;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// One push the recording provider accepted (or refused).
 #[derive(Debug, Clone)]
@@ -25,7 +23,9 @@ pub struct Sent {
     pub accepted: bool,
 }
 
-/// A push provider that records every wake and answers from a script (default: accept).
+/// A push service that records every wake and answers from a script (default: accept): it
+/// stands for Apple, Google or a browser vendor — outside the product — where a test is about
+/// the proxy's policy rather than a provider's wire format (those run against the gateway).
 #[derive(Default)]
 pub struct Recorder {
     sent: Mutex<Vec<Sent>>,
@@ -92,8 +92,7 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     pub url: String,
     pub http: reqwest::Client,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
+    server: ProxyServer,
 }
 
 impl TestProxy {
@@ -106,30 +105,20 @@ impl TestProxy {
         settings: Settings,
         providers: ssepush_proxy::push::Providers,
     ) -> TestProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        let task = tokio::spawn(async move {
-            ssepush_proxy::server::run(listener, settings, providers, stop.cancelled_owned())
-                .await
-                .expect("proxy failed");
-        });
+        let server = ProxyServer::start(settings, providers)
+            .await
+            .expect("proxy start");
         TestProxy {
-            addr,
-            url: format!("http://{addr}"),
+            addr: server.addr,
+            url: server.url.clone(),
             http: reqwest::Client::new(),
-            shutdown,
-            task,
+            server,
         }
     }
 
+    /// Drains and waits for the proxy to stop; fails the test if it failed or hung.
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("proxy did not stop within 10 s")
-            .expect("proxy task panicked");
+        self.server.stop().await.expect("proxy stop");
     }
 
     /// `POST /v1/handoffs`; returns the status and the JSON body.
@@ -146,12 +135,14 @@ impl TestProxy {
     }
 
     /// Creates a handoff that must succeed.
+    /// Creates a handoff that must succeed; the `201` must be a `HandoffCreated`.
     pub async fn create(&self, body: &Value) -> Handoff {
         let (status, body) = self.create_raw(body).await;
         assert_eq!(status, 201, "handoff refused: {body}");
+        let created: HandoffCreated = serde_json::from_value(body).expect("a HandoffCreated");
         Handoff {
-            id: body["id"].as_str().unwrap().to_owned(),
-            token: body["token"].as_str().unwrap().to_owned(),
+            id: created.id,
+            token: created.token,
         }
     }
 
@@ -225,10 +216,21 @@ pub struct Handoff {
 
 /// A handoff request body for an APNs phone.
 pub fn handoff_body(stream_url: &str, last_event_id: Option<&str>, device: u32) -> Value {
-    json!({
-        "stream": {"url": stream_url, "lastEventId": last_event_id},
-        "push": {"platform": "apns", "token": format!("{device:064x}")},
-    })
+    let request = HandoffRequest {
+        stream: StreamRequest {
+            url: stream_url.to_owned(),
+            headers: Default::default(),
+            last_event_id: last_event_id.map(str::to_owned),
+        },
+        push: ssepush_proxy::protocol::PushTarget::Apns {
+            token: format!("{device:064x}"),
+            topic: None,
+            environment: None,
+        },
+        wake: Default::default(),
+        ttl_sec: None,
+    };
+    serde_json::to_value(request).unwrap()
 }
 
 /// The `id:` lines of an SSE body, in order.

@@ -4,8 +4,8 @@
  *
  * The shapes are the servers' own (docs/web.md lists them next to their Rust definitions):
  * the origin's SSE frames and `ssepush.reset` (`origin/src/sse.rs`), the proxy's handoff request,
- * its answers and its gap marker (`proxy/src/handoff.rs`, `proxy/src/api.rs`), the push target
- * (`proxy/src/push/mod.rs`) and the Web Push wake (`proxy/src/push/webpush.rs`). Field names are
+ * its answers, its gap marker, the push target and the Web Push wake (all in
+ * `proxy/src/protocol/`). Field names are
  * the wire's (camelCase); nothing here invents a field the servers do not send.
  *
  * Event ids are opaque strings: this client stores and compares them for equality, and never

@@ -13,7 +13,7 @@ import {
 } from '../src/wire.js';
 
 test('a Web Push wake, background and alert mode', () => {
-  // What proxy/src/push/webpush.rs `plaintext` encrypts.
+  // What the proxy encrypts: `WebPushMessage` in proxy/src/protocol/wake.rs.
   assert.deepEqual(parseWebPushMessage('{"ssepush":{"handoff":"h_1","pending":4,"latestEventId":"e7"}}'), {
     ssepush: { handoff: 'h_1', pending: 4, latestEventId: 'e7' },
   });

@@ -1,5 +1,5 @@
 //! `GET /`: the console, a small self-contained page that subscribes with the browser's own
-//! `EventSource` and shows events live (SPEC §4).
+//! `EventSource` and shows events live (README, "Try the origin by hand").
 //!
 //! The page (`console.html`, embedded at build time) has no external assets, so it works on an
 //! origin with no internet access, and its Content-Security-Policy forbids loading any: scripts

@@ -1,13 +1,14 @@
 //! APNs: wakes an iPhone through Apple's provider API.
 //!
-//! Two transports, one request model. [`ApnsMessage::payload`] builds the a2 [`Payload`] (its
-//! `aps`, our `ssepush` object, and the [`NotificationOptions`] that become the `apns-*`
-//! headers) and nothing else decides what is sent:
+//! Two transports, one request model. [`ApnsMessage::payload`] pairs the body (the protocol's
+//! [`ApnsPayload`]: `aps` and our `ssepush` object) with the a2 [`NotificationOptions`] that
+//! become the `apns-*` headers, as an [`ApnsNotification`] that a2 sends as it is; nothing else
+//! decides what is sent:
 //!
 //! * **Apple** — the `a2` crate, for `api.push.apple.com` / the sandbox (token `.p8` auth or a
 //!   client certificate). a2 can only reach Apple's hosts.
 //! * **Raw** — for any other endpoint (the simulated gateway): [`raw_request`] renders the same
-//!   a2 payload as the HTTP/2 request a2 would make, signed with our own cached ES256 provider
+//!   notification as the HTTP/2 request a2 would make, signed with our own cached ES256 provider
 //!   token, over h2c (`http://`) or TLS with an optional extra root CA.
 //!
 //! [`classify`] maps Apple's status and `reason` to a [`PushError`] for both transports.
@@ -16,18 +17,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use a2::request::notification::{
-    CollapseId, DefaultNotificationBuilder, NotificationBuilder, NotificationOptions, Priority,
-    PushType,
-};
-use a2::request::payload::{Payload, PayloadLike};
+use a2::request::notification::{CollapseId, NotificationOptions, Priority, PushType};
+use a2::request::payload::PayloadLike;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use super::http::{HttpClient, Versions, base_url, now_secs, retry_after};
-use super::{PushError, PushProvider, PushTarget, Wake, WakeMode, alert_text};
+use super::{PushError, PushProvider, PushTarget, Wake, WakeMode};
+use crate::protocol::ApnsPayload;
 
 /// Apple's limit on `apns-collapse-id`, in bytes.
 pub const MAX_COLLAPSE_ID: usize = 64;
@@ -109,17 +108,12 @@ pub const MAX_DEVICE_TOKEN_HEX: usize = 200;
 
 /// Whether `token` can be an APNs device token: bytes in hex, so an even number of hex digits,
 /// up to [`MAX_DEVICE_TOKEN_HEX`] (the length is not promised). Anything else must not reach a
-/// URL path. The handoff check and the OpenAPI pattern ([`device_token_pattern`]) use exactly
-/// this rule.
+/// URL path. The handoff check uses exactly this rule, and the OpenAPI document's `pattern` for
+/// the token (on `protocol::PushTarget`) is tested against it.
 pub fn is_device_token(token: &str) -> bool {
     (2..=MAX_DEVICE_TOKEN_HEX).contains(&token.len())
         && token.len().is_multiple_of(2)
         && token.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// [`is_device_token`] as a JSON Schema `pattern` (ECMA-262), for the OpenAPI document.
-pub fn device_token_pattern() -> String {
-    format!("^([0-9a-fA-F]{{2}}){{1,{}}}$", MAX_DEVICE_TOKEN_HEX / 2)
 }
 
 /// The `apns-collapse-id` for a wake's collapse id: as is when it fits Apple's 64 bytes, else
@@ -135,7 +129,7 @@ pub fn collapse_id(id: &str) -> String {
     }
 }
 
-/// One notification for one wake, owning everything the a2 payload borrows.
+/// One notification for one wake, owning everything the a2 options borrow.
 #[derive(Clone, PartialEq)]
 pub struct ApnsMessage {
     device_token: String,
@@ -144,8 +138,7 @@ pub struct ApnsMessage {
     /// Unix seconds after which APNs stops trying (`apns-expiration`).
     expiration: u64,
     mode: WakeMode,
-    alert: Option<(String, String)>,
-    ssepush: serde_json::Value,
+    body: ApnsPayload,
 }
 
 impl std::fmt::Debug for ApnsMessage {
@@ -185,18 +178,17 @@ impl ApnsMessage {
             collapse_id: collapse_id(&wake.collapse_id),
             expiration: now.saturating_add(wake.ttl.as_secs()),
             mode: wake.mode,
-            alert: (wake.mode == WakeMode::Alert).then(|| alert_text(wake)),
-            ssepush: wake.payload(),
+            body: ApnsPayload::new(wake.payload(), wake.mode),
         })
     }
 
-    /// The a2 payload and options: the one definition of what APNs receives.
+    /// The body and the options: the one definition of what APNs receives.
     ///
     /// Background: `apns-push-type: background`, priority 5 (Apple refuses 10 for background
     /// pushes), body `{"aps": {"content-available": 1}, "ssepush": {…}}`. Alert: push type
     /// `alert`, priority 10, an `aps.alert`, and still `content-available` so the app also
     /// gets time to catch up.
-    pub fn payload(&self) -> Payload<'_> {
+    pub fn payload(&self) -> ApnsNotification<'_> {
         let (push_type, priority) = match self.mode {
             WakeMode::Background => (PushType::Background, Priority::Normal),
             WakeMode::Alert => (PushType::Alert, Priority::High),
@@ -212,23 +204,54 @@ impl ApnsMessage {
                 value: &self.collapse_id,
             }),
         };
-        let mut builder = DefaultNotificationBuilder::new().set_content_available();
-        if let Some((title, body)) = &self.alert {
-            builder = builder.set_title(title).set_body(body);
+        ApnsNotification {
+            body: &self.body,
+            options,
+            device_token: &self.device_token,
         }
-        let mut payload = builder.build(&self.device_token, options);
-        // a2 always writes `"mutable-content": 0`; it means nothing for our pushes.
-        payload.aps.mutable_content = None;
-        payload.data.insert("ssepush", self.ssepush.clone());
-        payload
     }
 }
 
-/// The raw transport's request for an a2 payload: `POST {base}/3/device/{token}` with exactly
+/// What a2 sends: the protocol's body, serialised as it is, with the options a2 turns into
+/// `apns-*` headers and the device token it puts in the path.
+#[derive(Clone)]
+pub struct ApnsNotification<'a> {
+    pub body: &'a ApnsPayload,
+    pub options: NotificationOptions<'a>,
+    pub device_token: &'a str,
+}
+
+impl serde::Serialize for ApnsNotification<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.body.serialize(s)
+    }
+}
+
+impl std::fmt::Debug for ApnsNotification<'_> {
+    // a2 requires `Debug`; the device token stays out of it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApnsNotification")
+            .field("body", self.body)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PayloadLike for ApnsNotification<'_> {
+    fn get_device_token(&self) -> &str {
+        self.device_token
+    }
+
+    fn get_options(&self) -> &NotificationOptions<'_> {
+        &self.options
+    }
+}
+
+/// The raw transport's request for a notification: `POST {base}/3/device/{token}` with exactly
 /// the headers a2 derives from the same options, and `authorization: bearer <provider token>`.
 pub fn raw_request(
     base: &str,
-    payload: &Payload<'_>,
+    payload: &ApnsNotification<'_>,
     provider_token: &str,
 ) -> Result<http::Request<Bytes>, PushError> {
     let options = payload.get_options();
@@ -323,7 +346,13 @@ pub fn sign_provider_token(
 ) -> Result<String, PushError> {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     header.kid = Some(key_id.to_owned());
-    let claims = serde_json::json!({"iss": team_id, "iat": iat});
+    /// Apple's provider-token claims: the team id and the issue time (Unix seconds).
+    #[derive(Serialize)]
+    struct Claims<'a> {
+        iss: &'a str,
+        iat: u64,
+    }
+    let claims = Claims { iss: team_id, iat };
     jsonwebtoken::encode(&header, &claims, key)
         .map_err(|e| PushError::Config(format!("signing the APNs provider token: {e}")))
 }
@@ -566,6 +595,7 @@ impl PushProvider for ApnsProvider {
 mod tests {
     use super::*;
     use serde_json::json;
+    use ssepush_origin::EventId;
 
     const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     const NOW: u64 = 1_800_000_000;
@@ -574,14 +604,14 @@ mod tests {
         Wake {
             handoff_id: "h1".into(),
             pending: 3,
-            latest_event_id: Some("e42".into()),
+            latest_event_id: Some(EventId::new(42, 0)),
             mode,
             collapse_id: "handoff-h1".into(),
             ttl: Duration::from_secs(3600),
         }
     }
 
-    fn body(payload: &Payload<'_>) -> serde_json::Value {
+    fn body(payload: &ApnsNotification<'_>) -> serde_json::Value {
         serde_json::from_str(&payload.clone().to_json_string().unwrap()).unwrap()
     }
 
@@ -594,7 +624,7 @@ mod tests {
             body(&payload),
             json!({
                 "aps": {"content-available": 1},
-                "ssepush": {"handoff": "h1", "pending": 3, "latestEventId": "e42"},
+                "ssepush": {"handoff": "h1", "pending": 3, "latestEventId": "42-0"},
             })
         );
         assert_eq!(payload.device_token, TOKEN);

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::http::{HttpClient, HttpResponse, Versions, base_url, now_secs, retry_after};
-use super::{PushError, PushProvider, PushTarget, Wake, WakeMode, alert_text};
+use super::{PushError, PushProvider, PushTarget, Wake};
+use crate::protocol::FcmRequest;
 
 pub const DEFAULT_BASE_URL: &str = "https://fcm.googleapis.com";
 /// The OAuth scope that allows sending FCM messages.
@@ -79,15 +80,26 @@ impl std::fmt::Debug for ServiceAccountKey {
     }
 }
 
+/// The claims of a service-account assertion (RFC 7523 §3, Google's OAuth 2.0 for service
+/// accounts): who signs, what for, for whom, when (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AssertionClaims<'a> {
+    pub iss: &'a str,
+    pub scope: &'a str,
+    pub aud: &'a str,
+    pub iat: u64,
+    pub exp: u64,
+}
+
 /// The claims of a service-account assertion issued at `iat`, valid for an hour.
-pub fn assertion_claims(key: &ServiceAccountKey, iat: u64) -> Value {
-    json!({
-        "iss": key.client_email,
-        "scope": SCOPE,
-        "aud": key.token_uri,
-        "iat": iat,
-        "exp": iat + 3600,
-    })
+pub fn assertion_claims(key: &ServiceAccountKey, iat: u64) -> AssertionClaims<'_> {
+    AssertionClaims {
+        iss: &key.client_email,
+        scope: SCOPE,
+        aud: &key.token_uri,
+        iat,
+        exp: iat + 3600,
+    }
 }
 
 /// The token request body: the RFC 7523 JWT-bearer grant, form-encoded. The assertion is
@@ -98,25 +110,18 @@ pub fn token_request_body(assertion: &str) -> String {
     )
 }
 
-/// The `messages:send` body for a wake: a data message (FCM data values are strings, so the
-/// `ssepush` object travels as its JSON text), high priority so a dozing phone wakes, the
-/// collapse key so a newer wake replaces an undelivered one, and the wake's TTL. Alert mode
-/// adds a `notification`.
-pub fn message(token: &str, wake: &Wake) -> Value {
-    let mut message = json!({
-        "token": token,
-        "data": {"ssepush": wake.payload().to_string()},
-        "android": {
-            "priority": "HIGH",
-            "collapse_key": wake.collapse_id,
-            "ttl": format!("{}s", wake.ttl.as_secs()),
-        },
-    });
-    if wake.mode == WakeMode::Alert {
-        let (title, body) = alert_text(wake);
-        message["notification"] = json!({"title": title, "body": body});
-    }
-    json!({ "message": message })
+/// The `messages:send` body for a wake ([`FcmRequest`]): a data message (FCM data values are
+/// strings, so the `ssepush` object travels as its JSON text), high priority so a dozing phone
+/// wakes, the collapse key so a newer wake replaces an undelivered one, and the wake's TTL.
+/// Alert mode adds a `notification`.
+pub fn message(token: &str, wake: &Wake) -> FcmRequest {
+    FcmRequest::new(
+        token,
+        &wake.payload(),
+        wake.mode,
+        &wake.collapse_id,
+        wake.ttl,
+    )
 }
 
 /// FCM's error code: the `FcmError` detail's `errorCode` when present, else the Google RPC
@@ -340,7 +345,9 @@ impl PushProvider for FcmProvider {
         if token.is_empty() {
             return Err(PushError::Permanent("empty FCM registration token".into()));
         }
-        let body = Bytes::from(message(token, wake).to_string());
+        let body = serde_json::to_vec(&message(token, wake))
+            .map_err(|e| PushError::Config(format!("FCM message: {e}")))?;
+        let body = Bytes::from(body);
         let access = self.access_token(None).await?;
         let mut response = self.post(&body, &access).await?;
         if response.status == 401 {
@@ -359,12 +366,15 @@ impl PushProvider for FcmProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::push::WakeMode;
+    use serde_json::json;
+    use ssepush_origin::EventId;
 
     fn wake(mode: WakeMode) -> Wake {
         Wake {
             handoff_id: "h1".into(),
             pending: 2,
-            latest_event_id: Some("e9".into()),
+            latest_event_id: Some(EventId::new(9, 0)),
             mode,
             collapse_id: "handoff-h1".into(),
             ttl: Duration::from_secs(900),
@@ -373,13 +383,14 @@ mod tests {
 
     #[test]
     fn data_message_for_a_background_wake() {
-        let mut m = message("fcm-token", &wake(WakeMode::Background));
+        let mut m =
+            serde_json::to_value(message("fcm-token", &wake(WakeMode::Background))).unwrap();
         // Data values are strings: the ssepush object travels as JSON text.
         let ssepush: Value =
             serde_json::from_str(m["message"]["data"]["ssepush"].as_str().unwrap()).unwrap();
         assert_eq!(
             ssepush,
-            json!({"handoff": "h1", "pending": 2, "latestEventId": "e9"})
+            json!({"handoff": "h1", "pending": 2, "latestEventId": "9-0"})
         );
         m["message"]["data"]["ssepush"] = "…".into();
         assert_eq!(
@@ -395,7 +406,7 @@ mod tests {
 
     #[test]
     fn alert_wake_adds_a_notification() {
-        let m = message("t", &wake(WakeMode::Alert));
+        let m = serde_json::to_value(message("t", &wake(WakeMode::Alert))).unwrap();
         assert_eq!(
             m["message"]["notification"],
             json!({"title": "New activity", "body": "2 new events"})
@@ -505,7 +516,7 @@ mod tests {
             token_uri: "http://127.0.0.1:1/token".into(),
         };
         assert_eq!(
-            assertion_claims(&key, 100),
+            serde_json::to_value(assertion_claims(&key, 100)).unwrap(),
             json!({"iss": "sa@p.iam.gserviceaccount.com", "scope": SCOPE,
                    "aud": "http://127.0.0.1:1/token", "iat": 100, "exp": 3700})
         );

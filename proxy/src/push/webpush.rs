@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use super::http::{HttpClient, Versions, now_secs, retry_after};
-use super::{PushError, PushProvider, PushTarget, Wake, WakeMode, WebPushSubscription, alert_text};
+use super::{PushError, PushProvider, PushTarget, Wake, WebPushSubscription};
+use crate::protocol::WebPushMessage;
 
 /// How long a VAPID token is valid. RFC 8292 allows at most 24 hours; push services differ in
 /// how much clock skew they tolerate, so stay well under.
@@ -138,11 +139,18 @@ impl VapidKey {
         subject: &str,
         now: u64,
     ) -> Result<String, PushError> {
-        let claims = serde_json::json!({
-            "aud": origin,
-            "exp": now + VAPID_LIFETIME.as_secs(),
-            "sub": subject,
-        });
+        /// RFC 8292 §2: the push service's origin, an expiry (Unix seconds) and a contact.
+        #[derive(Serialize)]
+        struct Claims<'a> {
+            aud: &'a str,
+            exp: u64,
+            sub: &'a str,
+        }
+        let claims = Claims {
+            aud: origin,
+            exp: now + VAPID_LIFETIME.as_secs(),
+            sub: subject,
+        };
         let t = jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
             &claims,
@@ -201,15 +209,11 @@ pub fn topic(collapse_id: &str) -> String {
     }
 }
 
-/// The plaintext every Web Push wake carries: `{"ssepush": {…}}`, plus a `notification` the
-/// service worker can show in alert mode.
+/// The plaintext every Web Push wake carries ([`WebPushMessage`]): `{"ssepush": {…}}`, plus a
+/// `notification` the service worker can show in alert mode.
 pub fn plaintext(wake: &Wake) -> Vec<u8> {
-    let mut body = serde_json::json!({ "ssepush": wake.payload() });
-    if wake.mode == WakeMode::Alert {
-        let (title, text) = alert_text(wake);
-        body["notification"] = serde_json::json!({"title": title, "body": text});
-    }
-    body.to_string().into_bytes()
+    // A struct of strings and integers always serialises.
+    serde_json::to_vec(&WebPushMessage::new(wake.payload(), wake.mode)).unwrap_or_default()
 }
 
 /// Subscription keys are base64url; some senders pad them or use the standard alphabet.
@@ -364,7 +368,8 @@ impl PushProvider for WebPushProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::push::WebPushKeys;
+    use crate::push::{WakeMode, WebPushKeys};
+    use ssepush_origin::EventId;
 
     const NOW: u64 = 1_800_000_000;
 
@@ -372,7 +377,7 @@ mod tests {
         Wake {
             handoff_id: "h1".into(),
             pending: 4,
-            latest_event_id: Some("e7".into()),
+            latest_event_id: Some(EventId::new(7, 0)),
             mode,
             collapse_id: "handoff-h1".into(),
             ttl: Duration::from_secs(600),
@@ -420,7 +425,7 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&plain).unwrap();
         assert_eq!(
             body,
-            serde_json::json!({"ssepush": {"handoff": "h1", "pending": 4, "latestEventId": "e7"}})
+            serde_json::json!({"ssepush": {"handoff": "h1", "pending": 4, "latestEventId": "7-0"}})
         );
         // Another phone's keys cannot read it.
         let (other, other_auth, _) = phone("https://x");

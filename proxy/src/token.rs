@@ -1,0 +1,83 @@
+//! A handoff's identifiers and secret: its public id, and the token the phone presents for
+//! every later call. The token is returned once, at creation; only its SHA-256 is kept and
+//! compared in constant time, and neither type prints it.
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// A handoff's secret, as handed to the phone once. 256 random bits, hex.
+pub struct Token(String);
+
+impl Token {
+    pub fn generate() -> Token {
+        Token(random_hex(32))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(&self) -> TokenHash {
+        TokenHash::of(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+/// What the proxy keeps of a token: its SHA-256. A leaked store does not leak the tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    pub fn of(token: &str) -> TokenHash {
+        TokenHash(Sha256::digest(token.as_bytes()).into())
+    }
+
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Constant-time comparison of a presented token against this hash.
+    pub fn verify(&self, presented: &str) -> bool {
+        bool::from(TokenHash::of(presented).0.ct_eq(&self.0))
+    }
+}
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHash(…)")
+    }
+}
+
+/// A fresh handoff id: `h_` and 128 random bits, hex.
+pub fn new_id() -> String {
+    format!("h_{}", random_hex(16))
+}
+
+fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_by_hash_and_never_print() {
+        let t = Token::generate();
+        assert_eq!(t.expose().len(), 64);
+        let h = t.hash();
+        assert!(h.verify(t.expose()));
+        assert!(!h.verify("nope"));
+        assert!(!format!("{t:?} {h:?}").contains(t.expose()));
+        assert_ne!(Token::generate().expose(), t.expose());
+        assert!(new_id().starts_with("h_"));
+    }
+}

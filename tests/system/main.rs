@@ -1,0 +1,30 @@
+//! Whole-system tests: the product's real servers on ephemeral loopback ports, real Redis,
+//! real HTTP/2 to the simulated gateway, the real binary. One test binary (each links the
+//! whole product), one module per area; run one area with
+//! `cargo test --test system origin_sse::` or one test by a part of its name.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod conditional_requests;
+mod cors;
+mod device_run;
+mod gateway;
+mod openapi;
+mod origin_auth;
+mod origin_cursor;
+mod origin_datasets;
+mod origin_latest;
+mod origin_poll;
+mod origin_resume;
+mod origin_shutdown;
+mod origin_sse;
+mod origin_static_filters;
+mod origin_webhooks;
+mod origin_ws;
+mod proxy_gateway;
+mod proxy_handoff;
+mod proxy_upstream;
+mod push_providers;
+mod sample_configs;
+mod sse_clients;
