@@ -493,6 +493,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_newest_id_never_goes_back_when_a_gap_read_delivers_older_events() {
+        let settings = settings();
+        let h = handoff(&settings, &Token::generate());
+        // An oversized event 9 was skipped by the shared watcher while a private gap read
+        // still delivers older events.
+        h.on_skipped(EventId::new(1, 9), "too large");
+        deliver(&h, 5, true);
+        assert_eq!(h.record().newest_id, Some(EventId::new(1, 9)));
+        // The skipped id is not delivered: the older event was still buffered.
+        assert_eq!(h.check_in(None).events.len(), 1);
+    }
+
+    #[tokio::test]
     async fn upstream_failure_and_expiry_are_terminal() {
         let settings = settings();
         let h = handoff(&settings, &Token::generate());
