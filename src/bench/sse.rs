@@ -47,9 +47,10 @@ pub struct SseFlags {
     /// Pause between the last subscriber connecting and the first publish.
     #[arg(long, default_value = "1s", value_parser = super::parse_duration)]
     pub settle: Duration,
-    /// The server's process id: report its CPU time per delivery and its RSS.
+    /// The server's process id: report its CPU time per delivery and its RSS. Repeat it for a
+    /// server of several processes (e.g. nginx's master and worker): their figures are summed.
     #[arg(long)]
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
     /// Filler bytes per payload.
     #[arg(long, default_value_t = 0)]
     pub pad: usize,
@@ -114,7 +115,7 @@ pub struct SseParams {
     pub drain_secs: f64,
     pub pad: usize,
     pub client: ClientKind,
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
 }
 
 /// CPU and memory of a process (or the sum of several) over the measured window.
@@ -184,7 +185,9 @@ pub async fn measure(flags: &SseFlags, open_files: u64) -> anyhow::Result<SseRep
     ));
     tokio::time::sleep(flags.settle).await;
 
-    let server = flags.server_pid.map(|p| Window::start(vec![p])).transpose()?;
+    let server = (!flags.server_pid.is_empty())
+        .then(|| Window::start(flags.server_pid.clone()))
+        .transpose()?;
     let client = Window::start(fleet.pids()).ok();
     let plan = PublishPlan {
         url: flags.publish_url.clone(),
@@ -248,7 +251,7 @@ pub async fn measure(flags: &SseFlags, open_files: u64) -> anyhow::Result<SseRep
             drain_secs: flags.drain.as_secs_f64(),
             pad: flags.pad,
             client: flags.client,
-            server_pid: flags.server_pid,
+            server_pid: flags.server_pid.clone(),
         },
         load_average_before,
         load_average_after: output::load_average(),
