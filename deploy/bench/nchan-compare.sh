@@ -151,14 +151,14 @@ echo "SSE fan-out, ssepush origin vs Nchan (nginx $("$NGINX" -v 2>&1 | sed 's/.*
 printf '%-22s %-8s %12s %10s %10s %12s %9s\n' load server "deliveries/s" loss% "p99 ms" "CPU/deliv µs" "cores"
 for ((i = 0; i < ${#results[@]}; i += 2)); do
     n=${results[i]} s=${results[i+1]}
-    label=$(jq -r '"\(.params.subscribers) × \(.params.rate)/s"' "$n")
+    what=$(jq -r '"\(.params.subscribers) × \(.params.rate)/s"' "$n")
     for f in "$n" "$s"; do
-        jq -r --arg label "$label" --arg server "$(basename "$f" | cut -d- -f1)" \
-            '[$label, $server, (.deliveriesPerSec | floor), (.lossPercent * 1000 | round / 1000),
+        jq -r --arg what "$what" --arg server "$(basename "$f" | cut -d- -f1)" \
+            '[$what, $server, (.deliveriesPerSec | floor), (.lossPercent * 1000 | round / 1000),
               .latency.p99Ms, (.server.cpuPerDeliveryUs * 100 | round / 100),
               (.server.cores * 100 | round / 100)] | @tsv' "$f"
     done | awk -F'\t' '{ printf "%-22s %-8s %12s %10s %10s %12s %9s\n", $1, $2, $3, $4, $5, $6, $7 }'
-    jq -rn --slurpfile n "$n" --slurpfile s "$s" --arg label "$label" \
-        '"\($label): CPU per delivery ssepush/Nchan = \(($s[0].server.cpuPerDeliveryUs / $n[0].server.cpuPerDeliveryUs) * 1000 | round / 1000) (target ≤ 0.333); "
+    jq -rn --slurpfile n "$n" --slurpfile s "$s" --arg what "$what" \
+        '"\($what): CPU per delivery ssepush/Nchan = \(($s[0].server.cpuPerDeliveryUs / $n[0].server.cpuPerDeliveryUs) * 1000 | round / 1000) (target ≤ 0.333); "
          + "p99 ssepush/Nchan = \(($s[0].latency.p99Ms / $n[0].latency.p99Ms) * 1000 | round / 1000) (target ≤ 1)"'
 done
