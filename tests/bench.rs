@@ -19,7 +19,10 @@ async fn bench(args: &[&str]) -> String {
         .await
         .expect("run ssepush bench");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "ssepush bench {args:?} failed:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "ssepush bench {args:?} failed:\n{stderr}"
+    );
     String::from_utf8(out.stdout).expect("utf-8 stdout")
 }
 
@@ -42,10 +45,31 @@ async fn sse_spreads_subscribers_over_workers_and_counts_every_delivery() {
     let pid = std::process::id().to_string();
     for client in ["raw", "reqwest"] {
         let r = bench_json(&[
-            "sse", "--url", &url, "--publish-url", &publish, "--channel", "bench.smoke",
-            "--subscribers", "7", "--per-process", "3", "--rate", "10", "--duration", "1s",
-            "--settle", "100ms", "--drain", "60s", "--server-pid", &pid, "--client", client,
-            "--pad", "16",
+            "sse",
+            "--url",
+            &url,
+            "--publish-url",
+            &publish,
+            "--channel",
+            "bench.smoke",
+            "--subscribers",
+            "7",
+            "--per-process",
+            "3",
+            "--rate",
+            "10",
+            "--duration",
+            "1s",
+            "--settle",
+            "100ms",
+            "--drain",
+            "60s",
+            "--server-pid",
+            &pid,
+            "--client",
+            client,
+            "--pad",
+            "16",
         ])
         .await;
         assert_eq!(r["bench"], "sse");
@@ -56,7 +80,10 @@ async fn sse_spreads_subscribers_over_workers_and_counts_every_delivery() {
         assert_eq!(u(&r["connectFailed"]), 0, "{r}");
         let p = &r["published"];
         assert_eq!(u(&p["asked"]), 10, "{r}");
-        assert_eq!(u(&p["ok"]) + u(&p["failed"]) + u(&p["skipped"]), u(&p["asked"]));
+        assert_eq!(
+            u(&p["ok"]) + u(&p["failed"]) + u(&p["skipped"]),
+            u(&p["asked"])
+        );
         assert_eq!(u(&p["ok"]), 10, "{r}");
         // Every accepted event reached every subscriber (the drain waits for them), once.
         assert_eq!(u(&r["expected"]), 70, "{r}");
@@ -67,26 +94,61 @@ async fn sse_spreads_subscribers_over_workers_and_counts_every_delivery() {
         assert_eq!(u(&r["droppedSubscribers"]), 0, "{r}");
         assert_eq!(u(&r["latency"]["count"]), 70, "{r}");
         let l = &r["latency"];
-        for (lo, hi) in [("p50Ms", "p90Ms"), ("p90Ms", "p99Ms"), ("p99Ms", "p999Ms"), ("p999Ms", "maxMs")] {
-            assert!(l[lo].as_f64().unwrap() <= l[hi].as_f64().unwrap(), "{lo} ≤ {hi}: {l}");
+        for (lo, hi) in [
+            ("p50Ms", "p90Ms"),
+            ("p90Ms", "p99Ms"),
+            ("p99Ms", "p999Ms"),
+            ("p999Ms", "maxMs"),
+        ] {
+            assert!(
+                l[lo].as_f64().unwrap() <= l[hi].as_f64().unwrap(),
+                "{lo} ≤ {hi}: {l}"
+            );
         }
         let s = &r["server"];
         assert!(s["cpuSecs"].as_f64().unwrap() >= 0.0, "{r}");
         assert!(s["cpuPerDeliveryUs"].is_number(), "{r}");
-        assert!(u(&s["rssPeakBytes"]) >= u(&s["rssStartBytes"]).min(u(&s["rssEndBytes"])), "{r}");
+        assert!(
+            u(&s["rssPeakBytes"]) >= u(&s["rssStartBytes"]).min(u(&s["rssEndBytes"])),
+            "{r}"
+        );
         assert!(r["client"]["cpuSecs"].is_number(), "{r}");
     }
 
     // The table names the parameters and every figure.
     let table = bench(&[
-        "sse", "--url", &url, "--publish-url", &publish, "--channel", "bench.smoke",
-        "--subscribers", "2", "--rate", "4", "--duration", "500ms", "--settle", "0s",
-        "--drain", "60s", "--server-pid", &pid,
+        "sse",
+        "--url",
+        &url,
+        "--publish-url",
+        &publish,
+        "--channel",
+        "bench.smoke",
+        "--subscribers",
+        "2",
+        "--rate",
+        "4",
+        "--duration",
+        "500ms",
+        "--settle",
+        "0s",
+        "--drain",
+        "60s",
+        "--server-pid",
+        &pid,
     ])
     .await;
     for row in [
-        "ssepush bench sse", "subscribers", "4 events/s", "expected", "received", "lost",
-        "publish→receive", "CPU per delivery", "RSS", "load average",
+        "ssepush bench sse",
+        "subscribers",
+        "4 events/s",
+        "expected",
+        "received",
+        "lost",
+        "publish→receive",
+        "CPU per delivery",
+        "RSS",
+        "load average",
     ] {
         assert!(table.contains(row), "no {row:?} in\n{table}");
     }
@@ -99,8 +161,19 @@ async fn idle_reports_rss_per_connection_for_every_round() {
     let url = format!("{}/v1/sse?channel=bench.idle", origin.url);
     let pid = std::process::id().to_string();
     let r = bench_json(&[
-        "idle", "--url", &url, "--connections", "5", "--per-process", "2", "--cycles", "2",
-        "--settle", "100ms", "--server-pid", &pid,
+        "idle",
+        "--url",
+        &url,
+        "--connections",
+        "5",
+        "--per-process",
+        "2",
+        "--cycles",
+        "2",
+        "--settle",
+        "100ms",
+        "--server-pid",
+        &pid,
     ])
     .await;
     assert_eq!(r["bench"], "idle");
@@ -113,7 +186,10 @@ async fn idle_reports_rss_per_connection_for_every_round() {
         assert_eq!(u(&round["failed"]), 0, "{r}");
         let per = round["perConnectionBytes"].as_f64().unwrap();
         let delta = u(&round["rssOpenBytes"]) as f64 - u(&r["baselineRssBytes"]) as f64;
-        assert!((per * 5.0 - delta).abs() < 1.0, "per connection × 5 = growth: {r}");
+        assert!(
+            (per * 5.0 - delta).abs() < 1.0,
+            "per connection × 5 = growth: {r}"
+        );
     }
     assert_eq!(r["rssPerConnectionBytes"], rounds[0]["perConnectionBytes"]);
     assert_eq!(
@@ -128,9 +204,23 @@ async fn handoffs_churn_and_sleeping_memory_add_up() {
     let stack = Stack::start(StackOptions::default()).await.unwrap();
     let pid = std::process::id().to_string();
     let r = bench_json(&[
-        "handoffs", "--proxy", &stack.proxy_url, "--origin", &stack.origin_url,
-        "--churn-duration", "1s", "--concurrency", "2", "--count", "30", "--streams", "3",
-        "--settle", "100ms", "--server-pid", &pid,
+        "handoffs",
+        "--proxy",
+        &stack.proxy_url,
+        "--origin",
+        &stack.origin_url,
+        "--churn-duration",
+        "1s",
+        "--concurrency",
+        "2",
+        "--count",
+        "30",
+        "--streams",
+        "3",
+        "--settle",
+        "100ms",
+        "--server-pid",
+        &pid,
     ])
     .await;
     assert_eq!(r["bench"], "handoffs");
@@ -138,7 +228,10 @@ async fn handoffs_churn_and_sleeping_memory_add_up() {
     assert_eq!(u(&c["errors"]), 0, "{r}");
     assert!(u(&c["pairs"]) >= 1, "{r}");
     assert!(u(&c["creates"]) >= u(&c["pairs"]), "{r}");
-    assert!(u(&c["creates"]) <= u(&c["pairs"]) + 2, "at most one pair per loop cut short: {r}");
+    assert!(
+        u(&c["creates"]) <= u(&c["pairs"]) + 2,
+        "at most one pair per loop cut short: {r}"
+    );
     assert_eq!(u(&c["createLatency"]["count"]), u(&c["creates"]), "{r}");
     assert_eq!(u(&c["handBackLatency"]["count"]), u(&c["pairs"]), "{r}");
     assert!(c["serverCpuPerPairUs"].is_number(), "{r}");
@@ -155,9 +248,25 @@ async fn handoffs_churn_and_sleeping_memory_add_up() {
 async fn wake_counts_every_owed_wake_at_the_gateway() {
     let stack = Stack::start(StackOptions::default()).await.unwrap();
     let r = bench_json(&[
-        "wake", "--origin", &stack.origin_url, "--proxy", &stack.proxy_url, "--gateway",
-        &stack.gateway_url, "--handoffs", "20", "--streams", "4", "--rate", "50", "--duration",
-        "1s", "--coalesce-ms", "0", "--drain", "60s",
+        "wake",
+        "--origin",
+        &stack.origin_url,
+        "--proxy",
+        &stack.proxy_url,
+        "--gateway",
+        &stack.gateway_url,
+        "--handoffs",
+        "20",
+        "--streams",
+        "4",
+        "--rate",
+        "50",
+        "--duration",
+        "1s",
+        "--coalesce-ms",
+        "0",
+        "--drain",
+        "60s",
     ])
     .await;
     assert_eq!(r["bench"], "wake");

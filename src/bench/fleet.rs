@@ -152,7 +152,10 @@ impl Fleet {
     async fn next(w: &mut Worker) -> anyhow::Result<FromWorker> {
         match w.messages.recv().await {
             Some(m) => Ok(m),
-            None => bail!("a worker exited early ({:?})", w.child.try_wait().ok().flatten()),
+            None => bail!(
+                "a worker exited early ({:?})",
+                w.child.try_wait().ok().flatten()
+            ),
         }
     }
 

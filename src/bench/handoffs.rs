@@ -180,7 +180,10 @@ async fn churn(
     head: &str,
 ) -> anyhow::Result<ChurnReport> {
     let counts = Arc::new(Counts::default());
-    let window = flags.server_pid.map(|p| Window::start(vec![p])).transpose()?;
+    let window = flags
+        .server_pid
+        .map(|p| Window::start(vec![p]))
+        .transpose()?;
     let pb = output::spinner(flags.json);
     let started = Instant::now();
     let deadline = started + flags.churn_duration;
@@ -279,8 +282,12 @@ async fn memory(
     for _ in 0..flags.concurrency {
         let (api, counts, next, created) =
             (api.clone(), counts.clone(), next.clone(), created.clone());
-        let (origin, head, count, streams) =
-            (origin.to_owned(), head.to_owned(), flags.count as u64, flags.streams as u64);
+        let (origin, head, count, streams) = (
+            origin.to_owned(),
+            head.to_owned(),
+            flags.count as u64,
+            flags.streams as u64,
+        );
         let pb = pb.clone();
         creators.spawn(async move {
             loop {
@@ -290,7 +297,10 @@ async fn memory(
                 }
                 let url = format!("{origin}/v1/sse?channel=bench.mem.{}", i % streams);
                 // Devices of this phase live above the churn loops' token range.
-                match api.create(&handoff_body(&url, &head, (1 << 56) + i, None)).await {
+                match api
+                    .create(&handoff_body(&url, &head, (1 << 56) + i, None))
+                    .await
+                {
                     Ok(c) => created.lock().unwrap().push(c),
                     Err(e) => counts.error(e),
                 }
@@ -375,17 +385,24 @@ fn table(r: &HandoffReport) -> Table {
         .row("concurrency", r.concurrency)
         .row(
             "proxy pid",
-            r.server_pid.map_or("– (no RSS/CPU)".into(), |p| p.to_string()),
+            r.server_pid
+                .map_or("– (no RSS/CPU)".into(), |p| p.to_string()),
         )
         .row(
             "load average",
-            format!("{} before, {} after", r.load_average_before, r.load_average_after),
+            format!(
+                "{} before, {} after",
+                r.load_average_before, r.load_average_after
+            ),
         );
     if let Some(c) = &r.churn {
         t.section("churn (create + hand back)")
             .row("duration", format!("{:.2} s", c.duration_secs))
             .row("pairs", format!("{} ({:.0}/s)", c.pairs, c.pairs_per_sec))
-            .row("creates", format!("{} ({:.0}/s)", c.creates, c.creates_per_sec))
+            .row(
+                "creates",
+                format!("{} ({:.0}/s)", c.creates, c.creates_per_sec),
+            )
             .row("errors", c.errors);
         if let Some(e) = &c.first_error {
             t.row("first error", e);
@@ -397,7 +414,10 @@ fn table(r: &HandoffReport) -> Table {
             t.row("hand back", l.line());
         }
         if let (Some(us), Some(cores)) = (c.server_cpu_per_pair_us, c.server_cores) {
-            t.row("proxy CPU per pair", format!("{us:.1} µs ({cores:.2} cores)"));
+            t.row(
+                "proxy CPU per pair",
+                format!("{us:.1} µs ({cores:.2} cores)"),
+            );
         }
     }
     if let Some(m) = &r.memory {

@@ -17,7 +17,10 @@ use super::worker::{ClientKind, WorkerSpec};
 #[derive(Debug, Clone, clap::Args)]
 pub struct IdleFlags {
     /// The SSE URL every connection opens.
-    #[arg(long, default_value = "http://127.0.0.1:8080/v1/sse?channel=bench.idle")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080/v1/sse?channel=bench.idle"
+    )]
     pub url: String,
     /// Connections per round.
     #[arg(long, short = 'n', default_value_t = 1000)]
@@ -112,7 +115,10 @@ pub async fn measure(flags: &IdleFlags, open_files: u64) -> anyhow::Result<IdleR
     for round in 1..=flags.cycles {
         pb.set_message(format!("round {round}: opening {}", flags.connections));
         let opened = fleet.open().await?;
-        pb.set_message(format!("round {round}: {} open, settling", opened.connected));
+        pb.set_message(format!(
+            "round {round}: {} open, settling",
+            opened.connected
+        ));
         tokio::time::sleep(flags.settle).await;
         let rss_open = procfs::sample(flags.server_pid)?.rss_bytes;
         pb.set_message(format!("round {round}: closing"));
@@ -163,7 +169,10 @@ fn table(r: &IdleReport) -> Table {
         .row("worker processes", r.workers)
         .row(
             "load average",
-            format!("{} before, {} after", r.load_average_before, r.load_average_after),
+            format!(
+                "{} before, {} after",
+                r.load_average_before, r.load_average_after
+            ),
         );
     t.section("server RSS")
         .row("baseline", output::bytes(r.baseline_rss_bytes as f64));
@@ -175,9 +184,7 @@ fn table(r: &IdleReport) -> Table {
                 round.connected,
                 round.failed,
                 output::bytes(round.rss_open_bytes as f64),
-                round
-                    .per_connection_bytes
-                    .map_or("–".into(), output::bytes),
+                round.per_connection_bytes.map_or("–".into(), output::bytes),
                 output::bytes(round.rss_closed_bytes as f64),
             ),
         );

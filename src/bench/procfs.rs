@@ -24,10 +24,10 @@ pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
         .map_err(|e| anyhow::anyhow!("cannot read /proc/{pid}/stat: {e}"))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| anyhow::anyhow!("cannot read /proc/{pid}/status: {e}"))?;
-    let ticks = cpu_ticks(&stat)
-        .ok_or_else(|| anyhow::anyhow!("unexpected format of /proc/{pid}/stat"))?;
-    let rss_bytes = rss_bytes(&status)
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))?;
+    let ticks =
+        cpu_ticks(&stat).ok_or_else(|| anyhow::anyhow!("unexpected format of /proc/{pid}/stat"))?;
+    let rss_bytes =
+        rss_bytes(&status).ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))?;
     Ok(ProcSample {
         cpu: Duration::from_secs_f64(ticks as f64 / clock_ticks_per_sec() as f64),
         rss_bytes,
@@ -127,7 +127,10 @@ impl Window {
     ///
     /// Errors: a pid that cannot be read.
     pub fn start(pids: Vec<u32>) -> anyhow::Result<Window> {
-        let start = pids.iter().map(|&p| sample(p)).collect::<Result<Vec<_>, _>>()?;
+        let start = pids
+            .iter()
+            .map(|&p| sample(p))
+            .collect::<Result<Vec<_>, _>>()?;
         let first = start.iter().map(|s| s.rss_bytes).sum();
         let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(first));
         let (p, watch) = (peak.clone(), pids.clone());

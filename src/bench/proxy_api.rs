@@ -36,7 +36,10 @@ impl ProxyApi {
     ///
     /// Errors: the request failed, or the answer was not 201 with `id` and `token`.
     pub async fn create(&self, body: &Value) -> anyhow::Result<Created> {
-        let mut req = self.http.post(format!("{}/v1/handoffs", self.base)).json(body);
+        let mut req = self
+            .http
+            .post(format!("{}/v1/handoffs", self.base))
+            .json(body);
         if let Some(k) = &self.api_key {
             req = req.bearer_auth(k);
         }
@@ -48,7 +51,10 @@ impl ProxyApi {
         }
         Ok(Created {
             id: v["id"].as_str().context("no id in the 201")?.to_owned(),
-            token: v["token"].as_str().context("no token in the 201")?.to_owned(),
+            token: v["token"]
+                .as_str()
+                .context("no token in the 201")?
+                .to_owned(),
         })
     }
 
@@ -95,11 +101,7 @@ pub fn prometheus_sum(text: &str, name: &str) -> Option<f64> {
         if !(rest.starts_with(' ') || rest.starts_with('{')) {
             continue;
         }
-        if let Some(v) = rest
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-        {
+        if let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
             *found.get_or_insert(0.0) += v;
         }
     }
@@ -108,7 +110,12 @@ pub fn prometheus_sum(text: &str, name: &str) -> Option<f64> {
 
 /// The handoff request body: an APNs device (the token from `device`), the stream and its
 /// cursor, and the wake options the benchmark sets.
-pub fn handoff_body(stream_url: &str, cursor: &str, device: u64, coalesce_ms: Option<u64>) -> Value {
+pub fn handoff_body(
+    stream_url: &str,
+    cursor: &str,
+    device: u64,
+    coalesce_ms: Option<u64>,
+) -> Value {
     let mut body = json!({
         "stream": {"url": stream_url, "lastEventId": cursor},
         "push": {"platform": "apns", "token": format!("{device:064x}")},

@@ -285,15 +285,35 @@ fn table(r: &SseReport) -> Table {
     let mut t = Table::new("ssepush bench sse");
     t.section("parameters")
         .row("subscribers url", &p.url)
-        .row("publish url", format!("{} ({})", p.publish_url, format!("{:?}", p.publish_format).to_lowercase()))
+        .row(
+            "publish url",
+            format!(
+                "{} ({})",
+                p.publish_url,
+                format!("{:?}", p.publish_format).to_lowercase()
+            ),
+        )
         .row("subscribers", p.subscribers)
-        .row("rate", format!("{} events/s for {} s", p.rate, p.duration_secs))
+        .row(
+            "rate",
+            format!("{} events/s for {} s", p.rate, p.duration_secs),
+        )
         .row("drain", format!("{} s", p.drain_secs))
         .row("payload padding", format!("{} B", p.pad))
-        .row("client", format!("{}, {} worker processes", format!("{:?}", p.client).to_lowercase(), r.workers))
+        .row(
+            "client",
+            format!(
+                "{}, {} worker processes",
+                format!("{:?}", p.client).to_lowercase(),
+                r.workers
+            ),
+        )
         .row(
             "load average",
-            format!("{} before, {} after", r.load_average_before, r.load_average_after),
+            format!(
+                "{} before, {} after",
+                r.load_average_before, r.load_average_after
+            ),
         );
     t.section("connections")
         .row("connected", r.connected)

@@ -192,11 +192,7 @@ impl Chunked {
     /// chunk was read.
     ///
     /// Errors: a byte that cannot appear where it is (a bad size, a missing CRLF).
-    pub fn decode(
-        &mut self,
-        mut input: &[u8],
-        mut out: impl FnMut(&[u8]),
-    ) -> Result<bool, String> {
+    pub fn decode(&mut self, mut input: &[u8], mut out: impl FnMut(&[u8])) -> Result<bool, String> {
         use ChunkState::*;
         while !input.is_empty() {
             match self.state {
@@ -242,7 +238,9 @@ impl Chunked {
                 (DataCr, b'\r') => DataLf,
                 (DataCr | DataLf, b'\n') => SizeStart,
                 (state, b) => {
-                    return Err(format!("unexpected byte {b:#04x} in chunked body ({state:?})"));
+                    return Err(format!(
+                        "unexpected byte {b:#04x} in chunked body ({state:?})"
+                    ));
                 }
             };
             if self.state == Done {
@@ -361,7 +359,10 @@ mod tests {
         assert_eq!(t.host, "127.0.0.1:8081");
         assert_eq!(t.path, "/sub/bench?x=1");
         let t = Target::parse("http://localhost/v1/sse").unwrap();
-        assert_eq!((t.addr.as_str(), t.host.as_str()), ("localhost:80", "localhost"));
+        assert_eq!(
+            (t.addr.as_str(), t.host.as_str()),
+            ("localhost:80", "localhost")
+        );
         assert!(Target::parse("https://x/").is_err());
         assert!(Target::parse("nope").is_err());
     }

@@ -160,10 +160,7 @@ pub async fn measure(flags: &WakeFlags) -> anyhow::Result<WakeReport> {
                 if i >= n {
                     return;
                 }
-                let url = format!(
-                    "{origin}/v1/sse?channel=bench.wake.{run:08x}.{}",
-                    i % m
-                );
+                let url = format!("{origin}/v1/sse?channel=bench.wake.{run:08x}.{}", i % m);
                 let body = handoff_body(&url, &head, (u64::from(run) << 32) | i as u64, coalesce);
                 match api.create(&body).await {
                     Ok(c) => created.lock().unwrap().push(c),
@@ -373,22 +370,35 @@ async fn last_push_seq(gateway: &GatewayClient) -> anyhow::Result<u64> {
 fn table(r: &WakeReport) -> Table {
     let mut t = Table::new("ssepush bench wake");
     t.section("parameters")
-        .row("origin / proxy / gateway", format!("{} / {} / {}", r.origin, r.proxy, r.gateway))
+        .row(
+            "origin / proxy / gateway",
+            format!("{} / {} / {}", r.origin, r.proxy, r.gateway),
+        )
         .row(
             "sleeping handoffs",
             format!("{} on {} streams", r.handoffs, r.streams),
         )
-        .row("wake rate asked", format!("{}/s for {} s", r.rate, r.duration_secs))
+        .row(
+            "wake rate asked",
+            format!("{}/s for {} s", r.rate, r.duration_secs),
+        )
         .row(
             "coalesceMs",
-            r.coalesce_ms.map_or("proxy default".into(), |c| c.to_string()),
+            r.coalesce_ms
+                .map_or("proxy default".into(), |c| c.to_string()),
         )
         .row(
             "load average",
-            format!("{} before, {} after", r.load_average_before, r.load_average_after),
+            format!(
+                "{} before, {} after",
+                r.load_average_before, r.load_average_after
+            ),
         );
     t.section("setup")
-        .row("created", format!("{} ({} errors)", r.created, r.create_errors))
+        .row(
+            "created",
+            format!("{} ({} errors)", r.created, r.create_errors),
+        )
         .row(
             "upstream connections",
             r.upstream_connections.map_or("–".into(), |v| v.to_string()),
@@ -397,9 +407,15 @@ fn table(r: &WakeReport) -> Table {
         t.row("first create error", e);
     }
     t.section("wakes")
-        .row("publishes", format!("{} ({} failed)", r.publishes, r.publish_errors))
+        .row(
+            "publishes",
+            format!("{} ({} failed)", r.publishes, r.publish_errors),
+        )
         .row("owed", r.wakes_owed)
-        .row("received", format!("{} ({:.0}/s)", r.wakes_received, r.wakes_per_sec))
+        .row(
+            "received",
+            format!("{} ({:.0}/s)", r.wakes_received, r.wakes_per_sec),
+        )
         .row("missing", r.wakes_missing)
         .row("extra pushes", r.extra_pushes)
         .row("refused pushes", r.refused_pushes);
