@@ -63,8 +63,12 @@ pub struct SseFlags {
     /// Subscriber handshakes in flight at once, per child process.
     #[arg(long, default_value_t = 256)]
     pub connect_concurrency: usize,
-    /// Publish requests in flight at once; a tick past it is skipped and counted.
-    #[arg(long, default_value_t = 256)]
+    /// Publish requests in flight at once; a tick that finds them all busy is skipped and
+    /// counted. The default, 1, is a closed loop: a server that answers a publish only after
+    /// its fan-out (Nchan) is driven at the pace it sustains — "asked" versus "accepted" shows
+    /// the saturation — instead of by a queue that grows for the whole run, which would make
+    /// its latency a measure of the run's length. Raise it for an open-loop publisher.
+    #[arg(long, default_value_t = 1)]
     pub max_in_flight: usize,
     /// Print one JSON document instead of the table.
     #[arg(long)]
@@ -115,6 +119,7 @@ pub struct SseParams {
     pub drain_secs: f64,
     pub pad: usize,
     pub client: ClientKind,
+    pub max_in_flight: usize,
     pub server_pid: Vec<u32>,
 }
 
@@ -251,6 +256,7 @@ pub async fn measure(flags: &SseFlags, open_files: u64) -> anyhow::Result<SseRep
             drain_secs: flags.drain.as_secs_f64(),
             pad: flags.pad,
             client: flags.client,
+            max_in_flight: flags.max_in_flight,
             server_pid: flags.server_pid.clone(),
         },
         load_average_before,
@@ -301,6 +307,10 @@ fn table(r: &SseReport) -> Table {
         .row("drain", format!("{} s", p.drain_secs))
         .row("payload padding", format!("{} B", p.pad))
         .row(
+            "publishes in flight",
+            format!("at most {}", p.max_in_flight),
+        )
+        .row(
             "client",
             format!(
                 "{}, {} worker processes",
@@ -325,7 +335,7 @@ fn table(r: &SseReport) -> Table {
         .row("asked", r.published.asked)
         .row("accepted (2xx)", r.published.ok)
         .row("failed", r.published.failed)
-        .row("skipped (in flight)", r.published.skipped);
+        .row("skipped (previous in flight)", r.published.skipped);
     if let Some(e) = &r.published.first_error {
         t.row("first publish error", e);
     }
