@@ -194,7 +194,10 @@ async fn churn(
         let head = head.to_owned();
         loops.spawn(async move {
             let mut device = (w as u64) << 40;
-            while Instant::now() < deadline {
+            // Every loop makes at least one pair, however late it was scheduled.
+            let mut first = true;
+            while first || Instant::now() < deadline {
+                first = false;
                 device += 1;
                 let t = Instant::now();
                 let created = match api.create(&handoff_body(&url, &head, device, None)).await {
