@@ -5,6 +5,7 @@
 //!   Web Push decryption. It imports nothing from the gateway or the device simulator.
 //! * [`telemetry`] — logging setup shared by every subcommand.
 //! * [`gateway`] — the simulated APNs / FCM / Web Push gateway (`ssepush gateway`).
+//! * [`bench`] — `ssepush bench`: SSE fan-out, idle connections, handoffs and wake latency.
 //! * [`device`] — the tester toolkit: simulated fleet, publisher, report, the in-process stack
 //!   and the demo.
 //!
@@ -12,6 +13,7 @@
 //! and calls their `run` functions.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod client;
 pub mod device;
 pub mod gateway;

@@ -39,6 +39,10 @@ enum Command {
     /// Origin, proxy, gateway, publisher and 50 simulated phones in one process: the whole
     /// sleep → wake → resume loop, then the report.
     Demo(DemoFlags),
+    /// Benchmarks for sizing a deployment: SSE fan-out, idle connections, handoff churn and
+    /// memory, wake latency. Prints what it measured; asserts nothing.
+    #[command(subcommand)]
+    Bench(ssepush::bench::BenchCommand),
 }
 
 #[derive(Subcommand)]
@@ -275,6 +279,7 @@ fn main() -> anyhow::Result<()> {
             Command::Proxy(flags) => proxy(flags).await,
             Command::Device(DeviceCommand::Run(flags)) => device_run(flags).await,
             Command::Demo(flags) => demo(flags).await,
+            Command::Bench(cmd) => ssepush::bench::run(cmd).await,
         }
     })
 }

@@ -7,6 +7,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod bench;
 mod origin_redis;
 mod origin_slow_consumer;
 mod origin_webhooks;
