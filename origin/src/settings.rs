@@ -68,12 +68,24 @@ pub struct Settings {
     pub webhooks: crate::webhooks::WebhookSettings,
 }
 
-/// `[auth]`: who may publish. See [`crate::server::auth`] for how a request is checked.
-#[derive(Clone, Default, Serialize, Deserialize)]
+/// `[auth]`: who may read and who may publish. See [`crate::server::auth`] for how a request is
+/// checked and what each credential grants.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
-    /// Static bearer tokens accepted from publishers. Default: none.
+    /// Static bearer tokens of publishers: they publish and read every channel. Default: none.
     pub publish_tokens: Vec<String>,
+    /// Static bearer tokens of readers: they read every channel. Default: none.
+    pub subscribe_tokens: Vec<String>,
+    /// Who may read (SSE, WebSocket, poll, latest, dataset reads, webhook registration):
+    /// `auto` — open on a loopback listener, a credential needed on any other; `required` — a
+    /// credential needed everywhere; `public` — anyone, on any listener. Default: `auto`.
+    pub subscribe: ReadAccess,
+    /// The cookie a browser's `EventSource`/`WebSocket` may carry a reader's token in (it
+    /// grants reads only). Default: `ssepush_token`.
+    pub cookie_name: String,
+    /// Seconds of clock skew allowed when checking a JWT's `exp` and `nbf`. Default: 30.
+    pub jwt_leeway_secs: u64,
     /// Shared secret for HS256 JWTs (at least 32 bytes). Default: none.
     pub jwt_hs256_secret: Option<String>,
     /// EC P-256 public key (PEM, `-----BEGIN PUBLIC KEY-----`) for ES256 JWTs. Default: none.
@@ -88,13 +100,44 @@ pub struct AuthSettings {
     pub allow_anonymous_publish: bool,
 }
 
+/// `auth.subscribe`: who may read (see [`crate::server::auth`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadAccess {
+    /// Open on a loopback listener, a credential needed on any other.
+    #[default]
+    Auto,
+    /// A credential needed on every listener.
+    Required,
+    /// Anyone may read, on any listener: the operator declares the origin public.
+    Public,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            publish_tokens: Vec::new(),
+            subscribe_tokens: Vec::new(),
+            subscribe: ReadAccess::Auto,
+            cookie_name: "ssepush_token".into(),
+            jwt_leeway_secs: crate::service::auth::DEFAULT_LEEWAY_SECS,
+            jwt_hs256_secret: None,
+            jwt_es256_public_key: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            allow_anonymous_publish: false,
+        }
+    }
+}
+
 impl AuthSettings {
     /// True when any credential (token or JWT key) is configured.
     pub fn is_configured(&self) -> bool {
-        self.bearer().is_configured()
+        self.bearer().is_configured() || !self.subscribe_tokens.is_empty()
     }
 
-    /// `[auth]` as the service layer's credential material.
+    /// `[auth]` as the service layer's credential material (the publisher tokens; the origin's
+    /// check adds the reader tokens after them).
     pub fn bearer(&self) -> BearerConfig<'_> {
         BearerConfig {
             tokens: &self.publish_tokens,
@@ -102,6 +145,7 @@ impl AuthSettings {
             jwt_es256_public_key: self.jwt_es256_public_key.as_deref(),
             jwt_issuer: self.jwt_issuer.as_deref(),
             jwt_audience: self.jwt_audience.as_deref(),
+            jwt_leeway_secs: self.jwt_leeway_secs,
         }
     }
 
@@ -110,7 +154,22 @@ impl AuthSettings {
     /// # Errors
     /// A message naming the bad `[auth]` key (never its value).
     pub fn validate(&self) -> Result<(), String> {
-        BearerAuth::new(&self.bearer())
+        let c = &self.cookie_name;
+        // RFC 6265 token: visible ASCII without separators.
+        if c.is_empty() || !c.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)) {
+            return Err("auth.cookie_name must be a cookie name (visible ASCII, no separators)".into());
+        }
+        let tokens: Vec<String> = self
+            .publish_tokens
+            .iter()
+            .chain(&self.subscribe_tokens)
+            .cloned()
+            .collect();
+        let config = BearerConfig {
+            tokens: &tokens,
+            ..self.bearer()
+        };
+        BearerAuth::new(&config)
             .map(drop)
             .map_err(|e| Self::key_error(&e))
     }
@@ -118,7 +177,9 @@ impl AuthSettings {
     /// A [`KeyError`] in the words of the `[auth]` keys.
     pub fn key_error(e: &KeyError) -> String {
         match e {
-            KeyError::EmptyToken => "auth.publish_tokens must not contain empty tokens".into(),
+            KeyError::EmptyToken => {
+                "auth.publish_tokens and auth.subscribe_tokens must not contain empty tokens".into()
+            }
             KeyError::ShortHs256Secret => {
                 format!("auth.jwt_hs256_secret must be at least {MIN_HS256_SECRET} bytes")
             }
@@ -137,6 +198,13 @@ impl std::fmt::Debug for AuthSettings {
                 "publish_tokens",
                 &format_args!("[{} redacted]", self.publish_tokens.len()),
             )
+            .field(
+                "subscribe_tokens",
+                &format_args!("[{} redacted]", self.subscribe_tokens.len()),
+            )
+            .field("subscribe", &self.subscribe)
+            .field("cookie_name", &self.cookie_name)
+            .field("jwt_leeway_secs", &self.jwt_leeway_secs)
             .field(
                 "jwt_hs256_secret",
                 &self.jwt_hs256_secret.as_ref().map(|_| "<redacted>"),

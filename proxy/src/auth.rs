@@ -24,6 +24,7 @@ impl HandoffAuth {
             jwt_es256_public_key: None,
             jwt_issuer: s.jwt_issuer.as_deref(),
             jwt_audience: s.jwt_audience.as_deref(),
+            jwt_leeway_secs: s.jwt_leeway_secs,
         };
         let gate = Gate::new(&config, s.allow_anonymous, bound).map_err(|e| match e {
             KeyError::EmptyToken => "auth.api_keys must not contain empty tokens".to_owned(),
@@ -40,7 +41,7 @@ impl HandoffAuth {
     /// disabled, 401 when the credential is missing or wrong.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let denied = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-        self.gate.check(headers).map_err(|refusal| match refusal {
+        self.gate.check(headers).map(drop).map_err(|refusal| match refusal {
             Refusal::Disabled => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "handoffs_disabled",

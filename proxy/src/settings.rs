@@ -95,18 +95,33 @@ impl Default for Settings {
 }
 
 /// `[auth]`: who may create handoffs.
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// Static API keys accepted as `Authorization: Bearer <key>`. Default: none.
     pub api_keys: Vec<String>,
     /// Shared secret (≥ 32 bytes) for HS256 JWTs minted by the app's backend. Default: none.
     pub jwt_hs256_secret: Option<String>,
-    /// Required `iss` / `aud` claims of JWTs when set.
+    /// Required `iss` / `aud` claims of JWTs when set (a token without the claim is refused).
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
+    /// Seconds of clock skew allowed when checking a JWT's `exp` and `nbf`. Default 30.
+    pub jwt_leeway_secs: u64,
     /// Creation without credentials on a non-loopback address. Default false.
     pub allow_anonymous: bool,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            api_keys: Vec::new(),
+            jwt_hs256_secret: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway_secs: ssepush_origin::service::auth::DEFAULT_LEEWAY_SECS,
+            allow_anonymous: false,
+        }
+    }
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -120,6 +135,7 @@ impl std::fmt::Debug for AuthSettings {
             )
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_leeway_secs", &self.jwt_leeway_secs)
             .field("allow_anonymous", &self.allow_anonymous)
             .finish()
     }

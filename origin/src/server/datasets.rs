@@ -120,6 +120,8 @@ fn path_error(e: PathRejection) -> ApiError {
         (status = 200, description = "the snapshot, or the delta since `since`", body = DatasetAnswer),
         (status = 304, description = "unchanged"),
         (status = 400, description = "invalid input; the error says what to fix", body = ErrorBody),
+        (status = 401, description = "missing or invalid reader credentials", body = ErrorBody),
+        (status = 403, description = "the credential may not read this dataset", body = ErrorBody),
         (status = 410, description = "since is older than the changelog: fetch a snapshot", body = ErrorBody),
         (status = 412, description = "If-Match names no current version", body = ErrorBody),
         (status = 503, description = "a store is unavailable; retry later", body = ErrorBody),
@@ -133,6 +135,10 @@ pub async fn get_dataset(
 ) -> Result<Response, ApiError> {
     let Path(name) = path.map_err(path_error)?;
     let name = DatasetName::parse(&name)?;
+    // A dataset is read as its change channel is: the same grant covers both.
+    st.auth
+        .reader(&headers, query.as_deref())?
+        .check_read_channel(name.channel().as_str())?;
     let since = parse_since(query.as_deref())?;
     let pre = preconditions(&headers)?;
     // Both answers carry the dataset's version as their tag: a delta since V at version W is
@@ -191,8 +197,10 @@ pub async fn put_entry(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    st.auth.check(&headers)?;
+    let access = st.auth.publisher(&headers, None)?;
     let (name, key) = parse_path(path)?;
+    // A write publishes its change on `datasets.<name>`: it needs that publish grant.
+    access.check_publish([name.channel().as_str()])?;
     let plan = plan(preconditions(&headers)?);
     let limit = st.settings.max_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
@@ -240,8 +248,10 @@ pub async fn delete_entry(
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    st.auth.check(&headers)?;
+    let access = st.auth.publisher(&headers, None)?;
     let (name, key) = parse_path(path)?;
+    // A write publishes its change on `datasets.<name>`: it needs that publish grant.
+    access.check_publish([name.channel().as_str()])?;
     let plan = plan(preconditions(&headers)?);
     write(&st, name, key, Op::Delete, plan).await
 }

@@ -117,7 +117,7 @@ pub async fn run_with_stores(
         }
     };
     let bound = listener.local_addr().unwrap_or(settings.listen);
-    let auth = match auth::PublisherAuth::new(&settings.auth, bound) {
+    let auth = match auth::OriginAuth::new(&settings.auth, bound) {
         Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, "invalid [auth]; origin not started");
@@ -131,6 +131,17 @@ pub async fn run_with_stores(
         ),
         crate::service::auth::Policy::Open if !bound.ip().is_loopback() => {
             tracing::warn!(%bound, "publishing is open to anyone (auth.allow_anonymous_publish)")
+        }
+        _ => {}
+    }
+    match auth.read_policy() {
+        crate::service::auth::Policy::Refused => tracing::warn!(
+            %bound,
+            "reading is disabled: non-loopback listen address and no [auth] credentials \
+             (set auth.subscribe_tokens or a JWT key, or auth.subscribe = \"public\")"
+        ),
+        crate::service::auth::Policy::Open if !bound.ip().is_loopback() => {
+            tracing::info!(%bound, "reading is open to anyone (auth.subscribe = \"public\")")
         }
         _ => {}
     }

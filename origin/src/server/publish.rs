@@ -40,7 +40,7 @@ pub enum PublishBody {
         (status = 200, description = "stored; their ids, in order", body = Published),
         (status = 400, description = "invalid input; the error says what to fix", body = ErrorBody),
         (status = 401, description = "missing or invalid publisher credentials", body = ErrorBody),
-        (status = 403, description = "reserved channel or publishing disabled", body = ErrorBody),
+        (status = 403, description = "reserved channel, a channel the credential may not publish to, or publishing disabled", body = ErrorBody),
         (status = 413, description = "body too large", body = ErrorBody),
         (status = 503, description = "a store is unavailable; retry later", body = ErrorBody),
     ),
@@ -52,7 +52,7 @@ pub async fn publish(
     body: Body,
 ) -> Result<Json<Published>, ApiError> {
     // Credentials first: an unauthorised client gets its 401 without the body being read.
-    st.auth.check(&headers)?;
+    let access = st.auth.publisher(&headers, None)?;
     let limit = st.settings.max_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
@@ -62,6 +62,7 @@ pub async fn publish(
         )
     })?;
     let events = parse_events(&bytes, st.settings.max_batch)?;
+    access.check_publish(events.iter().map(|e| e.channel.as_str()))?;
     let stored = st.publish(events).await?;
     Ok(Json(Published {
         ids: stored.iter().map(|e| e.id).collect(),

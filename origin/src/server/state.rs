@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::auth::PublisherAuth;
+use super::auth::OriginAuth;
 use crate::datasets::DatasetStore;
 use crate::event::{NewEvent, SharedEvent};
 use crate::hub::Hub;
@@ -25,8 +25,9 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The operator's static filter streams, compiled once (see [`crate::streams`]).
     pub streams: Arc<StaticStreams>,
-    /// Publisher credentials; every publishing transport calls [`PublisherAuth::check`].
-    pub auth: Arc<PublisherAuth>,
+    /// Who may read and write: every transport calls [`OriginAuth::reader`] or
+    /// [`OriginAuth::publisher`].
+    pub auth: Arc<OriginAuth>,
     /// Webhook delivery (see [`crate::webhooks`]); `None` if it could not start.
     pub webhooks: Option<Arc<WebhookService>>,
     /// Data sync: the versioned key/value datasets (see [`crate::datasets`]).
