@@ -433,7 +433,10 @@ mod tests {
             }
             grow = next;
         }
-        let parsed: Vec<Pattern> = patterns.iter().map(|p| Pattern::parse(p).unwrap()).collect();
+        let parsed: Vec<Pattern> = patterns
+            .iter()
+            .map(|p| Pattern::parse(p).unwrap())
+            .collect();
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut draw = |n: usize| {
             seed ^= seed << 13;

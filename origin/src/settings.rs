@@ -37,6 +37,15 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Seconds a client has to send a request's headers before its connection is closed.
+    /// Default: 30.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a whole request body; slower gets 408 and the connection
+    /// closes, so slow senders cannot hold every connection slot. Default: 10.
+    pub body_read_timeout_secs: u64,
+    /// Seconds a publisher's `Idempotency-Key` and its answer are kept: a retry within it gets
+    /// the first answer instead of a second copy. Default: 3600.
+    pub idempotency_ttl_secs: u64,
     /// Most events in one publish request.
     pub max_batch: usize,
     /// Page origins allowed by CORS (e.g. `https://app.example.com`); `["*"]` for any (the
@@ -156,8 +165,14 @@ impl AuthSettings {
     pub fn validate(&self) -> Result<(), String> {
         let c = &self.cookie_name;
         // RFC 6265 token: visible ASCII without separators.
-        if c.is_empty() || !c.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)) {
-            return Err("auth.cookie_name must be a cookie name (visible ASCII, no separators)".into());
+        if c.is_empty()
+            || !c
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+        {
+            return Err(
+                "auth.cookie_name must be a cookie name (visible ASCII, no separators)".into(),
+            );
         }
         let tokens: Vec<String> = self
             .publish_tokens
@@ -248,6 +263,9 @@ impl Default for Settings {
             max_connections: 19_000,
             shutdown_grace_secs: 10,
             max_body_bytes: 1 << 20,
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 10,
+            idempotency_ttl_secs: 3600,
             max_batch: 1000,
             cors_allow_origins: Vec::new(),
             retention: RetentionSettings::default(),
@@ -289,6 +307,14 @@ impl Settings {
         }
         if self.max_connections == 0 {
             return bad("max_connections must be at least 1".into());
+        }
+        if self.header_read_timeout_secs == 0 || self.body_read_timeout_secs == 0 {
+            return bad(
+                "header_read_timeout_secs and body_read_timeout_secs must be at least 1".into(),
+            );
+        }
+        if self.idempotency_ttl_secs == 0 {
+            return bad("idempotency_ttl_secs must be at least 1".into());
         }
         if self.max_batch == 0 {
             return bad("max_batch must be at least 1".into());

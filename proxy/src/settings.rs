@@ -48,6 +48,10 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// Largest request body accepted, in bytes. Default 64 KiB.
     pub max_body_bytes: usize,
+    /// Seconds a client has to send a request's headers. Default 30.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a whole request body (408 after). Default 10.
+    pub body_read_timeout_secs: u64,
     /// Most live handoffs on this node; creation beyond is a 503. Default 1,000,000.
     pub max_handoffs: usize,
     /// Events buffered per handoff; older ones are dropped and reported as a gap. Default 256.
@@ -79,6 +83,8 @@ impl Default for Settings {
             max_connections: 10_000,
             shutdown_grace_secs: 10,
             max_body_bytes: 64 * 1024,
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 10,
             max_handoffs: 1_000_000,
             buffer_events: 256,
             default_ttl_secs: 86_400,
@@ -270,6 +276,11 @@ impl Settings {
         }
         if !(1024..=64 << 20).contains(&self.upstream.max_event_bytes) {
             return bad("upstream.max_event_bytes must be 1024..=67108864".into());
+        }
+        if self.header_read_timeout_secs == 0 || self.body_read_timeout_secs == 0 {
+            return bad(
+                "header_read_timeout_secs and body_read_timeout_secs must be at least 1".into(),
+            );
         }
         if self.auth.api_keys.iter().any(|k| k.trim().is_empty()) {
             return bad("auth.api_keys must not contain empty keys".into());

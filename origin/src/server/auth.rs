@@ -297,7 +297,8 @@ impl OriginAuth {
             bound,
         );
         let read_policy = read_policy(auth.subscribe, jwt || !tokens.is_empty(), bound);
-        let gate = |policy| Gate::with_policy(&config, policy).map_err(|e| AuthSettings::key_error(&e));
+        let gate =
+            |policy| Gate::with_policy(&config, policy).map_err(|e| AuthSettings::key_error(&e));
         Ok(OriginAuth {
             publish: gate(publish_policy)?,
             read: gate(read_policy)?,
@@ -327,9 +328,8 @@ impl OriginAuth {
                 subscribe: Scope::All,
                 publish: Scope::none(),
             },
-            Some(Verified::Jwt(claims)) => Grants::from_claims(&claims).map_err(|m| {
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
-            })?,
+            Some(Verified::Jwt(claims)) => Grants::from_claims(&claims)
+                .map_err(|m| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m))?,
         };
         if source == Source::Cookie {
             grants.publish = Scope::none();
@@ -487,7 +487,10 @@ mod tests {
         let a = Access::Granted(g);
         assert!(a.check_read(&pats(&["chat.*", "news.eu.x"])).is_ok());
         let e = a.check_read(&pats(&["chat.>"])).unwrap_err();
-        assert_eq!((e.status, e.code), (StatusCode::FORBIDDEN, "forbidden_channel"));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::FORBIDDEN, "forbidden_channel")
+        );
         assert!(a.check_read_channel("chat.a").is_ok());
         assert!(a.check_read_channel("chat.a.b").is_err());
         assert!(a.check_publish(["chat.u1"]).is_ok());
@@ -526,14 +529,27 @@ mod tests {
         assert!(p.check_publish(["x.y"]).is_ok());
         let s = a.publisher(&bearer("sub"), None).unwrap();
         assert!(s.check_publish(["x.y"]).is_err());
-        assert!(a.reader(&bearer("sub"), None).unwrap().check_read(&pats(&[">"])).is_ok());
-        assert!(a.reader(&bearer("pub"), None).unwrap().check_read(&pats(&[">"])).is_ok());
+        assert!(
+            a.reader(&bearer("sub"), None)
+                .unwrap()
+                .check_read(&pats(&[">"]))
+                .is_ok()
+        );
+        assert!(
+            a.reader(&bearer("pub"), None)
+                .unwrap()
+                .check_read(&pats(&[">"]))
+                .is_ok()
+        );
         assert_eq!(
             a.reader(&HeaderMap::new(), None).unwrap_err().status,
             StatusCode::UNAUTHORIZED
         );
         // The query and the cookie work for reading.
-        assert!(a.reader(&HeaderMap::new(), Some("access_token=sub")).is_ok());
+        assert!(
+            a.reader(&HeaderMap::new(), Some("access_token=sub"))
+                .is_ok()
+        );
         let cookie = headers(&[(header::COOKIE, "ssepush_token=pub")]);
         let from_cookie = a.reader(&cookie, None).unwrap();
         // A publisher token in a cookie reads, but never writes.
@@ -551,9 +567,15 @@ mod tests {
     fn refusals_name_the_switch() {
         let off = origin(AuthSettings::default(), "0.0.0.0:1");
         let e = off.reader(&HeaderMap::new(), None).unwrap_err();
-        assert_eq!((e.status, e.code), (StatusCode::FORBIDDEN, "subscribe_disabled"));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::FORBIDDEN, "subscribe_disabled")
+        );
         let e = off.publisher(&HeaderMap::new(), None).unwrap_err();
-        assert_eq!((e.status, e.code), (StatusCode::FORBIDDEN, "publish_disabled"));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::FORBIDDEN, "publish_disabled")
+        );
         let public = origin(
             AuthSettings {
                 subscribe: ReadAccess::Public,
@@ -561,7 +583,10 @@ mod tests {
             },
             "0.0.0.0:1",
         );
-        assert_eq!(public.reader(&HeaderMap::new(), None).unwrap(), Access::Open);
+        assert_eq!(
+            public.reader(&HeaderMap::new(), None).unwrap(),
+            Access::Open
+        );
         let lo = origin(AuthSettings::default(), "127.0.0.1:1");
         assert_eq!(lo.reader(&HeaderMap::new(), None).unwrap(), Access::Open);
     }

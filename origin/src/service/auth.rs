@@ -207,7 +207,6 @@ impl std::fmt::Debug for BearerAuth {
     }
 }
 
-
 impl BearerAuth {
     /// Parses the keys and builds the validators.
     ///
@@ -395,7 +394,6 @@ impl Gate {
             Some(token) => self.auth.verify(token).map(Some).map_err(Refusal::Denied),
         }
     }
-
 }
 
 #[cfg(test)]

@@ -27,13 +27,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{EventLog, Limits, LogError, ReadResult, Reset, Retention};
+use super::{Appended, EventLog, Limits, LogError, Once, ReadResult, Reset, Retention};
 use crate::channel::PatternSet;
 use crate::clock::now_ms;
 use crate::event::{EventId, NewEvent, SharedEvent, new_epoch};
 
 /// Events the global feed keeps for the hub to catch up after a stall.
 const FEED_CAPACITY: usize = 65_536;
+/// Idempotency keys held at once; past it the oldest goes first (its retry is then stored
+/// again, as without a key).
+pub const ONCE_CAPACITY: usize = 100_000;
 /// Index entries one wildcard read examines (under the lock) before it returns what it has.
 pub const READ_SCAN: usize = 2048;
 /// Channels with drops one gap check examines per lock hold.
@@ -63,6 +66,26 @@ struct Inner {
     drops: BTreeSet<(EventId, Arc<str>)>,
     feed: VecDeque<SharedEvent>,
     feed_dropped: EventId,
+    /// Idempotency keys → (fingerprint, answer ids, expiry in Unix ms).
+    once: HashMap<String, (String, Vec<EventId>, u64)>,
+    /// The keys of `once` in the order they expire (one TTL for all, so insertion order).
+    once_order: VecDeque<(u64, String)>,
+}
+
+impl Inner {
+    /// Forgets expired idempotency keys, and the oldest beyond [`ONCE_CAPACITY`].
+    fn expire_once(&mut self, now: u64) {
+        while let Some((at, _)) = self.once_order.front() {
+            if *at > now && self.once_order.len() < ONCE_CAPACITY {
+                break;
+            }
+            if let Some((at, key)) = self.once_order.pop_front()
+                && self.once.get(&key).is_some_and(|e| e.2 == at)
+            {
+                self.once.remove(&key);
+            }
+        }
+    }
 }
 
 pub struct MemoryLog {
@@ -188,6 +211,8 @@ impl MemoryLog {
                 drops: BTreeSet::new(),
                 feed: VecDeque::new(),
                 feed_dropped: start,
+                once: HashMap::new(),
+                once_order: VecDeque::new(),
             }),
             retention,
             epoch,
@@ -219,13 +244,11 @@ impl MemoryLog {
     }
 }
 
-#[async_trait]
-impl EventLog for MemoryLog {
-    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<SharedEvent>, LogError> {
+impl MemoryLog {
+    /// Stores a batch under the lock the caller holds.
+    fn append_locked(&self, inner: &mut Inner, events: Vec<NewEvent>) -> Vec<SharedEvent> {
         let mut out = Vec::with_capacity(events.len());
-        let newest = {
-            let mut guard = self.lock();
-            let inner = &mut *guard;
+        {
             let now = now_ms();
             for new in events {
                 let last = inner.last;
@@ -261,10 +284,53 @@ impl EventLog for MemoryLog {
                 inner.feed.push_back(event.clone());
                 out.push(event);
             }
-            inner.last
+        }
+        out
+    }
+}
+
+#[async_trait]
+impl EventLog for MemoryLog {
+    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<SharedEvent>, LogError> {
+        let (out, newest) = {
+            let mut guard = self.lock();
+            let out = self.append_locked(&mut guard, events);
+            (out, guard.last)
         };
         self.newest.send_replace(newest);
         Ok(out)
+    }
+
+    async fn append_once(
+        &self,
+        events: Vec<NewEvent>,
+        once: Once<'_>,
+    ) -> Result<Appended, LogError> {
+        let (out, newest) = {
+            let mut guard = self.lock();
+            let now = now_ms();
+            guard.expire_once(now);
+            if let Some((fingerprint, ids, _)) = guard.once.get(once.key) {
+                return Ok(Appended::Replayed {
+                    fingerprint: fingerprint.clone(),
+                    ids: ids.clone(),
+                });
+            }
+            let out = self.append_locked(&mut guard, events);
+            let ids = out
+                .iter()
+                .zip(once.answer)
+                .filter_map(|(e, keep)| keep.then_some(e.id))
+                .collect();
+            let at = now.saturating_add(once.ttl.as_millis() as u64);
+            guard
+                .once
+                .insert(once.key.to_owned(), (once.fingerprint.to_owned(), ids, at));
+            guard.once_order.push_back((at, once.key.to_owned()));
+            (out, guard.last)
+        };
+        self.newest.send_replace(newest);
+        Ok(Appended::Stored(out))
     }
 
     async fn read(

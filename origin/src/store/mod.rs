@@ -17,7 +17,9 @@
 //!   remembers the newest id it dropped, which is how a stale cursor is detected ([`EventLog::gap`]);
 //! * `read` returns history in id order with bounded work per call: a wildcard read walks the
 //!   log's global id order instead of every channel, and may stop early ([`ReadResult::next`]);
-//! * `tail` is the global feed in id order, which the server's hub fans out to live subscribers.
+//! * `tail` is the global feed in id order, which the server's hub fans out to live subscribers;
+//! * `append_once` stores a batch together with a publisher's idempotency key and its answer,
+//!   atomically, so a retried request gets the first answer instead of a second copy.
 
 pub mod memory;
 #[cfg(feature = "server")]
@@ -38,6 +40,14 @@ use crate::event::{EventId, NewEvent, SharedEvent};
 pub enum LogError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A write whose outcome is not known: it timed out or the connection broke after it was
+    /// sent, so it may or may not have been applied. Not a "retry later": a blind retry can
+    /// store it twice (an idempotency key makes the retry safe).
+    #[error("store write outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// The store refused a write for want of space (its byte budget, or Redis' `maxmemory`).
+    #[error("store full: {0}")]
+    Full(String),
     #[error("store returned corrupt data: {0}")]
     Corrupt(String),
     #[error("unsupported store URL {0:?}: use 'memory' or 'redis://host:port[/db]'")]
@@ -101,6 +111,34 @@ pub struct Reset {
     pub oldest: Option<EventId>,
 }
 
+/// A publisher's idempotency key for one batch ([`EventLog::append_once`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Once<'a> {
+    /// The key, as the publisher sent it (`Idempotency-Key`).
+    pub key: &'a str,
+    /// What identifies the request the key came with (a digest of its body), so a different
+    /// request under the same key can be told apart.
+    pub fingerprint: &'a str,
+    /// How long the key and its answer are kept.
+    pub ttl: Duration,
+    /// `answer[i]` is true where event `i` of the batch belongs in the answer (the client's own
+    /// events, not the static-filter copies appended with them).
+    pub answer: &'a [bool],
+}
+
+/// What [`EventLog::append_once`] did.
+#[derive(Debug, Clone)]
+pub enum Appended {
+    /// The batch was stored (every event of it, in order).
+    Stored(Vec<SharedEvent>),
+    /// The key was seen before: nothing was stored; this is the first request's fingerprint and
+    /// the ids of its answer.
+    Replayed {
+        fingerprint: String,
+        ids: Vec<EventId>,
+    },
+}
+
 /// The ordered, retained history of every channel of one origin.
 ///
 /// Ids given to a log may name its epoch or none (`EventId::new`, taken as the current epoch);
@@ -109,6 +147,15 @@ pub struct Reset {
 pub trait EventLog: Send + Sync + 'static {
     /// Stores a batch in order and returns the stored events with their ids.
     async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<SharedEvent>, LogError>;
+
+    /// [`append`](Self::append) under an idempotency key: when `once.key` is held, nothing is
+    /// stored and the held answer comes back; otherwise the batch is stored and the key kept
+    /// with its answer for `once.ttl`, in the same atomic step.
+    async fn append_once(
+        &self,
+        events: Vec<NewEvent>,
+        once: Once<'_>,
+    ) -> Result<Appended, LogError>;
 
     /// Events on channels matching `patterns` with `after < id <= upto`, in id order, at most
     /// `limit`; see [`ReadResult::next`] for where the next read starts. The work done per call

@@ -42,8 +42,8 @@ mod session;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::{RawQuery, State};
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
