@@ -239,6 +239,15 @@ pub struct RetentionSettings {
     pub max_events: u64,
     /// Oldest event kept, in seconds; 0 keeps events regardless of age.
     pub max_age_secs: u64,
+    /// Most bytes of events kept per channel (an event counts its data as compact JSON, its
+    /// channel and type, plus 64); older events go first, and one event larger than this is
+    /// refused with 413. On Redis only the 413 applies. Default: 16 MiB.
+    pub max_channel_bytes: u64,
+    /// Most bytes of events the memory store keeps in all (and in its live feed): past it the
+    /// oldest events of any channel go first (readers get a reset); a batch larger than this is
+    /// refused with 507. On Redis, set Redis' `maxmemory` (with `noeviction`): a write it
+    /// refuses is a 507. Default: 256 MiB.
+    pub max_total_bytes: u64,
     /// Per-channel overrides; the first pattern that matches a channel wins.
     pub channels: Vec<ChannelRetention>,
 }
@@ -249,6 +258,8 @@ pub struct ChannelRetention {
     pub pattern: String,
     pub max_events: Option<u64>,
     pub max_age_secs: Option<u64>,
+    /// This channel's byte budget (else `retention.max_channel_bytes`).
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for Settings {
@@ -286,6 +297,8 @@ impl Default for RetentionSettings {
         RetentionSettings {
             max_events: 10_000,
             max_age_secs: 24 * 3600,
+            max_channel_bytes: crate::store::DEFAULT_CHANNEL_BYTES,
+            max_total_bytes: crate::store::DEFAULT_TOTAL_BYTES,
             channels: Vec::new(),
         }
     }
@@ -326,6 +339,12 @@ impl Settings {
         if self.ws_send_queue == 0 {
             return bad("ws_send_queue must be at least 1".into());
         }
+        if self.retention.max_channel_bytes < 1024 || self.retention.max_total_bytes < 1024 {
+            return bad(
+                "retention.max_channel_bytes and retention.max_total_bytes must be at least 1024"
+                    .into(),
+            );
+        }
         if self.retention.max_events == 0 {
             return bad("retention.max_events must be at least 1".into());
         }
@@ -350,6 +369,7 @@ impl Settings {
         let default = Limits {
             max_events: self.retention.max_events,
             max_age: age(self.retention.max_age_secs),
+            max_bytes: self.retention.max_channel_bytes,
         };
         let overrides = self
             .retention
@@ -364,11 +384,16 @@ impl Settings {
                     Limits {
                         max_events: c.max_events.unwrap_or(default.max_events).max(1),
                         max_age: c.max_age_secs.map_or(default.max_age, age),
+                        max_bytes: c.max_bytes.unwrap_or(default.max_bytes).max(1),
                     },
                 ))
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
-        Ok(Retention { default, overrides })
+        Ok(Retention {
+            default,
+            overrides,
+            max_total_bytes: self.retention.max_total_bytes,
+        })
     }
 
     pub fn keep_alive(&self) -> Duration {
@@ -393,11 +418,13 @@ mod tests {
                 pattern: "chat.>".into(),
                 max_events: Some(5),
                 max_age_secs: Some(0),
+                max_bytes: None,
             },
             ChannelRetention {
                 pattern: ">".into(),
                 max_events: Some(7),
                 max_age_secs: None,
+                max_bytes: None,
             },
         ];
         let r = s.retention().unwrap();
@@ -414,6 +441,7 @@ mod tests {
             pattern: "a.>.b".into(),
             max_events: None,
             max_age_secs: None,
+            max_bytes: None,
         });
         assert!(s.validate().unwrap_err().to_string().contains("pattern"));
     }

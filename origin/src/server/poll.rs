@@ -430,8 +430,10 @@ mod tests {
             default: crate::store::Limits {
                 max_events: 3,
                 max_age: None,
+                max_bytes: u64::MAX,
             },
             overrides: vec![],
+            max_total_bytes: u64::MAX,
         }));
         let hub = Hub::new();
         let mut ids = vec![];

@@ -122,11 +122,13 @@ impl From<LogError> for ApiError {
                  stored. Retry with the same Idempotency-Key to be safe; without one a retry may \
                  store it twice",
             ),
-            LogError::Full(_) => ApiError::new(
+            LogError::TooLarge(why) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", why)
+            }
+            LogError::Full(why) => ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "store_full",
-                "the event store is full: nothing was stored; publish less, or raise the store's \
-                 byte budget (Redis: maxmemory)",
+                format!("the store is full, nothing was stored: {why}"),
             ),
             _ => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -711,7 +711,7 @@ fn write_error(e: redis::RedisError) -> LogError {
     if e.is_timeout() || e.is_connection_dropped() {
         LogError::OutcomeUnknown(e.to_string())
     } else if e.code() == Some("OOM") {
-        LogError::Full(e.to_string())
+        LogError::Full("Redis refused the write: it reached its maxmemory".into())
     } else {
         store_error(e)
     }
@@ -748,6 +748,7 @@ impl RedisLog {
         if events.is_empty() {
             return Ok(Appended::Stored(Vec::new()));
         }
+        super::check_budgets(&self.retention, &events)?;
         let mut call = self.append.prepare_invoke();
         let once_key = once.map(|o| self.keys.once(o.key));
         call.key(&self.keys.log)
