@@ -16,6 +16,7 @@ mod origin_cursor;
 mod origin_datasets;
 mod origin_latest;
 mod origin_poll;
+mod origin_readers;
 mod origin_resume;
 mod origin_shutdown;
 mod origin_sse;

@@ -39,7 +39,7 @@ use super::{
     Applied, ChangeRecord, DatasetLimits, DatasetName, DatasetStore, Delta, Entry, Gone, Guard, Op,
     Snapshot, Write, WriteOutcome, compute_changes, delta_window, evaluate,
 };
-use crate::redis_conn::{Read, RedisConn, store_error};
+use crate::redis_conn::{Read, RedisConn, store_error, write_error};
 use crate::store::LogError;
 
 /// One write, atomically.
@@ -278,7 +278,7 @@ impl DatasetStore for RedisDatasets {
             .arg(self.limits.max_bytes.min(i64::MAX as u64))
             .invoke_async(&mut self.conn.commands())
             .await
-            .map_err(store_error)?;
+            .map_err(write_error)?;
         let Value::Array(parts) = reply else {
             return Err(corrupt(format!("write script returned {reply:?}")));
         };

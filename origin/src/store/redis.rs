@@ -85,7 +85,7 @@ use tokio::sync::Mutex;
 use super::{Appended, EventLog, LogError, Once, ReadResult, Reset, Retention};
 use crate::channel::PatternSet;
 use crate::event::{Event, EventId, NewEvent, SharedEvent, new_epoch, parse_epoch};
-use crate::redis_conn::{RESPONSE_TIMEOUT, Read, RedisConn, key_prefix, store_error};
+use crate::redis_conn::{RESPONSE_TIMEOUT, Read, RedisConn, key_prefix, store_error, write_error};
 
 /// Events the global feed keeps for the hub to catch up after a stall.
 pub const FEED_CAPACITY: u64 = 100_000;
@@ -701,19 +701,6 @@ fn parse_opt_id(v: &Value) -> Result<Option<EventId>, LogError> {
     match v {
         Value::Nil => Ok(None),
         v => parse_id(v).map(Some),
-    }
-}
-
-/// A write error as a store error: one that may have been applied (a timeout, a connection
-/// that broke with the command sent) has an unknown outcome; anything else is as
-/// [`store_error`] says.
-fn write_error(e: redis::RedisError) -> LogError {
-    if e.is_timeout() || e.is_connection_dropped() {
-        LogError::OutcomeUnknown(e.to_string())
-    } else if e.code() == Some("OOM") {
-        LogError::Full("Redis refused the write: it reached its maxmemory".into())
-    } else {
-        store_error(e)
     }
 }
 
