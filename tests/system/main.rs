@@ -28,4 +28,5 @@ mod proxy_handoff;
 mod proxy_upstream;
 mod push_providers;
 mod sample_configs;
+mod slow_requests;
 mod sse_clients;
