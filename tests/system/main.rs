@@ -14,6 +14,7 @@ mod openapi;
 mod origin_auth;
 mod origin_cursor;
 mod origin_datasets;
+mod origin_faults;
 mod origin_latest;
 mod origin_poll;
 mod origin_readers;
