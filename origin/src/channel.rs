@@ -168,6 +168,63 @@ impl Pattern {
         }
         parts.next().is_none()
     }
+
+    /// Whether every channel this pattern can match is matched by one of `allowed`: the
+    /// authorisation question "may a reader allowed `allowed` subscribe to this?". `chat.*` is
+    /// covered by `chat.*`, `chat.>` or `>`, but not by `chat.a`; `chat.>` is not covered by
+    /// `chat.*`, but is by `chat.*` together with `chat.*.>`.
+    ///
+    /// Why it is exact: a request's `*` is checked as a token no allowed pattern names (if such
+    /// a token is covered, every token is, since a named one only adds matching patterns), and a
+    /// request's `>` as every length of such tokens, which only allowed `*`s and `>` can match.
+    pub fn is_covered_by(&self, allowed: &[Pattern]) -> bool {
+        let rests: Vec<&[Token]> = allowed.iter().map(|p| p.tokens.as_slice()).collect();
+        covered(&self.tokens, rests)
+    }
+}
+
+/// [`Pattern::is_covered_by`] on token lists: `want` is covered by the union of `allowed`.
+fn covered(want: &[Token], allowed: Vec<&[Token]>) -> bool {
+    let Some((first, rest)) = want.split_first() else {
+        // The request ends here: covered when an allowed pattern ends here too.
+        return allowed.iter().any(|a| a.is_empty());
+    };
+    match first {
+        Token::Literal(_) | Token::One => {
+            let mut next = Vec::with_capacity(allowed.len());
+            for a in allowed {
+                match a.split_first() {
+                    // `>` takes this token and anything after it.
+                    Some((Token::Tail, _)) => return true,
+                    Some((Token::One, tail)) => next.push(tail),
+                    Some((Token::Literal(l), tail)) => {
+                        if matches!(first, Token::Literal(w) if w == l) {
+                            next.push(tail);
+                        }
+                    }
+                    None => {}
+                }
+            }
+            covered(rest, next)
+        }
+        Token::Tail => {
+            // Every length k ≥ 1 of arbitrary tokens must be matched: only patterns made of
+            // `*`s (exactly their length) or `*`s then `>` (longer than the `*`s) can.
+            let mut exact = Vec::new();
+            let mut from: Option<usize> = None;
+            for a in allowed {
+                let stars = a.iter().take_while(|t| matches!(t, Token::One)).count();
+                match a.get(stars) {
+                    None if stars > 0 => exact.push(stars),
+                    Some(Token::Tail) if stars + 1 == a.len() => {
+                        from = Some(from.map_or(stars + 1, |f| f.min(stars + 1)));
+                    }
+                    _ => {}
+                }
+            }
+            from.is_some_and(|from| (1..from).all(|k| exact.contains(&k)))
+        }
+    }
 }
 
 impl fmt::Display for Pattern {
@@ -309,6 +366,101 @@ mod tests {
             Channel::parse("chat."),
             Err(ChannelError::EmptyToken(_))
         ));
+    }
+
+    fn covered_by(want: &str, allowed: &[&str]) -> bool {
+        let allowed: Vec<Pattern> = allowed.iter().map(|p| Pattern::parse(p).unwrap()).collect();
+        Pattern::parse(want).unwrap().is_covered_by(&allowed)
+    }
+
+    #[test]
+    fn coverage_by_allowed_patterns() {
+        assert!(covered_by("chat.a", &["chat.*"]));
+        assert!(covered_by("chat.*", &["chat.*"]));
+        assert!(!covered_by("chat.>", &["chat.*"]));
+        assert!(!covered_by("chat.a.b", &["chat.*"]));
+        assert!(!covered_by("chat", &["chat.*"]));
+        assert!(covered_by("chat.>", &["chat.>"]));
+        assert!(covered_by("chat.*.x", &["chat.>"]));
+        assert!(covered_by("anything.at.all", &[">"]));
+        assert!(covered_by(">", &[">"]));
+        assert!(!covered_by(">", &["*.>"]));
+        assert!(covered_by(">", &["*", "*.>"]));
+        assert!(covered_by("chat.>", &["chat.*", "chat.*.>"]));
+        assert!(covered_by("chat.>", &["chat.*", "chat.*.*", "chat.*.*.>"]));
+        assert!(!covered_by("chat.>", &["chat.*", "chat.*.*.>"]));
+        assert!(!covered_by("chat.*", &["chat.a", "chat.b"]));
+        assert!(!covered_by("*.a", &["x.a"]));
+        assert!(covered_by("x.a", &["*.a", "y.>"]));
+        assert!(!covered_by("chat.a", &[]));
+        assert!(covered_by("a.b", &["a.c", "a.b"]));
+    }
+
+    /// Every pattern of up to three tokens over `x`, `y`, `*`, `>` against every set of up to
+    /// three such patterns drawn by a fixed generator, checked against brute force: every
+    /// channel of up to five tokens over `x`, `y`, `z` (a token no pattern names).
+    #[test]
+    fn coverage_agrees_with_brute_force() {
+        let mut patterns = Vec::new();
+        let tokens = ["x", "y", "*", ">"];
+        let mut grow: Vec<Vec<&str>> = vec![vec![]];
+        for _ in 0..3 {
+            let mut next = Vec::new();
+            for p in &grow {
+                if p.last() == Some(&">") {
+                    continue;
+                }
+                for t in tokens {
+                    let mut q = p.clone();
+                    q.push(t);
+                    patterns.push(q.join("."));
+                    next.push(q);
+                }
+            }
+            grow = next;
+        }
+        let mut channels = Vec::new();
+        let mut grow: Vec<Vec<&str>> = vec![vec![]];
+        for _ in 0..5 {
+            let mut next = Vec::new();
+            for c in &grow {
+                for t in ["x", "y", "z"] {
+                    let mut d = c.clone();
+                    d.push(t);
+                    channels.push(d.join("."));
+                    next.push(d);
+                }
+            }
+            grow = next;
+        }
+        let parsed: Vec<Pattern> = patterns
+            .iter()
+            .map(|p| Pattern::parse(p).unwrap())
+            .collect();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut draw = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..3000 {
+            let allowed: Vec<Pattern> = (0..1 + draw(3))
+                .map(|_| parsed[draw(parsed.len())].clone())
+                .collect();
+            for want in &parsed {
+                let brute = channels
+                    .iter()
+                    .filter(|c| want.matches(c))
+                    .all(|c| allowed.iter().any(|a| a.matches(c)));
+                assert_eq!(
+                    want.is_covered_by(&allowed),
+                    brute,
+                    "{want} by {:?}",
+                    allowed.iter().map(Pattern::as_str).collect::<Vec<_>>()
+                );
+            }
+        }
     }
 
     #[test]

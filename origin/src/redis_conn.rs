@@ -74,6 +74,24 @@ pub fn store_error(e: RedisError) -> LogError {
     }
 }
 
+/// A write's error as a store error: a refused connection is unavailability (nothing was
+/// sent, a 503); one that may have been applied (a timeout, a connection that broke with the
+/// command sent) has an unknown outcome ([`LogError::OutcomeUnknown`], a
+/// 504); Redis at `maxmemory` is [`LogError::Full`] (a 507); anything else is as
+/// [`store_error`] says (nothing was applied).
+pub fn write_error(e: RedisError) -> LogError {
+    // A refused connection never carried the command (the client flags it as dropped too).
+    if e.is_connection_refusal() {
+        store_error(e)
+    } else if e.is_timeout() || e.is_connection_dropped() {
+        LogError::OutcomeUnknown(e.to_string())
+    } else if e.code() == Some("OOM") {
+        LogError::Full("Redis refused the write: it reached its maxmemory".into())
+    } else {
+        store_error(e)
+    }
+}
+
 /// The connection broke under the command (Redis restarted, a network blip).
 fn dropped(e: &RedisError) -> bool {
     e.is_connection_dropped() || e.is_io_error()

@@ -37,6 +37,15 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Seconds a client has to send a request's headers before its connection is closed.
+    /// Default: 30.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a whole request body; slower gets 408 and the connection
+    /// closes, so slow senders cannot hold every connection slot. Default: 10.
+    pub body_read_timeout_secs: u64,
+    /// Seconds a publisher's `Idempotency-Key` and its answer are kept: a retry within it gets
+    /// the first answer instead of a second copy. Default: 3600.
+    pub idempotency_ttl_secs: u64,
     /// Most events in one publish request.
     pub max_batch: usize,
     /// Page origins allowed by CORS (e.g. `https://app.example.com`); `["*"]` for any (the
@@ -68,12 +77,24 @@ pub struct Settings {
     pub webhooks: crate::webhooks::WebhookSettings,
 }
 
-/// `[auth]`: who may publish. See [`crate::server::auth`] for how a request is checked.
-#[derive(Clone, Default, Serialize, Deserialize)]
+/// `[auth]`: who may read and who may publish. See [`crate::server::auth`] for how a request is
+/// checked and what each credential grants.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
-    /// Static bearer tokens accepted from publishers. Default: none.
+    /// Static bearer tokens of publishers: they publish and read every channel. Default: none.
     pub publish_tokens: Vec<String>,
+    /// Static bearer tokens of readers: they read every channel. Default: none.
+    pub subscribe_tokens: Vec<String>,
+    /// Who may read (SSE, WebSocket, poll, latest, dataset reads, webhook registration):
+    /// `auto` — open on a loopback listener, a credential needed on any other; `required` — a
+    /// credential needed everywhere; `public` — anyone, on any listener. Default: `auto`.
+    pub subscribe: ReadAccess,
+    /// The cookie a browser's `EventSource`/`WebSocket` may carry a reader's token in (it
+    /// grants reads only). Default: `ssepush_token`.
+    pub cookie_name: String,
+    /// Seconds of clock skew allowed when checking a JWT's `exp` and `nbf`. Default: 30.
+    pub jwt_leeway_secs: u64,
     /// Shared secret for HS256 JWTs (at least 32 bytes). Default: none.
     pub jwt_hs256_secret: Option<String>,
     /// EC P-256 public key (PEM, `-----BEGIN PUBLIC KEY-----`) for ES256 JWTs. Default: none.
@@ -88,13 +109,44 @@ pub struct AuthSettings {
     pub allow_anonymous_publish: bool,
 }
 
+/// `auth.subscribe`: who may read (see [`crate::server::auth`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadAccess {
+    /// Open on a loopback listener, a credential needed on any other.
+    #[default]
+    Auto,
+    /// A credential needed on every listener.
+    Required,
+    /// Anyone may read, on any listener: the operator declares the origin public.
+    Public,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            publish_tokens: Vec::new(),
+            subscribe_tokens: Vec::new(),
+            subscribe: ReadAccess::Auto,
+            cookie_name: "ssepush_token".into(),
+            jwt_leeway_secs: crate::service::auth::DEFAULT_LEEWAY_SECS,
+            jwt_hs256_secret: None,
+            jwt_es256_public_key: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            allow_anonymous_publish: false,
+        }
+    }
+}
+
 impl AuthSettings {
     /// True when any credential (token or JWT key) is configured.
     pub fn is_configured(&self) -> bool {
-        self.bearer().is_configured()
+        self.bearer().is_configured() || !self.subscribe_tokens.is_empty()
     }
 
-    /// `[auth]` as the service layer's credential material.
+    /// `[auth]` as the service layer's credential material (the publisher tokens; the origin's
+    /// check adds the reader tokens after them).
     pub fn bearer(&self) -> BearerConfig<'_> {
         BearerConfig {
             tokens: &self.publish_tokens,
@@ -102,6 +154,7 @@ impl AuthSettings {
             jwt_es256_public_key: self.jwt_es256_public_key.as_deref(),
             jwt_issuer: self.jwt_issuer.as_deref(),
             jwt_audience: self.jwt_audience.as_deref(),
+            jwt_leeway_secs: self.jwt_leeway_secs,
         }
     }
 
@@ -110,7 +163,28 @@ impl AuthSettings {
     /// # Errors
     /// A message naming the bad `[auth]` key (never its value).
     pub fn validate(&self) -> Result<(), String> {
-        BearerAuth::new(&self.bearer())
+        let c = &self.cookie_name;
+        // RFC 6265 token: visible ASCII without separators.
+        if c.is_empty()
+            || !c
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+        {
+            return Err(
+                "auth.cookie_name must be a cookie name (visible ASCII, no separators)".into(),
+            );
+        }
+        let tokens: Vec<String> = self
+            .publish_tokens
+            .iter()
+            .chain(&self.subscribe_tokens)
+            .cloned()
+            .collect();
+        let config = BearerConfig {
+            tokens: &tokens,
+            ..self.bearer()
+        };
+        BearerAuth::new(&config)
             .map(drop)
             .map_err(|e| Self::key_error(&e))
     }
@@ -118,7 +192,9 @@ impl AuthSettings {
     /// A [`KeyError`] in the words of the `[auth]` keys.
     pub fn key_error(e: &KeyError) -> String {
         match e {
-            KeyError::EmptyToken => "auth.publish_tokens must not contain empty tokens".into(),
+            KeyError::EmptyToken => {
+                "auth.publish_tokens and auth.subscribe_tokens must not contain empty tokens".into()
+            }
             KeyError::ShortHs256Secret => {
                 format!("auth.jwt_hs256_secret must be at least {MIN_HS256_SECRET} bytes")
             }
@@ -138,6 +214,13 @@ impl std::fmt::Debug for AuthSettings {
                 &format_args!("[{} redacted]", self.publish_tokens.len()),
             )
             .field(
+                "subscribe_tokens",
+                &format_args!("[{} redacted]", self.subscribe_tokens.len()),
+            )
+            .field("subscribe", &self.subscribe)
+            .field("cookie_name", &self.cookie_name)
+            .field("jwt_leeway_secs", &self.jwt_leeway_secs)
+            .field(
                 "jwt_hs256_secret",
                 &self.jwt_hs256_secret.as_ref().map(|_| "<redacted>"),
             )
@@ -156,6 +239,15 @@ pub struct RetentionSettings {
     pub max_events: u64,
     /// Oldest event kept, in seconds; 0 keeps events regardless of age.
     pub max_age_secs: u64,
+    /// Most bytes of events kept per channel (an event counts its data as compact JSON, its
+    /// channel and type, plus 64); older events go first, and one event larger than this is
+    /// refused with 413. On Redis only the 413 applies. Default: 16 MiB.
+    pub max_channel_bytes: u64,
+    /// Most bytes of events the memory store keeps in all (and in its live feed): past it the
+    /// oldest events of any channel go first (readers get a reset); a batch larger than this is
+    /// refused with 507. On Redis, set Redis' `maxmemory` (with `noeviction`): a write it
+    /// refuses is a 507. Default: 256 MiB.
+    pub max_total_bytes: u64,
     /// Per-channel overrides; the first pattern that matches a channel wins.
     pub channels: Vec<ChannelRetention>,
 }
@@ -166,6 +258,8 @@ pub struct ChannelRetention {
     pub pattern: String,
     pub max_events: Option<u64>,
     pub max_age_secs: Option<u64>,
+    /// This channel's byte budget (else `retention.max_channel_bytes`).
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for Settings {
@@ -180,6 +274,9 @@ impl Default for Settings {
             max_connections: 19_000,
             shutdown_grace_secs: 10,
             max_body_bytes: 1 << 20,
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 10,
+            idempotency_ttl_secs: 3600,
             max_batch: 1000,
             cors_allow_origins: Vec::new(),
             retention: RetentionSettings::default(),
@@ -200,6 +297,8 @@ impl Default for RetentionSettings {
         RetentionSettings {
             max_events: 10_000,
             max_age_secs: 24 * 3600,
+            max_channel_bytes: crate::store::DEFAULT_CHANNEL_BYTES,
+            max_total_bytes: crate::store::DEFAULT_TOTAL_BYTES,
             channels: Vec::new(),
         }
     }
@@ -222,6 +321,14 @@ impl Settings {
         if self.max_connections == 0 {
             return bad("max_connections must be at least 1".into());
         }
+        if self.header_read_timeout_secs == 0 || self.body_read_timeout_secs == 0 {
+            return bad(
+                "header_read_timeout_secs and body_read_timeout_secs must be at least 1".into(),
+            );
+        }
+        if self.idempotency_ttl_secs == 0 {
+            return bad("idempotency_ttl_secs must be at least 1".into());
+        }
         if self.max_batch == 0 {
             return bad("max_batch must be at least 1".into());
         }
@@ -231,6 +338,12 @@ impl Settings {
         }
         if self.ws_send_queue == 0 {
             return bad("ws_send_queue must be at least 1".into());
+        }
+        if self.retention.max_channel_bytes < 1024 || self.retention.max_total_bytes < 1024 {
+            return bad(
+                "retention.max_channel_bytes and retention.max_total_bytes must be at least 1024"
+                    .into(),
+            );
         }
         if self.retention.max_events == 0 {
             return bad("retention.max_events must be at least 1".into());
@@ -256,6 +369,7 @@ impl Settings {
         let default = Limits {
             max_events: self.retention.max_events,
             max_age: age(self.retention.max_age_secs),
+            max_bytes: self.retention.max_channel_bytes,
         };
         let overrides = self
             .retention
@@ -270,11 +384,16 @@ impl Settings {
                     Limits {
                         max_events: c.max_events.unwrap_or(default.max_events).max(1),
                         max_age: c.max_age_secs.map_or(default.max_age, age),
+                        max_bytes: c.max_bytes.unwrap_or(default.max_bytes).max(1),
                     },
                 ))
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
-        Ok(Retention { default, overrides })
+        Ok(Retention {
+            default,
+            overrides,
+            max_total_bytes: self.retention.max_total_bytes,
+        })
     }
 
     pub fn keep_alive(&self) -> Duration {
@@ -299,11 +418,13 @@ mod tests {
                 pattern: "chat.>".into(),
                 max_events: Some(5),
                 max_age_secs: Some(0),
+                max_bytes: None,
             },
             ChannelRetention {
                 pattern: ">".into(),
                 max_events: Some(7),
                 max_age_secs: None,
+                max_bytes: None,
             },
         ];
         let r = s.retention().unwrap();
@@ -320,6 +441,7 @@ mod tests {
             pattern: "a.>.b".into(),
             max_events: None,
             max_age_secs: None,
+            max_bytes: None,
         });
         assert!(s.validate().unwrap_err().to_string().contains("pattern"));
     }

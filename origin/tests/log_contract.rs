@@ -282,14 +282,17 @@ async fn age_retention_trims_old_events(kind: Kind) {
         default: Limits {
             max_events: 100,
             max_age: Some(Duration::from_millis(300)),
+            max_bytes: u64::MAX,
         },
         overrides: vec![(
             Pattern::parse("keep.>").unwrap(),
             Limits {
                 max_events: 100,
                 max_age: None,
+                max_bytes: u64::MAX,
             },
         )],
+        max_total_bytes: u64::MAX,
     };
     let (_s, log) = Store::open(kind, retention).await;
     let old = log

@@ -78,6 +78,13 @@ pub fn router(node: Arc<Node>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            ssepush_origin::service::body::BodyLimits {
+                deadline: std::time::Duration::from_secs(node.settings.body_read_timeout_secs),
+                max_bytes: limit,
+            },
+            ssepush_origin::service::body::read_body,
+        ))
         .with_state(node);
     match cors {
         Some(layer) => router.layer(layer),

@@ -24,6 +24,7 @@ impl HandoffAuth {
             jwt_es256_public_key: None,
             jwt_issuer: s.jwt_issuer.as_deref(),
             jwt_audience: s.jwt_audience.as_deref(),
+            jwt_leeway_secs: s.jwt_leeway_secs,
         };
         let gate = Gate::new(&config, s.allow_anonymous, bound).map_err(|e| match e {
             KeyError::EmptyToken => "auth.api_keys must not contain empty tokens".to_owned(),
@@ -40,25 +41,28 @@ impl HandoffAuth {
     /// disabled, 401 when the credential is missing or wrong.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let denied = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-        self.gate.check(headers).map_err(|refusal| match refusal {
-            Refusal::Disabled => ApiError::new(
-                StatusCode::FORBIDDEN,
-                "handoffs_disabled",
-                "creating handoffs is disabled: this proxy listens on a non-loopback address \
+        self.gate
+            .check(headers)
+            .map(drop)
+            .map_err(|refusal| match refusal {
+                Refusal::Disabled => ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "handoffs_disabled",
+                    "creating handoffs is disabled: this proxy listens on a non-loopback address \
                  and has no [auth] configured; set auth.api_keys or auth.jwt_hs256_secret, \
                  or auth.allow_anonymous = true",
-            ),
-            Refusal::Denied(Denied::Missing) => {
-                denied("creating a handoff requires 'Authorization: Bearer <api key or JWT>'")
-            }
-            Refusal::Denied(Denied::Malformed) => {
-                denied("the Authorization header must be 'Bearer <token>'")
-            }
-            Refusal::Denied(reason) => {
-                tracing::debug!(?reason, "handoff creation refused");
-                metrics::counter!("ssepush_proxy_auth_denied_total").increment(1);
-                denied("the API key or JWT is not valid")
-            }
-        })
+                ),
+                Refusal::Denied(Denied::Missing) => {
+                    denied("creating a handoff requires 'Authorization: Bearer <api key or JWT>'")
+                }
+                Refusal::Denied(Denied::Malformed) => {
+                    denied("the Authorization header must be 'Bearer <token>'")
+                }
+                Refusal::Denied(reason) => {
+                    tracing::debug!(?reason, "handoff creation refused");
+                    metrics::counter!("ssepush_proxy_auth_denied_total").increment(1);
+                    denied("the API key or JWT is not valid")
+                }
+            })
     }
 }

@@ -51,6 +51,7 @@ pub async fn run(
         listener,
         crate::api::router(node.clone()),
         max_conns,
+        std::time::Duration::from_secs(node.settings.header_read_timeout_secs),
         token.clone(),
         grace,
     )

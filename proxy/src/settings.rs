@@ -48,6 +48,10 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// Largest request body accepted, in bytes. Default 64 KiB.
     pub max_body_bytes: usize,
+    /// Seconds a client has to send a request's headers. Default 30.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a whole request body (408 after). Default 10.
+    pub body_read_timeout_secs: u64,
     /// Most live handoffs on this node; creation beyond is a 503. Default 1,000,000.
     pub max_handoffs: usize,
     /// Events buffered per handoff; older ones are dropped and reported as a gap. Default 256.
@@ -79,6 +83,8 @@ impl Default for Settings {
             max_connections: 10_000,
             shutdown_grace_secs: 10,
             max_body_bytes: 64 * 1024,
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 10,
             max_handoffs: 1_000_000,
             buffer_events: 256,
             default_ttl_secs: 86_400,
@@ -95,18 +101,33 @@ impl Default for Settings {
 }
 
 /// `[auth]`: who may create handoffs.
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// Static API keys accepted as `Authorization: Bearer <key>`. Default: none.
     pub api_keys: Vec<String>,
     /// Shared secret (≥ 32 bytes) for HS256 JWTs minted by the app's backend. Default: none.
     pub jwt_hs256_secret: Option<String>,
-    /// Required `iss` / `aud` claims of JWTs when set.
+    /// Required `iss` / `aud` claims of JWTs when set (a token without the claim is refused).
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
+    /// Seconds of clock skew allowed when checking a JWT's `exp` and `nbf`. Default 30.
+    pub jwt_leeway_secs: u64,
     /// Creation without credentials on a non-loopback address. Default false.
     pub allow_anonymous: bool,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            api_keys: Vec::new(),
+            jwt_hs256_secret: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway_secs: ssepush_origin::service::auth::DEFAULT_LEEWAY_SECS,
+            allow_anonymous: false,
+        }
+    }
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -120,6 +141,7 @@ impl std::fmt::Debug for AuthSettings {
             )
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_leeway_secs", &self.jwt_leeway_secs)
             .field("allow_anonymous", &self.allow_anonymous)
             .finish()
     }
@@ -254,6 +276,11 @@ impl Settings {
         }
         if !(1024..=64 << 20).contains(&self.upstream.max_event_bytes) {
             return bad("upstream.max_event_bytes must be 1024..=67108864".into());
+        }
+        if self.header_read_timeout_secs == 0 || self.body_read_timeout_secs == 0 {
+            return bad(
+                "header_read_timeout_secs and body_read_timeout_secs must be at least 1".into(),
+            );
         }
         if self.auth.api_keys.iter().any(|k| k.trim().is_empty()) {
             return bad("auth.api_keys must not contain empty keys".into());

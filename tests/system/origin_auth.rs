@@ -108,7 +108,8 @@ async fn tokens_and_jwts_are_checked() {
     let origin = TestOrigin::start(settings).await;
     let url = origin.url.clone();
     let exp = now() + 600;
-    let good = json!({"exp": exp, "aud": AUDIENCE, "sub": "backend"});
+    let good =
+        json!({"exp": exp, "aud": AUDIENCE, "sub": "backend", "ssepush": {"publish": ["auth.>"]}});
     let expired = json!({"exp": now() - 3600, "aud": AUDIENCE});
     let wrong_aud = json!({"exp": exp, "aud": "someone-else"});
 
@@ -286,4 +287,94 @@ async fn bad_auth_settings_stop_startup() {
     let mut pem = crate::support::memory_settings();
     pem.auth.jwt_es256_public_key = Some("-----BEGIN PUBLIC KEY-----\nnope\n".into());
     assert!(pem.validate().is_err());
+}
+
+/// JWTs by the book (issue 12 §5), on both servers that take them: with an audience and an
+/// issuer configured, a token without `aud` or `iss` is refused; a future `nbf` is refused; a
+/// `crit` header is refused; the leeway is a setting.
+#[tokio::test]
+async fn jwts_are_checked_by_the_book_on_the_origin_and_the_proxy() {
+    let exp = now() + 600;
+    let grants = json!({"publish": [">"]});
+    let complete = json!({"exp": exp, "aud": AUDIENCE, "iss": "backend", "ssepush": grants});
+    let without = |claim: &str| {
+        let mut c = complete.clone();
+        c.as_object_mut().unwrap().remove(claim);
+        c
+    };
+    let mut future_nbf = complete.clone();
+    future_nbf["nbf"] = json!(now() + 300);
+    let mut just_expired = complete.clone();
+    just_expired["exp"] = json!(now() - 5);
+    let crit = {
+        let mut h = Header::new(Algorithm::HS256);
+        h.crit = Some(vec!["x-ext".into()]);
+        h
+    };
+    let sign = |header: &Header, claims: &Value| {
+        jsonwebtoken::encode(
+            header,
+            claims,
+            &EncodingKey::from_secret(HS_SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let plain = Header::new(Algorithm::HS256);
+    let refused = [
+        ("no aud", sign(&plain, &without("aud"))),
+        ("no iss", sign(&plain, &without("iss"))),
+        ("nbf in the future", sign(&plain, &future_nbf)),
+        ("crit header", sign(&crit, &complete)),
+        ("expired, no leeway", sign(&plain, &just_expired)),
+    ];
+    let good = sign(&plain, &complete);
+
+    let settings = Settings {
+        auth: AuthSettings {
+            jwt_hs256_secret: Some(HS_SECRET.into()),
+            jwt_audience: Some(AUDIENCE.into()),
+            jwt_issuer: Some("backend".into()),
+            jwt_leeway_secs: 0,
+            ..AuthSettings::default()
+        },
+        ..crate::support::memory_settings()
+    };
+    let origin = TestOrigin::start(settings).await;
+    for (what, token) in &refused {
+        let (status, _, body) = post(&origin.url, Some(&format!("Bearer {token}")), 0).await;
+        assert_eq!(status, 401, "origin, {what}: {body}");
+    }
+    let (status, _, body) = post(&origin.url, Some(&format!("Bearer {good}")), 0).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The proxy takes HS256 JWTs from the app's backend for handoff creation: same rules.
+    let mut proxy_settings = crate::support::proxy::proxy_settings(&[&origin.url]);
+    proxy_settings.auth.jwt_hs256_secret = Some(HS_SECRET.into());
+    proxy_settings.auth.jwt_audience = Some(AUDIENCE.into());
+    proxy_settings.auth.jwt_issuer = Some("backend".into());
+    proxy_settings.auth.jwt_leeway_secs = 0;
+    let proxy = crate::support::proxy::TestProxy::start(
+        proxy_settings,
+        crate::support::proxy::Recorder::new(),
+    )
+    .await;
+    let body = crate::support::proxy::handoff_body(
+        &format!("{}/v1/sse?channel=auth.t", origin.url),
+        None,
+        7,
+    );
+    let create = |token: String| {
+        let req = proxy
+            .http
+            .post(format!("{}/v1/handoffs", proxy.url))
+            .bearer_auth(token)
+            .json(&body);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    for (what, token) in &refused {
+        assert_eq!(create(token.clone()).await, 401, "proxy, {what}");
+    }
+    assert_eq!(create(good).await, 201);
+    proxy.stop().await;
+    origin.stop().await;
 }

@@ -249,6 +249,7 @@ async fn a_stale_cursor_gets_a_reset_with_the_retained_events(settings: Settings
         pattern: "small".into(),
         max_events: Some(3),
         max_age_secs: None,
+        max_bytes: None,
     });
     let origin = TestOrigin::start(settings).await;
     let mut ids_ = Vec::new();

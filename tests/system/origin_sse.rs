@@ -93,6 +93,7 @@ async fn reset_then_live(settings: Settings) {
         pattern: "small".into(),
         max_events: Some(5),
         max_age_secs: None,
+        max_bytes: None,
     });
     let origin = TestOrigin::start(settings).await;
     let mut ids = Vec::new();

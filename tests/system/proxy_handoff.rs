@@ -586,3 +586,86 @@ async fn creating_a_handoff_takes_the_apps_api_key() {
     spare_proxy.stop().await;
     origin.stop().await;
 }
+
+/// Issue 12 §1 through the proxy: the phone's reader credential (a header of `stream.headers`,
+/// or the stream URL's `access_token`) goes upstream unchanged; an origin's 401 or 403 fails
+/// the handoff with the reason; the token in a URL never reaches the logs.
+#[tokio::test]
+async fn the_phones_reader_credential_goes_upstream_and_a_refusal_fails_the_handoff() {
+    let logs = crate::support::logs::capture("ssepush_proxy=trace,ssepush_origin=trace,info");
+    const SECRET: &str = "a-reader-secret-of-at-least-32-bytes!!";
+    let jwt = |grants: Value| {
+        let claims = json!({"exp": 4_000_000_000u64, "ssepush": grants});
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let mut settings = memory_settings();
+    settings.auth.subscribe = ssepush_origin::settings::ReadAccess::Required;
+    settings.auth.jwt_hs256_secret = Some(SECRET.into());
+    let origin = TestOrigin::start(settings).await;
+    let recorder = Recorder::new();
+    let proxy = TestProxy::start(proxy_settings(&[&origin.url]), recorder.clone()).await;
+    let reader = jwt(json!({"subscribe": ["s.*"]}));
+    let elsewhere = jwt(json!({"subscribe": ["other.*"]}));
+    let publisher = jwt(json!({"publish": [">"]}));
+
+    let hand_off = |url: String, auth: Option<&str>, device: u32| {
+        let mut body = handoff_body(&url, None, device);
+        body["wake"] = json!({"coalesceMs": 0});
+        if let Some(a) = auth {
+            body["stream"]["headers"] = json!({"Authorization": format!("Bearer {a}")});
+        }
+        let proxy = &proxy;
+        async move { proxy.create(&body).await }
+    };
+    let in_header = hand_off(stream_url(&origin, "s.*"), Some(&reader), 1).await;
+    let in_query = hand_off(
+        format!("{}&access_token={reader}", stream_url(&origin, "s.*")),
+        None,
+        2,
+    )
+    .await;
+    let forbidden = hand_off(stream_url(&origin, "s.*"), Some(&elsewhere), 3).await;
+    let missing = hand_off(stream_url(&origin, "s.*"), None, 4).await;
+
+    for (h, status) in [(&forbidden, "403"), (&missing, "401")] {
+        eventually(WITHIN, "the refused handoff failed", || async {
+            proxy.status(h).await["state"] == "failed"
+        })
+        .await;
+        let s = proxy.status(h).await;
+        let error = s["lastError"].as_str().unwrap_or_default().to_owned();
+        assert!(error.contains(status), "lastError names the {status}: {s}");
+    }
+    // Both watchers with a good credential are live: an event wakes both phones.
+    eventually(WITHIN, "both watchers connected", || async {
+        proxy.status(&in_header).await["state"] == "watching"
+            && proxy.status(&in_query).await["state"] == "watching"
+    })
+    .await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/events", origin.url))
+        .bearer_auth(&publisher)
+        .json(&json!({"channel": "s.a", "data": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    eventually(WITHIN, "a wake for each good handoff", || async {
+        recorder.wakes_for(&in_header.id).len() == 1 && recorder.wakes_for(&in_query.id).len() == 1
+    })
+    .await;
+    proxy.stop().await;
+    origin.stop().await;
+    let text = logs.text();
+    // The capture works (the servers' own lines are in it), so the check below is not vacuous.
+    assert!(
+        text.contains(&in_query.id) || text.contains("listening"),
+        "the capture works"
+    );
+    assert!(!text.contains(&reader), "a reader token reached the logs");
+}

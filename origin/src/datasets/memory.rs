@@ -22,6 +22,13 @@ struct Dataset {
     entries: BTreeMap<String, Entry>,
     /// The newest `changelog_len` records, oldest first; contiguous versions ending at `version`.
     changelog: VecDeque<ChangeRecord>,
+    /// Bytes of the entries' values as compact JSON (the `max_bytes` budget).
+    bytes: u64,
+}
+
+/// A value's size as the budget counts it: its compact JSON, as the Redis store keeps it.
+fn json_len(v: &serde_json::Value) -> u64 {
+    serde_json::to_vec(v).map_or(0, |b| b.len() as u64)
 }
 
 pub struct MemoryDatasets {
@@ -97,6 +104,20 @@ impl DatasetStore for MemoryDatasets {
         if created && ds.entries.len() as u64 >= self.limits.max_keys {
             return Ok(WriteOutcome::Full);
         }
+        let old = ds
+            .entries
+            .get(write.key.as_str())
+            .map_or(0, |e| json_len(&e.value));
+        let new = match &write.op {
+            Op::Put(v) => json_len(v),
+            Op::Delete => 0,
+        };
+        // A write that does not grow the dataset always passes, so an over-full dataset (a
+        // lowered budget) can still be cleaned up.
+        if new > old && ds.bytes - old + new > self.limits.max_bytes {
+            return Ok(WriteOutcome::OverBudget);
+        }
+        ds.bytes = ds.bytes - old + new;
         ds.version += 1;
         let version = ds.version;
         let key = write.key.as_str().to_owned();
@@ -157,6 +178,7 @@ mod tests {
         let store = MemoryDatasets::new(DatasetLimits {
             changelog_len: 3,
             max_keys: 2,
+            max_bytes: 1 << 20,
         });
         let ds = DatasetName::parse("d").unwrap();
         let applied = |o: WriteOutcome| match o {

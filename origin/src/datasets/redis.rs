@@ -13,6 +13,7 @@
 //! | `ssepush:{<ns>:ds:<name>}:values`    | hash   | key → value as compact JSON                 |
 //! | `ssepush:{<ns>:ds:<name>}:versions`  | hash   | key → the entry's version                   |
 //! | `ssepush:{<ns>:ds:<name>}:log`       | list   | changelog, oldest first: `<version>:<p|d>:<key>` |
+//! | `ssepush:{<ns>:ds:<name>}:bytes`     | string | bytes of `values` (the `max_bytes` budget)  |
 //!
 //! # Atomicity
 //!
@@ -38,16 +39,16 @@ use super::{
     Applied, ChangeRecord, DatasetLimits, DatasetName, DatasetStore, Delta, Entry, Gone, Guard, Op,
     Snapshot, Write, WriteOutcome, compute_changes, delta_window, evaluate,
 };
-use crate::redis_conn::{Read, RedisConn, store_error};
+use crate::redis_conn::{Read, RedisConn, store_error, write_error};
 use crate::store::LogError;
 
 /// One write, atomically.
 const WRITE_LUA: &str = r#"
--- KEYS: 1 version, 2 values, 3 versions, 4 log
+-- KEYS: 1 version, 2 values, 3 versions, 4 log, 5 bytes
 -- ARGV: 1 key, 2 op ('p' put | 'd' delete), 3 value JSON, 4 guard kind, 5 guard version,
---       6 changelog length, 7 max keys
+--       6 changelog length, 7 max keys, 8 max bytes
 -- Returns {0, current version|false, current value|false} when refused, {2} when full,
--- {1, new version, created 0|1} when applied.
+-- {3} over the byte budget, {1, new version, created 0|1} when applied.
 local key, op = ARGV[1], ARGV[2]
 local cur = redis.call('HGET', KEYS[3], key)
 local guard = ARGV[4]
@@ -65,6 +66,14 @@ end
 if op == 'p' and not cur and redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[7]) then
   return {2}
 end
+local old = cur and redis.call('HSTRLEN', KEYS[2], key) or 0
+local new = 0
+if op == 'p' then new = #ARGV[3] end
+local held = tonumber(redis.call('GET', KEYS[5]) or '0')
+if new > old and held - old + new > tonumber(ARGV[8]) then
+  return {3}
+end
+if new ~= old then redis.call('INCRBY', KEYS[5], new - old) end
 local v = string.format('%.0f', redis.call('INCR', KEYS[1]))
 if op == 'p' then
   redis.call('HSET', KEYS[2], key, ARGV[3])
@@ -108,6 +117,7 @@ struct Keys {
     values: String,
     versions: String,
     log: String,
+    bytes: String,
 }
 
 impl Keys {
@@ -118,6 +128,7 @@ impl Keys {
             values: format!("{prefix}values"),
             versions: format!("{prefix}versions"),
             log: format!("{prefix}log"),
+            bytes: format!("{prefix}bytes"),
         }
     }
 }
@@ -256,6 +267,7 @@ impl DatasetStore for RedisDatasets {
             .key(&keys.values)
             .key(&keys.versions)
             .key(&keys.log)
+            .key(&keys.bytes)
             .arg(write.key.as_str())
             .arg(op)
             .arg(json)
@@ -263,9 +275,10 @@ impl DatasetStore for RedisDatasets {
             .arg(guard_version.to_string())
             .arg(self.limits.changelog_len.min(i64::MAX as u64))
             .arg(self.limits.max_keys.min(i64::MAX as u64))
+            .arg(self.limits.max_bytes.min(i64::MAX as u64))
             .invoke_async(&mut self.conn.commands())
             .await
-            .map_err(store_error)?;
+            .map_err(write_error)?;
         let Value::Array(parts) = reply else {
             return Err(corrupt(format!("write script returned {reply:?}")));
         };
@@ -283,6 +296,7 @@ impl DatasetStore for RedisDatasets {
                 }))
             }
             [Value::Int(2)] => Ok(WriteOutcome::Full),
+            [Value::Int(3)] => Ok(WriteOutcome::OverBudget),
             [Value::Int(0), rest @ ..] => {
                 let current = match rest {
                     [Value::Nil, ..] | [] => None,

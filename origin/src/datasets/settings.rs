@@ -14,13 +14,19 @@ pub struct DatasetLimits {
     pub changelog_len: u64,
     /// Most keys per dataset.
     pub max_keys: u64,
+    /// Most bytes of values (compact JSON) per dataset.
+    pub max_bytes: u64,
 }
+
+/// Default byte budget of one dataset's values: 64 MiB.
+pub const DEFAULT_DATASET_BYTES: u64 = 64 << 20;
 
 impl Default for DatasetLimits {
     fn default() -> Self {
         DatasetLimits {
             changelog_len: 10_000,
             max_keys: 100_000,
+            max_bytes: DEFAULT_DATASET_BYTES,
         }
     }
 }
@@ -38,6 +44,9 @@ pub struct DatasetSettings {
     pub changelog_len: u64,
     /// Most keys one dataset holds; a PUT that would create one more gets 409. Default 100000.
     pub max_keys: u64,
+    /// Most bytes of values (as compact JSON) one dataset holds; a PUT that would take it
+    /// beyond gets 507 (one value larger than this, 413). Default 67108864 (64 MiB).
+    pub max_dataset_bytes: u64,
 }
 
 impl Default for DatasetSettings {
@@ -48,6 +57,7 @@ impl Default for DatasetSettings {
             policies: BTreeMap::new(),
             changelog_len: limits.changelog_len,
             max_keys: limits.max_keys,
+            max_dataset_bytes: limits.max_bytes,
         }
     }
 }
@@ -64,6 +74,7 @@ impl DatasetSettings {
         DatasetLimits {
             changelog_len: self.changelog_len,
             max_keys: self.max_keys,
+            max_bytes: self.max_dataset_bytes,
         }
     }
 
@@ -71,6 +82,9 @@ impl DatasetSettings {
     pub fn validate(&self) -> Result<(), String> {
         if self.changelog_len == 0 {
             return Err("datasets.changelog_len must be at least 1".into());
+        }
+        if self.max_dataset_bytes < 1024 {
+            return Err("datasets.max_dataset_bytes must be at least 1024".into());
         }
         if self.max_keys == 0 {
             return Err("datasets.max_keys must be at least 1".into());

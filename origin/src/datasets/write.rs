@@ -167,6 +167,8 @@ pub enum WriteOutcome {
     Refused(Refusal),
     /// A put would create a key beyond the dataset's `max_keys`.
     Full,
+    /// A put would take the dataset's values beyond its `max_bytes` (compact JSON).
+    OverBudget,
 }
 
 #[cfg(test)]

@@ -120,6 +120,8 @@ fn path_error(e: PathRejection) -> ApiError {
         (status = 200, description = "the snapshot, or the delta since `since`", body = DatasetAnswer),
         (status = 304, description = "unchanged"),
         (status = 400, description = "invalid input; the error says what to fix", body = ErrorBody),
+        (status = 401, description = "missing or invalid reader credentials", body = ErrorBody),
+        (status = 403, description = "the credential may not read this dataset", body = ErrorBody),
         (status = 410, description = "since is older than the changelog: fetch a snapshot", body = ErrorBody),
         (status = 412, description = "If-Match names no current version", body = ErrorBody),
         (status = 503, description = "a store is unavailable; retry later", body = ErrorBody),
@@ -133,6 +135,10 @@ pub async fn get_dataset(
 ) -> Result<Response, ApiError> {
     let Path(name) = path.map_err(path_error)?;
     let name = DatasetName::parse(&name)?;
+    // A dataset is read as its change channel is: the same grant covers both.
+    st.auth
+        .reader(&headers, query.as_deref())?
+        .check_read_channel(name.channel().as_str())?;
     let since = parse_since(query.as_deref())?;
     let pre = preconditions(&headers)?;
     // Both answers carry the dataset's version as their tag: a delta since V at version W is
@@ -178,10 +184,14 @@ pub async fn get_dataset(
         (status = 201, description = "created", body = EntryAnswer),
         (status = 400, description = "invalid input; the error says what to fix", body = ErrorBody),
         (status = 401, description = "missing or invalid publisher credentials", body = ErrorBody),
+        (status = 403, description = "the credential may not write this dataset", body = ErrorBody),
+        (status = 408, description = "the body did not arrive within body_read_timeout_secs", body = ErrorBody),
         (status = 409, description = "dataset full, or the entry kept changing under concurrent writers", body = ErrorBody),
+        (status = 413, description = "the value is larger than the body limit or the dataset's byte budget", body = ErrorBody),
         (status = 412, description = "precondition failed; `current` has the entry as it is", body = ErrorBody),
         (status = 428, description = "this dataset needs If-Match", body = ErrorBody),
         (status = 503, description = "a store is unavailable; retry later", body = ErrorBody),
+        (status = 507, description = "the write would take the dataset beyond its byte budget", body = ErrorBody),
     ),
     security(("bearer" = []), ()),
 )]
@@ -191,8 +201,10 @@ pub async fn put_entry(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    st.auth.check(&headers)?;
+    let access = st.auth.publisher(&headers, None)?;
     let (name, key) = parse_path(path)?;
+    // A write publishes its change on `datasets.<name>`: it needs that publish grant.
+    access.check_publish([name.channel().as_str()])?;
     let plan = plan(preconditions(&headers)?);
     let limit = st.settings.max_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
@@ -208,6 +220,18 @@ pub async fn put_entry(
             format!("the body must be the entry's JSON value: {e}"),
         )
     })?;
+    let budget = st.settings.datasets.max_dataset_bytes;
+    let size = serde_json::to_vec(&value).map_or(0, |b| b.len() as u64);
+    if size > budget {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            format!(
+                "a value of {size} bytes (compact JSON) is larger than the dataset's whole budget \
+                 of {budget} bytes (datasets.max_dataset_bytes)"
+            ),
+        ));
+    }
     write(&st, name, key, Op::Put(value), plan).await
 }
 
@@ -240,8 +264,10 @@ pub async fn delete_entry(
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    st.auth.check(&headers)?;
+    let access = st.auth.publisher(&headers, None)?;
     let (name, key) = parse_path(path)?;
+    // A write publishes its change on `datasets.<name>`: it needs that publish grant.
+    access.check_publish([name.channel().as_str()])?;
     let plan = plan(preconditions(&headers)?);
     write(&st, name, key, Op::Delete, plan).await
 }
@@ -323,6 +349,21 @@ async fn commit(
             metrics::counter!("ssepush_origin_dataset_writes_total", "outcome" => refusal_label(&r))
                 .increment(1);
             return Err(refusal_error(&name, r));
+        }
+        WriteOutcome::OverBudget => {
+            metrics::counter!("ssepush_origin_dataset_writes_total", "outcome" => "over_budget")
+                .increment(1);
+            let budget = st.settings.datasets.max_dataset_bytes;
+            return Err(ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "dataset_over_budget",
+                format!(
+                    "dataset {:?} would hold more than its budget of {budget} bytes of values \
+                     (datasets.max_dataset_bytes); nothing was written: delete or shrink entries \
+                     first",
+                    name.as_str()
+                ),
+            ));
         }
         WriteOutcome::Full => {
             metrics::counter!("ssepush_origin_dataset_writes_total", "outcome" => "full")

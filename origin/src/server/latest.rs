@@ -96,6 +96,9 @@ pub async fn latest(
     let Path(channel) =
         path.map_err(|e| ApiError::bad_request("invalid_channel", e.body_text()))?;
     let channel = Channel::parse(&channel)?;
+    st.auth
+        .reader(&headers, query.as_deref())?
+        .check_read_channel(channel.as_str())?;
     let n = parse_n(query.as_deref())?;
     let pre = preconditions(&headers)?;
     let mut events: Option<Vec<SharedEvent>> = None;

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hub::{self, Hub};
 use crate::service::error::ApiError;
-use crate::service::{cors, listener};
+use crate::service::{body, cors, listener};
 use crate::settings::Settings;
 use crate::store::{EventLog, LogError};
 use crate::stores::Stores;
@@ -53,9 +53,17 @@ pub fn app(state: AppState) -> Router {
         &state.settings.cors_allow_origins,
         crate::service::openapi::methods(&doc),
     );
+    let limits = body::BodyLimits {
+        deadline: Duration::from_secs(state.settings.body_read_timeout_secs),
+        max_bytes: state.settings.max_body_bytes,
+    };
     let router = api
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            body::read_body,
+        ))
         .with_state(state);
     match cors {
         Some(layer) => router.layer(layer),
@@ -117,7 +125,7 @@ pub async fn run_with_stores(
         }
     };
     let bound = listener.local_addr().unwrap_or(settings.listen);
-    let auth = match auth::PublisherAuth::new(&settings.auth, bound) {
+    let auth = match auth::OriginAuth::new(&settings.auth, bound) {
         Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, "invalid [auth]; origin not started");
@@ -131,6 +139,17 @@ pub async fn run_with_stores(
         ),
         crate::service::auth::Policy::Open if !bound.ip().is_loopback() => {
             tracing::warn!(%bound, "publishing is open to anyone (auth.allow_anonymous_publish)")
+        }
+        _ => {}
+    }
+    match auth.read_policy() {
+        crate::service::auth::Policy::Refused => tracing::warn!(
+            %bound,
+            "reading is disabled: non-loopback listen address and no [auth] credentials \
+             (set auth.subscribe_tokens or a JWT key, or auth.subscribe = \"public\")"
+        ),
+        crate::service::auth::Policy::Open if !bound.ip().is_loopback() => {
+            tracing::info!(%bound, "reading is open to anyone (auth.subscribe = \"public\")")
         }
         _ => {}
     }
@@ -155,6 +174,7 @@ pub async fn run_with_stores(
         listener,
         app(state),
         settings.max_connections,
+        Duration::from_secs(settings.header_read_timeout_secs),
         token.clone(),
         settings.shutdown_grace(),
     )

@@ -217,9 +217,12 @@ pub fn body(result: &PollResult) -> String {
 )]
 pub async fn poll(
     State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
+    let access = st.auth.reader(&headers, query.as_deref())?;
     let params = PollParams::from_query(query.as_deref())?;
+    access.check_read(&params.patterns)?;
     let deadline = Instant::now() + params.timeout;
     let start = params.after.map_or(Start::Now, Start::After);
     let mut sub = Subscriber::open(
@@ -427,8 +430,10 @@ mod tests {
             default: crate::store::Limits {
                 max_events: 3,
                 max_age: None,
+                max_bytes: u64::MAX,
             },
             overrides: vec![],
+            max_total_bytes: u64::MAX,
         }));
         let hub = Hub::new();
         let mut ids = vec![];

@@ -30,19 +30,28 @@ pub enum PublishBody {
 ///
 /// A batch is all or nothing: every event is checked before any is stored, and the ids come
 /// back in order. Events on `streams.*` and `datasets.*` are refused (the origin writes those).
+/// With an `Idempotency-Key`, a retry of the same body within `idempotency_ttl_secs` answers
+/// the first request's ids and stores nothing; the same key with another body is a 422.
 #[utoipa::path(
     post,
     path = "/v1/events",
     tag = "publish",
     operation_id = "post_v1_events",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe: the same key and body within idempotency_ttl_secs answer the first request's ids"),
+    ),
     request_body(content = PublishBody, description = "one event, or an array of them"),
     responses(
         (status = 200, description = "stored; their ids, in order", body = Published),
         (status = 400, description = "invalid input; the error says what to fix", body = ErrorBody),
         (status = 401, description = "missing or invalid publisher credentials", body = ErrorBody),
-        (status = 403, description = "reserved channel or publishing disabled", body = ErrorBody),
+        (status = 403, description = "reserved channel, a channel the credential may not publish to, or publishing disabled", body = ErrorBody),
+        (status = 408, description = "the body did not arrive within body_read_timeout_secs", body = ErrorBody),
         (status = 413, description = "body too large", body = ErrorBody),
-        (status = 503, description = "a store is unavailable; retry later", body = ErrorBody),
+        (status = 422, description = "the Idempotency-Key was used with another body", body = ErrorBody),
+        (status = 503, description = "a store is unavailable: nothing was stored; retry later", body = ErrorBody),
+        (status = 504, description = "the store did not confirm in time: the outcome is unknown; retry with the same Idempotency-Key", body = ErrorBody),
+        (status = 507, description = "the store is full: nothing was stored", body = ErrorBody),
     ),
     security(("bearer" = []), ()),
 )]
@@ -52,7 +61,7 @@ pub async fn publish(
     body: Body,
 ) -> Result<Json<Published>, ApiError> {
     // Credentials first: an unauthorised client gets its 401 without the body being read.
-    st.auth.check(&headers)?;
+    let access = st.auth.publisher(&headers, None)?;
     let limit = st.settings.max_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
@@ -62,10 +71,52 @@ pub async fn publish(
         )
     })?;
     let events = parse_events(&bytes, st.settings.max_batch)?;
-    let stored = st.publish(events).await?;
-    Ok(Json(Published {
-        ids: stored.iter().map(|e| e.id).collect(),
-    }))
+    access.check_publish(events.iter().map(|e| e.channel.as_str()))?;
+    let ids = match idempotency_key(&headers)? {
+        Some(key) => {
+            use sha2::Digest;
+            let fingerprint = format!("{:x}", sha2::Sha256::digest(&bytes));
+            st.publish_once(events, &key, &fingerprint).await?
+        }
+        None => st.publish(events).await?.iter().map(|e| e.id).collect(),
+    };
+    Ok(Json(Published { ids }))
+}
+
+/// Longest `Idempotency-Key` accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header): 1 to
+/// [`MAX_IDEMPOTENCY_KEY`] visible ASCII characters, optionally as a quoted string (an RFC 8941
+/// sf-string, as the draft writes it).
+///
+/// # Errors
+/// 400 `invalid_idempotency_key`.
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters \
+                 (e.g. a UUID)"
+            ),
+        )
+    };
+    let raw = v.to_str().map_err(|_| bad())?.trim();
+    let key = raw
+        .strip_prefix('"')
+        .and_then(|k| k.strip_suffix('"'))
+        .unwrap_or(raw);
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(bad());
+    }
+    Ok(Some(key.to_owned()))
 }
 
 /// Parses and validates the whole body before anything is stored: a batch is all or nothing.

@@ -84,7 +84,9 @@ pub async fn sse(
     conn: Option<axum::Extension<ConnHandle>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
+    let access = st.auth.reader(&headers, query.as_deref())?;
     let params = request(query.as_deref(), &headers)?;
+    access.check_read(&params.patterns)?;
     let kick = conn.map_or_else(CancellationToken::new, |c| c.kick.clone());
     let settings = st.settings.clone();
     let start = params.cursor.map_or(Start::Now, Start::After);

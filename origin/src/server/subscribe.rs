@@ -672,8 +672,10 @@ mod tests {
             default: crate::store::Limits {
                 max_events: 2,
                 max_age: None,
+                max_bytes: u64::MAX,
             },
             overrides: vec![],
+            max_total_bytes: u64::MAX,
         }));
         let hub = Hub::new();
         let old = publish(&log, &hub, 0..5).await;

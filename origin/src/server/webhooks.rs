@@ -242,10 +242,12 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    st.auth.check(&headers)?;
+    st.auth.publisher(&headers, None)?;
     let svc = service(&st)?;
     let req: CreateRequest = body_json(&st, body).await?;
-    check_channels(&req.channels)?;
+    let patterns = check_channels(&req.channels)?;
+    // A webhook reads its channels on its owner's behalf: the owner must be allowed to.
+    st.auth.reader(&headers, None)?.check_read(&patterns)?;
     compile_filter(req.filter.as_deref())?;
     check_target(&st, &req.url).await?;
     let newest = st.log.last_id().await?;
@@ -332,7 +334,7 @@ pub async fn list(
     State(st): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<WebhookList>, ApiError> {
-    st.auth.check(&headers)?;
+    st.auth.publisher(&headers, None)?;
     let svc = service(&st)?;
     let mut all = svc.store().list().await?;
     all.sort_by(|a, b| {
@@ -374,7 +376,7 @@ pub async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<WebhookView>, ApiError> {
-    st.auth.check(&headers)?;
+    st.auth.publisher(&headers, None)?;
     let v = found(&st, &id).await?;
     let pending = service(&st)?.pending(&v.record).await?;
     Ok(Json(view(&v.record, Some(pending))))
@@ -403,14 +405,15 @@ pub async fn update(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<WebhookView>, ApiError> {
-    st.auth.check(&headers)?;
+    st.auth.publisher(&headers, None)?;
     let svc = service(&st)?;
     if !Webhook::is_valid_id(&id) {
         return Err(not_found(&id));
     }
     let req: PatchRequest = body_json(&st, body).await?;
     if let Some(channels) = &req.channels {
-        check_channels(channels)?;
+        let patterns = check_channels(channels)?;
+        st.auth.reader(&headers, None)?.check_read(&patterns)?;
     }
     if let Some(filter) = &req.filter {
         compile_filter(filter.as_deref())?;
@@ -475,7 +478,7 @@ pub async fn remove(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    st.auth.check(&headers)?;
+    st.auth.publisher(&headers, None)?;
     let svc = service(&st)?;
     if !Webhook::is_valid_id(&id) || !svc.store().delete(&id).await? {
         return Err(not_found(&id));

@@ -3,7 +3,17 @@
 //! A request presents `Authorization: Bearer <token>`, where the token is either one of the
 //! configured static tokens (compared in constant time) or a JWT (RFC 7519) signed with HS256
 //! (a shared secret of at least [`MIN_HS256_SECRET`] bytes) or ES256 (an EC P-256 public key in
-//! PEM), with `exp` required and `iss`/`aud` checked when configured.
+//! PEM), validated by the book (RFC 7519, RFC 7515):
+//!
+//! * `exp` is required; `nbf`, when present, must have passed; both with a configurable leeway
+//!   ([`BearerConfig::jwt_leeway_secs`], default [`DEFAULT_LEEWAY_SECS`]);
+//! * with an issuer or audience configured, `iss` or `aud` is *required* and must match (a token
+//!   without the claim is refused, not waved through);
+//! * a header with `crit` is refused: this verifier understands no JWS extension, and RFC 7515
+//!   §4.1.11 says a recipient that does not understand a critical extension must reject.
+//!
+//! A verified credential comes back as [`Verified`] (which static token, or the JWT's claims),
+//! so a server can read what the token grants.
 //!
 //! With no credentials configured, a server is open **only on a loopback address**: a
 //! development server on `127.0.0.1` just works, but one reachable from a network with no
@@ -25,8 +35,11 @@ use subtle::ConstantTimeEq;
 /// the hash.
 pub const MIN_HS256_SECRET: usize = 32;
 
+/// Default clock-skew allowance for `exp` and `nbf`, in seconds.
+pub const DEFAULT_LEEWAY_SECS: u64 = 30;
+
 /// The credential material of one server, whatever its settings call the keys.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub struct BearerConfig<'a> {
     /// Static bearer tokens accepted as they are.
     pub tokens: &'a [String],
@@ -38,6 +51,21 @@ pub struct BearerConfig<'a> {
     pub jwt_issuer: Option<&'a str>,
     /// Required `aud` claim of JWTs, when set.
     pub jwt_audience: Option<&'a str>,
+    /// Seconds of clock skew allowed when checking `exp` and `nbf`.
+    pub jwt_leeway_secs: u64,
+}
+
+impl Default for BearerConfig<'_> {
+    fn default() -> Self {
+        BearerConfig {
+            tokens: &[],
+            jwt_hs256_secret: None,
+            jwt_es256_public_key: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway_secs: DEFAULT_LEEWAY_SECS,
+        }
+    }
 }
 
 impl BearerConfig<'_> {
@@ -104,6 +132,52 @@ pub enum Denied {
     WrongAudience,
     /// A JWT whose `iss` is not the configured issuer.
     WrongIssuer,
+    /// A JWT without a claim the configuration requires (`exp`, or `aud`/`iss` when configured).
+    MissingClaim,
+    /// A JWT whose `nbf` is still in the future.
+    NotYetValid,
+    /// A JWT whose header lists `crit` extensions (none is understood here).
+    UnknownCritical,
+}
+
+impl Denied {
+    /// A sentence for the client: what is wrong with its credential (never the credential).
+    pub fn message(self) -> &'static str {
+        match self {
+            Denied::Missing => "this request requires 'Authorization: Bearer <token>'",
+            Denied::Malformed => "the Authorization header must be 'Bearer <token>'",
+            Denied::Invalid => "the bearer token is not valid",
+            Denied::Expired => "the bearer token has expired",
+            Denied::WrongAudience => "the bearer token is not meant for this audience",
+            Denied::WrongIssuer => "the bearer token is not from an accepted issuer",
+            Denied::MissingClaim => {
+                "the bearer token lacks a required claim (exp, and aud/iss where configured)"
+            }
+            Denied::NotYetValid => "the bearer token is not valid yet (nbf is in the future)",
+            Denied::UnknownCritical => {
+                "the bearer token's header lists critical extensions (crit) this server does not understand"
+            }
+        }
+    }
+}
+
+/// A credential that passed [`BearerAuth::verify`].
+#[derive(Clone, PartialEq)]
+pub enum Verified {
+    /// The static token at this index of [`BearerConfig::tokens`].
+    Token(usize),
+    /// A JWT, with its claims (signature, time and configured claims already checked).
+    Jwt(serde_json::Map<String, serde_json::Value>),
+}
+
+impl std::fmt::Debug for Verified {
+    // Claims can carry personal data; a debug line names only the kind.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verified::Token(i) => write!(f, "Token({i})"),
+            Verified::Jwt(c) => write!(f, "Jwt({} claims)", c.len()),
+        }
+    }
 }
 
 /// Why a [`Gate`] refused a request.
@@ -133,9 +207,6 @@ impl std::fmt::Debug for BearerAuth {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct Claims {}
-
 impl BearerAuth {
     /// Parses the keys and builds the validators.
     ///
@@ -147,14 +218,24 @@ impl BearerAuth {
         }
         let validation = |alg| {
             let mut v = Validation::new(alg);
+            v.leeway = config.jwt_leeway_secs;
+            v.validate_nbf = true;
+            let mut required = vec!["exp"];
             match config.jwt_audience {
-                Some(aud) => v.set_audience(&[aud]),
+                Some(aud) => {
+                    v.set_audience(&[aud]);
+                    required.push("aud");
+                }
                 // Without a configured audience, a token's own `aud` is not ours to judge.
                 None => v.validate_aud = false,
             }
             if let Some(iss) = config.jwt_issuer {
                 v.set_issuer(&[iss]);
+                required.push("iss");
             }
+            // A configured audience or issuer is a requirement: a token that simply leaves the
+            // claim out must not pass the check the claim was configured for.
+            v.set_required_spec_claims(&required);
             v
         };
         let hs256 = match config.jwt_hs256_secret {
@@ -185,34 +266,45 @@ impl BearerAuth {
     }
 
     /// Verifies one bearer token against the static tokens, then the JWT keys.
-    pub fn verify(&self, token: &str) -> Result<(), Denied> {
+    ///
+    /// # Errors
+    /// [`Denied`] says why (never the token).
+    pub fn verify(&self, token: &str) -> Result<Verified, Denied> {
         // Every configured token is compared, in constant time each, so timing reveals neither
         // which one matched nor how much of a guess was right (only lengths differ).
-        let mut hit = subtle::Choice::from(0u8);
-        for t in &self.tokens {
-            hit |= t.as_slice().ct_eq(token.as_bytes());
+        let mut hit = None;
+        for (i, t) in self.tokens.iter().enumerate() {
+            if bool::from(t.as_slice().ct_eq(token.as_bytes())) && hit.is_none() {
+                hit = Some(i);
+            }
         }
-        if bool::from(hit) {
-            return Ok(());
+        if let Some(i) = hit {
+            return Ok(Verified::Token(i));
         }
         if token.bytes().filter(|&b| b == b'.').count() != 2 {
             return Err(Denied::Invalid);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| Denied::Invalid)?;
+        if header.crit.is_some() {
+            // RFC 7515 §4.1.11: we implement no extension, so any critical one is unknown.
+            return Err(Denied::UnknownCritical);
+        }
         let key = match header.alg {
             Algorithm::HS256 => self.hs256.as_ref(),
             Algorithm::ES256 => self.es256.as_ref(),
             _ => None,
         };
         let (key, validation) = key.ok_or(Denied::Invalid)?;
-        jsonwebtoken::decode::<Claims>(token, key, validation)
-            .map(|_| ())
+        jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, key, validation)
+            .map(|data| Verified::Jwt(data.claims))
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
                 match e.kind() {
                     ErrorKind::ExpiredSignature => Denied::Expired,
+                    ErrorKind::ImmatureSignature => Denied::NotYetValid,
                     ErrorKind::InvalidAudience => Denied::WrongAudience,
                     ErrorKind::InvalidIssuer => Denied::WrongIssuer,
+                    ErrorKind::MissingRequiredClaim(_) => Denied::MissingClaim,
                     _ => Denied::Invalid,
                 }
             })
@@ -236,6 +328,17 @@ pub struct Gate {
 }
 
 impl Gate {
+    /// A gate with a policy its server decided itself (e.g. the origin's reader rule).
+    ///
+    /// # Errors
+    /// [`KeyError`] when the credential material is unusable.
+    pub fn with_policy(config: &BearerConfig<'_>, policy: Policy) -> Result<Gate, KeyError> {
+        Ok(Gate {
+            policy,
+            auth: BearerAuth::new(config)?,
+        })
+    }
+
     /// The gate of a server bound to `bound`.
     ///
     /// # Errors
@@ -255,20 +358,40 @@ impl Gate {
         self.policy
     }
 
-    /// Checks a request's `Authorization` header against the policy.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+    /// Checks a request's `Authorization` header against the policy: `Ok(None)` when the
+    /// request passes without a credential (open, or anonymous allowed), `Ok(Some(_))` with the
+    /// verified credential.
+    ///
+    /// # Errors
+    /// [`Refusal`]: the policy is off, or the credential is missing or wrong.
+    pub fn check(&self, headers: &HeaderMap) -> Result<Option<Verified>, Refusal> {
+        match headers.get(header::AUTHORIZATION) {
+            None => self.check_token(None),
+            Some(value) => match bearer_token(value) {
+                Some(token) => self.check_token(Some(token)),
+                None => match self.policy {
+                    Policy::Open => Ok(None),
+                    Policy::Refused => Err(Refusal::Disabled),
+                    Policy::Checked { .. } => Err(Refusal::Denied(Denied::Malformed)),
+                },
+            },
+        }
+    }
+
+    /// [`check`](Self::check) for a token found anywhere (a header, a cookie, a query field).
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn check_token(&self, token: Option<&str>) -> Result<Option<Verified>, Refusal> {
         let anonymous = match self.policy {
-            Policy::Open => return Ok(()),
+            Policy::Open => return Ok(None),
             Policy::Refused => return Err(Refusal::Disabled),
             Policy::Checked { anonymous } => anonymous,
         };
-        match headers.get(header::AUTHORIZATION) {
-            None if anonymous => Ok(()),
+        match token {
+            None if anonymous => Ok(None),
             None => Err(Refusal::Denied(Denied::Missing)),
-            Some(value) => match bearer_token(value) {
-                Some(token) => self.auth.verify(token).map_err(Refusal::Denied),
-                None => Err(Refusal::Denied(Denied::Malformed)),
-            },
+            Some(token) => self.auth.verify(token).map(Some).map_err(Refusal::Denied),
         }
     }
 }
@@ -377,7 +500,7 @@ mod tests {
             .unwrap()
         };
         let good = serde_json::json!({"exp": now + 600, "aud": "ssepush", "iss": "backend"});
-        assert_eq!(a.verify(&sign(good)), Ok(()));
+        assert!(matches!(a.verify(&sign(good)), Ok(Verified::Jwt(_))));
         let expired = serde_json::json!({"exp": now - 3600, "aud": "ssepush", "iss": "backend"});
         assert_eq!(a.verify(&sign(expired)), Err(Denied::Expired));
         let aud = serde_json::json!({"exp": now + 600, "aud": "other", "iss": "backend"});
@@ -385,8 +508,97 @@ mod tests {
         let iss = serde_json::json!({"exp": now + 600, "aud": "ssepush", "iss": "mallory"});
         assert_eq!(a.verify(&sign(iss)), Err(Denied::WrongIssuer));
         let no_exp = serde_json::json!({"aud": "ssepush", "iss": "backend"});
-        assert_eq!(a.verify(&sign(no_exp)), Err(Denied::Invalid));
+        assert_eq!(a.verify(&sign(no_exp)), Err(Denied::MissingClaim));
         assert_eq!(a.verify("a.b.c"), Err(Denied::Invalid));
+    }
+
+    fn hs256(claims: serde_json::Value, header: jsonwebtoken::Header) -> String {
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn configured_claims_are_required_not_optional() {
+        let config = BearerConfig {
+            jwt_hs256_secret: Some(SECRET),
+            jwt_audience: Some("ssepush"),
+            jwt_issuer: Some("backend"),
+            ..BearerConfig::default()
+        };
+        let a = BearerAuth::new(&config).unwrap();
+        let now = (crate::clock::now_ms() / 1000) as i64;
+        let h = || jsonwebtoken::Header::new(Algorithm::HS256);
+        let no_aud = serde_json::json!({"exp": now + 600, "iss": "backend"});
+        assert_eq!(a.verify(&hs256(no_aud, h())), Err(Denied::MissingClaim));
+        let no_iss = serde_json::json!({"exp": now + 600, "aud": "ssepush"});
+        assert_eq!(a.verify(&hs256(no_iss, h())), Err(Denied::MissingClaim));
+        // Without a configured audience or issuer, neither claim is needed.
+        let plain = BearerAuth::new(&BearerConfig {
+            jwt_hs256_secret: Some(SECRET),
+            ..BearerConfig::default()
+        })
+        .unwrap();
+        let bare = serde_json::json!({"exp": now + 600});
+        assert!(plain.verify(&hs256(bare, h())).is_ok());
+    }
+
+    #[test]
+    fn nbf_and_leeway() {
+        let now = (crate::clock::now_ms() / 1000) as i64;
+        let h = || jsonwebtoken::Header::new(Algorithm::HS256);
+        let strict = BearerAuth::new(&BearerConfig {
+            jwt_hs256_secret: Some(SECRET),
+            jwt_leeway_secs: 0,
+            ..BearerConfig::default()
+        })
+        .unwrap();
+        let future = serde_json::json!({"exp": now + 600, "nbf": now + 300});
+        assert_eq!(
+            strict.verify(&hs256(future.clone(), h())),
+            Err(Denied::NotYetValid)
+        );
+        let past = serde_json::json!({"exp": now + 600, "nbf": now - 10});
+        assert!(strict.verify(&hs256(past, h())).is_ok());
+        // Skew within the leeway passes, on both ends; beyond it, it does not.
+        let lenient = BearerAuth::new(&BearerConfig {
+            jwt_hs256_secret: Some(SECRET),
+            jwt_leeway_secs: 600,
+            ..BearerConfig::default()
+        })
+        .unwrap();
+        assert!(lenient.verify(&hs256(future, h())).is_ok());
+        let just_expired = serde_json::json!({"exp": now - 60});
+        assert!(lenient.verify(&hs256(just_expired.clone(), h())).is_ok());
+        assert_eq!(
+            strict.verify(&hs256(just_expired, h())),
+            Err(Denied::Expired)
+        );
+        assert_eq!(BearerConfig::default().jwt_leeway_secs, DEFAULT_LEEWAY_SECS);
+    }
+
+    #[test]
+    fn a_critical_header_extension_is_refused() {
+        let a = BearerAuth::new(&BearerConfig {
+            jwt_hs256_secret: Some(SECRET),
+            ..BearerConfig::default()
+        })
+        .unwrap();
+        let now = (crate::clock::now_ms() / 1000) as i64;
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        header.crit = Some(vec!["exp-ext".into()]);
+        let claims = serde_json::json!({"exp": now + 600});
+        assert_eq!(
+            a.verify(&hs256(claims.clone(), header)),
+            Err(Denied::UnknownCritical)
+        );
+        assert!(
+            a.verify(&hs256(claims, jsonwebtoken::Header::new(Algorithm::HS256)))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -108,12 +108,33 @@ impl From<PublishError> for ApiError {
 }
 
 impl From<LogError> for ApiError {
+    /// A store failure as the client should read it: 504 `outcome_unknown` when a write may or
+    /// may not have been applied (retry only with the same `Idempotency-Key`), 507 `store_full`
+    /// when the store refused it for space, else 503 `store_unavailable` (nothing was done;
+    /// retry later).
     fn from(e: LogError) -> Self {
         tracing::error!(error = %e, "store error");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            "the event store is unavailable; retry later",
-        )
+        match e {
+            LogError::OutcomeUnknown(_) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "outcome_unknown",
+                "the event store did not confirm the write in time: it may or may not have been \
+                 stored. Retry with the same Idempotency-Key to be safe; without one a retry may \
+                 store it twice",
+            ),
+            LogError::TooLarge(why) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", why)
+            }
+            LogError::Full(why) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "store_full",
+                format!("the store is full, nothing was stored: {why}"),
+            ),
+            _ => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the event store is unavailable: nothing was stored; retry later",
+            ),
+        }
     }
 }

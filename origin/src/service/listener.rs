@@ -28,11 +28,14 @@ pub struct ConnHandle {
 }
 
 /// Serves `router` on `listener` until `shutdown`, then lets open connections finish for up to
-/// `grace` (long-lived responses watch `shutdown` themselves and end promptly).
+/// `grace` (long-lived responses watch `shutdown` themselves and end promptly). A client gets
+/// `header_read_timeout` to send each request's headers (hyper's `header_read_timeout`), after
+/// which its connection is closed; bodies have their own deadline ([`super::body`]).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     max_connections: usize,
+    header_read_timeout: Duration,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
@@ -81,7 +84,7 @@ pub async fn serve(
                 let _permit = permit;
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30))
+                    .header_read_timeout(header_read_timeout)
                     .serve_connection(TokioIo::new(stream), svc)
                     .with_upgrades();
                 tokio::pin!(conn);

@@ -4,7 +4,9 @@
 //! * [`error`] — the JSON error every 4xx/5xx is: `{"error": {"code", "message", …}}`;
 //! * [`auth`] — bearer credentials (static tokens, HS256/ES256 JWTs) and the loopback rule;
 //! * [`ops`] — `/healthz`, the `/readyz` answers, `/metrics` from one Prometheus recorder;
-//! * [`listener`] — the accept loop: connection cap, graceful drain, a per-connection kick;
+//! * [`listener`] — the accept loop: connection cap, header-read timeout, graceful drain, a
+//!   per-connection kick;
+//! * [`body`] — request bodies read within a deadline and a byte limit (408/413);
 //! * [`cors`] — the CORS policy, its methods taken from each server's route list;
 //! * [`config`] — settings from TOML plus `SSEPUSH_<SERVER>_…` environment overrides;
 //! * [`openapi`] — the document pieces every server shares: the `Error` schema, the `bearer`
@@ -15,6 +17,7 @@
 //! code every layer uses, so they live in the protocol layer below this one.
 
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod cors;
 pub mod error;

@@ -13,7 +13,12 @@
 //!   so a gap check looks only at channels that lost something newer than the cursor;
 //! * `feed`: the newest [`FEED_CAPACITY`] events (retained or not) for the hub. Waiters on it are
 //!   woken through a `watch` channel carrying the newest id, which cannot miss a wake-up between
-//!   check and wait.
+//!   check and wait;
+//! * byte counts ([`super::event_bytes`]) per channel, of everything retained, and of the feed,
+//!   so memory is bounded by bytes as well as counts: a channel over its `max_bytes` drops its
+//!   oldest events, the log over `max_total_bytes` drops the oldest events of any channel (both
+//!   recorded as retention drops, so readers get a reset), and the feed keeps at most
+//!   `max_total_bytes` too.
 //!
 //! Its epoch is drawn at random when the log is made: a new process has a new history, so a
 //! cursor from before a restart is recognised as such.
@@ -27,13 +32,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{EventLog, Limits, LogError, ReadResult, Reset, Retention};
+use super::{Appended, EventLog, Limits, LogError, Once, ReadResult, Reset, Retention};
 use crate::channel::PatternSet;
 use crate::clock::now_ms;
 use crate::event::{EventId, NewEvent, SharedEvent, new_epoch};
 
 /// Events the global feed keeps for the hub to catch up after a stall.
 const FEED_CAPACITY: usize = 65_536;
+/// Idempotency keys held at once; past it the oldest goes first (its retry is then stored
+/// again, as without a key).
+pub const ONCE_CAPACITY: usize = 100_000;
 /// Index entries one wildcard read examines (under the lock) before it returns what it has.
 pub const READ_SCAN: usize = 2048;
 /// Channels with drops one gap check examines per lock hold.
@@ -47,6 +55,12 @@ struct ChannelLog {
     events: VecDeque<SharedEvent>,
     /// Newest id retention dropped from this channel.
     max_deleted: Option<EventId>,
+    /// Bytes of `events` ([`super::event_bytes`]).
+    bytes: u64,
+}
+
+fn size_of(e: &SharedEvent) -> u64 {
+    super::event_bytes(&e.channel, &e.kind, &e.data)
 }
 
 impl ChannelLog {
@@ -63,6 +77,30 @@ struct Inner {
     drops: BTreeSet<(EventId, Arc<str>)>,
     feed: VecDeque<SharedEvent>,
     feed_dropped: EventId,
+    /// Bytes of every retained event (the sum of the channels' `bytes`).
+    bytes: u64,
+    /// Bytes of `feed`.
+    feed_bytes: u64,
+    /// Idempotency keys → (fingerprint, answer ids, expiry in Unix ms).
+    once: HashMap<String, (String, Vec<EventId>, u64)>,
+    /// The keys of `once` in the order they expire (one TTL for all, so insertion order).
+    once_order: VecDeque<(u64, String)>,
+}
+
+impl Inner {
+    /// Forgets expired idempotency keys, and the oldest beyond [`ONCE_CAPACITY`].
+    fn expire_once(&mut self, now: u64) {
+        while let Some((at, _)) = self.once_order.front() {
+            if *at > now && self.once_order.len() < ONCE_CAPACITY {
+                break;
+            }
+            if let Some((at, key)) = self.once_order.pop_front()
+                && self.once.get(&key).is_some_and(|e| e.2 == at)
+            {
+                self.once.remove(&key);
+            }
+        }
+    }
 }
 
 pub struct MemoryLog {
@@ -72,22 +110,30 @@ pub struct MemoryLog {
     newest: watch::Sender<EventId>,
 }
 
-/// Applies `limits` to one channel, keeping the index and the drop index in step.
+/// Applies `limits` to one channel, keeping the index and the drop index in step; returns the
+/// bytes it freed.
 fn trim(
     limits: Limits,
     log: &mut ChannelLog,
     index: &mut BTreeMap<EventId, SharedEvent>,
     drops: &mut BTreeSet<(EventId, Arc<str>)>,
     now: u64,
-) {
+) -> u64 {
     let before = log.max_deleted;
+    let mut freed = 0;
     let mut drop_front = |log: &mut ChannelLog| {
         if let Some(e) = log.events.pop_front() {
             index.remove(&e.id);
             log.max_deleted = Some(e.id);
+            let size = size_of(&e);
+            log.bytes -= size;
+            freed += size;
         }
     };
     while log.events.len() as u64 > limits.max_events {
+        drop_front(log);
+    }
+    while log.bytes > limits.max_bytes && !log.events.is_empty() {
         drop_front(log);
     }
     if let Some(age) = limits.max_age {
@@ -96,6 +142,12 @@ fn trim(
             drop_front(log);
         }
     }
+    note_drop(log, before, drops);
+    freed
+}
+
+/// Keeps the drop index in step with a channel whose newest dropped id moved from `before`.
+fn note_drop(log: &ChannelLog, before: Option<EventId>, drops: &mut BTreeSet<(EventId, Arc<str>)>) {
     if log.max_deleted != before {
         if let Some(b) = before {
             drops.remove(&(b, log.name.clone()));
@@ -188,6 +240,10 @@ impl MemoryLog {
                 drops: BTreeSet::new(),
                 feed: VecDeque::new(),
                 feed_dropped: start,
+                bytes: 0,
+                feed_bytes: 0,
+                once: HashMap::new(),
+                once_order: VecDeque::new(),
             }),
             retention,
             epoch,
@@ -219,15 +275,21 @@ impl MemoryLog {
     }
 }
 
-#[async_trait]
-impl EventLog for MemoryLog {
-    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<SharedEvent>, LogError> {
+impl MemoryLog {
+    /// Stores a batch under the lock the caller holds.
+    ///
+    /// # Errors
+    /// [`super::check_budgets`]: an event or batch that cannot fit, before anything is stored.
+    fn append_locked(
+        &self,
+        inner: &mut Inner,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<SharedEvent>, LogError> {
+        let sizes = super::check_budgets(&self.retention, &events)?;
         let mut out = Vec::with_capacity(events.len());
-        let newest = {
-            let mut guard = self.lock();
-            let inner = &mut *guard;
+        {
             let now = now_ms();
-            for new in events {
+            for (new, size) in events.into_iter().zip(sizes) {
                 let last = inner.last;
                 let id = if now > last.ms {
                     EventId::new(now, 0).in_epoch(self.epoch)
@@ -244,27 +306,101 @@ impl EventLog for MemoryLog {
                             name,
                             events: VecDeque::new(),
                             max_deleted: None,
+                            bytes: 0,
                         },
                     );
                 }
                 inner.index.insert(id, event.clone());
+                inner.bytes += size;
                 if let Some(log) = inner.channels.get_mut(event.channel.as_str()) {
                     log.events.push_back(event.clone());
+                    log.bytes += size;
                     let limits = self.retention.for_channel(&event.channel);
-                    trim(limits, log, &mut inner.index, &mut inner.drops, now);
+                    inner.bytes -= trim(limits, log, &mut inner.index, &mut inner.drops, now);
                 }
-                if inner.feed.len() >= FEED_CAPACITY
-                    && let Some(old) = inner.feed.pop_front()
+                while inner.bytes > self.retention.max_total_bytes && self.drop_oldest(inner) {}
+                inner.feed_bytes += size;
+                inner.feed.push_back(event.clone());
+                while inner.feed.len() > FEED_CAPACITY
+                    || (inner.feed_bytes > self.retention.max_total_bytes && inner.feed.len() > 1)
                 {
+                    let Some(old) = inner.feed.pop_front() else {
+                        break;
+                    };
+                    inner.feed_bytes -= size_of(&old);
                     inner.feed_dropped = old.id;
                 }
-                inner.feed.push_back(event.clone());
                 out.push(event);
             }
-            inner.last
+        }
+        Ok(out)
+    }
+
+    /// Drops the oldest retained event of the whole log (the total byte budget's retention);
+    /// false when nothing is retained.
+    fn drop_oldest(&self, inner: &mut Inner) -> bool {
+        let Some((_, oldest)) = inner.index.pop_first() else {
+            return false;
+        };
+        if let Some(log) = inner.channels.get_mut(oldest.channel.as_str()) {
+            // The index holds retained events only, and a channel's are in id order: the
+            // log's oldest is its channel's front.
+            let before = log.max_deleted;
+            if log.events.front().is_some_and(|e| e.id == oldest.id) {
+                log.events.pop_front();
+            }
+            let size = size_of(&oldest);
+            log.bytes -= size;
+            inner.bytes -= size;
+            log.max_deleted = Some(oldest.id);
+            note_drop(log, before, &mut inner.drops);
+        }
+        true
+    }
+}
+
+#[async_trait]
+impl EventLog for MemoryLog {
+    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<SharedEvent>, LogError> {
+        let (out, newest) = {
+            let mut guard = self.lock();
+            let out = self.append_locked(&mut guard, events)?;
+            (out, guard.last)
         };
         self.newest.send_replace(newest);
         Ok(out)
+    }
+
+    async fn append_once(
+        &self,
+        events: Vec<NewEvent>,
+        once: Once<'_>,
+    ) -> Result<Appended, LogError> {
+        let (out, newest) = {
+            let mut guard = self.lock();
+            let now = now_ms();
+            guard.expire_once(now);
+            if let Some((fingerprint, ids, _)) = guard.once.get(once.key) {
+                return Ok(Appended::Replayed {
+                    fingerprint: fingerprint.clone(),
+                    ids: ids.clone(),
+                });
+            }
+            let out = self.append_locked(&mut guard, events)?;
+            let ids = out
+                .iter()
+                .zip(once.answer)
+                .filter_map(|(e, keep)| keep.then_some(e.id))
+                .collect();
+            let at = now.saturating_add(once.ttl.as_millis() as u64);
+            guard
+                .once
+                .insert(once.key.to_owned(), (once.fingerprint.to_owned(), ids, at));
+            guard.once_order.push_back((at, once.key.to_owned()));
+            (out, guard.last)
+        };
+        self.newest.send_replace(newest);
+        Ok(Appended::Stored(out))
     }
 
     async fn read(
@@ -396,7 +532,7 @@ impl EventLog for MemoryLog {
         let now = now_ms();
         for log in inner.channels.values_mut() {
             let limits = self.retention.for_channel(&log.name);
-            trim(limits, log, &mut inner.index, &mut inner.drops, now);
+            inner.bytes -= trim(limits, log, &mut inner.index, &mut inner.drops, now);
         }
         Ok(())
     }
@@ -466,8 +602,10 @@ mod tests {
             default: Limits {
                 max_events: 3,
                 max_age: None,
+                max_bytes: u64::MAX,
             },
             overrides: vec![],
+            max_total_bytes: u64::MAX,
         };
         let log = MemoryLog::new(retention);
         let stored = log
@@ -556,6 +694,92 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn byte_budgets_bound_channels_the_log_and_the_feed() {
+        let big = |ch: &str| NewEvent::new(ch, None, serde_json::json!("x".repeat(1000))).unwrap();
+        let size = super::super::event_bytes("a", "message", &serde_json::json!("x".repeat(1000)));
+        let log = MemoryLog::new(Retention {
+            default: Limits {
+                max_events: 1000,
+                max_age: None,
+                max_bytes: size * 3,
+            },
+            overrides: vec![],
+            max_total_bytes: size * 5,
+        });
+        let first = log.append(vec![big("a")]).await.unwrap();
+        for _ in 0..9 {
+            log.append(vec![big("a")]).await.unwrap();
+        }
+        // The channel keeps three events' worth of bytes, and reports what it dropped.
+        assert_eq!(log.latest("a", 100).await.unwrap().len(), 3);
+        let gap = log.gap(&pats(&["a"]), first[0].id).await.unwrap();
+        assert!(gap.is_some());
+        // The log keeps five events' worth across channels: the oldest go first.
+        for ch in ["b", "c", "d"] {
+            log.append(vec![big(ch)]).await.unwrap();
+        }
+        let mut held = 0;
+        for c in ["a", "b", "c", "d"] {
+            held += log.latest(c, 100).await.unwrap().len();
+        }
+        assert_eq!(held, 5);
+        assert_eq!(log.latest("a", 100).await.unwrap().len(), 2);
+        {
+            let inner = log.lock();
+            assert_eq!(inner.bytes, 5 * size);
+            assert!(inner.feed_bytes <= 5 * size);
+        }
+        // One event over its channel's budget, or a batch over the total, is refused whole.
+        let huge = NewEvent::new("a", None, serde_json::json!("x".repeat(5000))).unwrap();
+        assert!(matches!(
+            log.append(vec![huge]).await,
+            Err(LogError::TooLarge(_))
+        ));
+        let batch: Vec<NewEvent> = ["e", "f", "g", "h", "i", "j"]
+            .iter()
+            .map(|c| big(c))
+            .collect();
+        assert!(matches!(log.append(batch).await, Err(LogError::Full(_))));
+        assert!(log.latest("e", 1).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_answers_once() {
+        let log = MemoryLog::new(Retention::default());
+        let once = |key| Once {
+            key,
+            fingerprint: "f1",
+            ttl: Duration::from_secs(60),
+            answer: &[true, false],
+        };
+        let Appended::Stored(first) = log
+            .append_once(vec![new("a", 1), new("b", 2)], once("k"))
+            .await
+            .unwrap()
+        else {
+            panic!("stored")
+        };
+        let again = log
+            .append_once(vec![new("a", 1), new("b", 2)], once("k"))
+            .await
+            .unwrap();
+        match again {
+            Appended::Replayed { fingerprint, ids } => {
+                assert_eq!(fingerprint, "f1");
+                assert_eq!(ids, vec![first[0].id]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(log.latest("a", 10).await.unwrap().len(), 1);
+        assert!(matches!(
+            log.append_once(vec![new("a", 1), new("b", 2)], once("other"))
+                .await
+                .unwrap(),
+            Appended::Stored(_)
+        ));
+    }
+
+    #[tokio::test]
     async fn ids_of_another_epoch_are_refused() {
         let log = MemoryLog::with_epoch(Retention::default(), 7);
         assert_eq!(log.last_id().await.unwrap(), EventId::epoch_start(7));
@@ -611,14 +835,17 @@ mod tests {
             default: Limits {
                 max_events: 100,
                 max_age: Some(Duration::from_millis(30)),
+                max_bytes: u64::MAX,
             },
             overrides: vec![(
                 crate::Pattern::parse("keep.>").unwrap(),
                 Limits {
                     max_events: 100,
                     max_age: None,
+                    max_bytes: u64::MAX,
                 },
             )],
+            max_total_bytes: u64::MAX,
         };
         let log = MemoryLog::new(retention);
         log.append(vec![new("a", 1), new("keep.x", 2)])

@@ -14,6 +14,7 @@
 //! | `ssepush:{<ns>}:channels`     | set    | every channel name ever published on                    |
 //! | `ssepush:{<ns>}:dropped`      | hash   | channel name → newest id retention dropped from it      |
 //! | `ssepush:{<ns>}:epoch`        | string | the log's epoch, eight hex digits                       |
+//! | `ssepush:{<ns>}:once:<key>`   | string | an idempotency key's fingerprint and answer ids (TTL)   |
 //!
 //! `d` is the event's data as compact JSON; an event's `time` is its id's milliseconds.
 //!
@@ -81,10 +82,10 @@ use redis::aio::MultiplexedConnection;
 use redis::{Script, Value};
 use tokio::sync::Mutex;
 
-use super::{EventLog, LogError, ReadResult, Reset, Retention};
+use super::{Appended, EventLog, LogError, Once, ReadResult, Reset, Retention};
 use crate::channel::PatternSet;
 use crate::event::{Event, EventId, NewEvent, SharedEvent, new_epoch, parse_epoch};
-use crate::redis_conn::{RESPONSE_TIMEOUT, Read, RedisConn, key_prefix, store_error};
+use crate::redis_conn::{RESPONSE_TIMEOUT, Read, RedisConn, key_prefix, store_error, write_error};
 
 /// Events the global feed keeps for the hub to catch up after a stall.
 pub const FEED_CAPACITY: u64 = 100_000;
@@ -133,21 +134,30 @@ end
     };
 }
 
-/// One batch, atomically: feed entry, channel entry with the same id, retention, bookkeeping.
-/// Returns the epoch, then the ids.
+/// One batch, atomically: feed entry, channel entry with the same id, retention, bookkeeping,
+/// and the idempotency key with its answer when there is one. Returns the epoch, then the ids;
+/// or, for an idempotency key already held, the epoch, `'once'` and the held value.
 const APPEND_LUA: &str = concat!(
     newest_below_lua!(),
     epoch_lua!(),
     r#"
--- KEYS: 1 feed, 2 feed-dropped, 3 channel set, 4 dropped hash, 5 epoch, 5+i channel stream of event i
--- ARGV: 1 feed cap, 2 candidate epoch; then per event: channel, type, data, max events, max age ms (-1: none)
+-- KEYS: 1 feed, 2 feed-dropped, 3 channel set, 4 dropped hash, 5 epoch, 6 idempotency key (the
+--   epoch key again when there is none), 6+i channel stream of event i
+-- ARGV: 1 feed cap, 2 candidate epoch, 3 idempotency TTL ms (0: no key), 4 fingerprint; then per
+--   event: channel, type, data, max events, max age ms (-1: none), in the answer (1/0)
 local cap = tonumber(ARGV[1])
+local once_ttl = tonumber(ARGV[3])
 local out = {ensure_epoch(KEYS[5], ARGV[2])}
-for i = 1, (#ARGV - 2) / 5 do
-  local a = 2 + (i - 1) * 5
+if once_ttl > 0 then
+  local held = redis.call('GET', KEYS[6])
+  if held then return {out[1], 'once', held} end
+end
+local answer = {}
+for i = 1, (#ARGV - 4) / 6 do
+  local a = 4 + (i - 1) * 6
   local channel, kind, data = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local max_events, max_age = ARGV[a + 4], tonumber(ARGV[a + 5])
-  local key = KEYS[5 + i]
+  local key = KEYS[6 + i]
 
   local len = redis.call('XLEN', KEYS[1])
   if len >= cap then
@@ -182,6 +192,10 @@ for i = 1, (#ARGV - 2) / 5 do
   if dropped then redis.call('HSET', KEYS[4], channel, dropped) end
   redis.call('SADD', KEYS[3], channel)
   out[i + 1] = id
+  if ARGV[a + 6] == '1' then answer[#answer + 1] = id end
+end
+if once_ttl > 0 then
+  redis.call('SET', KEYS[6], ARGV[4] .. '\n' .. table.concat(answer, ','), 'PX', once_ttl)
 end
 return out
 "#
@@ -251,6 +265,10 @@ impl Keys {
 
     fn channel(&self, name: &str) -> String {
         format!("{}ch:{name}", self.prefix)
+    }
+
+    fn once(&self, key: &str) -> String {
+        format!("{}once:{key}", self.prefix)
     }
 }
 
@@ -686,21 +704,52 @@ fn parse_opt_id(v: &Value) -> Result<Option<EventId>, LogError> {
     }
 }
 
-#[async_trait]
-impl EventLog for RedisLog {
-    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<SharedEvent>, LogError> {
+/// A held idempotency value, `<fingerprint>\n<id>,<id>…`, tagged with `epoch`.
+fn parse_once(held: &Value, epoch: u32) -> Result<Appended, LogError> {
+    let text = text(held).ok_or_else(|| corrupt("idempotency value is not text"))?;
+    let (fingerprint, ids) = text
+        .split_once('\n')
+        .ok_or_else(|| corrupt("idempotency value without a fingerprint"))?;
+    let ids = ids
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<EventId>()
+                .map(|id| id.in_epoch(epoch))
+                .map_err(|_| corrupt(format!("idempotency value holds a bad id {s:?}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Appended::Replayed {
+        fingerprint: fingerprint.to_owned(),
+        ids,
+    })
+}
+
+impl RedisLog {
+    /// The append script, with an idempotency key or without.
+    async fn run_append(
+        &self,
+        events: Vec<NewEvent>,
+        once: Option<Once<'_>>,
+    ) -> Result<Appended, LogError> {
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Appended::Stored(Vec::new()));
         }
+        super::check_budgets(&self.retention, &events)?;
         let mut call = self.append.prepare_invoke();
+        let once_key = once.map(|o| self.keys.once(o.key));
         call.key(&self.keys.log)
             .key(&self.keys.log_dropped)
             .key(&self.keys.channels)
             .key(&self.keys.dropped)
             .key(&self.keys.epoch)
+            .key(once_key.as_deref().unwrap_or(&self.keys.epoch))
             .arg(self.feed_capacity)
-            .arg(candidate_epoch());
-        for e in &events {
+            .arg(candidate_epoch())
+            .arg(once.map_or(0, |o| o.ttl.as_millis().clamp(1, i64::MAX as u128) as i64))
+            .arg(once.map_or("", |o| o.fingerprint));
+        for (i, e) in events.iter().enumerate() {
+            let in_answer = once.is_none_or(|o| o.answer.get(i).copied().unwrap_or(false));
             let name = e.channel.as_str();
             let limits = self.retention.for_channel(name);
             let data = serde_json::to_string(&e.data).map_err(corrupt)?;
@@ -712,15 +761,20 @@ impl EventLog for RedisLog {
                 .arg(&e.kind)
                 .arg(data)
                 .arg(limits.max_events.min(i64::MAX as u64))
-                .arg(max_age);
+                .arg(max_age)
+                .arg(if in_answer { "1" } else { "0" });
         }
         let reply: Value = call
             .invoke_async(&mut self.conn.commands())
             .await
-            .map_err(store_error)?;
+            .map_err(write_error)?;
         let Value::Array(mut ids) = reply else {
             return Err(corrupt(format!("append script returned {reply:?}")));
         };
+        if ids.len() == 3 && ids.get(1).and_then(text) == Some("once") {
+            let epoch = parse_epoch_value(&ids[0])?;
+            return parse_once(&ids[2], epoch);
+        }
         if ids.len() != events.len() + 1 {
             return Err(corrupt(format!(
                 "append script returned {} values for {} events",
@@ -733,7 +787,26 @@ impl EventLog for RedisLog {
             .into_iter()
             .zip(&ids)
             .map(|(e, id)| Ok(Arc::new(e.into_event(parse_id(id)?.in_epoch(epoch)))))
-            .collect()
+            .collect::<Result<_, _>>()
+            .map(Appended::Stored)
+    }
+}
+
+#[async_trait]
+impl EventLog for RedisLog {
+    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<SharedEvent>, LogError> {
+        match self.run_append(events, None).await? {
+            Appended::Stored(events) => Ok(events),
+            Appended::Replayed { .. } => Err(corrupt("an append without a key was replayed")),
+        }
+    }
+
+    async fn append_once(
+        &self,
+        events: Vec<NewEvent>,
+        once: Once<'_>,
+    ) -> Result<Appended, LogError> {
+        self.run_append(events, Some(once)).await
     }
 
     async fn read(

@@ -89,8 +89,10 @@ pub fn keep(max_events: u64, max_age: Option<Duration>) -> Retention {
         default: Limits {
             max_events,
             max_age,
+            max_bytes: u64::MAX,
         },
         overrides: vec![],
+        max_total_bytes: u64::MAX,
     }
 }
 

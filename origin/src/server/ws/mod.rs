@@ -7,8 +7,15 @@
 //! * `{"type":"filter","id":"s1","filter":"CEL"|null}`: changes a live subscription's filter;
 //!   the `ok` names `appliesAfter`, the id after which the new filter judges events
 //! * `{"type":"publish","channel":"…","eventType"?:"…","data":…,"ref"?:…}` when the origin
-//!   allows it (`ws_publish`, plus the publisher credentials of the upgrade request). The event
+//!   allows it (`ws_publish`, plus the publisher credentials of the upgrade request: its
+//!   `Authorization` header or `access_token` query field, never a cookie). The event
 //!   type is `eventType` because `type` already names the message.
+//!
+//! Who may read is decided at the upgrade ([`super::auth`]): a reader credential (header,
+//! `access_token` query field or cookie) where the origin needs one, else a 401/403 before the
+//! upgrade; then every `subscribe` is checked against what it grants (an `error` frame
+//! `forbidden_channel` for a pattern it does not cover), and every `publish` against the
+//! publish grants.
 //! * `{"type":"ping"}`
 //!
 //! Server → client: `event` (`{"type":"event","sub","event":{id,channel,type,data,time}}`),
@@ -35,8 +42,8 @@ mod session;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
@@ -58,12 +65,15 @@ use crate::service::openapi::ErrorBody;
     responses(
         (status = 101, description = "switching protocols"),
         (status = 400, description = "not a WebSocket upgrade", body = ErrorBody),
+        (status = 401, description = "missing or invalid reader credentials", body = ErrorBody),
+        (status = 403, description = "reading is disabled on this listener", body = ErrorBody),
     ),
     security(("bearer" = []), ()),
 )]
 pub async fn ws(
     State(st): State<AppState>,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let upgrade = match upgrade {
@@ -77,8 +87,13 @@ pub async fn ws(
             .into_response();
         }
     };
+    let read = match st.auth.reader(&headers, query.as_deref()) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
     // Publishing is decided once, from the upgrade request's credentials: browsers cannot set
-    // headers on a WebSocket, so browser sockets publish only where publishing is open.
+    // headers on a WebSocket, so a browser socket publishes with an `access_token`, or where
+    // publishing is open.
     let publish = if !st.settings.ws_publish {
         Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
@@ -86,7 +101,7 @@ pub async fn ws(
             "publishing over WebSocket is disabled on this origin (ws_publish = false); use POST /v1/events",
         ))
     } else {
-        st.auth.check(&headers)
+        st.auth.publisher(&headers, query.as_deref())
     };
     let max = st.settings.ws_max_message_bytes;
     upgrade
@@ -95,6 +110,6 @@ pub async fn ws(
         .on_upgrade(move |socket| {
             static NEXT: AtomicU64 = AtomicU64::new(1);
             let span = tracing::info_span!("ws", id = NEXT.fetch_add(1, Ordering::Relaxed));
-            session::serve(st, socket, publish.err()).instrument(span)
+            session::serve(st, socket, read, publish).instrument(span)
         })
 }

@@ -19,6 +19,7 @@ use super::message::{Command, MAX_REF_LEN, error_frame, event_frame, parse};
 use crate::channel::PatternSet;
 use crate::event::EventId;
 use crate::filter::Filter;
+use crate::server::auth::Access;
 use crate::server::state::AppState;
 use crate::server::subscribe::{End, FilterSwitch, Item, Start, Subscriber, SwitchError};
 use crate::service::error::ApiError;
@@ -110,11 +111,18 @@ struct Session {
     out: mpsc::Sender<Message>,
     closer: Closer,
     subs: HashMap<String, SubHandle>,
-    /// Why this socket may not publish, if it may not.
-    publish_denied: Option<ApiError>,
+    /// What the upgrade's reader credential grants.
+    read: Access,
+    /// What the upgrade's publisher credential grants, or why this socket may not publish.
+    publish: Result<Access, ApiError>,
 }
 
-pub(super) async fn serve(st: AppState, socket: WebSocket, publish_denied: Option<ApiError>) {
+pub(super) async fn serve(
+    st: AppState,
+    socket: WebSocket,
+    read: Access,
+    publish: Result<Access, ApiError>,
+) {
     let _gauge = SocketGauge::new();
     tracing::debug!("websocket opened");
     let (mut sink, mut stream) = socket.split();
@@ -145,7 +153,8 @@ pub(super) async fn serve(st: AppState, socket: WebSocket, publish_denied: Optio
         out,
         closer: closer.clone(),
         subs: HashMap::new(),
-        publish_denied,
+        read,
+        publish,
     };
     // Set when the client's side is finished (its close frame, or the end of the stream).
     let mut peer_done = false;
@@ -304,8 +313,15 @@ impl Session {
                 }
             }
             Command::Publish { reference, event } => {
-                if let Some(denied) = &self.publish_denied {
-                    let error = ApiError::new(denied.status, denied.code, denied.message.clone());
+                let allowed = match &self.publish {
+                    Ok(access) => access.check_publish([event.channel.as_str()]),
+                    Err(denied) => Err(ApiError::new(
+                        denied.status,
+                        denied.code,
+                        denied.message.clone(),
+                    )),
+                };
+                if let Err(error) = allowed {
                     return self.fail(reference.as_ref(), error);
                 }
                 match self.st.publish(vec![event]).await {
@@ -345,6 +361,9 @@ impl Session {
                     format!("a socket holds at most {max} subscriptions"),
                 ),
             );
+        }
+        if let Err(e) = self.read.check_read(&patterns) {
+            return self.fail(Some(&r), e);
         }
         let start = last_event_id.map_or(Start::Now, Start::After);
         let kick = CancellationToken::new();
