@@ -37,7 +37,7 @@ use crate::protocol::schema::{ErrorBody, Health};
 use crate::protocol::{
     self, CatchUp, Handback, HandoffCreated, HandoffRequest, HandoffStatus, Readiness,
 };
-use crate::store::HandoffRecord;
+use crate::store::{Fence, HandoffRecord};
 use crate::token::{Token, new_id};
 
 /// The route list: every operation with its handler. The router and the API document are
@@ -161,16 +161,40 @@ async fn create(
         node.providers.supports(t)
     })
     .map_err(handoff_error)?;
-    let id = new_id();
-    let token = Token::generate();
-    let h = LiveHandoff::new(id.clone(), token.hash(), spec, cursor, &node.settings);
-    node.store.insert(h.record()).await.map_err(|e| {
-        ApiError::new(
+    if node.live.read().unwrap().len() >= node.settings.max_handoffs {
+        return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
-            e.to_string(),
-        )
-    })?;
+            format!(
+                "this node holds its maximum of {} handoffs",
+                node.settings.max_handoffs
+            ),
+        ));
+    }
+    let id = new_id();
+    let token = Token::generate();
+    let fence = Fence {
+        node: node.node_id(),
+        epoch: 1,
+    };
+    let h = LiveHandoff::new(
+        id.clone(),
+        token.hash(),
+        spec,
+        cursor,
+        &node.settings,
+        fence,
+    );
+    node.store
+        .insert(h.record(), &h.fence.node)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                e.to_string(),
+            )
+        })?;
     node.live.write().unwrap().insert(id.clone(), h.clone());
     {
         let _e = h.span().enter();
@@ -193,10 +217,38 @@ async fn create(
     Ok(resp)
 }
 
-/// Finds the handoff and checks its token.
-fn authorize(node: &Node, id: &str, headers: &HeaderMap) -> Result<Arc<LiveHandoff>, ApiError> {
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such handoff");
-    let h = node.get_live(id).ok_or_else(not_found)?;
+/// Where a handoff's call is answered.
+enum Found {
+    /// This node owns it.
+    Local(Arc<LiveHandoff>),
+    /// It has ended and no node drives it: the stored record answers.
+    Stored(Box<HandoffRecord>),
+    /// Another node owns it: its answer, forwarded.
+    Forwarded(Response),
+}
+
+/// The header a forwarded call carries (the forwarding node's id): the owner answers it
+/// itself or refuses, never forwards again.
+const FORWARDED: &str = "ssepush-forwarded";
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such handoff")
+}
+
+fn moving(message: &str) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "handoff_moving", message)
+}
+
+/// Finds the handoff and checks its token. On a fleet, a handoff another node owns is
+/// answered by that node: the call is forwarded to the address it registered (`method`,
+/// `path_and_query` and the caller's headers that matter), once.
+async fn authorize(
+    node: &Node,
+    id: &str,
+    headers: &HeaderMap,
+    method: reqwest::Method,
+    path_and_query: &str,
+) -> Result<Found, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(bearer_token)
@@ -207,14 +259,99 @@ fn authorize(node: &Node, id: &str, headers: &HeaderMap) -> Result<Arc<LiveHando
                 "this handoff's token is required: 'Authorization: Bearer <token>'",
             )
         })?;
-    if !h.verify_token(token) {
-        return Err(ApiError::new(
+    let wrong_token = || {
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "the token is not this handoff's",
-        ));
+        )
+    };
+    if let Some(h) = node.get_live(id) {
+        if !h.verify_token(token) {
+            return Err(wrong_token());
+        }
+        return Ok(Found::Local(h));
     }
-    Ok(h)
+    if !node.shared {
+        return Err(not_found());
+    }
+    let stored = node
+        .store
+        .get(id)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                e.to_string(),
+            )
+        })?
+        .ok_or_else(not_found)?;
+    let verified = crate::token::TokenHash::from_hex(&stored.rec.token_sha256)
+        .is_some_and(|hash| hash.verify(token));
+    if !verified {
+        return Err(wrong_token());
+    }
+    if stored.rec.state.is_terminal() {
+        return Ok(Found::Stored(Box::new(stored.rec)));
+    }
+    if headers.contains_key(FORWARDED) {
+        return Err(moving("the handoff is changing nodes; retry"));
+    }
+    let Some(owner) = stored.owner else {
+        return Err(moving("the handoff is changing nodes; retry"));
+    };
+    let fleet = node.store.fleet().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )
+    })?;
+    let Some(peer) = fleet
+        .nodes
+        .into_iter()
+        .find(|n| n.node == owner && n.expires_in_ms >= 0)
+    else {
+        return Err(moving(
+            "the handoff's node is gone; another takes it over shortly, retry",
+        ));
+    };
+    let mut req = node
+        .peers
+        .request(method, format!("{}{path_and_query}", peer.addr))
+        .header(FORWARDED, &*node.node_id());
+    for name in [header::AUTHORIZATION, header::ACCEPT] {
+        if let Some(v) = headers.get(&name) {
+            req = req.header(name, v);
+        }
+    }
+    if let Some(v) = headers.get("last-event-id") {
+        req = req.header("last-event-id", v);
+    }
+    let resp = req.send().await.map_err(|_| {
+        moving("the handoff's node does not answer; retry (another takes it over if it is gone)")
+    })?;
+    let status = resp.status();
+    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|_| moving("the handoff's node broke off its answer; retry"))?;
+    let mut out = (status, body).into_response();
+    if let Some(ct) = content_type {
+        out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    out.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(Found::Forwarded(out))
+}
+
+fn path_and_query(path: String, query: Option<&str>) -> String {
+    match query {
+        Some(q) if !q.is_empty() => format!("{path}?{q}"),
+        _ => path,
+    }
 }
 
 /// Unix milliseconds as a wire time (every time the proxy keeps is far inside chrono's range).
@@ -257,8 +394,13 @@ async fn get_status(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let h = authorize(&node, &id, &headers)?;
-    Ok(axum::Json(status(&h.record())).into_response())
+    let path = format!("/v1/handoffs/{id}");
+    let rec = match authorize(&node, &id, &headers, reqwest::Method::GET, &path).await? {
+        Found::Local(h) => h.record(),
+        Found::Stored(rec) => *rec,
+        Found::Forwarded(resp) => return Ok(resp),
+    };
+    Ok(axum::Json(status(&rec)).into_response())
 }
 
 /// The device's position from `Last-Event-ID` (wins) or `?after=`.
@@ -312,8 +454,19 @@ async fn events(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let h = authorize(&node, &id, &headers)?;
     let after = position(&headers, query.as_deref())?;
+    let path = path_and_query(format!("/v1/handoffs/{id}/events"), query.as_deref());
+    let h = match authorize(&node, &id, &headers, reqwest::Method::GET, &path).await? {
+        Found::Local(h) => h,
+        Found::Forwarded(resp) => return Ok(resp),
+        Found::Stored(_) => {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "handoff_ended",
+                "the handoff has ended; resume at the origin from your cursor",
+            ));
+        }
+    };
     let catchup = h.check_in(after);
     {
         let _e = h.span().enter();
@@ -381,8 +534,19 @@ async fn handback(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let h = authorize(&node, &id, &headers)?;
     let after = position(&headers, query.as_deref())?;
+    let path = path_and_query(format!("/v1/handoffs/{id}"), query.as_deref());
+    let h = match authorize(&node, &id, &headers, reqwest::Method::DELETE, &path).await? {
+        Found::Local(h) => h,
+        Found::Forwarded(resp) => return Ok(resp),
+        Found::Stored(rec) => {
+            return Ok(axum::Json(Handback {
+                cursor: rec.cursor,
+                state: rec.state,
+            })
+            .into_response());
+        }
+    };
     let cursor = h.close(after);
     // At once rather than when the driver notices: the connection closes before the answer.
     node.teardown(&h).await;
