@@ -18,24 +18,54 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use crate::driver::spawn_driver;
 use crate::live::LiveHandoff;
 use crate::node::Node;
 use crate::protocol::HandoffState;
 use crate::store::{Owned, StoreError};
 
+/// Handoffs claimed per store call during a takeover.
+const CLAIM_CHUNK: usize = 64;
+
 /// Runs until the node shuts down, then drains. Returns at once on a single node.
 pub async fn run(node: Arc<Node>) {
     if !node.shared {
         return;
     }
+    // The lease is renewed by its own task: balancing (claims, releases) may take longer than a
+    // tick under load, and must never make the lease run out.
+    let renewer = tokio::spawn(renew(node.clone()));
+    let mut tick = tokio::time::interval(Duration::from_millis(node.settings.fleet.tick_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = node.shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if !node.lease_ok() {
+            continue;
+        }
+        let me = node.node_id();
+        if let Err(e) = balance(&node, &me).await {
+            tracing::warn!(error = %e, "fleet balancing failed; retried next tick");
+        }
+    }
+    let _ = renewer.await;
+    drain(&node).await;
+}
+
+/// Keeps the lease: renews it every tick; a lease found run out makes the node drop every
+/// handoff and rejoin as a new member.
+async fn renew(node: Arc<Node>) {
     let ttl = Duration::from_millis(node.settings.fleet.lease_ttl_ms);
     let mut tick = tokio::time::interval(Duration::from_millis(node.settings.fleet.tick_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut joined = false;
     loop {
         tokio::select! {
-            _ = node.shutdown.cancelled() => break,
+            _ = node.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
         let me = node.node_id();
@@ -55,18 +85,10 @@ pub async fn run(node: Arc<Node>) {
             Ok(false) => {
                 lost_lease(&node);
                 joined = false;
-                continue;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot renew the lease");
-                continue;
-            }
-        }
-        if let Err(e) = balance(&node, &me).await {
-            tracing::warn!(error = %e, "fleet balancing failed; retried next tick");
+            Err(e) => tracing::warn!(error = %e, "cannot renew the lease"),
         }
     }
-    drain(&node).await;
 }
 
 /// The lease ran out before it was renewed: others may own this node's handoffs now.
@@ -103,17 +125,29 @@ async fn balance(node: &Arc<Node>, me: &str) -> Result<(), StoreError> {
     let total: u64 = view.nodes.iter().map(|n| n.holds).sum::<u64>() + view.free;
     let share = total.div_ceil(alive as u64) as usize;
     let mut mine = holding(node).len();
-    for dead in view.nodes.iter().filter(|n| n.expires_in_ms < 0) {
-        let room = share.saturating_sub(mine);
-        if room == 0 && dead.holds > 0 {
-            continue;
+    let dead: Vec<_> = view.nodes.iter().filter(|n| n.expires_in_ms < 0).collect();
+    for dead in &dead {
+        // In chunks, up to this node's share: nodes taking over at once split the dead
+        // node's handoffs between them as they go, and the last call forgets the dead node.
+        let mut claimed_here = 0;
+        loop {
+            let room = share.saturating_sub(mine).min(CLAIM_CHUNK);
+            if room == 0 {
+                break;
+            }
+            let claimed = node.store.claim_dead(&dead.node, me, room).await?;
+            if claimed.is_empty() {
+                break;
+            }
+            claimed_here += claimed.len();
+            mine += adopt(node, claimed, "dead").await;
         }
-        let claimed = node.store.claim_dead(&dead.node, me, room).await?;
-        if !claimed.is_empty() {
-            tracing::info!(dead = %dead.node, claimed = claimed.len(), "taking over a dead node's handoffs");
-            metrics::counter!("ssepush_proxy_failovers_total").increment(claimed.len() as u64);
+        // Forgets the dead node once nothing of it is left (whoever took the last of it).
+        node.store.claim_dead(&dead.node, me, 0).await?;
+        if claimed_here > 0 {
+            tracing::info!(dead = %dead.node, claimed = claimed_here, "took over a dead node's handoffs");
+            metrics::counter!("ssepush_proxy_failovers_total").increment(claimed_here as u64);
         }
-        mine += adopt(node, claimed, "dead").await;
     }
     if view.free > 0 {
         let room = share.saturating_sub(mine);
@@ -121,7 +155,9 @@ async fn balance(node: &Arc<Node>, me: &str) -> Result<(), StoreError> {
         mine += adopt(node, claimed, "free").await;
     }
     let slack = node.settings.fleet.rebalance_slack;
-    if alive > 1 && mine > share + slack {
+    // Only once the fleet has settled (no takeover, nothing free): releasing while others
+    // claim would move handoffs twice.
+    if alive > 1 && dead.is_empty() && view.free == 0 && mine > share + slack {
         let excess: Vec<_> = holding(node).into_iter().take(mine - share).collect();
         tracing::info!(
             released = excess.len(),
@@ -172,19 +208,21 @@ async fn adopt(node: &Arc<Node>, mut claimed: Vec<Owned>, from: &'static str) ->
 /// Gives handoffs up for peers to claim: each stops acting here (waiting for a wake in
 /// progress), then its record is written and it is freed in one fenced step.
 async fn release_all(node: &Node, handoffs: Vec<Arc<LiveHandoff>>) {
-    for h in handoffs {
-        let _acting = h.acting.lock().await;
-        if h.is_released() {
-            continue;
-        }
-        node.drop_local(&h);
-        match node.store.release(h.record(), &h.fence).await {
-            Ok(()) => {
-                metrics::counter!("ssepush_proxy_handoffs_released_total").increment(1);
+    futures::stream::iter(handoffs)
+        .for_each_concurrent(64, |h| async move {
+            let _acting = h.acting.lock().await;
+            if h.is_released() {
+                return;
             }
-            Err(e) => tracing::warn!(parent: h.span(), error = %e, "cannot release handoff"),
-        }
-    }
+            node.drop_local(&h);
+            match node.store.release(h.record(), &h.fence).await {
+                Ok(()) => {
+                    metrics::counter!("ssepush_proxy_handoffs_released_total").increment(1);
+                }
+                Err(e) => tracing::warn!(parent: h.span(), error = %e, "cannot release handoff"),
+            }
+        })
+        .await;
 }
 
 /// Shutdown: release every handoff and leave, so peers take over at once. A handoff that could

@@ -59,6 +59,9 @@ pub struct LiveHandoff {
     pub fence: Fence,
     /// This node no longer owns it (released, or fenced out): nothing more is done or written.
     released: AtomicBool,
+    /// A digest of the durable part of the last record written (state, cursor, wake state,
+    /// counters): unchanged records are not written again.
+    persisted: std::sync::atomic::AtomicU64,
     /// Held while a wake is fenced and sent, and while the handoff is released: a release never
     /// overlaps a send, so no wake of an old epoch lands after the next owner's.
     pub acting: tokio::sync::Mutex<()>,
@@ -134,6 +137,7 @@ impl LiveHandoff {
             fence,
             released: AtomicBool::new(false),
             acting: tokio::sync::Mutex::new(()),
+            persisted: std::sync::atomic::AtomicU64::new(0),
             span,
             spec,
             id,
@@ -190,10 +194,14 @@ impl LiveHandoff {
 
     /// This node gives the handoff up (released to a peer, or fenced out): the driver ends
     /// without a teardown and nothing is written for it again.
-    pub fn release_locally(&self) {
-        self.released.store(true, Ordering::SeqCst);
+    /// Returns false when it had already been given up.
+    pub fn release_locally(&self) -> bool {
+        if self.released.swap(true, Ordering::SeqCst) {
+            return false;
+        }
         self.stop.cancel();
         self.notify.notify_one();
+        true
     }
 
     /// Whether this node gave it up.
@@ -368,6 +376,32 @@ impl LiveHandoff {
             }
         }
         outcome
+    }
+
+    /// The record to write through when its durable part (what a node taking the handoff over
+    /// needs: state, device cursor, wake state, counters, last error) changed since the last
+    /// one; `force` writes it anyway.
+    pub fn record_to_persist(&self, force: bool) -> Option<HandoffRecord> {
+        use std::hash::{Hash, Hasher};
+        let rec = self.record();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            rec.state.as_str(),
+            rec.cursor.map(|c| c.to_string()),
+            rec.wake_outstanding,
+            rec.wakes_sent,
+            &rec.last_error,
+            rec.finished_at_ms,
+        )
+            .hash(&mut h);
+        let digest = h.finish() | 1;
+        let before = self.persisted.swap(digest, Ordering::SeqCst);
+        (force || before != digest).then_some(rec)
+    }
+
+    /// Forgets what was written (a write failed): the next one goes through.
+    pub fn persist_failed(&self) {
+        self.persisted.store(0, Ordering::SeqCst);
     }
 
     /// A snapshot for the store and the status endpoint.

@@ -161,22 +161,39 @@ impl Node {
         if h.is_released() {
             return;
         }
-        match self.store.put(h.record(), &h.fence).await {
+        let Some(rec) = h.record_to_persist(!self.shared) else {
+            return;
+        };
+        match self.store.put(rec, &h.fence).await {
             Ok(()) => {}
             Err(StoreError::Fenced(_)) => {
                 tracing::warn!(parent: h.span(), "handoff moved to another node; dropping it here");
                 self.drop_local(h);
             }
-            Err(e) => tracing::warn!(parent: h.span(), error = %e, "could not persist handoff"),
+            Err(e) => {
+                h.persist_failed();
+                tracing::warn!(parent: h.span(), error = %e, "could not persist handoff");
+            }
         }
     }
 
     /// The handoff is no longer this node's (released, or taken by another node): it leaves
     /// its watcher and this node's map, its driver ends, and nothing is written for it again.
+    /// Idempotent: a late write of an old copy (this node may own the handoff again, as a new
+    /// live handoff under the same id) never touches the new one.
     pub fn drop_local(&self, h: &LiveHandoff) {
-        h.release_locally();
-        self.upstreams.leave(&h.spec.stream, &h.id);
-        self.live.write().unwrap().remove(&h.id);
+        if !h.release_locally() {
+            return;
+        }
+        let mut live = self.live.write().unwrap();
+        if live
+            .get(&h.id)
+            .is_some_and(|current| std::ptr::eq(Arc::as_ptr(current), h))
+        {
+            live.remove(&h.id);
+            drop(live);
+            self.upstreams.leave(&h.spec.stream, &h.id);
+        }
     }
 
     /// The end of a handoff that reached a terminal state (handed back, expired, failed): it

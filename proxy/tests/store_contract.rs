@@ -230,12 +230,26 @@ async fn redis_keys_hold_no_plaintext_secret() {
     assert!(keys.len() >= 3, "{keys:?}");
     let mut seen = 0;
     for key in keys {
-        let dump: Vec<u8> = redis::cmd("DUMP")
+        // Every field and member, read as text (a DUMP may be compressed).
+        let kind: String = redis::cmd("TYPE")
             .arg(&key)
             .query_async(&mut conn)
             .await
             .unwrap();
-        let text = String::from_utf8_lossy(&dump);
+        let values: Vec<String> = match kind.as_str() {
+            "hash" => redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap(),
+            "set" => redis::cmd("SMEMBERS")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap(),
+            other => panic!("unexpected {other} at {key}"),
+        };
+        let text = values.join(" ");
         for secret in [
             "url-secret-1",
             "header-secret-2",

@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod fleet;
 pub mod logs;
 pub mod proxy;
 pub mod raw;

@@ -197,7 +197,7 @@ pub trait HandoffStore: Send + Sync + 'static {
     /// Claims up to `max` released handoffs for `node`.
     async fn claim_free(&self, node: &str, max: usize) -> Result<Vec<Owned>, StoreError>;
     /// Claims up to `max` handoffs of `dead`, whose lease has run out, for `node`; once none is
-    /// left the dead node is forgotten.
+    /// left the dead node is forgotten (`max` 0: only that).
     async fn claim_dead(
         &self,
         dead: &str,
@@ -459,7 +459,11 @@ impl HandoffStore for MemoryStore {
             return Ok(Vec::new());
         }
         let out = Self::claim(&mut inner, Some(dead), node, max);
-        if out.is_empty() {
+        let holds_more = inner
+            .records
+            .values()
+            .any(|e| e.owner.as_deref() == Some(dead) && e.rec.finished_at_ms.is_none());
+        if !holds_more {
             inner.nodes.remove(dead);
         }
         Ok(out)

@@ -132,6 +132,9 @@ struct Secrets {
 /// The Redis store. See the module docs.
 pub struct RedisStore {
     conn: ConnectionManager,
+    /// The control lane — leases, the fleet view, claims: a heartbeat or a takeover never
+    /// waits behind a burst of record writes.
+    lease_conn: ConnectionManager,
     ns: String,
     sealer: Sealer,
     scripts: Scripts,
@@ -180,11 +183,15 @@ impl RedisStore {
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_with_config(client, config)
+        let conn = ConnectionManager::new_with_config(client.clone(), config.clone())
+            .await
+            .map_err(unavailable)?;
+        let lease_conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(unavailable)?;
         Ok(RedisStore {
             conn,
+            lease_conn,
             ns: namespace.to_owned(),
             sealer,
             scripts: Scripts {
@@ -283,7 +290,7 @@ impl RedisStore {
         let mine = self.owned_key(node);
         let results = futures::stream::iter(ids)
             .map(|id| {
-                let mut conn = self.conn.clone();
+                let mut conn = self.lease_conn.clone();
                 let (from_set, mine) = (from_set.clone(), mine.clone());
                 async move {
                     // Into this node's set first: if this node dies now, the id is revisited
@@ -474,7 +481,7 @@ impl HandoffStore for RedisStore {
         ttl: Duration,
         join: bool,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.lease_conn.clone();
         let now: i64 = self
             .scripts
             .heartbeat
@@ -503,7 +510,7 @@ impl HandoffStore for RedisStore {
     }
 
     async fn fleet(&self) -> Result<FleetView, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.lease_conn.clone();
         let raw: Vec<String> = self
             .scripts
             .fleet
@@ -572,7 +579,7 @@ impl HandoffStore for RedisStore {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.lease_conn.clone();
         let ids: Vec<String> = conn
             .srandmember_multiple(self.fleet_key("free"), max as isize)
             .await
@@ -586,7 +593,7 @@ impl HandoffStore for RedisStore {
         node: &str,
         max: usize,
     ) -> Result<Vec<Owned>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.lease_conn.clone();
         let is_dead: i64 = self
             .scripts
             .dead
@@ -599,10 +606,13 @@ impl HandoffStore for RedisStore {
             return Ok(Vec::new());
         }
         let theirs = self.owned_key(dead);
-        let ids: Vec<String> = conn
-            .srandmember_multiple(&theirs, max.max(1) as isize)
-            .await
-            .map_err(unavailable)?;
+        let ids: Vec<String> = if max == 0 {
+            Vec::new()
+        } else {
+            conn.srandmember_multiple(&theirs, max as isize)
+                .await
+                .map_err(unavailable)?
+        };
         if ids.is_empty() {
             let _: i64 = self
                 .scripts
