@@ -168,7 +168,7 @@ struct ProxyFlags {
     /// Address to listen on.
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Handoff store: `memory` (Redis comes with the fleet).
+    /// Handoff store: `memory` (one node) or `redis://…` (a fleet; see `[fleet]`).
     #[arg(long)]
     store: Option<String>,
     /// Fill `[apns]`, `[fcm]` and `[webpush]` from a simulated gateway's credentials directory
