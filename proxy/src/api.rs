@@ -126,6 +126,7 @@ fn handoff_error(e: HandoffError) -> ApiError {
         (status = 403, description = "Stream URL outside allowed_origins, or creation disabled", body = ErrorBody),
         (status = 413, description = "Body larger than max_body_bytes", body = ErrorBody),
         (status = 422, description = "No push provider configured for the platform", body = ErrorBody),
+        (status = 429, description = "This API key or JWT subject creates handoffs too fast (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Node full or draining", body = ErrorBody),
     )
 )]
@@ -134,7 +135,20 @@ async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    node.auth.check(&headers)?;
+    if let Err(e) = node.auth.check_create(&headers) {
+        if e.status != StatusCode::TOO_MANY_REQUESTS {
+            return Err(e);
+        }
+        let secs = e
+            .details
+            .as_ref()
+            .and_then(|d| d["retryAfterSecs"].as_u64())
+            .unwrap_or(1);
+        let mut resp = e.into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return Ok(resp);
+    }
     if node.shutdown.is_cancelled() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -200,6 +214,7 @@ async fn create(
         let _e = h.span().enter();
         tracing::info!(?cursor, ttl_secs = h.spec.ttl_secs, "handoff created");
     }
+    replace_older(&node, &h).await;
     node.upstreams.join(&h.spec.stream, h.clone());
     spawn_driver(node.clone(), h.clone());
     metrics::counter!("ssepush_proxy_handoffs_created_total").increment(1);
@@ -215,6 +230,34 @@ async fn create(
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
+}
+
+/// The budget and the outstanding wake belong to the push target: a new handoff for a target
+/// ends its oldest ones beyond `wake.max_handoffs_per_target` (here at once when this node owns
+/// them; on another node, its next write or wake finds it replaced) and inherits the hourly
+/// budget of the newest one it replaced. A store that does not answer leaves both handoffs be.
+async fn replace_older(node: &Node, h: &Arc<LiveHandoff>) {
+    let target = crate::store::target_digest(&h.spec.push.0);
+    let cap = node.settings.wake.max_handoffs_per_target;
+    let evicted = match node.store.claim_target(&target, &h.id, cap).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(parent: h.span(), error = %e, "cannot record the handoff's push target");
+            return;
+        }
+    };
+    for old in &evicted {
+        if let Some(o) = node.get_live(old) {
+            o.replaced();
+            node.teardown(&o).await;
+        }
+        metrics::counter!("ssepush_proxy_handoffs_replaced_total").increment(1);
+    }
+    if let Some(newest) = evicted.last()
+        && let Ok(Some(o)) = node.store.get(newest).await
+    {
+        h.inherit_budget(&o.rec.wake_times_ms);
+    }
 }
 
 /// Where a handoff's call is answered.

@@ -69,6 +69,11 @@ async fn send_wake(node: &Node, h: &LiveHandoff) {
             node.drop_local(h);
             return;
         }
+        Err(StoreError::Replaced(_)) => {
+            tracing::info!("replaced by a newer handoff for its push target; no wake");
+            h.replaced();
+            return;
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot confirm ownership; the wake waits");
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;

@@ -289,6 +289,33 @@ impl LiveHandoff {
         inner.cursor.device()
     }
 
+    /// A newer handoff for the same push target replaced this one: it ends as `closed`
+    /// (`lastError` says why) and never wakes again.
+    pub fn replaced(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        if !inner.state.is_terminal() {
+            inner.last_error =
+                Some("replaced by a newer handoff for the same push target".to_owned());
+        }
+        self.apply(&mut inner, Input::Close);
+    }
+
+    /// Takes over the hourly budget of the handoff this one replaced (the budget belongs to
+    /// the push target): the Unix ms of its wakes of the last hour.
+    pub fn inherit_budget(&self, wake_times_ms: &[u64]) {
+        let (now, wall) = (Instant::now(), now_ms());
+        let mut inner = self.inner.lock().unwrap();
+        let mut times: Vec<Instant> = inner.policy.sent_times().collect();
+        times.extend(
+            wake_times_ms
+                .iter()
+                .filter_map(|ms| now.checked_sub(Duration::from_millis(wall.saturating_sub(*ms)))),
+        );
+        times.sort();
+        let outstanding = inner.policy.is_outstanding();
+        inner.policy.restore(outstanding, times);
+    }
+
     pub fn fail(&self, reason: &str) {
         let mut inner = self.inner.lock().unwrap();
         self.apply(&mut inner, Input::Fail(reason.to_owned()));

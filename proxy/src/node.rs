@@ -170,6 +170,13 @@ impl Node {
                 tracing::warn!(parent: h.span(), "handoff moved to another node; dropping it here");
                 self.drop_local(h);
             }
+            Err(StoreError::Replaced(_)) => {
+                // Ends it; its driver tears it down (and writes the final record).
+                if !h.state().is_terminal() {
+                    tracing::info!(parent: h.span(), "replaced by a newer handoff for its push target");
+                    h.replaced();
+                }
+            }
             Err(e) => {
                 h.persist_failed();
                 tracing::warn!(parent: h.span(), error = %e, "could not persist handoff");

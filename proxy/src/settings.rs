@@ -118,6 +118,11 @@ pub struct AuthSettings {
     pub jwt_leeway_secs: u64,
     /// Creation without credentials on a non-loopback address. Default false.
     pub allow_anonymous: bool,
+    /// Handoffs each API key (or JWT subject) may create per second, on each node (a token
+    /// bucket; over it: 429 with `Retry-After`). Anonymous creation is not limited. Default 10.
+    pub create_rate_per_sec: f64,
+    /// The bucket's depth: creations one key may make at once. Default 100.
+    pub create_burst: u32,
 }
 
 impl Default for AuthSettings {
@@ -129,6 +134,8 @@ impl Default for AuthSettings {
             jwt_audience: None,
             jwt_leeway_secs: ssepush_origin::service::auth::DEFAULT_LEEWAY_SECS,
             allow_anonymous: false,
+            create_rate_per_sec: 10.0,
+            create_burst: 100,
         }
     }
 }
@@ -146,6 +153,8 @@ impl std::fmt::Debug for AuthSettings {
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_leeway_secs", &self.jwt_leeway_secs)
             .field("allow_anonymous", &self.allow_anonymous)
+            .field("create_rate_per_sec", &self.create_rate_per_sec)
+            .field("create_burst", &self.create_burst)
             .finish()
     }
 }
@@ -182,6 +191,10 @@ pub struct WakeSettings {
     pub retry_max_ms: u64,
     /// How long push services keep an undelivered wake. Default 3600.
     pub push_ttl_secs: u64,
+    /// Live handoffs one push target (platform + token or endpoint) may have, across the
+    /// fleet; a newer handoff ends the oldest (`closed`, "replaced"), which never wakes again,
+    /// and inherits its hourly budget. Default 1.
+    pub max_handoffs_per_target: usize,
 }
 
 impl Default for WakeSettings {
@@ -197,6 +210,7 @@ impl Default for WakeSettings {
             retry_base_ms: 500,
             retry_max_ms: 60_000,
             push_ttl_secs: 3600,
+            max_handoffs_per_target: 1,
         }
     }
 }
@@ -351,6 +365,9 @@ impl Settings {
         if self.wake.provider_rate_per_sec.is_nan() || self.wake.provider_rate_per_sec <= 0.0 {
             return bad("wake.provider_rate_per_sec must be > 0".into());
         }
+        if self.wake.max_handoffs_per_target == 0 {
+            return bad("wake.max_handoffs_per_target must be ≥ 1".into());
+        }
         if self.wake.provider_burst == 0 || self.wake.max_attempts == 0 {
             return bad("wake.provider_burst and wake.max_attempts must be ≥ 1".into());
         }
@@ -361,6 +378,12 @@ impl Settings {
             return bad(
                 "header_read_timeout_secs and body_read_timeout_secs must be at least 1".into(),
             );
+        }
+        if self.auth.create_rate_per_sec.is_nan()
+            || self.auth.create_rate_per_sec <= 0.0
+            || self.auth.create_burst == 0
+        {
+            return bad("auth.create_rate_per_sec must be > 0 and auth.create_burst ≥ 1".into());
         }
         if self.auth.api_keys.iter().any(|k| k.trim().is_empty()) {
             return bad("auth.api_keys must not contain empty keys".into());

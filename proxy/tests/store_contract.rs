@@ -106,6 +106,29 @@ async fn records_and_fencing(s: &dyn HandoffStore) {
     s.remove("h_b").await.unwrap();
     assert_eq!(s.count().await.unwrap(), 1);
     assert!(s.get("h_b").await.unwrap().is_none());
+    // A push target keeps its newest handoffs: an older one is replaced, its writes still land
+    // but answer so, and it may not wake.
+    assert!(s.claim_target("t1", "h_a", 1).await.unwrap().is_empty());
+    let f3 = s.insert(record("h_c"), "n1").await.unwrap();
+    assert_eq!(
+        s.claim_target("t1", "h_c", 1).await.unwrap(),
+        vec!["h_a".to_string()]
+    );
+    assert!(matches!(
+        s.fence("h_a", &f1).await,
+        Err(StoreError::Replaced(_))
+    ));
+    let mut last = record("h_a");
+    last.pending = 9;
+    assert!(matches!(
+        s.put(last, &f1).await,
+        Err(StoreError::Replaced(_))
+    ));
+    assert_eq!(s.get("h_a").await.unwrap().unwrap().rec.pending, 9);
+    s.fence("h_c", &f3).await.unwrap();
+    // With room for two, nothing is replaced.
+    assert!(s.claim_target("t2", "h_c", 2).await.unwrap().is_empty());
+    assert!(s.claim_target("t2", "h_d", 2).await.unwrap().is_empty());
 }
 
 async fn leases_takeover_and_release(s: &dyn HandoffStore) {

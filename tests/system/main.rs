@@ -24,6 +24,7 @@ mod origin_sse;
 mod origin_static_filters;
 mod origin_webhooks;
 mod origin_ws;
+mod proxy_budgets;
 mod proxy_fleet;
 mod proxy_gateway;
 mod proxy_handoff;

@@ -101,6 +101,10 @@ pub enum StoreError {
     /// The handoff changed hands: the caller no longer owns it and must stop acting for it.
     #[error("handoff {0} is no longer this node's (fenced)")]
     Fenced(String),
+    /// A newer handoff for the same push target replaced it: it must end, without a wake.
+    /// (A write that answers this was still made.)
+    #[error("handoff {0} was replaced by a newer one for its push target")]
+    Replaced(String),
     #[error("store unavailable: {0}")]
     Unavailable(String),
 }
@@ -204,6 +208,30 @@ pub trait HandoffStore: Send + Sync + 'static {
         node: &str,
         max: usize,
     ) -> Result<Vec<Owned>, StoreError>;
+    /// Records handoff `id` as the newest for push target `target` (a digest, never the
+    /// token) and marks the older ones beyond the newest `cap` replaced (their writes and
+    /// fences then answer [`StoreError::Replaced`]); returns those, oldest first.
+    async fn claim_target(
+        &self,
+        target: &str,
+        id: &str,
+        cap: usize,
+    ) -> Result<Vec<String>, StoreError>;
+}
+
+/// The digest a push target is known by in the store (platform and token or endpoint,
+/// SHA-256, hex): budgets and replacement are per target, and no token is stored in a key.
+pub fn target_digest(target: &PushTarget) -> String {
+    use sha2::{Digest, Sha256};
+    let who = match target {
+        PushTarget::Apns { token, .. } => format!("apns\0{token}"),
+        PushTarget::Fcm { token } => format!("fcm\0{token}"),
+        PushTarget::Webpush { subscription } => format!("webpush\0{}", subscription.endpoint),
+    };
+    Sha256::digest(who.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Opens the store the settings name: `memory` or `redis://…`.
@@ -224,6 +252,7 @@ struct MemEntry {
     rec: HandoffRecord,
     owner: Option<String>,
     epoch: u64,
+    replaced: bool,
 }
 
 #[derive(Default)]
@@ -232,6 +261,8 @@ struct MemInner {
     /// node → (addr, lease end)
     nodes: HashMap<String, (String, Instant)>,
     free: HashSet<String>,
+    /// push target digest → its handoffs, oldest first
+    targets: HashMap<String, Vec<String>>,
 }
 
 /// The single-node store (ownership and leases work as on Redis, within one process).
@@ -258,6 +289,13 @@ impl MemoryStore {
 
     fn check(e: &MemEntry, fence: &Fence) -> bool {
         e.owner.as_deref() == Some(&*fence.node) && e.epoch == fence.epoch
+    }
+
+    fn replaced(e: &MemEntry) -> Result<(), StoreError> {
+        if e.replaced {
+            return Err(StoreError::Replaced(e.rec.id.clone()));
+        }
+        Ok(())
     }
 
     fn claim(inner: &mut MemInner, from: Option<&str>, node: &str, max: usize) -> Vec<Owned> {
@@ -304,6 +342,7 @@ impl HandoffStore for MemoryStore {
                 rec,
                 owner: Some(node.to_owned()),
                 epoch: 1,
+                replaced: false,
             },
         );
         Ok(Fence {
@@ -317,7 +356,7 @@ impl HandoffStore for MemoryStore {
         match inner.records.get_mut(&rec.id) {
             Some(e) if Self::check(e, fence) => {
                 e.rec = rec;
-                Ok(())
+                Self::replaced(e)
             }
             _ => Err(StoreError::Fenced(rec.id)),
         }
@@ -326,7 +365,7 @@ impl HandoffStore for MemoryStore {
     async fn fence(&self, id: &str, fence: &Fence) -> Result<(), StoreError> {
         let inner = self.inner.lock().unwrap();
         match inner.records.get(id) {
-            Some(e) if Self::check(e, fence) => Ok(()),
+            Some(e) if Self::check(e, fence) => Self::replaced(e),
             _ => Err(StoreError::Fenced(id.to_owned())),
         }
     }
@@ -343,6 +382,10 @@ impl HandoffStore for MemoryStore {
         let mut inner = self.inner.lock().unwrap();
         inner.records.remove(id);
         inner.free.remove(id);
+        inner.targets.retain(|_, ids| {
+            ids.retain(|i| i != id);
+            !ids.is_empty()
+        });
         Ok(())
     }
 
@@ -467,6 +510,26 @@ impl HandoffStore for MemoryStore {
             inner.nodes.remove(dead);
         }
         Ok(out)
+    }
+
+    async fn claim_target(
+        &self,
+        target: &str,
+        id: &str,
+        cap: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        let ids = inner.targets.entry(target.to_owned()).or_default();
+        ids.retain(|i| i != id);
+        ids.push(id.to_owned());
+        let over = ids.len().saturating_sub(cap.max(1));
+        let evicted: Vec<String> = ids.drain(..over).collect();
+        for old in &evicted {
+            if let Some(e) = inner.records.get_mut(old) {
+                e.replaced = true;
+            }
+        }
+        Ok(evicted)
     }
 }
 

@@ -45,17 +45,38 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', 1, 'rec', ARGV[2])
 return 1";
 
-/// Replaces the record if ARGV[1]/ARGV[2] (node, epoch) still own it.
+/// Replaces the record if ARGV[1]/ARGV[2] (node, epoch) still own it: 1, or 2 when a newer
+/// handoff for its push target replaced it (written all the same), 0 when fenced out.
 const PUT: &str = r"
-local o = redis.call('HMGET', KEYS[1], 'owner', 'epoch')
+local o = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'replaced')
 if o[1] ~= ARGV[1] or o[2] ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'rec', ARGV[3])
+if o[3] then return 2 end
 return 1";
 
-/// Whether ARGV[1]/ARGV[2] still own the handoff.
+/// Whether ARGV[1]/ARGV[2] still own the handoff: 1, 2 when it was replaced, 0 when not.
 const FENCE: &str = r"
-local o = redis.call('HMGET', KEYS[1], 'owner', 'epoch')
+local o = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'replaced')
 if o[1] ~= ARGV[1] or o[2] ~= ARGV[2] then return 0 end
+if o[3] then return 2 end
+return 1";
+
+/// Adds handoff ARGV[1] as the newest of a push target's (KEYS[1], a sorted set by Redis
+/// time) and returns the ones beyond the newest ARGV[2], removed from it.
+const TARGET: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
+if over <= 0 then return {} end
+local old = redis.call('ZRANGE', KEYS[1], 0, over - 1)
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
+return old";
+
+/// Marks a handoff replaced, if it still exists.
+const MARK_REPLACED: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'replaced', '1')
 return 1";
 
 /// Writes the final record and frees the handoff (owner `""`, epoch + 1) if ARGV[1]/ARGV[2]
@@ -150,6 +171,8 @@ struct Scripts {
     fleet: Script,
     forget: Script,
     dead: Script,
+    target: Script,
+    mark_replaced: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -204,6 +227,8 @@ impl RedisStore {
                 fleet: Script::new(FLEET),
                 forget: Script::new(FORGET),
                 dead: Script::new(DEAD),
+                target: Script::new(TARGET),
+                mark_replaced: Script::new(MARK_REPLACED),
             },
         })
     }
@@ -214,6 +239,10 @@ impl RedisStore {
 
     fn fleet_key(&self, what: &str) -> String {
         format!("{}:{{fleet}}:{what}", self.ns)
+    }
+
+    fn target_key(&self, target: &str) -> String {
+        format!("{}:t:{{{target}}}", self.ns)
     }
 
     fn owned_key(&self, node: &str) -> String {
@@ -273,6 +302,8 @@ impl RedisStore {
             .zadd(self.fleet_key("done"), &rec.id, fin)
             .ignore()
             .srem(self.owned_key(node), &rec.id)
+            .ignore()
+            .zrem(self.target_key(&super::target_digest(&rec.push)), &rec.id)
             .ignore()
             .query_async::<()>(&mut conn)
             .await
@@ -392,7 +423,11 @@ impl HandoffStore for RedisStore {
         if ok == 0 {
             return Err(StoreError::Fenced(rec.id));
         }
-        self.index_finished(&rec, &fence.node).await
+        self.index_finished(&rec, &fence.node).await?;
+        if ok == 2 {
+            return Err(StoreError::Replaced(rec.id));
+        }
+        Ok(())
     }
 
     async fn fence(&self, id: &str, fence: &Fence) -> Result<(), StoreError> {
@@ -406,10 +441,11 @@ impl HandoffStore for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        if ok == 0 {
-            return Err(StoreError::Fenced(id.to_owned()));
+        match ok {
+            0 => Err(StoreError::Fenced(id.to_owned())),
+            2 => Err(StoreError::Replaced(id.to_owned())),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     async fn get(&self, id: &str) -> Result<Option<Owned>, StoreError> {
@@ -627,5 +663,33 @@ impl HandoffStore for RedisStore {
             return Ok(Vec::new());
         }
         self.claim_ids(theirs, dead, node, ids).await
+    }
+
+    async fn claim_target(
+        &self,
+        target: &str,
+        id: &str,
+        cap: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let evicted: Vec<String> = self
+            .scripts
+            .target
+            .key(self.target_key(target))
+            .arg(id)
+            .arg(cap.max(1))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        for old in &evicted {
+            let _: i64 = self
+                .scripts
+                .mark_replaced
+                .key(self.key(old))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(evicted)
     }
 }
