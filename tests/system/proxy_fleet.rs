@@ -405,6 +405,41 @@ async fn any_node_answers_for_any_handoff_and_redis_holds_no_credential() {
         let v: serde_json::Value = r.json().await.unwrap();
         assert_eq!(v["state"], "closed");
     }
+    // `ssepush proxy status`: the three nodes with their leases, the handoffs by state.
+    let status = |json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ssepush"));
+        cmd.args(["proxy", "status", "--store", &redis_url()])
+            .args(["--namespace", &fleet.namespace]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("ssepush proxy status");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let v: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{v}");
+    assert!(
+        nodes.iter().all(|n| n["expiresInMs"].as_i64().unwrap() > 0),
+        "{v}"
+    );
+    assert!(
+        nodes
+            .iter()
+            .all(|n| urls.contains(&n["addr"].as_str().unwrap().to_owned())),
+        "{v}"
+    );
+    assert_eq!(v["handoffs"]["closed"], 3, "{v}");
+    let table = status(false);
+    assert!(
+        table.contains("NODE") && table.contains("closed 3"),
+        "{table}"
+    );
     // The raw keys: no upstream credential, no stream URL, no device token in plaintext.
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();

@@ -233,6 +233,42 @@ impl RedisStore {
         })
     }
 
+    /// Handoffs by state (`watching`, `woken`, …, and `free` for released ones not yet
+    /// claimed), from the unsealed part of each record: counting needs no key. Reads every
+    /// record in batches of 1,000 (an operator's command, not a hot path).
+    pub async fn states(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut out = std::collections::BTreeMap::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, ids): (u64, Vec<String>) = redis::cmd("SSCAN")
+                .arg(self.fleet_key("all"))
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.hget(self.key(id), "rec");
+            }
+            let recs: Vec<Option<String>> =
+                pipe.query_async(&mut conn).await.map_err(unavailable)?;
+            for rec in recs.into_iter().flatten() {
+                let state = serde_json::from_str::<serde_json::Value>(&rec)
+                    .ok()
+                    .and_then(|v| v["state"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "unreadable".into());
+                *out.entry(state).or_insert(0) += 1;
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(out);
+            }
+        }
+    }
+
     fn key(&self, id: &str) -> String {
         format!("{}:h:{{{id}}}", self.ns)
     }
