@@ -27,7 +27,7 @@ use crate::protocol::HandoffState;
 use crate::store::{Owned, StoreError};
 
 /// Handoffs claimed per store call during a takeover.
-const CLAIM_CHUNK: usize = 64;
+const CLAIM_CHUNK: usize = 1024;
 
 /// Runs until the node shuts down, then drains. Returns at once on a single node.
 pub async fn run(node: Arc<Node>) {
@@ -127,9 +127,10 @@ async fn balance(node: &Arc<Node>, me: &str) -> Result<(), StoreError> {
     let mut mine = holding(node).len();
     let dead: Vec<_> = view.nodes.iter().filter(|n| n.expires_in_ms < 0).collect();
     for dead in &dead {
-        // In chunks, up to this node's share: nodes taking over at once split the dead
-        // node's handoffs between them as they go, and the last call forgets the dead node.
+        // Up to this node's share (in chunks): nodes taking over at once split the dead
+        // node's handoffs between them, and the last call forgets the dead node.
         let mut claimed_here = 0;
+        let started = Instant::now();
         loop {
             let room = share.saturating_sub(mine).min(CLAIM_CHUNK);
             if room == 0 {
@@ -145,7 +146,13 @@ async fn balance(node: &Arc<Node>, me: &str) -> Result<(), StoreError> {
         // Forgets the dead node once nothing of it is left (whoever took the last of it).
         node.store.claim_dead(&dead.node, me, 0).await?;
         if claimed_here > 0 {
-            tracing::info!(dead = %dead.node, claimed = claimed_here, "took over a dead node's handoffs");
+            tracing::info!(
+                dead = %dead.node,
+                claimed = claimed_here,
+                dead_for_ms = -dead.expires_in_ms,
+                took_ms = started.elapsed().as_millis() as u64,
+                "took over a dead node's handoffs"
+            );
             metrics::counter!("ssepush_proxy_failovers_total").increment(claimed_here as u64);
         }
     }
@@ -175,14 +182,16 @@ async fn adopt(node: &Arc<Node>, mut claimed: Vec<Owned>, from: &'static str) ->
     // instead of each reading its own catch-up.
     claimed.sort_by_key(|o| o.rec.cursor);
     let mut adopted = 0;
+    // Handoffs of one stream join together: those with one cursor share one catch-up reader.
+    let mut streams: std::collections::HashMap<[u8; 32], Vec<Arc<LiveHandoff>>> =
+        std::collections::HashMap::new();
     for o in claimed {
         let Some(fence) = o.fence() else { continue };
         metrics::counter!("ssepush_proxy_lease_claims_total", "from" => from).increment(1);
         match LiveHandoff::restore(&o, fence.clone(), &node.settings, &node.allow) {
             Ok(h) => {
                 node.live.write().unwrap().insert(h.id.clone(), h.clone());
-                node.upstreams.join(&h.spec.stream, h.clone());
-                spawn_driver(node.clone(), h);
+                streams.entry(h.spec.stream.key()).or_default().push(h);
                 adopted += 1;
             }
             Err(reason) => {
@@ -200,6 +209,17 @@ async fn adopt(node: &Arc<Node>, mut claimed: Vec<Owned>, from: &'static str) ->
                     tracing::warn!(error = %e, "cannot record an ended handoff");
                 }
             }
+        }
+    }
+    for (_, hs) in streams {
+        let spec = hs[0].spec.stream.clone();
+        let subs: Vec<Arc<dyn crate::upstream::Subscriber>> = hs
+            .iter()
+            .map(|h| h.clone() as Arc<dyn crate::upstream::Subscriber>)
+            .collect();
+        node.upstreams.join_many(&spec, subs);
+        for h in hs {
+            spawn_driver(node.clone(), h);
         }
     }
     adopted

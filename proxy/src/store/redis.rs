@@ -37,7 +37,7 @@ use crate::protocol::PushTarget;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Claim scripts in flight at once (the multiplexed connection pipelines them).
-const CLAIM_CONCURRENCY: usize = 64;
+const CLAIM_CONCURRENCY: usize = 256;
 
 /// Creates a handoff owned by ARGV[1] at epoch 1 unless the id exists.
 const INSERT: &str = r"
