@@ -57,7 +57,8 @@ struct DeviceRunFlags {
     /// Origin base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     origin: String,
-    /// Proxy base URL.
+    /// Proxy base URL; a fleet's nodes comma-separated (phones spread over them and fail over
+    /// to the next when one does not answer).
     #[arg(long, default_value = "http://127.0.0.1:8090")]
     proxy: String,
     /// Simulated gateway base URL (its control API and device streams).

@@ -461,3 +461,71 @@ async fn any_node_answers_for_any_handoff_and_redis_holds_no_credential() {
     }
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_run_on_three_proxies_loses_nothing_when_one_is_killed() {
+    let mut fleet = Fleet::start("fleet-device", 3).await;
+    let proxies = fleet.urls().join(",");
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssepush"))
+        .args(["device", "run", "--json"])
+        .args(["--origin", &fleet.origin.url])
+        .args(["--proxy", &proxies])
+        .args(["--gateway", &fleet.gateway.url])
+        // FCM phones: the test reads each wake's sender and epoch back from the gateway.
+        .args(["--devices", "30", "--platform", "android", "--cycles", "3"])
+        .args(["--awake", "1s", "--asleep", "8s"])
+        .kill_on_drop(true)
+        .output();
+    let run = tokio::spawn(run);
+    // Mid-run: the phones are asleep, their handoffs spread over the three nodes.
+    fleet
+        .until("handoffs on every node", Duration::from_secs(30), |v| {
+            v.nodes.iter().filter(|n| n.holds > 0).count() == 3
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fleet.proxies[2].kill().await;
+    let out = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("device run finished")
+        .unwrap()
+        .expect("ran ssepush device run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    eprintln!(
+        "device run, 3 proxies, one SIGKILLed: expected {} received {} lost {} duplicated {} missed wakes {} wakes {} from proxy {}",
+        r["expected"],
+        r["received"],
+        r["lost"],
+        r["duplicated"],
+        r["missed_wakes"],
+        r["wakes"],
+        r["from_proxy"]
+    );
+    assert_eq!(r["lost"], 0, "{r:#}");
+    assert_eq!(r["duplicated"], 0, "{r:#}");
+    assert_eq!(r["missed_wakes"], 0, "{r:#}");
+    assert_eq!(r["out_of_order"], 0, "{r:#}");
+    assert_eq!(r["passed"], true, "{r:#}");
+    assert_eq!(out.status.code(), Some(0), "{r:#}");
+    assert!(r["wakes"].as_u64().unwrap() > 0, "{r:#}");
+    // Handoffs of the killed node were woken by the others (a later epoch), and no two nodes
+    // acted for one handoff.
+    let wakes = wakes_since(&fleet.gateway.client, 0).await;
+    check_fencing(&wakes);
+    let taken_over = wakes
+        .iter()
+        .filter(|w| w.payload.epoch.unwrap_or(0) > 1)
+        .count();
+    eprintln!(
+        "{} wakes, {taken_over} of them after a takeover",
+        wakes.len()
+    );
+    assert!(taken_over > 0, "no handoff was woken after a takeover");
+    fleet.stop().await;
+}
