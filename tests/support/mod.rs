@@ -15,6 +15,7 @@ pub mod browser;
 pub mod logs;
 pub mod proxy;
 pub mod raw;
+pub mod redis_cluster;
 pub mod webhooks;
 
 use std::net::SocketAddr;

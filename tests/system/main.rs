@@ -28,6 +28,7 @@ mod proxy_gateway;
 mod proxy_handoff;
 mod proxy_upstream;
 mod push_providers;
+mod redis_cluster;
 mod sample_configs;
 mod slow_requests;
 mod sse_clients;

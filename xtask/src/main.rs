@@ -4,7 +4,9 @@
 //!
 //! * **Redis** on the address the tests use (`SSEPUSH_TEST_REDIS`, default
 //!   `redis://127.0.0.1:6379`): when nothing answers there and it is local, `redis-server` is
-//!   installed from Debian's packages if absent and started without persistence;
+//!   installed from Debian's packages if absent and started without persistence; `redis-server`
+//!   and `redis-cli` (Debian's `redis-server`, `redis-tools`) are installed when missing in any
+//!   case, for the tests that start their own three-master Redis Cluster;
 //! * **Chromium** for the browser tests (`CHROMIUM`, default `/usr/bin/chromium`): installed
 //!   from Debian's packages when absent;
 //! * **the web client** (`clients/web`): Node.js and npm from Debian's packages when absent,
@@ -94,6 +96,14 @@ fn web_client(apt: &mut Apt) -> Result<bool, String> {
 
 /// Starts a local Redis when nothing answers where the tests look for it.
 fn ensure_redis(apt: &mut Apt) -> Result<(), String> {
+    // The Redis Cluster tests (`tests/support/redis_cluster.rs`) start their own nodes, so the
+    // tools are needed even when a Redis already answers.
+    if !on_path("redis-server") {
+        apt.install("redis-server")?;
+    }
+    if !on_path("redis-cli") {
+        apt.install("redis-tools")?;
+    }
     let url =
         std::env::var("SSEPUSH_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let (host, port) = redis_host_port(&url)?;
@@ -108,9 +118,6 @@ fn ensure_redis(apt: &mut Apt) -> Result<(), String> {
         return Err(format!(
             "nothing answers at {url}, and it is not local, so it cannot be started here"
         ));
-    }
-    if !on_path("redis-server") {
-        apt.install("redis-server")?;
     }
     eprintln!("xtask: starting redis-server on port {port} (no persistence)");
     let port_arg = port.to_string();
