@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::support::{TestOrigin, memory_settings};
+use crate::support::TestOrigin;
 
 /// The `curl …` commands of the README's ```sh blocks, comments stripped.
 fn readme_curls() -> Vec<String> {
@@ -50,7 +50,12 @@ async fn curl(command: &str, max_time: u64) -> (String, String) {
 async fn every_curl_example_in_the_readme_works() {
     let examples = readme_curls();
     assert!(examples.len() >= 4, "{examples:#?}");
-    let origin = TestOrigin::start(memory_settings()).await;
+    // The defaults the README's `ssepush origin` runs with (its `retry: 3000`), on port 0.
+    let origin = TestOrigin::start(ssepush_origin::settings::Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    })
+    .await;
     let commands: Vec<String> = examples
         .iter()
         .map(|c| c.replace("http://127.0.0.1:8080", &origin.url))
