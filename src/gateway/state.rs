@@ -269,6 +269,12 @@ pub(crate) mod tests {
             "{}",
             a.render()
         );
-        assert!(!b.render().contains("ssepush_gateway_pushes_total"));
+        // The other one has the family from start-up, at zero, and none of a's pushes.
+        assert!(
+            b.render().contains("ssepush_gateway_pushes_total 0"),
+            "{}",
+            b.render()
+        );
+        assert!(!b.render().contains("ssepush_gateway_pushes_total 2"));
     }
 }
