@@ -199,3 +199,35 @@ async fn the_clients_environment_does_not_collide_with_the_servers() {
     origin.kill().await.unwrap();
     proxy.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn every_missing_provider_file_stops_start_up() {
+    let dir = temp_dir("providers");
+    for (section, body, path) in [
+        (
+            "apns",
+            "key_path = \"/nonexistent/ssepush/AuthKey.p8\"\nkey_id = \"K\"\nteam_id = \"T\"\ntopic = \"a.b\"\n",
+            "/nonexistent/ssepush/AuthKey.p8",
+        ),
+        (
+            "fcm",
+            "service_account_path = \"/nonexistent/ssepush/sa.json\"\n",
+            "/nonexistent/ssepush/sa.json",
+        ),
+    ] {
+        let file = dir.join(format!("{section}.toml"));
+        std::fs::write(
+            &file,
+            format!("listen = \"127.0.0.1:0\"\n[{section}]\n{body}"),
+        )
+        .unwrap();
+        let err = refused(
+            &["proxy", "--config", file.to_str().unwrap()],
+            &[("RUST_BACKTRACE", "0")],
+        )
+        .await;
+        assert!(err.contains(path), "[{section}]: {err}");
+        assert!(!std::path::Path::new("/nonexistent/ssepush").exists());
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
