@@ -63,6 +63,14 @@ async fn requests_the_parser_refuses_get_a_json_error() {
             "the message says how to fix it: {v}"
         );
     }
+    // A header the parser refuses.
+    let (status, head, body) = raw(
+        origin.addr,
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{head}");
+    json_error(&head, &body);
     // A head too large to parse.
     let huge = "a".repeat(512 * 1024);
     let (status, head, body) = raw(

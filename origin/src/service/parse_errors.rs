@@ -57,9 +57,9 @@ fn rewrite(head: &[u8]) -> Option<Vec<u8>> {
         "414" => ("uri_too_long", "the request's URL is too long"),
         _ => (
             "bad_request",
-            "the HTTP request could not be parsed: percent-encode characters that URLs do not \
-             allow raw (space, \", <, >, {, }, |, \\, ^, `), e.g. `channel=sensors.%3E` for \
-             `sensors.>`",
+            "the HTTP request could not be parsed: a malformed request line or header. In the \
+             URL, percent-encode the characters URLs do not allow raw (space, \", <, >, {, }, \
+             |, \\, ^, `), e.g. `channel=sensors.%3E` for `sensors.>`",
         ),
     };
     let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
