@@ -37,8 +37,12 @@ use crate::protocol::schema::{ErrorBody, Health};
 use crate::protocol::{
     self, CatchUp, Handback, HandoffCreated, HandoffRequest, HandoffStatus, Readiness,
 };
-use crate::store::HandoffRecord;
+use crate::store::{HandoffRecord, StoreError};
 use crate::token::{Token, new_id};
+
+/// `Retry-After` of a 503 `node_full`: handoffs expire and hand back all the time, so room
+/// comes back soon; a fleet's load balancer may send the retry to another node.
+const NODE_FULL_RETRY_AFTER_SECS: u16 = 5;
 
 /// The route list: every operation with its handler. The router and the API document are
 /// both built from it, so the document lists exactly what is served.
@@ -99,10 +103,8 @@ fn handoff_error(e: HandoffError) -> ApiError {
         _ => None,
     };
     ApiError {
-        status,
-        code: e.code(),
-        message: e.to_string(),
         details,
+        ..ApiError::new(status, e.code(), e.to_string())
     }
 }
 
@@ -164,12 +166,19 @@ async fn create(
     let id = new_id();
     let token = Token::generate();
     let h = LiveHandoff::new(id.clone(), token.hash(), spec, cursor, &node.settings);
-    node.store.insert(h.record()).await.map_err(|e| {
-        ApiError::new(
+    node.store.insert(h.record()).await.map_err(|e| match e {
+        // This node is at max_handoffs: another node, or this one later, has room.
+        StoreError::Full(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node_full",
+            format!("{e}; hand off to another node or retry later"),
+        )
+        .retry_after(NODE_FULL_RETRY_AFTER_SECS),
+        _ => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
             e.to_string(),
-        )
+        ),
     })?;
     node.live.write().unwrap().insert(id.clone(), h.clone());
     {

@@ -22,6 +22,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     ssepush_origin::service::ops::metrics_handle();
+    ssepush_origin::service::ops::register_metrics(crate::metrics::METRICS);
     let bound = listener.local_addr().unwrap_or(settings.listen);
     let token = CancellationToken::new();
     let node = Node::new(settings, providers, bound, token.clone())?;

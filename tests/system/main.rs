@@ -6,10 +6,14 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cli;
 mod conditional_requests;
+mod config_errors;
 mod cors;
 mod device_run;
 mod gateway;
+mod http_conventions;
+mod metrics;
 mod openapi;
 mod origin_auth;
 mod origin_cursor;
@@ -28,7 +32,9 @@ mod proxy_gateway;
 mod proxy_handoff;
 mod proxy_upstream;
 mod push_providers;
+mod readme;
 mod redis_cluster;
 mod sample_configs;
+mod signals;
 mod slow_requests;
 mod sse_clients;

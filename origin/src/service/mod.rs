@@ -6,6 +6,7 @@
 //! * [`ops`] — `/healthz`, the `/readyz` answers, `/metrics` from one Prometheus recorder;
 //! * [`listener`] — the accept loop: connection cap, header-read timeout, graceful drain, a
 //!   per-connection kick;
+//! * [`parse_errors`] — the HTTP parser's own refusals (hyper's empty 400) rewritten as JSON;
 //! * [`body`] — request bodies read within a deadline and a byte limit (408/413);
 //! * [`cors`] — the CORS policy, its methods taken from each server's route list;
 //! * [`config`] — settings from TOML plus `SSEPUSH_<SERVER>_…` environment overrides;
@@ -24,4 +25,5 @@ pub mod error;
 pub mod listener;
 pub mod openapi;
 pub mod ops;
+pub mod parse_errors;
 pub mod redact;

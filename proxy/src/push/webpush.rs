@@ -39,10 +39,11 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(10);
 #[serde(default, deny_unknown_fields)]
 pub struct WebPushSettings {
     /// The VAPID P-256 private key: PKCS#8 PEM, SEC1 PEM (`EC PRIVATE KEY`), or the raw
-    /// 32-byte scalar in base64url (as `web-push generate-vapid-keys` prints it).
+    /// 32-byte scalar in base64url (as `web-push generate-vapid-keys` prints it). It must
+    /// exist: a missing file stops start-up rather than minting a new key, which would break
+    /// every browser subscription bound to the old one. Make one with
+    /// `ssepush proxy gen-vapid-key PATH`.
     pub vapid_key_path: PathBuf,
-    /// Create the key file (PKCS#8 PEM, mode 0600) when it does not exist. Default true.
-    pub generate_key: bool,
     /// VAPID `sub`: `mailto:…` or `https://…`, how a push service reaches the operator.
     pub subject: String,
     /// An extra root CA (PEM) to trust, e.g. a test push service's self-signed certificate.
@@ -55,7 +56,6 @@ impl Default for WebPushSettings {
     fn default() -> Self {
         WebPushSettings {
             vapid_key_path: PathBuf::new(),
-            generate_key: true,
             subject: String::new(),
             ca_cert_path: None,
             timeout_secs: 10,
@@ -108,24 +108,35 @@ impl VapidKey {
         VapidKey::from_secret(&secret)
     }
 
-    /// Reads the key file, or creates it when allowed and absent.
-    pub fn load_or_generate(path: &Path, generate: bool) -> Result<VapidKey, PushError> {
+    /// Reads the key file. A missing file is an error that says how to make one: a key is
+    /// generated only on request ([`VapidKey::generate`]), never as a fallback.
+    pub fn load(path: &Path) -> Result<VapidKey, PushError> {
         let config = |e: &dyn std::fmt::Display| {
-            PushError::Config(format!("VAPID key {}: {e}", path.display()))
+            PushError::Config(format!("[webpush] vapid_key_path {}: {e}", path.display()))
         };
         match std::fs::read_to_string(path) {
             Ok(text) => VapidKey::parse(&text).map_err(|e| config(&e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && generate => {
-                let secret = p256::SecretKey::random(&mut rand_core_06::OsRng);
-                let pem = secret
-                    .to_pkcs8_pem(LineEnding::LF)
-                    .map_err(|e| config(&e))?;
-                write_private(path, pem.as_bytes()).map_err(|e| config(&e))?;
-                tracing::info!(path = %path.display(), "generated a VAPID key");
-                VapidKey::from_secret(&secret)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(config(
+                &"no such file (a new key would orphan every browser subscription made with \
+                  the old one; create one on purpose with `ssepush proxy gen-vapid-key PATH`)",
+            )),
             Err(e) => Err(config(&e)),
         }
+    }
+
+    /// Creates a new key at `path` (PKCS#8 PEM, mode 0600, its directory created), refusing
+    /// to replace a file that is already there. What `ssepush proxy gen-vapid-key` runs.
+    pub fn generate(path: &Path) -> Result<VapidKey, PushError> {
+        let config = |e: &dyn std::fmt::Display| {
+            PushError::Config(format!("VAPID key {}: {e}", path.display()))
+        };
+        let secret = p256::SecretKey::random(&mut rand_core_06::OsRng);
+        let pem = secret
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| config(&e))?;
+        write_private(path, pem.as_bytes()).map_err(|e| config(&e))?;
+        tracing::info!(path = %path.display(), "generated a VAPID key");
+        VapidKey::from_secret(&secret)
     }
 
     pub fn public_key(&self) -> &str {
@@ -337,7 +348,7 @@ impl WebPushProvider {
             ));
         }
         Ok(WebPushProvider {
-            vapid: VapidKey::load_or_generate(&settings.vapid_key_path, settings.generate_key)?,
+            vapid: VapidKey::load(&settings.vapid_key_path)?,
             subject: settings.subject.clone(),
             http: HttpClient::new(
                 settings.ca_cert_path.as_deref(),
@@ -562,13 +573,19 @@ mod tests {
     }
 
     #[test]
-    fn vapid_key_is_generated_once_and_reloaded() {
+    fn vapid_key_is_generated_only_on_request_and_reloaded() {
         let dir = std::env::temp_dir().join(format!("ssepush-vapid-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("vapid.pem");
-        assert!(VapidKey::load_or_generate(&path, false).is_err());
-        let a = VapidKey::load_or_generate(&path, true).unwrap();
-        let b = VapidKey::load_or_generate(&path, true).unwrap();
+        let err = VapidKey::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("vapid_key_path") && err.contains("gen-vapid-key"),
+            "{err}"
+        );
+        assert!(!dir.exists(), "loading a missing key created its directory");
+        let a = VapidKey::generate(&path).unwrap();
+        assert!(VapidKey::generate(&path).is_err(), "a key was overwritten");
+        let b = VapidKey::load(&path).unwrap();
         assert_eq!(a.public_key(), b.public_key());
         #[cfg(unix)]
         {
@@ -604,7 +621,6 @@ mod tests {
             serde_json::json!({"vapid_key_path": "v.pem", "subject": "mailto:a@b"}),
         )
         .unwrap();
-        assert!(s.generate_key);
         assert_eq!(s.timeout_secs, 10);
     }
 }
