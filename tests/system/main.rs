@@ -9,6 +9,7 @@ mod support;
 mod conditional_requests;
 mod cors;
 mod device_run;
+mod egress_policy;
 mod gateway;
 mod openapi;
 mod origin_auth;
