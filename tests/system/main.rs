@@ -25,6 +25,7 @@ mod origin_sse;
 mod origin_static_filters;
 mod origin_webhooks;
 mod origin_ws;
+mod proxy_faults;
 mod proxy_gateway;
 mod proxy_handoff;
 mod proxy_upstream;
