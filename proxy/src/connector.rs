@@ -352,6 +352,24 @@ pub(crate) async fn read_loop(
 mod tests {
     use super::*;
 
+    #[test]
+    fn trouble_says_what_happened_and_when_the_next_attempt_is() {
+        let wait = Duration::from_millis(1500);
+        let refused = ConnEnd::Network("connect error: Connection refused (os error 111)".into());
+        assert_eq!(
+            trouble_reason(&refused, wait),
+            "upstream unreachable (connect error: Connection refused (os error 111)); \
+             reconnecting in 1500 ms"
+        );
+        let unavailable = ConnEnd::Status {
+            status: 503,
+            retry_after: None,
+        };
+        assert!(trouble_reason(&unavailable, wait).starts_with("upstream answered 503; "));
+        assert!(trouble_reason(&ConnEnd::Ended, wait).starts_with("upstream stream ended; "));
+        assert!(trouble_reason(&ConnEnd::Idle, wait).contains("upstream.idle_timeout_ms"));
+    }
+
     #[tokio::test]
     async fn frames_share_events_and_carry_cursors_and_oversized_events() {
         let (a, b) = (EventId::new(5, 1), EventId::new(6, 0));
