@@ -6,9 +6,9 @@
 //!   taking publishes. The handoffs' `lastError` reports the trouble at once; the watcher backs
 //!   off (its attempts are counted), resumes from its `Last-Event-ID` when the origin is back,
 //!   and every phone gets every event exactly once.
-//! * A push service answers 500 to every push for a while: the wakes are retried with backoff
-//!   within `wake.max_attempts`, each phone gets exactly one accepted wake once it is back, and
-//!   checks in to every event.
+//! * A push service answers 500 to every push for a while, or refuses connections for a while:
+//!   the wakes are retried with backoff within `wake.max_attempts`, each phone gets exactly one
+//!   accepted wake once it is back, and checks in to every event.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -302,6 +302,124 @@ async fn a_push_service_down_for_a_while_delays_wakes_within_budget_and_loses_no
          events arrived): {report:?}",
         want.len()
     );
+    proxy.stop().await;
+    origin.stop().await;
+    gw.stop().await;
+}
+
+/// Forwards every connection on `listener` to `to`, byte for byte (the push service's address
+/// coming back after an outage).
+fn forward(
+    listener: tokio::net::TcpListener,
+    to: std::net::SocketAddr,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
+/// The push service unreachable (connections refused) for 3 s: the wakes are retried within
+/// `wake.max_attempts`, `lastError` says the push failed meanwhile, and once the service is
+/// reachable each phone gets exactly one wake and checks in to every event.
+#[tokio::test]
+async fn a_push_service_refusing_connections_for_a_while_loses_no_wake() {
+    let gw = TestGateway::start().await;
+    let origin = TestOrigin::start(crate::support::memory_settings()).await;
+    // The address the proxy pushes to: nothing listens there yet.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut settings = proxy_settings(&[&origin.url]);
+    gw.configure_proxy(&mut settings).unwrap();
+    settings.apns.as_mut().unwrap().endpoint = Some(format!("http://127.0.0.1:{port}"));
+    settings.wake.retry_base_ms = 500;
+    settings.wake.retry_max_ms = 2000;
+    settings.wake.max_attempts = 6;
+    let providers = ssepush_proxy::server::providers_from_settings(&settings).unwrap();
+    let proxy = TestProxy::start_with(settings, providers).await;
+
+    let start = origin
+        .client
+        .publish_one("fault.a", None, json!("start"))
+        .await
+        .unwrap();
+    let url = format!("{}/v1/sse?channel=fault.*", origin.url);
+    let mut phones = Vec::new();
+    for _ in 0..PHONES {
+        let token = gw
+            .client
+            .register_device(ssepush::gateway::Provider::Apns)
+            .await
+            .unwrap();
+        let h = proxy
+            .create(&json!({
+                "stream": {"url": url, "lastEventId": start.to_string()},
+                "push": {"platform": "apns", "token": token},
+                "wake": {"coalesceMs": 0},
+            }))
+            .await;
+        phones.push((token, h));
+    }
+    let down = Instant::now();
+    let sent = publish_n(&origin, 10, "during").await;
+    for (_, h) in &phones {
+        eventually(
+            Duration::from_secs(5),
+            "lastError shows the failed push",
+            || async {
+                proxy.status(h).await["lastError"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("transient"))
+            },
+        )
+        .await;
+        assert_eq!(proxy.status(h).await["wakesSent"], 0);
+    }
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(down.elapsed())).await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let forwarder = forward(listener, gw.addr);
+
+    let want: Vec<String> = sent.iter().map(EventId::to_string).collect();
+    let mut report = Vec::new();
+    for (token, h) in &phones {
+        eventually(
+            Duration::from_secs(20),
+            "a wake accepted after the outage",
+            || async { proxy.status(h).await["wakesSent"] == json!(1) },
+        )
+        .await;
+        let pushes = gw
+            .client
+            .pushes(&PushQuery {
+                token: Some(token.clone()),
+                ..PushQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(pushes.len(), 1, "one wake per phone: {pushes:?}");
+        assert_eq!(pushes[0].status, 200);
+        let got = json_ids(&proxy.events(h, Some(&start.to_string())).await);
+        assert_eq!(got, want, "a phone did not get every event exactly once");
+        report.push((pushes.len(), got.len()));
+    }
+    println!(
+        "push service refusing connections 3 s: {} events sent; per phone (wakes received, \
+         events arrived): {report:?}",
+        want.len()
+    );
+    forwarder.abort();
     proxy.stop().await;
     origin.stop().await;
     gw.stop().await;
