@@ -35,7 +35,7 @@ use crate::node::Node;
 use crate::openapi::ApiDoc;
 use crate::protocol::schema::{ErrorBody, Health};
 use crate::protocol::{
-    self, CatchUp, Handback, HandoffCreated, HandoffRequest, HandoffStatus, Readiness,
+    self, CatchUp, Handback, HandoffCreated, HandoffRequest, HandoffStatus, PushTarget, Readiness,
 };
 use crate::store::{HandoffRecord, StoreError};
 use crate::token::{Token, new_id};
@@ -123,7 +123,7 @@ fn handoff_error(e: HandoffError) -> ApiError {
     responses(
         (status = 201, description = "Watching; the token is shown only here", body = HandoffCreated,
          headers(("Location" = String, description = "`/v1/handoffs/{id}`"))),
-        (status = 400, description = "Invalid request (a filter error carries `line` and `column`)", body = ErrorBody),
+        (status = 400, description = "Invalid request (a filter error carries `line` and `column`; a Web Push endpoint the proxy may not reach is `push_endpoint_not_allowed`)", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key / JWT", body = ErrorBody),
         (status = 403, description = "Stream URL outside allowed_origins, or creation disabled", body = ErrorBody),
         (status = 413, description = "Body larger than max_body_bytes", body = ErrorBody),
@@ -163,6 +163,13 @@ async fn create(
         node.providers.supports(t)
     })
     .map_err(handoff_error)?;
+    // Where a Web Push wake may go needs a lookup: outside `validate`, which touches no network.
+    if let PushTarget::Webpush { subscription } = &spec.push.0 {
+        node.push_policy
+            .check(&subscription.endpoint)
+            .await
+            .map_err(|e| handoff_error(HandoffError::PushEndpointNotAllowed(e)))?;
+    }
     let id = new_id();
     let token = Token::generate();
     let h = LiveHandoff::new(id.clone(), token.hash(), spec, cursor, &node.settings);

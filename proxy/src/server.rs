@@ -33,6 +33,12 @@ pub async fn run(
             token.cancel();
         });
     }
+    if node.push_policy.allow_private && !bound.ip().is_loopback() {
+        tracing::warn!(
+            "push.allow_private_endpoints is on while listening on a network: Web Push \
+             endpoints may point into this proxy's own network"
+        );
+    }
     if node.settings.allowed_origins.is_empty() {
         tracing::warn!("allowed_origins is empty: only loopback origins may be watched");
     }

@@ -12,7 +12,9 @@
 //! * [`config`] — settings from TOML plus `SSEPUSH_<SERVER>_…` environment overrides;
 //! * [`openapi`] — the document pieces every server shares: the `Error` schema, the `bearer`
 //!   security scheme, the methods of a document's routes;
-//! * [`redact`] — values fit for logs.
+//! * [`redact`] — values fit for logs;
+//! * [`egress`] — name resolution for outgoing requests to client-chosen destinations, refusing
+//!   addresses that are not globally reachable ([`crate::special_purpose`]).
 //!
 //! The time helper ([`crate::clock`]) and the backoff function ([`crate::backoff`]) are plain
 //! code every layer uses, so they live in the protocol layer below this one.
@@ -21,6 +23,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod cors;
+pub mod egress;
 pub mod error;
 pub mod listener;
 pub mod openapi;

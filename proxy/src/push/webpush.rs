@@ -22,6 +22,7 @@ use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
+use super::endpoint::{EndpointPolicy, GlobalResolver, UNREACHABLE};
 use super::http::{HttpClient, Versions, now_secs, retry_after};
 use super::{PushError, PushProvider, PushTarget, Wake, WebPushSubscription};
 use crate::protocol::WebPushMessage;
@@ -319,10 +320,13 @@ pub fn classify(status: u16, retry_after: Option<Duration>) -> Result<(), PushEr
     }
 }
 
-/// The Web Push [`PushProvider`].
+/// The Web Push [`PushProvider`]. Endpoints are client-chosen: every send is held to the
+/// [`EndpointPolicy`] (the URL before sending, every resolved address when connecting), and a
+/// network failure is reported only as [`UNREACHABLE`].
 pub struct WebPushProvider {
     vapid: VapidKey,
     subject: String,
+    policy: EndpointPolicy,
     http: HttpClient,
 }
 
@@ -331,12 +335,18 @@ impl std::fmt::Debug for WebPushProvider {
         f.debug_struct("WebPushProvider")
             .field("vapid", &self.vapid)
             .field("subject", &self.subject)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
 
 impl WebPushProvider {
-    pub fn new(settings: &WebPushSettings) -> Result<WebPushProvider, PushError> {
+    /// Loads (or creates) the VAPID key; `policy` says where wakes may go (`[push]`, see
+    /// [`crate::settings::Settings::push_endpoint_policy`]).
+    pub fn new(
+        settings: &WebPushSettings,
+        policy: EndpointPolicy,
+    ) -> Result<WebPushProvider, PushError> {
         if !(settings.subject.starts_with("mailto:") || settings.subject.starts_with("https:")) {
             return Err(PushError::Config(
                 "[webpush] subject must be a mailto: or https: URI".into(),
@@ -350,11 +360,15 @@ impl WebPushProvider {
         Ok(WebPushProvider {
             vapid: VapidKey::load(&settings.vapid_key_path)?,
             subject: settings.subject.clone(),
-            http: HttpClient::new(
+            http: HttpClient::with_resolver(
                 settings.ca_cert_path.as_deref(),
                 Versions::Any,
                 Duration::from_secs(settings.timeout_secs.max(1)),
+                GlobalResolver {
+                    allow_private: policy.allow_private,
+                },
             )?,
+            policy,
         })
     }
 
@@ -370,8 +384,24 @@ impl PushProvider for WebPushProvider {
         let PushTarget::Webpush { subscription } = target else {
             return Err(PushError::Config("not a Web Push target".into()));
         };
+        // IP literals never reach the connecting resolver: the URL is checked here, each time
+        // (a record from before a policy change is held to the current one).
+        let url = reqwest::Url::parse(&subscription.endpoint).map_err(|_| {
+            PushError::Permanent("invalid subscription: endpoint is not a URL".into())
+        })?;
+        self.policy
+            .check_url(&url)
+            .map_err(|e| PushError::Permanent(format!("push endpoint not allowed: {e}")))?;
         let request = build_request(subscription, wake, &self.vapid, &self.subject, now_secs())?;
-        let response = self.http.send(request).await?;
+        let response = self.http.send(request).await.map_err(|e| match e {
+            // Refused, unresolvable, reset, timed out or a TLS failure all read the same in
+            // `lastError`, so it never tells open ports from closed ones; the log has the cause.
+            PushError::Transient(detail) => {
+                tracing::debug!(%detail, "Web Push endpoint unreachable");
+                PushError::Transient(UNREACHABLE.into())
+            }
+            other => other,
+        })?;
         classify(response.status, retry_after(&response.headers))
     }
 }
@@ -614,7 +644,7 @@ mod tests {
             ..WebPushSettings::default()
         };
         assert!(matches!(
-            WebPushProvider::new(&bad_subject),
+            WebPushProvider::new(&bad_subject, EndpointPolicy::permissive()),
             Err(PushError::Config(_))
         ));
         let s: WebPushSettings = serde_json::from_value(
