@@ -38,6 +38,8 @@ pub struct Node {
     pub allow: Arc<OriginAllowList>,
     pub upstreams: Arc<Upstreams>,
     pub providers: Providers,
+    /// Where Web Push wakes may go (`[push]`), checked when a handoff is created.
+    pub push_policy: crate::push::EndpointPolicy,
     buckets: HashMap<&'static str, Mutex<TokenBucket>>,
     pub store: Arc<dyn HandoffStore>,
     pub live: RwLock<HashMap<String, Arc<LiveHandoff>>>,
@@ -86,6 +88,10 @@ impl Node {
                 (p, Mutex::new(b))
             })
             .collect();
+        let mut push_policy = settings.push_endpoint_policy();
+        if settings.push.allow_private_endpoints.is_none() && !bound.ip().is_loopback() {
+            push_policy.allow_private = false;
+        }
         let auth = HandoffAuth::new(&settings.auth, bound)
             .map_err(ssepush_origin::service::config::ConfigError::Invalid)?;
         let advertise_url = if settings.fleet.advertise_url.is_empty() {
@@ -118,6 +124,7 @@ impl Node {
             allow,
             upstreams,
             providers,
+            push_policy,
             buckets,
             live: RwLock::new(HashMap::new()),
             auth,

@@ -19,6 +19,14 @@ pub const TICK_MS: u64 = 250;
 /// The key every fleet test seals credentials with (`k1`, 32 bytes of 0x07).
 pub const KEY: &str = "k1:BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 
+/// Fleet tests run one at a time: each starts three or four processes and measures a
+/// takeover against a lease of seconds, which two fleets at once on a small machine would
+/// distort.
+pub async fn one_fleet_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 /// One proxy process of a fleet.
 pub struct FleetProxy {
     pub child: tokio::process::Child,

@@ -11,11 +11,13 @@
 //!   `proxy::Recorder` (a push service that records what it is sent).
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod browser;
 pub mod fleet;
 pub mod logs;
 pub mod proxy;
 pub mod raw;
+pub mod redis_cluster;
 pub mod webhooks;
 
 use std::net::SocketAddr;

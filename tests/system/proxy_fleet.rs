@@ -26,6 +26,7 @@ enum Stop {
 }
 
 struct Fleet {
+    _alone: tokio::sync::MutexGuard<'static, ()>,
     origin: TestOrigin,
     gateway: TestGateway,
     proxies: Vec<FleetProxy>,
@@ -35,6 +36,7 @@ struct Fleet {
 
 impl Fleet {
     async fn start(test: &str, nodes: usize) -> Fleet {
+        let alone = crate::support::fleet::one_fleet_at_a_time().await;
         let origin = TestOrigin::start(memory_settings()).await;
         let gateway = TestGateway::start().await;
         let ns = namespace(test);
@@ -50,6 +52,7 @@ impl Fleet {
         .await
         .unwrap();
         let fleet = Fleet {
+            _alone: alone,
             origin,
             gateway,
             proxies,

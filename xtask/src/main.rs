@@ -4,13 +4,20 @@
 //!
 //! * **Redis** on the address the tests use (`SSEPUSH_TEST_REDIS`, default
 //!   `redis://127.0.0.1:6379`): when nothing answers there and it is local, `redis-server` is
-//!   installed from Debian's packages if absent and started without persistence;
+//!   installed from Debian's packages if absent and started without persistence; `redis-server`
+//!   and `redis-cli` (Debian's `redis-server`, `redis-tools`) are installed when missing in any
+//!   case, for the tests that start their own three-master Redis Cluster;
 //! * **Chromium** for the browser tests (`CHROMIUM`, default `/usr/bin/chromium`): installed
 //!   from Debian's packages when absent;
 //! * **the web client** (`clients/web`): Node.js and npm from Debian's packages when absent,
 //!   then `npm ci` (the npm registry's packages at the versions `package-lock.json` pins),
 //!   `npm test` (its unit tests, `node --test`) and `npm run build` (the bundle the browser
-//!   test serves). A failing Node test does not stop the Rust tests; both decide the exit.
+//!   test serves). A failing Node test does not stop the Rust tests; both decide the exit;
+//! * **promtool** (`tests/system/metrics.rs` lints every server's `/metrics` with it): Debian's
+//!   `prometheus` package when absent;
+//! * **openapi-spec-validator** (`tests/system/openapi.rs` validates both OpenAPI documents
+//!   with it): PyPI's package in a virtualenv under the target directory
+//!   (`target/xtask-venv`), handed to the tests as `SSEPUSH_OPENAPI_SPEC_VALIDATOR`.
 //!
 //! Plain std, so building it costs nothing next to the tests.
 
@@ -43,11 +50,14 @@ fn test(args: &[String]) -> Result<ExitCode, String> {
     let mut apt = Apt::default();
     ensure_redis(&mut apt)?;
     ensure_chromium(&mut apt)?;
+    ensure_promtool(&mut apt)?;
+    let validator = openapi_spec_validator()?;
     let web_ok = web_client(&mut apt)?;
     // The cargo that runs us (`cargo xtask`), so toolchain overrides carry through.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .args(["test", "--workspace", "--no-fail-fast"])
+        .env("SSEPUSH_OPENAPI_SPEC_VALIDATOR", validator)
         .args(args)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
@@ -94,6 +104,14 @@ fn web_client(apt: &mut Apt) -> Result<bool, String> {
 
 /// Starts a local Redis when nothing answers where the tests look for it.
 fn ensure_redis(apt: &mut Apt) -> Result<(), String> {
+    // The Redis Cluster tests (`tests/support/redis_cluster.rs`) start their own nodes, so the
+    // tools are needed even when a Redis already answers.
+    if !on_path("redis-server") {
+        apt.install("redis-server")?;
+    }
+    if !on_path("redis-cli") {
+        apt.install("redis-tools")?;
+    }
     let url =
         std::env::var("SSEPUSH_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let (host, port) = redis_host_port(&url)?;
@@ -108,9 +126,6 @@ fn ensure_redis(apt: &mut Apt) -> Result<(), String> {
         return Err(format!(
             "nothing answers at {url}, and it is not local, so it cannot be started here"
         ));
-    }
-    if !on_path("redis-server") {
-        apt.install("redis-server")?;
     }
     eprintln!("xtask: starting redis-server on port {port} (no persistence)");
     let port_arg = port.to_string();
@@ -160,6 +175,48 @@ fn answers(addrs: &[SocketAddr]) -> bool {
     addrs
         .iter()
         .any(|a| TcpStream::connect_timeout(a, Duration::from_millis(300)).is_ok())
+}
+
+/// Installs Debian's `prometheus` (for its `promtool`) unless `promtool` is on the PATH.
+fn ensure_promtool(apt: &mut Apt) -> Result<(), String> {
+    if on_path("promtool") {
+        return Ok(());
+    }
+    apt.install("prometheus")
+}
+
+/// PyPI's `openapi-spec-validator` in a virtualenv under the target directory (made once;
+/// `python3` and its `venv` module from Debian's packages when missing). Returns its command.
+fn openapi_spec_validator() -> Result<std::path::PathBuf, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("xtask has no parent directory")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let venv = target.join("xtask-venv");
+    let validator = venv.join("bin").join("openapi-spec-validator");
+    if validator.is_file() {
+        return Ok(validator);
+    }
+    if !on_path("python3") {
+        Apt::default().install("python3-venv")?;
+    }
+    eprintln!(
+        "xtask: installing openapi-spec-validator from PyPI into {}",
+        venv.display()
+    );
+    if run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).is_err() {
+        // Debian's python3 lacks ensurepip until python3-venv is installed.
+        Apt::default().install("python3-venv")?;
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    run(Command::new(venv.join("bin").join("pip")).args([
+        "install",
+        "-q",
+        "openapi-spec-validator",
+    ]))?;
+    Ok(validator)
 }
 
 /// Installs Debian's `chromium` unless the browser the browser tests start is there.
