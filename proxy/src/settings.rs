@@ -351,9 +351,12 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.store != "memory" {
-            if !self.store.starts_with("redis://") && !self.store.starts_with("rediss://") {
+            if !["redis://", "rediss://", "redis+cluster://"]
+                .iter()
+                .any(|p| self.store.starts_with(p))
+            {
                 return bad(format!(
-                    "store {:?} is not supported: `memory` or `redis://…`",
+                    "store {:?} is not supported: `memory`, `redis://…` or `redis+cluster://…`",
                     ssepush_origin::service::redact::redact_url(&self.store)
                 ));
             }

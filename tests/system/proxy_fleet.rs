@@ -36,21 +36,22 @@ struct Fleet {
 
 impl Fleet {
     async fn start(test: &str, nodes: usize) -> Fleet {
+        Self::start_on(test, nodes, &redis_url()).await
+    }
+
+    /// Starts `nodes` proxies on the store at `store` (a Redis or a Redis Cluster).
+    async fn start_on(test: &str, nodes: usize, store: &str) -> Fleet {
         let alone = crate::support::fleet::one_fleet_at_a_time().await;
         let origin = TestOrigin::start(memory_settings()).await;
         let gateway = TestGateway::start().await;
         let ns = namespace(test);
         let mut proxies = Vec::new();
         for _ in 0..nodes {
-            proxies.push(FleetProxy::start(&redis_url(), &ns, &gateway.dir).await);
+            proxies.push(FleetProxy::start(store, &ns, &gateway.dir).await);
         }
-        let store = RedisStore::connect(
-            &redis_url(),
-            &ns,
-            Sealer::from_settings(&[KEY.into()]).unwrap(),
-        )
-        .await
-        .unwrap();
+        let store = RedisStore::connect(store, &ns, Sealer::from_settings(&[KEY.into()]).unwrap())
+            .await
+            .unwrap();
         let fleet = Fleet {
             _alone: alone,
             origin,
@@ -169,8 +170,8 @@ async fn check_in_all(proxies: &[String], phones: Vec<Phone>) -> Vec<Phone> {
 /// The scenario of the fleet tests: `handoffs` phones on `channels` streams spread over three
 /// nodes, one round of events and wakes, one node stopped by `stop`, a second round published
 /// at once, then every phone must be woken again and read exactly its two events.
-async fn one_node_leaves(test: &str, stop: Stop, handoffs: usize, channels: usize) {
-    let mut fleet = Fleet::start(test, 3).await;
+async fn one_node_leaves(test: &str, stop: Stop, handoffs: usize, channels: usize, store: &str) {
+    let mut fleet = Fleet::start_on(test, 3, store).await;
     let urls = fleet.urls();
     let seed = fleet
         .origin
@@ -318,12 +319,22 @@ async fn one_node_leaves(test: &str, stop: Stop, handoffs: usize, channels: usiz
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_node_loses_no_wake_and_no_event() {
-    one_node_leaves("fleet-kill", Stop::Kill, 3000, 30).await;
+    one_node_leaves("fleet-kill", Stop::Kill, 3000, 30, &redis_url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_terminated_node_hands_over_at_once() {
-    one_node_leaves("fleet-term", Stop::Term, 600, 12).await;
+    one_node_leaves("fleet-term", Stop::Term, 600, 12, &redis_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_node_loses_nothing_on_a_redis_cluster() {
+    // A real three-master cluster: a handoff's keys in one slot, the fleet's in another.
+    let cluster = crate::support::redis_cluster::RedisCluster::start().await;
+    one_node_leaves("fleet-cluster", Stop::Kill, 300, 6, &cluster.url()).await;
+    // Every handoff's record is in the cluster (read from all three masters).
+    let keys = cluster.keys("t-fleet-cluster*:h:*").await;
+    assert_eq!(keys.len(), 300, "{keys:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

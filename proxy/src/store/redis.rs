@@ -13,7 +13,9 @@
 //! | `N:{fleet}:done` | sorted set | finished ids by when they finished (the sweeper) |
 //!
 //! One handoff's keys share the hash tag of its id, so each script below touches one cluster
-//! slot; the fleet's own keys share `{fleet}`. The per-handoff hash is the truth about
+//! slot; the fleet's own keys share `{fleet}`. The same code runs on one Redis
+//! (`redis://…`) and on a Redis Cluster (`redis+cluster://seed,seed,…`, the client's cluster
+//! mode); pipelines that mix slots are plain (non-atomic) batches. The per-handoff hash is the truth about
 //! ownership; the fleet sets are an index, kept consistent by moving an id between them with
 //! `SMOVE` *before* the ownership script runs, so a crash between the two leaves the id in a
 //! set that is revisited (and a stale entry is dropped when the script says the owner differs).
@@ -150,12 +152,51 @@ struct Secrets {
     push: PushTarget,
 }
 
+/// A connection to one Redis or to a Redis Cluster (`redis+cluster://host:port,host:port`):
+/// every script touches the keys of one slot, so both run the same commands.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// The Redis store. See the module docs.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     /// The control lane — leases, the fleet view, claims: a heartbeat or a takeover never
     /// waits behind a burst of record writes.
-    lease_conn: ConnectionManager,
+    lease_conn: Conn,
     ns: String,
     sealer: Sealer,
     scripts: Scripts,
@@ -195,23 +236,41 @@ impl RedisStore {
     /// [`StoreError::Unavailable`] for a URL the client refuses or a Redis that does not answer
     /// within 5 s (the message never shows the URL's password).
     pub async fn connect(url: &str, namespace: &str, sealer: Sealer) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|_| {
+        let bad_url = || {
             StoreError::Unavailable(format!(
                 "invalid Redis URL {}",
                 ssepush_origin::service::redact::redact_url(url)
             ))
-        })?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_with_config(client.clone(), config.clone())
-            .await
-            .map_err(unavailable)?;
-        let lease_conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unavailable)?;
+        };
+        let (conn, lease_conn) = if let Some(seeds) = url.strip_prefix("redis+cluster://") {
+            // Seed nodes, comma-separated; the client learns the rest from the cluster.
+            let nodes: Vec<String> = seeds
+                .split(',')
+                .map(|s| format!("redis://{}", s.trim()))
+                .collect();
+            let client = redis::cluster::ClusterClient::builder(nodes)
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+                .build()
+                .map_err(|_| bad_url())?;
+            let conn = client.get_async_connection().await.map_err(unavailable)?;
+            let lease = client.get_async_connection().await.map_err(unavailable)?;
+            (Conn::Cluster(conn), Conn::Cluster(lease))
+        } else {
+            let client = redis::Client::open(url).map_err(|_| bad_url())?;
+            let config = ConnectionManagerConfig::new()
+                .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_number_of_retries(3)
+                .set_max_delay(Duration::from_secs(1));
+            let conn = ConnectionManager::new_with_config(client.clone(), config.clone())
+                .await
+                .map_err(unavailable)?;
+            let lease = ConnectionManager::new_with_config(client, config)
+                .await
+                .map_err(unavailable)?;
+            (Conn::Single(conn), Conn::Single(lease))
+        };
         Ok(RedisStore {
             conn,
             lease_conn,
