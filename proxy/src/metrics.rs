@@ -76,5 +76,5 @@ pub const METRICS: &[MetricDef] = &[
         kind: MetricKind::Histogram,
         help: "From the first event a wake is owed for to the provider accepting the push (label provider).",
     },
-    ssepush_origin::server::metrics::BODY_TIMEOUTS,
+    ssepush_origin::service::body::BODY_TIMEOUTS,
 ];

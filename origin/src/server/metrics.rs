@@ -2,14 +2,8 @@
 //! Registered at zero when the server starts ([`crate::service::ops::register_metrics`]);
 //! `docs/operations.md` lists them and a test keeps the two and the exposition in step.
 
+use crate::service::body::BODY_TIMEOUTS;
 use crate::service::ops::{MetricDef, MetricKind};
-
-/// Request-body deadline hits, shared by the origin and the proxy (`service::body`).
-pub const BODY_TIMEOUTS: MetricDef = MetricDef {
-    name: "ssepush_request_body_timeouts_total",
-    kind: MetricKind::Counter,
-    help: "Requests answered 408 because their body did not arrive within body_read_timeout_secs.",
-};
 
 /// Every family the origin exports.
 pub const METRICS: &[MetricDef] = &[

@@ -18,6 +18,15 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
+use super::ops::{MetricDef, MetricKind};
+
+/// Request-body deadline hits, shared by the origin and the proxy: each server lists it in its
+/// metric catalogue so it exists at zero from start-up.
+pub const BODY_TIMEOUTS: MetricDef = MetricDef {
+    name: "ssepush_request_body_timeouts_total",
+    kind: MetricKind::Counter,
+    help: "Requests answered 408 because their body did not arrive within body_read_timeout_secs.",
+};
 
 /// The bounds [`read_body`] applies.
 #[derive(Debug, Clone, Copy)]
@@ -52,7 +61,7 @@ pub async fn read_body(State(limits): State<BodyLimits>, req: Request, next: Nex
     let bytes = match tokio::time::timeout(limits.deadline, read).await {
         Ok(Ok(bytes)) => bytes,
         Err(_) => {
-            metrics::counter!("ssepush_request_body_timeouts_total").increment(1);
+            metrics::counter!(BODY_TIMEOUTS.name).increment(1);
             return closing(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "body_timeout",
