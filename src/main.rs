@@ -17,6 +17,11 @@ use ssepush_origin::settings::Settings as OriginSettings;
     about = "SSE push proxy for mobile devices, and the origin streaming API it fronts"
 )]
 struct Cli {
+    /// A PEM file of CA certificates trusted for outbound HTTPS besides Mozilla's roots (a
+    /// private PKI): for `origin` and `proxy` it sets `tls.extra_ca_path`; for the clients and
+    /// tools (publish, subscribe, device, bench) it applies to every request they make.
+    #[arg(long, global = true, env = "SSEPUSH_EXTRA_CA_PATH")]
+    extra_ca_path: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -269,14 +274,20 @@ fn main() -> anyhow::Result<()> {
         Command::Device(_) | Command::Demo(_) => ssepush::device::init_logging(),
         _ => ssepush::telemetry::init(),
     }
+    // rustls' ring provider for every HTTP client of the process (reqwest has none of its own).
+    ssepush_origin::service::tls::install_default_provider();
+    let extra_ca = cli.extra_ca_path;
+    if let Some(path) = &extra_ca {
+        ssepush::client::http::set_extra_ca(path)?;
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Origin(flags) => origin(flags).await,
+            Command::Origin(flags) => origin(flags, extra_ca).await,
             Command::Publish(flags) => publish(flags).await,
             Command::Subscribe(flags) => subscribe(flags).await,
             Command::Gateway(flags) => gateway(flags).await,
-            Command::Proxy(flags) => proxy(flags).await,
+            Command::Proxy(flags) => proxy(flags, extra_ca).await,
             Command::Device(DeviceCommand::Run(flags)) => device_run(flags).await,
             Command::Demo(flags) => demo(flags).await,
             Command::Bench(cmd) => ssepush::bench::run(cmd).await,
@@ -284,8 +295,11 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn origin(flags: ServerFlags) -> anyhow::Result<()> {
+async fn origin(flags: ServerFlags, extra_ca: Option<PathBuf>) -> anyhow::Result<()> {
     let mut settings = OriginSettings::load(flags.config.as_deref())?;
+    if extra_ca.is_some() {
+        settings.tls.extra_ca_path = extra_ca;
+    }
     if let Some(listen) = flags.listen {
         settings.listen = listen;
     }
@@ -299,8 +313,11 @@ async fn origin(flags: ServerFlags) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn proxy(flags: ProxyFlags) -> anyhow::Result<()> {
+async fn proxy(flags: ProxyFlags, extra_ca: Option<PathBuf>) -> anyhow::Result<()> {
     let mut settings = ssepush_proxy::settings::Settings::load(flags.config.as_deref())?;
+    if extra_ca.is_some() {
+        settings.tls.extra_ca_path = extra_ca;
+    }
     if let Some(listen) = flags.listen {
         settings.listen = listen;
     }

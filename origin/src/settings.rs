@@ -75,6 +75,9 @@ pub struct Settings {
     /// Webhook delivery (`[webhooks]`): timeouts, backoff, disabling, leases, target policy.
     /// See [`crate::webhooks::WebhookSettings`] for each key and its default.
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// Outbound TLS (`[tls]`): `extra_ca_path`, a PEM file of CAs trusted besides Mozilla's
+    /// roots for `https://` webhook targets. See [`crate::service::tls`].
+    pub tls: crate::service::tls::TlsSettings,
 }
 
 /// `[auth]`: who may read and who may publish. See [`crate::server::auth`] for how a request is
@@ -288,6 +291,7 @@ impl Default for Settings {
             ws_send_queue: 4096,
             datasets: crate::datasets::DatasetSettings::default(),
             webhooks: crate::webhooks::WebhookSettings::default(),
+            tls: crate::service::tls::TlsSettings::default(),
         }
     }
 }

@@ -55,8 +55,12 @@ impl Node {
             OriginAllowList::parse(&settings.allowed_origins, bound)
                 .map_err(ssepush_origin::service::config::ConfigError::Invalid)?,
         );
-        let connector = Connector::new(allow.clone(), settings.upstream.clone())
-            .map_err(|e| ServerError::Http(e.to_string()))?;
+        let connector = Connector::new(
+            allow.clone(),
+            settings.upstream.clone(),
+            settings.tls.extra_ca_path.as_deref(),
+        )
+        .map_err(ServerError::Http)?;
         let upstreams = Upstreams::new(connector, settings.buffer_events, shutdown.clone());
         let now = Instant::now();
         let buckets = ["apns", "fcm", "webpush"]

@@ -22,6 +22,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     ssepush_origin::service::ops::metrics_handle();
+    // Any reqwest client built later in the process gets ring (see service::tls).
+    ssepush_origin::service::tls::install_default_provider();
     let bound = listener.local_addr().unwrap_or(settings.listen);
     let token = CancellationToken::new();
     let node = Node::new(settings, providers, bound, token.clone())?;

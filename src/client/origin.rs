@@ -138,7 +138,7 @@ impl OriginClient {
     /// A client for the origin at `base` (`http://host:port`).
     pub fn new(base: &str) -> Self {
         OriginClient {
-            http: reqwest::Client::new(),
+            http: super::http::client(),
             base: base.trim_end_matches('/').to_owned(),
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
         }

@@ -16,6 +16,7 @@ pub mod logs;
 pub mod proxy;
 pub mod raw;
 pub mod redis_cluster;
+pub mod tls;
 pub mod webhooks;
 
 use std::net::SocketAddr;

@@ -32,3 +32,4 @@ mod redis_cluster;
 mod sample_configs;
 mod slow_requests;
 mod sse_clients;
+mod tls;

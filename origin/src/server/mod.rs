@@ -107,6 +107,8 @@ pub async fn run_with_stores(
         webhooks: webhook_store,
     } = stores;
     crate::service::ops::metrics_handle();
+    // Any reqwest client built later in the process gets ring (see service::tls).
+    crate::service::tls::install_default_provider();
     let token = CancellationToken::new();
     {
         let token = token.clone();

@@ -507,6 +507,7 @@ pub fn start(
         hub.clone(),
         settings.webhooks.clone(),
         shutdown.clone(),
+        settings.tls.extra_ca_path.as_deref(),
     ) {
         Ok(s) => s,
         Err(e) => {

@@ -11,7 +11,9 @@
 //! * [`config`] — settings from TOML plus `SSEPUSH_<SERVER>_…` environment overrides;
 //! * [`openapi`] — the document pieces every server shares: the `Error` schema, the `bearer`
 //!   security scheme, the methods of a document's routes;
-//! * [`redact`] — values fit for logs.
+//! * [`redact`] — values fit for logs;
+//! * [`tls`] — outbound HTTPS for every client: rustls on ring, Mozilla's roots plus an extra
+//!   CA file, certificate problems named in errors.
 //!
 //! The time helper ([`crate::clock`]) and the backoff function ([`crate::backoff`]) are plain
 //! code every layer uses, so they live in the protocol layer below this one.
@@ -25,3 +27,4 @@ pub mod listener;
 pub mod openapi;
 pub mod ops;
 pub mod redact;
+pub mod tls;
