@@ -196,6 +196,18 @@ impl RedisCluster {
         keys
     }
 
+    /// How many keys matching `pattern` each master holds (in [`Self::ports`] order).
+    pub async fn key_counts(&self, pattern: &str) -> Vec<usize> {
+        let mut counts = Vec::new();
+        for node in &self.nodes {
+            let out = cli(node.port, &["--scan", "--pattern", pattern])
+                .await
+                .unwrap_or_else(|e| panic!("redis-cli --scan on {}: {e}", node.port));
+            counts.push(out.lines().filter(|l| !l.is_empty()).count());
+        }
+        counts
+    }
+
     /// Deletes every key matching `pattern` on every master, synchronously (for a test playing
     /// "Redis lost its data" from non-async code).
     pub fn wipe(&self, pattern: &str) {

@@ -16,6 +16,7 @@ mod origin_cursor;
 mod origin_datasets;
 mod origin_faults;
 mod origin_latest;
+mod origin_nodes;
 mod origin_poll;
 mod origin_readers;
 mod origin_resume;
