@@ -8,6 +8,7 @@ mod support;
 
 mod conditional_requests;
 mod cors;
+mod deploy;
 mod device_run;
 mod gateway;
 mod openapi;
