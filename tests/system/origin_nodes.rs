@@ -114,3 +114,50 @@ async fn publish_on_a_resume_on_b_on_a_redis_cluster() {
         "log keys per master: {counts:?}"
     );
 }
+
+/// The origin's other stores on a cluster too: a dataset written on A reads back on B (and its
+/// change event reaches B's subscribers), and a webhook registered on A is delivered, signed,
+/// by one of the two nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datasets_and_webhooks_work_on_a_redis_cluster() {
+    use crate::support::webhooks::{Rx, fast, publish, register, wait_for_ids};
+    let cluster = RedisCluster::start().await;
+    let settings = fast(ssepush_origin::settings::Settings {
+        store: cluster.url(),
+        ..redis_settings(&namespace("nodes-cluster-ds"))
+    });
+    let a = TestOrigin::start(settings.clone()).await;
+    let b = TestOrigin::start(settings).await;
+    let http = reqwest::Client::new();
+
+    for (key, n) in [("k1", 1), ("k2", 2)] {
+        let resp = http
+            .put(format!("{}/v1/datasets/prefs/{key}", a.url))
+            .json(&json!({"n": n}))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+    }
+    let snapshot: serde_json::Value = http
+        .get(format!("{}/v1/datasets/prefs", b.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(snapshot["version"], 2, "{snapshot}");
+    assert_eq!(snapshot["entries"]["k2"]["value"]["n"], 2, "{snapshot}");
+
+    let rx = Rx::start().await;
+    register(&a, &rx, json!({"url": rx.url, "channels": ["orders.>"]})).await;
+    let mut want = Vec::new();
+    for i in 0..10 {
+        let on = if i % 2 == 0 { &a } else { &b };
+        want.push(publish(on, "orders.eu", json!({"n": i})).await);
+    }
+    wait_for_ids(&rx, &want, WITHIN).await;
+    a.stop().await;
+    b.stop().await;
+}
