@@ -90,6 +90,13 @@ impl ClientError {
                 retry_after: *retry_after,
             },
             ClientError::NotEventStream(_) => ConnEnd::NotEventStream,
+            // A refused certificate does not fix itself: the subscription stops with it.
+            ClientError::Connect { source, .. } => {
+                match ssepush_origin::service::tls::certificate_problem(source) {
+                    Some(problem) => ConnEnd::Certificate(problem),
+                    None => ConnEnd::Network(self.to_string()),
+                }
+            }
             other => ConnEnd::Network(other.to_string()),
         }
     }

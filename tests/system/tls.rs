@@ -176,3 +176,57 @@ async fn a_webhook_to_an_untrusted_certificate_records_the_problem_and_delivers_
     assert_eq!(rx.acked(), 0);
     origin.stop().await;
 }
+
+/// The tools trust the same roots plus `--extra-ca-path`: `ssepush subscribe` (the real binary)
+/// reads from an `https://` origin with the CA, and stops with the certificate problem without.
+#[tokio::test]
+async fn the_cli_reads_an_https_origin_with_extra_ca_path_and_refuses_it_without() {
+    let origin = TestOrigin::start(memory_settings()).await;
+    let ca = TestCa::new();
+    let front = TlsFront::start(&ca, origin.addr).await;
+    let first = origin
+        .client
+        .publish_one("cli.a", None, json!({"n": 1}))
+        .await
+        .unwrap();
+    let second = origin
+        .client
+        .publish_one("cli.a", None, json!({"n": 2}))
+        .await
+        .unwrap();
+    let subscribe = |extra_ca: Option<&std::path::Path>| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssepush"));
+        cmd.args(["subscribe", "--origin", &front.url, "--channel", "cli.*"])
+            .args(["--last-event-id", &first.to_string(), "--count", "1"])
+            .env_remove("SSEPUSH_EXTRA_CA_PATH")
+            .kill_on_drop(true);
+        if let Some(path) = extra_ca {
+            cmd.arg("--extra-ca-path").arg(path);
+        }
+        async move {
+            tokio::time::timeout(WITHIN, cmd.output())
+                .await
+                .expect("ssepush subscribe hung")
+                .unwrap()
+        }
+    };
+    let out = subscribe(Some(&ca.ca_path)).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let event: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(event["id"], second.to_string());
+    assert_eq!(event["data"]["n"], 2);
+
+    let out = subscribe(None).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "read an untrusted origin: {stderr}");
+    assert!(
+        stderr.contains("UnknownIssuer") || stderr.contains("unknown issuer"),
+        "{stderr}"
+    );
+    origin.stop().await;
+}
