@@ -33,6 +33,9 @@ pub fn extra_ca() -> Option<&'static Path> {
 }
 
 /// A reqwest builder with the product's TLS; the caller adds timeouts and the like.
+// The last resort below (ring installed as the process default) never happens with a valid
+// build: Mozilla's roots alone always make a configuration.
+#[allow(clippy::disallowed_methods)]
 pub fn builder() -> reqwest::ClientBuilder {
     // The file was checked by `set_extra_ca`; should it have gone since, Mozilla's roots
     // alone are used and an https:// origin on the private CA fails with a certificate reason.
@@ -45,6 +48,7 @@ pub fn builder() -> reqwest::ClientBuilder {
 }
 
 /// A client with the product's TLS and reqwest's defaults otherwise.
+#[allow(clippy::disallowed_methods)]
 pub fn client() -> reqwest::Client {
     builder().build().unwrap_or_else(|_| {
         tls::install_default_provider();

@@ -181,7 +181,7 @@ fn kubernetes_grace_periods_cover_the_drain() {
 async fn the_probe_paths_answer() {
     let origin = TestOrigin::start(memory_settings()).await;
     for path in ["/healthz", "/readyz", "/metrics"] {
-        let status = reqwest::get(format!("{}{path}", origin.url))
+        let status = crate::support::get(format!("{}{path}", origin.url))
             .await
             .unwrap()
             .status();

@@ -128,7 +128,7 @@ async fn datasets_and_webhooks_work_on_a_redis_cluster() {
     });
     let a = TestOrigin::start(settings.clone()).await;
     let b = TestOrigin::start(settings).await;
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
 
     for (key, n) in [("k1", 1), ("k2", 2)] {
         let resp = http
