@@ -230,3 +230,30 @@ async fn the_cli_reads_an_https_origin_with_extra_ca_path_and_refuses_it_without
     );
     origin.stop().await;
 }
+
+/// One TLS stack, rustls on ring: neither aws-lc nor OpenSSL is anywhere in the build.
+#[test]
+fn neither_aws_lc_nor_openssl_is_in_the_build() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    for crate_name in ["aws-lc-rs", "aws-lc-sys", "openssl-sys", "native-tls"] {
+        let out = std::process::Command::new(&cargo)
+            .args([
+                "tree",
+                "--offline",
+                "--workspace",
+                "-e",
+                "all",
+                "-i",
+                crate_name,
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("did not match any packages"),
+            "{crate_name} is in the build:\n{}{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
