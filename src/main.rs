@@ -215,7 +215,7 @@ struct ServerFlags {
     /// Address to listen on.
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Event store: `memory` or `redis://host:port[/db]`.
+    /// Event store: `memory`, `redis://host:port[/db]` or `redis+cluster://host:port[,host:port…]`.
     #[arg(long)]
     store: Option<String>,
 }

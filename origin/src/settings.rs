@@ -21,7 +21,8 @@ pub const ENV_PREFIX: &str = "SSEPUSH_ORIGIN_";
 pub struct Settings {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// `memory` or `redis://host:port[/db]`.
+    /// `memory`, `redis://host:port[/db]`, or a Redis Cluster's seed nodes,
+    /// `redis+cluster://host:port[,host:port…]`.
     pub store: String,
     /// Key namespace in a shared store; origins with the same namespace serve one stream.
     pub namespace: String,
