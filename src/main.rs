@@ -14,13 +14,17 @@ use ssepush_origin::settings::Settings as OriginSettings;
 #[command(
     name = "ssepush",
     version,
+    // `ssepush origin --version` (any subcommand) prints the version too.
+    propagate_version = true,
     about = "SSE push proxy for mobile devices, and the origin streaming API it fronts"
 )]
 struct Cli {
     /// A PEM file of CA certificates trusted for outbound HTTPS besides Mozilla's roots (a
     /// private PKI): for `origin` and `proxy` it sets `tls.extra_ca_path`; for the clients and
-    /// tools (publish, subscribe, device, bench) it applies to every request they make.
-    #[arg(long, global = true, env = "SSEPUSH_EXTRA_CA_PATH")]
+    /// tools (publish, subscribe, device, bench, demo) it applies to every request they make,
+    /// and they also read it from SSEPUSH_EXTRA_CA_PATH (the servers do not: theirs is
+    /// SSEPUSH_ORIGIN_TLS__EXTRA_CA_PATH / SSEPUSH_PROXY_TLS__EXTRA_CA_PATH).
+    #[arg(long, global = true)]
     extra_ca_path: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -165,8 +169,22 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     std::time::Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }
 
+#[derive(Subcommand)]
+enum ProxyCommand {
+    /// Create a new VAPID key (PKCS#8 PEM, mode 0600) at PATH for `[webpush] vapid_key_path`
+    /// and print its public key (the application server key browsers subscribe with). Refuses
+    /// to replace an existing file: a new key orphans every subscription made with the old.
+    GenVapidKey {
+        /// Where to write the key.
+        path: PathBuf,
+    },
+}
+
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct ProxyFlags {
+    #[command(subcommand)]
+    command: Option<ProxyCommand>,
     /// TOML settings file; `SSEPUSH_PROXY_…` variables override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -222,12 +240,9 @@ struct ServerFlags {
 
 #[derive(Args)]
 struct PublishFlags {
-    /// Origin base URL.
-    #[arg(
-        long,
-        default_value = "http://127.0.0.1:8080",
-        env = "SSEPUSH_ORIGIN_URL"
-    )]
+    /// Origin base URL. (Not `SSEPUSH_ORIGIN_…`: that prefix belongs to the origin server's
+    /// settings, which would refuse an unknown `url` key.)
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "SSEPUSH_URL")]
     origin: String,
     /// Channel to publish on, e.g. `chat.room42`.
     #[arg(long, short)]
@@ -247,12 +262,9 @@ struct PublishFlags {
 
 #[derive(Args)]
 struct SubscribeFlags {
-    /// Origin base URL.
-    #[arg(
-        long,
-        default_value = "http://127.0.0.1:8080",
-        env = "SSEPUSH_ORIGIN_URL"
-    )]
+    /// Origin base URL. (Not `SSEPUSH_ORIGIN_…`: that prefix belongs to the origin server's
+    /// settings, which would refuse an unknown `url` key.)
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "SSEPUSH_URL")]
     origin: String,
     /// Channel pattern (`*` one token, `>` the rest); repeat for several.
     #[arg(long, short, required = true)]
@@ -270,14 +282,27 @@ struct SubscribeFlags {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {
+    // Held to the end of `main`: dropping it flushes the queued log lines.
+    let _logs = match cli.command {
         Command::Device(_) | Command::Demo(_) => ssepush::device::init_logging(),
         _ => ssepush::telemetry::init(),
-    }
+    };
     // rustls' ring provider for every HTTP client of the process (reqwest has none of its own).
     ssepush_origin::service::tls::install_default_provider();
     let extra_ca = cli.extra_ca_path;
-    if let Some(path) = &extra_ca {
+    // A client's environment never changes how a server starts: only the clients read the
+    // variable.
+    let server = matches!(
+        cli.command,
+        Command::Origin(_) | Command::Proxy(_) | Command::Gateway(_)
+    );
+    let client_ca = extra_ca.clone().or_else(|| {
+        (!server)
+            .then(|| std::env::var_os("SSEPUSH_EXTRA_CA_PATH"))
+            .flatten()
+            .map(PathBuf::from)
+    });
+    if let Some(path) = &client_ca {
         ssepush::client::http::set_extra_ca(path)?;
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
@@ -314,6 +339,12 @@ async fn origin(flags: ServerFlags, extra_ca: Option<PathBuf>) -> anyhow::Result
 }
 
 async fn proxy(flags: ProxyFlags, extra_ca: Option<PathBuf>) -> anyhow::Result<()> {
+    if let Some(ProxyCommand::GenVapidKey { path }) = flags.command {
+        let key = ssepush_proxy::push::webpush::VapidKey::generate(&path)?;
+        println!("{}", key.public_key());
+        eprintln!("wrote a new VAPID key to {}", path.display());
+        return Ok(());
+    }
     let mut settings = ssepush_proxy::settings::Settings::load(flags.config.as_deref())?;
     if extra_ca.is_some() {
         settings.tls.extra_ca_path = extra_ca;
@@ -399,11 +430,27 @@ async fn publish(flags: PublishFlags) -> anyhow::Result<()> {
 async fn subscribe(flags: SubscribeFlags) -> anyhow::Result<()> {
     let last_event_id = flags.last_event_id.as_deref().map(str::parse).transpose()?;
     let client = OriginClient::new(&flags.origin);
-    let stream = client.subscribe(Subscription {
-        channels: flags.channel,
-        filter: flags.filter,
-        last_event_id,
-    });
+    let origin = flags.origin.clone();
+    // Never silence: every failed attempt and every dropped stream says why and when the next
+    // attempt comes, on stderr (events alone go to stdout).
+    let stream = client.subscribe_reporting(
+        Subscription {
+            channels: flags.channel,
+            filter: flags.filter,
+            last_event_id,
+        },
+        move |error, wait| match error {
+            Some(e) => eprintln!(
+                "ssepush subscribe: {}; retrying in {:.1} s",
+                error_chain(e),
+                wait.as_secs_f64()
+            ),
+            None => eprintln!(
+                "ssepush subscribe: {origin}: the stream ended; reconnecting in {:.1} s",
+                wait.as_secs_f64()
+            ),
+        },
+    );
     let mut stream = std::pin::pin!(stream);
     let mut seen = 0usize;
     while let Some(item) = stream.next().await {
@@ -420,6 +467,22 @@ async fn subscribe(flags: SubscribeFlags) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// An error and its causes, `outer: inner: root` (reqwest's own message leaves out why, e.g.
+/// "connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }
 
 async fn device_run(flags: DeviceRunFlags) -> anyhow::Result<()> {
@@ -455,25 +518,37 @@ fn print_report(report: ssepush::device::report::Report, json: bool) -> anyhow::
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
+/// Completes on SIGINT, SIGTERM or SIGHUP: each starts the same drain (streams end with a
+/// `retry:` hint, the process exits within `shutdown_grace_secs`). SIGHUP drains rather than
+/// reloads: a supervisor that sends it (a closed terminal, `systemctl reload` without an
+/// `ExecReload`) gets a clean exit instead of the default action's abrupt one, and the
+/// restart re-reads the configuration. Nothing here waits on logging: the log line after the
+/// signal is queued, never written inline (see `ssepush::telemetry`).
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let unix = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let wait = |kind: SignalKind| async move {
+            match signal(kind) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
             }
-            Err(_) => std::future::pending().await,
+        };
+        tokio::select! {
+            _ = wait(SignalKind::terminate()) => "SIGTERM",
+            _ = wait(SignalKind::hangup()) => "SIGHUP",
         }
     };
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown signal received; draining");
+    let unix = std::future::pending::<&str>();
+    let name = tokio::select! {
+        _ = ctrl_c => "SIGINT",
+        name = unix => name,
+    };
+    tracing::info!(signal = name, "shutdown signal received; draining");
 }

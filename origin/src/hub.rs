@@ -263,9 +263,16 @@ impl Hub {
         let mut slow: Vec<u64> = Vec::new();
         let mut gone: Vec<u64> = Vec::new();
         let mut delivered = 0u64;
+        // Publish → delivery, per event that reached a subscriber: its publish time (the id's
+        // milliseconds) to now, when it sits in every matching subscriber's queue.
+        let latency = metrics::histogram!("ssepush_origin_delivery_latency_seconds");
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         {
             let reg = self.read();
             for event in events {
+                let delivered_before = delivered;
                 let frame = Frame::new(event.clone());
                 let mut vars: Option<EventVars> = None;
                 // Verdicts by filter source: a filter shared by many subscribers runs once.
@@ -303,6 +310,9 @@ impl Hub {
                         Err(mpsc::error::TrySendError::Full(_)) => slow.push(*id),
                         Err(mpsc::error::TrySendError::Closed(_)) => gone.push(*id),
                     }
+                }
+                if delivered > delivered_before {
+                    latency.record(now_ms.saturating_sub(event.time) as f64 / 1000.0);
                 }
             }
             if let Some(last) = events.last() {

@@ -8,6 +8,8 @@
 //!   (RFC 9110 entity-tag preconditions), [`streams`] (static filter streams), [`store`]
 //!   (the event-log trait and its in-memory backend), and [`datasets`] (data sync: versioned
 //!   key/value maps, snapshots, deltas, preconditions, the dataset-store trait).
+//!   [`special_purpose`] (which IP addresses are globally reachable: IANA's special-purpose
+//!   registries, the one SSRF policy of webhook targets and push endpoints).
 //!   Beside them, two helpers every layer uses: [`clock`] (Unix ms, RFC 3339) and [`backoff`]
 //!   (the one jittered exponential backoff). Clients depend on exactly this, with
 //!   `default-features = false`.
@@ -27,6 +29,7 @@ pub mod conditional;
 pub mod datasets;
 pub mod event;
 pub mod filter;
+pub mod special_purpose;
 pub mod sse;
 pub mod store;
 pub mod streams;

@@ -35,10 +35,14 @@ use crate::node::Node;
 use crate::openapi::ApiDoc;
 use crate::protocol::schema::{ErrorBody, Health};
 use crate::protocol::{
-    self, CatchUp, Handback, HandoffCreated, HandoffRequest, HandoffStatus, Readiness,
+    self, CatchUp, Handback, HandoffCreated, HandoffRequest, HandoffStatus, PushTarget, Readiness,
 };
-use crate::store::HandoffRecord;
+use crate::store::{HandoffRecord, StoreError};
 use crate::token::{Token, new_id};
+
+/// `Retry-After` of a 503 `node_full`: handoffs expire and hand back all the time, so room
+/// comes back soon; a fleet's load balancer may send the retry to another node.
+const NODE_FULL_RETRY_AFTER_SECS: u16 = 5;
 
 /// The route list: every operation with its handler. The router and the API document are
 /// both built from it, so the document lists exactly what is served.
@@ -99,10 +103,8 @@ fn handoff_error(e: HandoffError) -> ApiError {
         _ => None,
     };
     ApiError {
-        status,
-        code: e.code(),
-        message: e.to_string(),
         details,
+        ..ApiError::new(status, e.code(), e.to_string())
     }
 }
 
@@ -121,7 +123,7 @@ fn handoff_error(e: HandoffError) -> ApiError {
     responses(
         (status = 201, description = "Watching; the token is shown only here", body = HandoffCreated,
          headers(("Location" = String, description = "`/v1/handoffs/{id}`"))),
-        (status = 400, description = "Invalid request (a filter error carries `line` and `column`)", body = ErrorBody),
+        (status = 400, description = "Invalid request (a filter error carries `line` and `column`; a Web Push endpoint the proxy may not reach is `push_endpoint_not_allowed`)", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key / JWT", body = ErrorBody),
         (status = 403, description = "Stream URL outside allowed_origins, or creation disabled", body = ErrorBody),
         (status = 413, description = "Body larger than max_body_bytes", body = ErrorBody),
@@ -161,15 +163,29 @@ async fn create(
         node.providers.supports(t)
     })
     .map_err(handoff_error)?;
+    // Where a Web Push wake may go needs a lookup: outside `validate`, which touches no network.
+    if let PushTarget::Webpush { subscription } = &spec.push.0 {
+        node.push_policy
+            .check(&subscription.endpoint)
+            .await
+            .map_err(|e| handoff_error(HandoffError::PushEndpointNotAllowed(e)))?;
+    }
     let id = new_id();
     let token = Token::generate();
     let h = LiveHandoff::new(id.clone(), token.hash(), spec, cursor, &node.settings);
-    node.store.insert(h.record()).await.map_err(|e| {
-        ApiError::new(
+    node.store.insert(h.record()).await.map_err(|e| match e {
+        // This node is at max_handoffs: another node, or this one later, has room.
+        StoreError::Full(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node_full",
+            format!("{e}; hand off to another node or retry later"),
+        )
+        .retry_after(NODE_FULL_RETRY_AFTER_SECS),
+        _ => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
             e.to_string(),
-        )
+        ),
     })?;
     node.live.write().unwrap().insert(id.clone(), h.clone());
     {

@@ -252,16 +252,37 @@ pub(crate) enum Flow {
     Done,
 }
 
+/// What handoffs report in `lastError` when a connection ended and the reader will try again:
+/// what went wrong and when the next attempt is (no URL: its query may carry a token).
+pub fn trouble_reason(end: &ConnEnd, wait: Duration) -> String {
+    let what = match end {
+        ConnEnd::Ended => "upstream stream ended".to_owned(),
+        ConnEnd::Idle => {
+            "upstream stream was silent for longer than upstream.idle_timeout_ms".to_owned()
+        }
+        ConnEnd::Network(e) => format!("upstream unreachable ({e})"),
+        ConnEnd::Status { status, .. } => format!("upstream answered {status}"),
+        ConnEnd::NotEventStream => "upstream did not answer with text/event-stream".to_owned(),
+        ConnEnd::RedirectRefused(to) => format!("upstream redirected to {to}"),
+        ConnEnd::TooManyRedirects => "upstream redirected too many times".to_owned(),
+        ConnEnd::Certificate(problem) => format!("upstream {problem}"),
+    };
+    format!("{what}; reconnecting in {} ms", wait.as_millis())
+}
+
 /// The reconnect loop around [`Connector::open`]: reads from `start`, resends the stream's last
 /// event id (the newest event's, or what an id-only block set) as `Last-Event-ID` on every
-/// reconnect, and hands frames to `on_frame`. Returns `Err(reason)` when the policy says stop or
-/// an oversized event cannot be skipped, `Ok` when `on_frame` is done or `cancel` fires.
+/// reconnect, and hands frames to `on_frame`. Each time a connection fails or ends and the
+/// policy will reconnect, `on_trouble` gets [`trouble_reason`] at once (the handoffs' status
+/// shows it while the reader backs off). Returns `Err(reason)` when the policy says stop or an
+/// oversized event cannot be skipped, `Ok` when `on_frame` is done or `cancel` fires.
 pub(crate) async fn read_loop(
     conn: &Connector,
     spec: &StreamSpec,
     start: Option<EventId>,
     cancel: &CancellationToken,
     mut on_frame: impl FnMut(&Frame) -> Flow,
+    mut on_trouble: impl FnMut(&str),
 ) -> Result<(), String> {
     let mut policy = ReconnectPolicy::new(&conn.cfg);
     let mut last = start;
@@ -334,6 +355,7 @@ pub(crate) async fn read_loop(
             Next::Stop(reason) => return Err(reason),
             Next::ReconnectAfter(wait) => {
                 tracing::debug!(?end, ?wait, "upstream connection ended; reconnecting");
+                on_trouble(&trouble_reason(&end, wait));
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(wait) => {}
@@ -346,6 +368,24 @@ pub(crate) async fn read_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trouble_says_what_happened_and_when_the_next_attempt_is() {
+        let wait = Duration::from_millis(1500);
+        let refused = ConnEnd::Network("connect error: Connection refused (os error 111)".into());
+        assert_eq!(
+            trouble_reason(&refused, wait),
+            "upstream unreachable (connect error: Connection refused (os error 111)); \
+             reconnecting in 1500 ms"
+        );
+        let unavailable = ConnEnd::Status {
+            status: 503,
+            retry_after: None,
+        };
+        assert!(trouble_reason(&unavailable, wait).starts_with("upstream answered 503; "));
+        assert!(trouble_reason(&ConnEnd::Ended, wait).starts_with("upstream stream ended; "));
+        assert!(trouble_reason(&ConnEnd::Idle, wait).contains("upstream.idle_timeout_ms"));
+    }
 
     #[tokio::test]
     async fn frames_share_events_and_carry_cursors_and_oversized_events() {

@@ -116,6 +116,10 @@ pub enum HandoffError {
     BadEventId(String),
     #[error("push: {0}")]
     BadPushTarget(String),
+    /// A Web Push endpoint the proxy's `[push]` policy refuses (a non-global address, plain
+    /// http, a host outside `push.webpush_hosts`): see [`crate::push::endpoint`].
+    #[error("push: {0}")]
+    PushEndpointNotAllowed(String),
     #[error("no push provider is configured for platform {0:?} on this proxy")]
     NoProvider(&'static str),
     #[error("wake.filter: {0}")]
@@ -144,6 +148,7 @@ impl HandoffError {
             HandoffError::BadHeaders(_) => "invalid_headers",
             HandoffError::BadEventId(_) => "invalid_event_id",
             HandoffError::BadPushTarget(_) => "invalid_push_target",
+            HandoffError::PushEndpointNotAllowed(_) => "push_endpoint_not_allowed",
             HandoffError::NoProvider(_) => "no_provider",
             HandoffError::BadFilter(_) => "invalid_filter",
             HandoffError::BadWake(_) => "invalid_wake",

@@ -44,6 +44,8 @@ pub mod handoff;
 #[cfg(feature = "server")]
 pub mod live;
 #[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
 pub mod node;
 #[cfg(feature = "server")]
 pub mod openapi;

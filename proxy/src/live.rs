@@ -404,6 +404,14 @@ impl Subscriber for LiveHandoff {
     fn on_failed(&self, reason: &str) {
         self.fail(reason);
     }
+
+    fn on_upstream_trouble(&self, reason: &str) {
+        // Shown at once; kept as the latest problem after the stream resumes (`lastError`).
+        let mut inner = self.inner.lock().unwrap();
+        if !inner.state.is_terminal() {
+            inner.last_error = Some(reason.to_owned());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub struct Node {
     pub allow: Arc<OriginAllowList>,
     pub upstreams: Arc<Upstreams>,
     pub providers: Providers,
+    /// Where Web Push wakes may go (`[push]`), checked when a handoff is created.
+    pub push_policy: crate::push::EndpointPolicy,
     buckets: HashMap<&'static str, Mutex<TokenBucket>>,
     pub store: Arc<dyn HandoffStore>,
     pub live: RwLock<HashMap<String, Arc<LiveHandoff>>>,
@@ -74,6 +76,10 @@ impl Node {
                 (p, Mutex::new(b))
             })
             .collect();
+        let mut push_policy = settings.push_endpoint_policy();
+        if settings.push.allow_private_endpoints.is_none() && !bound.ip().is_loopback() {
+            push_policy.allow_private = false;
+        }
         let auth = HandoffAuth::new(&settings.auth, bound)
             .map_err(ssepush_origin::service::config::ConfigError::Invalid)?;
         Ok(Arc::new(Node {
@@ -82,6 +88,7 @@ impl Node {
             allow,
             upstreams,
             providers,
+            push_policy,
             buckets,
             live: RwLock::new(HashMap::new()),
             auth,

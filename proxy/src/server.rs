@@ -22,6 +22,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     ssepush_origin::service::ops::metrics_handle();
+    ssepush_origin::service::ops::register_metrics(crate::metrics::METRICS);
     // Any reqwest client built later in the process gets ring (see service::tls).
     ssepush_origin::service::tls::install_default_provider();
     let bound = listener.local_addr().unwrap_or(settings.listen);
@@ -33,6 +34,12 @@ pub async fn run(
             shutdown.await;
             token.cancel();
         });
+    }
+    if node.push_policy.allow_private && !bound.ip().is_loopback() {
+        tracing::warn!(
+            "push.allow_private_endpoints is on while listening on a network: Web Push \
+             endpoints may point into this proxy's own network"
+        );
     }
     if node.settings.allowed_origins.is_empty() {
         tracing::warn!("allowed_origins is empty: only loopback origins may be watched");

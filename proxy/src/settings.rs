@@ -14,6 +14,9 @@
 //!   open on a loopback listen address and refused (403) on any other, unless
 //!   `auth.allow_anonymous = true`. Reading and handing back a handoff always needs the handoff's
 //!   own token.
+//! * **`[push]`** — where Web Push wakes may go ([`crate::push::endpoint`]): on a proxy
+//!   listening on a network, only https endpoints on globally reachable addresses (checked at
+//!   creation and again when connecting), optionally only the hosts in `push.webpush_hosts`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -66,6 +69,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub wake: WakeSettings,
     pub upstream: UpstreamSettings,
+    pub push: PushSettings,
     /// `[apns]`: Apple push (token-based auth). Absent: iOS handoffs are refused.
     pub apns: Option<ApnsSettings>,
     /// `[fcm]`: Firebase Cloud Messaging HTTP v1. Absent: Android handoffs are refused.
@@ -97,6 +101,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             wake: WakeSettings::default(),
             upstream: UpstreamSettings::default(),
+            push: PushSettings::default(),
             apns: None,
             fcm: None,
             webpush: None,
@@ -203,6 +208,20 @@ impl Default for WakeSettings {
     }
 }
 
+/// `[push]`: where client-chosen push endpoints (Web Push subscriptions) may point.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushSettings {
+    /// Web Push endpoints on addresses that are not globally reachable (loopback, private,
+    /// link-local, … — IANA's special-purpose registries), and plain http to a loopback host.
+    /// Unset (the default): allowed only while the proxy listens on a loopback address (a
+    /// development setup with the simulated gateway); refused on any other.
+    pub allow_private_endpoints: Option<bool>,
+    /// Hosts Web Push endpoints may be on: `fcm.googleapis.com`, or `*.push.apple.com` for
+    /// any name under it. Default: empty, any host (the address rule still applies).
+    pub webpush_hosts: Vec<String>,
+}
+
 /// `[upstream]`: how the proxy reads origin streams.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -300,7 +319,22 @@ impl Settings {
         }
         crate::allow::OriginAllowList::parse(&self.allowed_origins, self.listen)
             .map_err(ConfigError::Invalid)?;
+        for host in &self.push.webpush_hosts {
+            crate::push::endpoint::check_host_pattern(host).map_err(ConfigError::Invalid)?;
+        }
         Ok(())
+    }
+
+    /// Where Web Push wakes may go: `[push]`, with `allow_private_endpoints` unset decided by
+    /// the listen address (allowed on loopback only).
+    pub fn push_endpoint_policy(&self) -> crate::push::EndpointPolicy {
+        crate::push::EndpointPolicy {
+            allow_private: self
+                .push
+                .allow_private_endpoints
+                .unwrap_or(self.listen.ip().is_loopback()),
+            hosts: self.push.webpush_hosts.clone(),
+        }
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -317,6 +351,7 @@ pub fn providers_from_settings(
         settings.apns.as_ref(),
         settings.fcm.as_ref(),
         settings.webpush.as_ref(),
+        &settings.push_endpoint_policy(),
     )
 }
 

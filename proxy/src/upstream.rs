@@ -39,6 +39,10 @@ pub trait Subscriber: Send + Sync + 'static {
     fn on_skipped(&self, id: EventId, reason: &str);
     /// The stream stopped for good (4xx, refused redirect…).
     fn on_failed(&self, reason: &str);
+    /// The connection failed or ended (refused, a 5xx, the stream ended, …) and will be
+    /// retried after a backoff: `reason` says what happened, for the handoff's `lastError`,
+    /// at once rather than when the stream gives up.
+    fn on_upstream_trouble(&self, _reason: &str) {}
 }
 
 enum Mode {
@@ -176,6 +180,17 @@ impl Watcher {
         Flow::Continue
     }
 
+    /// The shared connection failed or ended and will be retried: every subscriber hears it.
+    fn trouble(&self, reason: &str) {
+        let subs: Vec<Arc<dyn Subscriber>> = {
+            let inner = self.inner.lock().unwrap();
+            inner.subs.values().map(|s| s.sub.clone()).collect()
+        };
+        for s in subs {
+            s.on_upstream_trouble(reason);
+        }
+    }
+
     fn subscribers(&self) -> usize {
         self.inner.lock().unwrap().subs.len()
     }
@@ -297,7 +312,15 @@ impl Upstreams {
         tokio::spawn(
             async move {
                 tracing::debug!("watching");
-                let result = read_loop(&conn, &w.spec, start, &w.cancel, |f| w.dispatch(f)).await;
+                let result = read_loop(
+                    &conn,
+                    &w.spec,
+                    start,
+                    &w.cancel,
+                    |f| w.dispatch(f),
+                    |reason| w.trouble(reason),
+                )
+                .await;
                 if let Err(reason) = result {
                     tracing::warn!(%reason, "upstream stream stopped");
                     // Remove it first, so handoffs created from now on try afresh.
@@ -334,7 +357,15 @@ impl Upstreams {
             async move {
                 metrics::counter!("ssepush_proxy_upstream_catch_ups_total").increment(1);
                 let cancel = w.cancel.child_token();
-                let result = read_loop(&conn, &w.spec, from, &cancel, |f| w.catch_up(&id, f)).await;
+                let result = read_loop(
+                    &conn,
+                    &w.spec,
+                    from,
+                    &cancel,
+                    |f| w.catch_up(&id, f),
+                    |reason| sub.on_upstream_trouble(reason),
+                )
+                .await;
                 if let Err(reason) = result {
                     sub.on_failed(&reason);
                 }

@@ -32,6 +32,7 @@
 //! # }
 //! ```
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::{Stream, StreamExt};
@@ -293,7 +294,22 @@ impl OriginClient {
         sub: Subscription,
     ) -> impl Stream<Item = Result<Item, ClientError>> + use<> {
         let client = self.clone();
-        resuming(client, sub)
+        resuming(client, sub, None)
+    }
+
+    /// [`OriginClient::subscribe`], calling `on_retry` before each wait to reconnect with why
+    /// (the failed attempt's error, or `None` when an open stream ended) and how long it will
+    /// wait: what a command-line tool shows so that an unreachable origin is never silence.
+    pub fn subscribe_reporting<F>(
+        &self,
+        sub: Subscription,
+        on_retry: F,
+    ) -> impl Stream<Item = Result<Item, ClientError>> + use<F>
+    where
+        F: Fn(Option<&ClientError>, Duration) + Send + Sync + 'static,
+    {
+        let client = self.clone();
+        resuming(client, sub, Some(Arc::new(on_retry)))
     }
 }
 
@@ -372,11 +388,16 @@ fn jitter() -> f64 {
     rand::rng().random::<f64>()
 }
 
+/// See [`OriginClient::subscribe_reporting`].
+type OnRetry = Arc<dyn Fn(Option<&ClientError>, Duration) + Send + Sync>;
+
 fn resuming(
     client: OriginClient,
     sub: Subscription,
+    on_retry: Option<OnRetry>,
 ) -> impl Stream<Item = Result<Item, ClientError>> {
     struct State {
+        on_retry: Option<OnRetry>,
         client: OriginClient,
         sub: Subscription,
         /// The stream's last event id: what a reconnect sends as `Last-Event-ID`.
@@ -388,6 +409,7 @@ fn resuming(
         done: bool,
     }
     let state = State {
+        on_retry,
         cursor: sub.last_event_id,
         seen: sub.last_event_id,
         client,
@@ -436,7 +458,11 @@ fn resuming(
                     Some(Err(e @ ClientError::Decode(_))) => return Some((Err(e), st)),
                     Some(Err(_)) | None => {
                         st.conn = None;
-                        tokio::time::sleep(st.policy.after_end()).await;
+                        let wait = st.policy.after_end();
+                        if let Some(report) = &st.on_retry {
+                            report(None, wait);
+                        }
+                        tokio::time::sleep(wait).await;
                     }
                 }
                 continue;
@@ -451,7 +477,12 @@ fn resuming(
                         st.done = true;
                         return Some((Err(e), st));
                     }
-                    Some(wait) => tokio::time::sleep(wait).await,
+                    Some(wait) => {
+                        if let Some(report) = &st.on_retry {
+                            report(Some(&e), wait);
+                        }
+                        tokio::time::sleep(wait).await
+                    }
                 },
             }
         }

@@ -21,16 +21,10 @@ pub mod web;
 
 use std::time::Duration;
 
-use tracing_subscriber::EnvFilter;
-
 /// Logging for the interactive tools: the servers' own info lines would bury the progress bar
 /// and the report, so the default level is `warn` (`RUST_LOG` still wins).
-pub fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+pub fn init_logging() -> crate::telemetry::LogGuard {
+    crate::telemetry::init_with_level("warn")
 }
 
 /// `ssepush demo`: the whole loop in one process — origin, gateway, proxy, publisher and

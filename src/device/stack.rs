@@ -357,7 +357,9 @@ impl Stack {
     }
 }
 
-/// The proxy's provider sections for the gateway that wrote `dir`.
+/// The proxy's provider sections for the gateway that wrote `dir`. The simulated set-up makes
+/// its own VAPID key beside the gateway's credentials ([`VAPID_FILE`]) the first time, on
+/// purpose: the proxy itself never generates one.
 pub fn provider_settings(
     dir: &Path,
 ) -> anyhow::Result<(ApnsSettings, FcmSettings, WebPushSettings)> {
@@ -383,8 +385,14 @@ pub fn provider_settings(
         ca_cert_path: ca.clone(),
         ..FcmSettings::default()
     };
+    let vapid = dir.join(VAPID_FILE);
+    if !vapid.exists() {
+        // A concurrent start may win the race to create it; loading it is what counts, and
+        // the proxy reports that.
+        let _ = ssepush_proxy::push::webpush::VapidKey::generate(&vapid);
+    }
     let webpush = WebPushSettings {
-        vapid_key_path: dir.join(VAPID_FILE),
+        vapid_key_path: vapid,
         subject: "mailto:testers@example.com".into(),
         ca_cert_path: ca,
         ..WebPushSettings::default()

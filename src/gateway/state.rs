@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
+use ssepush_origin::service::ops::{MetricDef, MetricKind};
 use tokio_util::sync::CancellationToken;
 
 use super::control::faults::{FaultSpec, Faults};
@@ -55,6 +56,30 @@ pub(crate) enum Verdict {
     Fail(FaultSpec),
 }
 
+/// Every family the gateway exports, with its `# HELP` text, registered at zero on start-up.
+pub const METRICS: &[MetricDef] = &[
+    MetricDef {
+        name: "ssepush_gateway_pushes_total",
+        kind: MetricKind::Counter,
+        help: "Pushes received, by provider and the status answered (labels provider: apns, fcm, webpush; status).",
+    },
+    MetricDef {
+        name: "ssepush_gateway_pushes_displaced_total",
+        kind: MetricKind::Counter,
+        help: "Push records dropped from the full record ring (record_capacity), by provider.",
+    },
+    MetricDef {
+        name: "ssepush_gateway_pushes_expired_total",
+        kind: MetricKind::Counter,
+        help: "Stored pushes that expired before a simulated device fetched them.",
+    },
+    MetricDef {
+        name: "ssepush_gateway_oauth_tokens_total",
+        kind: MetricKind::Counter,
+        help: "FCM OAuth token requests (label outcome: issued, rejected).",
+    },
+];
+
 /// The gateway's own metrics: a recorder of its own rather than the process-wide one, so its
 /// `/metrics` counts this gateway's pushes only, even when other gateways, origins and proxies
 /// share the process (the demo, the tests).
@@ -65,8 +90,11 @@ pub(super) struct Metrics {
 
 impl Metrics {
     pub(super) fn new() -> Metrics {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let recorder = ssepush_origin::service::ops::prometheus_builder().build_recorder();
         let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            ssepush_origin::service::ops::register_metrics(METRICS)
+        });
         Metrics { recorder, handle }
     }
 
@@ -241,6 +269,12 @@ pub(crate) mod tests {
             "{}",
             a.render()
         );
-        assert!(!b.render().contains("ssepush_gateway_pushes_total"));
+        // The other one has the family from start-up, at zero, and none of a's pushes.
+        assert!(
+            b.render().contains("ssepush_gateway_pushes_total 0"),
+            "{}",
+            b.render()
+        );
+        assert!(!b.render().contains("ssepush_gateway_pushes_total 2"));
     }
 }

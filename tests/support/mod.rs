@@ -11,6 +11,7 @@
 //!   `proxy::Recorder` (a push service that records what it is sent).
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod browser;
 pub mod logs;
 pub mod proxy;

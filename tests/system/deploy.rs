@@ -251,7 +251,8 @@ fn metric_names(dir: &Path, out: &mut BTreeSet<String>) {
             metric_names(&path, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
             let text = std::fs::read_to_string(&path).unwrap();
-            for macro_call in ["counter!(", "gauge!(", "histogram!("] {
+            // The macros, and the metric catalogues' `name: "…"` entries.
+            for macro_call in ["counter!(", "gauge!(", "histogram!(", "name: "] {
                 for part in text.split(macro_call).skip(1) {
                     let Some(rest) = part.trim_start().strip_prefix('"') else {
                         continue;
@@ -260,7 +261,14 @@ fn metric_names(dir: &Path, out: &mut BTreeSet<String>) {
                         .chars()
                         .take_while(|c| c.is_ascii_lowercase() || *c == '_')
                         .collect();
-                    if name.starts_with("ssepush_") {
+                    // A catalogue entry is a metric when its kind follows.
+                    let is_metric = macro_call != "name: "
+                        || rest
+                            .chars()
+                            .take(160)
+                            .collect::<String>()
+                            .contains("MetricKind");
+                    if name.starts_with("ssepush_") && is_metric {
                         out.insert(name);
                     }
                 }
@@ -284,7 +292,14 @@ fn the_grafana_dashboard_shows_the_servers_metrics() {
         .flat_map(|e| {
             e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .filter(|w| w.starts_with("ssepush_"))
-                .map(str::to_owned)
+                // A histogram's series: `_bucket`, `_sum`, `_count`.
+                .map(|w| {
+                    ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| w.strip_suffix(s))
+                        .unwrap_or(w)
+                        .to_owned()
+                })
                 .collect::<Vec<_>>()
         })
         .collect();

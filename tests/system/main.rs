@@ -6,11 +6,16 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cli;
 mod conditional_requests;
+mod config_errors;
 mod cors;
 mod deploy;
 mod device_run;
+mod egress_policy;
 mod gateway;
+mod http_conventions;
+mod metrics;
 mod openapi;
 mod origin_auth;
 mod origin_cursor;
@@ -26,12 +31,15 @@ mod origin_sse;
 mod origin_static_filters;
 mod origin_webhooks;
 mod origin_ws;
+mod proxy_faults;
 mod proxy_gateway;
 mod proxy_handoff;
 mod proxy_upstream;
 mod push_providers;
+mod readme;
 mod redis_cluster;
 mod sample_configs;
+mod signals;
 mod slow_requests;
 mod sse_clients;
 mod tls;

@@ -206,3 +206,54 @@ async fn the_document_has_ids_schemas_and_a_bearer_scheme() {
     ids.dedup();
     assert_eq!(ids.len(), n, "operation ids are unique");
 }
+
+/// The validator `cargo xtask test` installs (PyPI's `openapi-spec-validator`, in a virtualenv
+/// under the target directory, named by `SSEPUSH_OPENAPI_SPEC_VALIDATOR`), or one on the PATH.
+fn openapi_spec_validator() -> std::path::PathBuf {
+    std::env::var_os("SSEPUSH_OPENAPI_SPEC_VALIDATOR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "openapi-spec-validator".into())
+}
+
+#[tokio::test]
+async fn both_documents_pass_openapi_spec_validator() {
+    let origin = TestOrigin::start(crate::support::memory_settings()).await;
+    let proxy = crate::support::proxy::TestProxy::start(
+        crate::support::proxy::proxy_settings(&[]),
+        crate::support::proxy::Recorder::new(),
+    )
+    .await;
+    for (name, url) in [("origin", &origin.url), ("proxy", &proxy.url)] {
+        let text = crate::support::get(format!("{url}/v1/openapi.json"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let file = std::env::temp_dir().join(format!(
+            "ssepush-openapi-{name}-{}.json",
+            std::process::id()
+        ));
+        std::fs::write(&file, &text).unwrap();
+        let validator = openapi_spec_validator();
+        let out = std::process::Command::new(&validator)
+            .arg(&file)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} ({e}): `cargo xtask test` installs it (PyPI's \
+                     openapi-spec-validator); this test does not skip",
+                    validator.display()
+                )
+            });
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            out.status.success(),
+            "the {name}'s document is not valid OpenAPI:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    proxy.stop().await;
+    origin.stop().await;
+}

@@ -16,9 +16,9 @@ use ssepush::device::stack::provider_settings;
 use ssepush::gateway::client::GatewayClient;
 use ssepush::gateway::{FaultSpec, GatewayConfig, Provider, PushQuery, PushRecord};
 use ssepush_proxy::push::{
-    ApnsProvider, ApnsSettings, FcmProvider, FcmSettings, Providers, PushError, PushProvider,
-    PushTarget, Wake, WakeMode, WebPushKeys as SubscriptionKeys, WebPushProvider, WebPushSettings,
-    WebPushSubscription,
+    ApnsProvider, ApnsSettings, EndpointPolicy, FcmProvider, FcmSettings, Providers, PushError,
+    PushProvider, PushTarget, Wake, WakeMode, WebPushKeys as SubscriptionKeys, WebPushProvider,
+    WebPushSettings, WebPushSubscription,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -356,7 +356,8 @@ fn subscription(endpoint: &str, keys: &UserAgentKeys) -> PushTarget {
 #[tokio::test]
 async fn webpush_delivers_ciphertext_the_phone_decrypts() {
     let gw = TestGateway::start(false).await;
-    let provider = WebPushProvider::new(&gw.webpush_settings()).unwrap();
+    let provider =
+        WebPushProvider::new(&gw.webpush_settings(), EndpointPolicy::permissive()).unwrap();
     // The phone subscribes with our VAPID key, as PushManager.subscribe would.
     let sub = gw
         .client
@@ -421,9 +422,13 @@ async fn webpush_delivers_ciphertext_the_phone_decrypts() {
 #[tokio::test]
 async fn providers_from_settings_dispatch_by_platform() {
     let gw = TestGateway::start(false).await;
-    let providers =
-        Providers::from_settings(Some(&gw.apns_settings()), Some(&gw.fcm_settings()), None)
-            .unwrap();
+    let providers = Providers::from_settings(
+        Some(&gw.apns_settings()),
+        Some(&gw.fcm_settings()),
+        None,
+        &EndpointPolicy::permissive(),
+    )
+    .unwrap();
     assert!(providers.vapid_public_key.is_none());
     let apns = gw.client.register_device(Provider::Apns).await.unwrap();
     let fcm = gw.client.register_device(Provider::Fcm).await.unwrap();

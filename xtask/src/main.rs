@@ -15,7 +15,12 @@
 //! * **the web client** (`clients/web`): Node.js and npm from Debian's packages when absent,
 //!   then `npm ci` (the npm registry's packages at the versions `package-lock.json` pins),
 //!   `npm test` (its unit tests, `node --test`) and `npm run build` (the bundle the browser
-//!   test serves). A failing Node test does not stop the Rust tests; both decide the exit.
+//!   test serves). A failing Node test does not stop the Rust tests; both decide the exit;
+//! * **promtool** (`tests/system/metrics.rs` lints every server's `/metrics` with it): Debian's
+//!   `prometheus` package when absent;
+//! * **openapi-spec-validator** (`tests/system/openapi.rs` validates both OpenAPI documents
+//!   with it): PyPI's package in a virtualenv under the target directory
+//!   (`target/xtask-venv`), handed to the tests as `SSEPUSH_OPENAPI_SPEC_VALIDATOR`.
 //!
 //! Plain std, so building it costs nothing next to the tests.
 
@@ -48,12 +53,15 @@ fn test(args: &[String]) -> Result<ExitCode, String> {
     let mut apt = Apt::default();
     ensure_redis(&mut apt)?;
     ensure_chromium(&mut apt)?;
+    ensure_promtool(&mut apt)?;
+    let validator = openapi_spec_validator()?;
     ensure_deploy_tools(&mut apt)?;
     let web_ok = web_client(&mut apt)?;
     // The cargo that runs us (`cargo xtask`), so toolchain overrides carry through.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .args(["test", "--workspace", "--no-fail-fast"])
+        .env("SSEPUSH_OPENAPI_SPEC_VALIDATOR", validator)
         .args(args)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
@@ -171,6 +179,48 @@ fn answers(addrs: &[SocketAddr]) -> bool {
     addrs
         .iter()
         .any(|a| TcpStream::connect_timeout(a, Duration::from_millis(300)).is_ok())
+}
+
+/// Installs Debian's `prometheus` (for its `promtool`) unless `promtool` is on the PATH.
+fn ensure_promtool(apt: &mut Apt) -> Result<(), String> {
+    if on_path("promtool") {
+        return Ok(());
+    }
+    apt.install("prometheus")
+}
+
+/// PyPI's `openapi-spec-validator` in a virtualenv under the target directory (made once;
+/// `python3` and its `venv` module from Debian's packages when missing). Returns its command.
+fn openapi_spec_validator() -> Result<std::path::PathBuf, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("xtask has no parent directory")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let venv = target.join("xtask-venv");
+    let validator = venv.join("bin").join("openapi-spec-validator");
+    if validator.is_file() {
+        return Ok(validator);
+    }
+    if !on_path("python3") {
+        Apt::default().install("python3-venv")?;
+    }
+    eprintln!(
+        "xtask: installing openapi-spec-validator from PyPI into {}",
+        venv.display()
+    );
+    if run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).is_err() {
+        // Debian's python3 lacks ensurepip until python3-venv is installed.
+        Apt::default().install("python3-venv")?;
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    run(Command::new(venv.join("bin").join("pip")).args([
+        "install",
+        "-q",
+        "openapi-spec-validator",
+    ]))?;
+    Ok(validator)
 }
 
 /// The tools `tests/system/deploy.rs` checks `deploy/` with: Debian's `docker-compose` and

@@ -10,6 +10,7 @@ pub mod conditional;
 pub mod console;
 pub mod datasets;
 pub mod latest;
+pub mod metrics;
 pub mod openapi;
 pub mod ops;
 pub mod poll;
@@ -107,6 +108,7 @@ pub async fn run_with_stores(
         webhooks: webhook_store,
     } = stores;
     crate::service::ops::metrics_handle();
+    crate::service::ops::register_metrics(metrics::METRICS);
     // Any reqwest client built later in the process gets ring (see service::tls).
     crate::service::tls::install_default_provider();
     let token = CancellationToken::new();

@@ -309,9 +309,13 @@ pub async fn create(
     // Shown once: receivers need it to verify signatures; it is never returned again.
     body.secret = Some(secret.expose().to_owned());
     let location = format!("/v1/webhooks/{}", record.hook.id);
+    // It carries a secret: no cache (browser, proxy, CDN) may keep a copy.
     Ok((
         StatusCode::CREATED,
-        [(header::LOCATION, location)],
+        [
+            (header::LOCATION, location),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
         Json(body),
     )
         .into_response())

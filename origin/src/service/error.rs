@@ -24,6 +24,9 @@ pub struct ApiError {
     pub message: String,
     /// Extra fields for the error object (e.g. a filter error's position).
     pub details: Option<serde_json::Value>,
+    /// `Retry-After`, in seconds, when waiting is the remedy. Every 503 carries one (1 s
+    /// unless set): a client or load balancer should come back, not hammer.
+    pub retry_after_secs: Option<u16>,
 }
 
 impl ApiError {
@@ -34,7 +37,14 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            retry_after_secs: None,
         }
+    }
+
+    /// The same error with `Retry-After: secs`.
+    pub fn retry_after(mut self, secs: u16) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     /// A 400.
@@ -66,6 +76,13 @@ impl IntoResponse for ApiError {
             obj.extend(extra);
         }
         let mut resp = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        let retry_after = self
+            .retry_after_secs
+            .or((self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(1));
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
         // RFC 6750 §3: a 401 names the scheme the client should authenticate with.
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(

@@ -20,6 +20,8 @@ use tokio_util::task::TaskTracker;
 use tower::Service;
 use tracing::Instrument;
 
+use super::parse_errors::JsonParseErrors;
+
 /// Per-connection handle, found in every request's extensions.
 #[derive(Clone, Debug)]
 pub struct ConnHandle {
@@ -85,7 +87,7 @@ pub async fn serve(
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(header_read_timeout)
-                    .serve_connection(TokioIo::new(stream), svc)
+                    .serve_connection(TokioIo::new(JsonParseErrors::new(stream)), svc)
                     .with_upgrades();
                 tokio::pin!(conn);
                 let mut draining = false;

@@ -34,7 +34,7 @@ pub mod signing;
 pub mod store;
 pub mod worker;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -256,8 +256,8 @@ pub fn ip_literal(url: &reqwest::Url) -> Option<IpAddr> {
     host.parse().ok()
 }
 
-/// Resolves the URL's host and refuses it when any address is disallowed (a name with one
-/// public and one private address would otherwise be a coin flip away from the private one).
+/// Resolves the URL's host and refuses it when any address is not globally reachable (the
+/// shared resolver, [`crate::service::egress::resolve_global`]).
 pub async fn resolve_and_check(
     url: &reqwest::Url,
     allow_private: bool,
@@ -269,75 +269,30 @@ pub async fn resolve_and_check(
         return Err(InvalidWebhook::Url("url has no host".into()));
     };
     let port = url.port_or_known_default().unwrap_or(443);
-    let addrs = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::lookup_host((host, port)),
-    )
-    .await
-    .map_err(|_| InvalidWebhook::Url(format!("resolving {host:?} timed out")))?
-    .map_err(|e| InvalidWebhook::Url(format!("cannot resolve {host:?}: {e}")))?;
-    let mut any = false;
-    for addr in addrs {
-        any = true;
-        check_ip(addr.ip(), false)?;
-    }
-    if !any {
-        return Err(InvalidWebhook::Url(format!(
-            "{host:?} resolves to no address"
-        )));
-    }
+    crate::service::egress::resolve_global(host, port, false)
+        .await
+        .map_err(|e| InvalidWebhook::Url(refusal(&e.to_string())))?;
     Ok(())
 }
 
 fn check_ip(ip: IpAddr, allow_private: bool) -> Result<(), InvalidWebhook> {
-    if allow_private || ip_allowed(ip) {
-        Ok(())
-    } else {
-        Err(InvalidWebhook::Url(format!(
-            "target address {ip} is private, loopback, link-local, unspecified or multicast; \
-             refused (webhooks.allow_private_targets is off)"
-        )))
+    match crate::special_purpose::non_global(ip) {
+        Some(block) if !allow_private => Err(InvalidWebhook::Url(refusal(&format!(
+            "target address {ip} is in {block}, not a public address"
+        )))),
+        _ => Ok(()),
     }
 }
 
-/// Whether a webhook may be delivered to `ip` when private targets are not allowed: public
-/// unicast only. IPv4-mapped and -compatible IPv6 addresses are judged by their IPv4 address.
+fn refusal(why: &str) -> String {
+    format!("{why} (webhooks.allow_private_targets is off)")
+}
+
+/// Whether a webhook may be delivered to `ip` when private targets are not allowed: a globally
+/// reachable address per IANA's special-purpose registries ([`crate::special_purpose`], the
+/// policy the proxy's push endpoints share).
 pub fn ip_allowed(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4_allowed(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return v4_allowed(v4);
-            }
-            let seg = v6.segments();
-            // ::a.b.c.d (deprecated IPv4-compatible) and NAT64 64:ff9b::/96 reach IPv4 hosts.
-            if seg[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified() {
-                return v4_allowed(Ipv4Addr::from(((seg[6] as u32) << 16) | seg[7] as u32));
-            }
-            if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
-                return v4_allowed(Ipv4Addr::from(((seg[6] as u32) << 16) | seg[7] as u32));
-            }
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (seg[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
-                || (seg[0] & 0xffc0) == 0xfec0) // site-local fec0::/10 (deprecated)
-        }
-    }
-}
-
-fn v4_allowed(ip: Ipv4Addr) -> bool {
-    let o = ip.octets();
-    !(ip.is_private()
-        || ip.is_loopback()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || ip.is_broadcast()
-        || o[0] == 0 // "this network" 0.0.0.0/8
-        || (o[0] == 100 && (o[1] & 0xc0) == 64) // carrier-grade NAT 100.64.0.0/10
-        || o[0] >= 240) // reserved 240.0.0.0/4
+    crate::special_purpose::is_global(ip)
 }
 
 #[cfg(test)]
@@ -379,6 +334,11 @@ mod tests {
             "::127.0.0.1",
             "64:ff9b::a9fe:a9fe",
             "fec0::1",
+            // The whole registries (issue 12): benchmarking, IETF protocol assignments, 6to4
+            // of loopback. The table itself is tested in `special_purpose`.
+            "198.18.0.1",
+            "192.0.0.1",
+            "2002:7f00:1::",
         ] {
             assert!(!ip_allowed(bad.parse().unwrap()), "{bad} allowed");
         }

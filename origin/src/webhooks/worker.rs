@@ -17,7 +17,6 @@
 //! still points before it and it is delivered again by whoever delivers next (at-least-once).
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,7 +28,7 @@ use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use super::policy::Decision;
 use super::signing::{self, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use super::store::{Insert, Put, Versioned, WebhookStore};
-use super::{Policy, Record, Selection, Webhook, WebhookSettings, check_url, ip_allowed};
+use super::{Policy, Record, Selection, Webhook, WebhookSettings, check_url};
 use crate::clock::{now_ms, rfc3339};
 use crate::event::{Event, EventId, SharedEvent};
 use crate::filter::EventVars;
@@ -666,15 +665,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let host = name.as_str().to_owned();
         let allow_private = self.allow_private;
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if !allow_private && let Some(bad) = addrs.iter().find(|a| !ip_allowed(a.ip())) {
-                return Err(format!(
-                    "{host} resolves to {}, a private, loopback, link-local or multicast address; refused",
-                    bad.ip()
-                )
-                .into());
-            }
+            let addrs = crate::service::egress::resolve_global(&host, 0, allow_private).await?;
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }

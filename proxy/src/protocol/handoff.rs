@@ -307,7 +307,8 @@ pub struct HandoffStatus {
     /// Wakes the push service accepted.
     pub wakes_sent: u64,
     pub last_wake: Option<LastWake>,
-    /// The latest problem: a failed handoff's reason, a wake not accepted, a skipped event.
+    /// The latest problem, kept after it is over: a failed handoff's reason, a wake not
+    /// accepted, a skipped event, upstream trouble being retried (reported at once).
     pub last_error: Option<String>,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     #[serde(with = "super::time::rfc3339_millis")]

@@ -3,6 +3,10 @@
 //! certificate), and `http://` endpoints spoken as h2c with prior knowledge when HTTP/2 is
 //! required (APNs speaks nothing else).
 //!
+//! Names are resolved by [`super::endpoint::GlobalResolver`]: for Web Push (client-chosen
+//! endpoints) it refuses addresses that are not globally reachable when connecting; for APNs
+//! and FCM (operator-configured hosts) it resolves as the system does.
+//!
 //! hyper rather than reqwest: APNs needs HTTP/2 with prior knowledge over cleartext (the
 //! simulated gateway) and HTTP/2-only pools; the TLS configuration is the one every outbound
 //! client shares (`ssepush_origin::service::tls`).
@@ -19,6 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::PushError;
+use super::endpoint::GlobalResolver;
 
 /// Longest response body read: push services answer a few hundred bytes of JSON.
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
@@ -42,7 +47,7 @@ pub(crate) struct HttpResponse {
 
 #[derive(Clone)]
 pub(crate) struct HttpClient {
-    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    inner: Client<HttpsConnector<HttpConnector<GlobalResolver>>, Full<Bytes>>,
     timeout: Duration,
 }
 
@@ -63,17 +68,39 @@ pub(crate) fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig
 }
 
 impl HttpClient {
+    /// A client for operator-configured hosts (APNs, FCM): any address.
     pub fn new(
         extra_ca: Option<&Path>,
         versions: Versions,
         timeout: Duration,
     ) -> Result<HttpClient, PushError> {
+        Self::with_resolver(
+            extra_ca,
+            versions,
+            timeout,
+            GlobalResolver {
+                allow_private: true,
+            },
+        )
+    }
+
+    /// A client whose connections resolve names through `resolver` (Web Push: the endpoint
+    /// policy). IP-literal hosts never reach a resolver: check them before sending.
+    pub fn with_resolver(
+        extra_ca: Option<&Path>,
+        versions: Versions,
+        timeout: Duration,
+        resolver: GlobalResolver,
+    ) -> Result<HttpClient, PushError> {
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls_config(extra_ca)?)
             .https_or_http();
+        let mut http = HttpConnector::new_with_resolver(resolver);
+        // The TLS layer decides the scheme; plain TCP must accept `https://` URIs.
+        http.enforce_http(false);
         let connector = match versions {
-            Versions::Http2 => builder.enable_http2().build(),
-            Versions::Any => builder.enable_all_versions().build(),
+            Versions::Http2 => builder.enable_http2().wrap_connector(http),
+            Versions::Any => builder.enable_all_versions().wrap_connector(http),
         };
         let inner = Client::builder(TokioExecutor::new())
             .http2_only(versions == Versions::Http2)

@@ -10,12 +10,14 @@ use ssepush_origin::EventId;
 use crate::protocol::WakePayload;
 
 pub mod apns;
+pub mod endpoint;
 pub mod fcm;
 mod http;
 mod providers;
 pub mod webpush;
 
 pub use apns::{ApnsProvider, ApnsSettings};
+pub use endpoint::EndpointPolicy;
 pub use fcm::{FcmProvider, FcmSettings};
 pub use providers::{Providers, providers_all};
 pub use webpush::{WebPushProvider, WebPushSettings};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    ApnsProvider, ApnsSettings, FcmProvider, FcmSettings, PushError, PushProvider, PushTarget,
-    Wake, WebPushProvider, WebPushSettings,
+    ApnsProvider, ApnsSettings, EndpointPolicy, FcmProvider, FcmSettings, PushError, PushProvider,
+    PushTarget, Wake, WebPushProvider, WebPushSettings,
 };
 
 /// The same provider for every platform (tests, the demo).
@@ -45,10 +45,12 @@ impl std::fmt::Debug for Providers {
 impl Providers {
     /// Builds a provider for every platform that has settings. Reads key files (and may create
     /// the VAPID key), so call it once at startup; errors are [`PushError::Config`].
+    /// `webpush_policy` is where Web Push wakes may go (`[push]`).
     pub fn from_settings(
         apns: Option<&ApnsSettings>,
         fcm: Option<&FcmSettings>,
         webpush: Option<&WebPushSettings>,
+        webpush_policy: &EndpointPolicy,
     ) -> Result<Providers, PushError> {
         let mut providers = Providers::default();
         if let Some(s) = apns {
@@ -58,7 +60,7 @@ impl Providers {
             providers.fcm = Some(Arc::new(FcmProvider::new(s)?));
         }
         if let Some(s) = webpush {
-            let p = WebPushProvider::new(s)?;
+            let p = WebPushProvider::new(s, webpush_policy.clone())?;
             providers.vapid_public_key = Some(p.public_key().to_owned());
             providers.webpush = Some(Arc::new(p));
         }

@@ -22,6 +22,7 @@ use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
+use super::endpoint::{EndpointPolicy, GlobalResolver, UNREACHABLE};
 use super::http::{HttpClient, Versions, now_secs, retry_after};
 use super::{PushError, PushProvider, PushTarget, Wake, WebPushSubscription};
 use crate::protocol::WebPushMessage;
@@ -39,10 +40,11 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(10);
 #[serde(default, deny_unknown_fields)]
 pub struct WebPushSettings {
     /// The VAPID P-256 private key: PKCS#8 PEM, SEC1 PEM (`EC PRIVATE KEY`), or the raw
-    /// 32-byte scalar in base64url (as `web-push generate-vapid-keys` prints it).
+    /// 32-byte scalar in base64url (as `web-push generate-vapid-keys` prints it). It must
+    /// exist: a missing file stops start-up rather than minting a new key, which would break
+    /// every browser subscription bound to the old one. Make one with
+    /// `ssepush proxy gen-vapid-key PATH`.
     pub vapid_key_path: PathBuf,
-    /// Create the key file (PKCS#8 PEM, mode 0600) when it does not exist. Default true.
-    pub generate_key: bool,
     /// VAPID `sub`: `mailto:…` or `https://…`, how a push service reaches the operator.
     pub subject: String,
     /// An extra root CA (PEM) to trust, e.g. a test push service's self-signed certificate.
@@ -55,7 +57,6 @@ impl Default for WebPushSettings {
     fn default() -> Self {
         WebPushSettings {
             vapid_key_path: PathBuf::new(),
-            generate_key: true,
             subject: String::new(),
             ca_cert_path: None,
             timeout_secs: 10,
@@ -108,24 +109,35 @@ impl VapidKey {
         VapidKey::from_secret(&secret)
     }
 
-    /// Reads the key file, or creates it when allowed and absent.
-    pub fn load_or_generate(path: &Path, generate: bool) -> Result<VapidKey, PushError> {
+    /// Reads the key file. A missing file is an error that says how to make one: a key is
+    /// generated only on request ([`VapidKey::generate`]), never as a fallback.
+    pub fn load(path: &Path) -> Result<VapidKey, PushError> {
         let config = |e: &dyn std::fmt::Display| {
-            PushError::Config(format!("VAPID key {}: {e}", path.display()))
+            PushError::Config(format!("[webpush] vapid_key_path {}: {e}", path.display()))
         };
         match std::fs::read_to_string(path) {
             Ok(text) => VapidKey::parse(&text).map_err(|e| config(&e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && generate => {
-                let secret = p256::SecretKey::random(&mut rand_core_06::OsRng);
-                let pem = secret
-                    .to_pkcs8_pem(LineEnding::LF)
-                    .map_err(|e| config(&e))?;
-                write_private(path, pem.as_bytes()).map_err(|e| config(&e))?;
-                tracing::info!(path = %path.display(), "generated a VAPID key");
-                VapidKey::from_secret(&secret)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(config(
+                &"no such file (a new key would orphan every browser subscription made with \
+                  the old one; create one on purpose with `ssepush proxy gen-vapid-key PATH`)",
+            )),
             Err(e) => Err(config(&e)),
         }
+    }
+
+    /// Creates a new key at `path` (PKCS#8 PEM, mode 0600, its directory created), refusing
+    /// to replace a file that is already there. What `ssepush proxy gen-vapid-key` runs.
+    pub fn generate(path: &Path) -> Result<VapidKey, PushError> {
+        let config = |e: &dyn std::fmt::Display| {
+            PushError::Config(format!("VAPID key {}: {e}", path.display()))
+        };
+        let secret = p256::SecretKey::random(&mut rand_core_06::OsRng);
+        let pem = secret
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| config(&e))?;
+        write_private(path, pem.as_bytes()).map_err(|e| config(&e))?;
+        tracing::info!(path = %path.display(), "generated a VAPID key");
+        VapidKey::from_secret(&secret)
     }
 
     pub fn public_key(&self) -> &str {
@@ -308,10 +320,13 @@ pub fn classify(status: u16, retry_after: Option<Duration>) -> Result<(), PushEr
     }
 }
 
-/// The Web Push [`PushProvider`].
+/// The Web Push [`PushProvider`]. Endpoints are client-chosen: every send is held to the
+/// [`EndpointPolicy`] (the URL before sending, every resolved address when connecting), and a
+/// network failure is reported only as [`UNREACHABLE`].
 pub struct WebPushProvider {
     vapid: VapidKey,
     subject: String,
+    policy: EndpointPolicy,
     http: HttpClient,
 }
 
@@ -320,12 +335,18 @@ impl std::fmt::Debug for WebPushProvider {
         f.debug_struct("WebPushProvider")
             .field("vapid", &self.vapid)
             .field("subject", &self.subject)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
 
 impl WebPushProvider {
-    pub fn new(settings: &WebPushSettings) -> Result<WebPushProvider, PushError> {
+    /// Loads (or creates) the VAPID key; `policy` says where wakes may go (`[push]`, see
+    /// [`crate::settings::Settings::push_endpoint_policy`]).
+    pub fn new(
+        settings: &WebPushSettings,
+        policy: EndpointPolicy,
+    ) -> Result<WebPushProvider, PushError> {
         if !(settings.subject.starts_with("mailto:") || settings.subject.starts_with("https:")) {
             return Err(PushError::Config(
                 "[webpush] subject must be a mailto: or https: URI".into(),
@@ -337,13 +358,17 @@ impl WebPushProvider {
             ));
         }
         Ok(WebPushProvider {
-            vapid: VapidKey::load_or_generate(&settings.vapid_key_path, settings.generate_key)?,
+            vapid: VapidKey::load(&settings.vapid_key_path)?,
             subject: settings.subject.clone(),
-            http: HttpClient::new(
+            http: HttpClient::with_resolver(
                 settings.ca_cert_path.as_deref(),
                 Versions::Any,
                 Duration::from_secs(settings.timeout_secs.max(1)),
+                GlobalResolver {
+                    allow_private: policy.allow_private,
+                },
             )?,
+            policy,
         })
     }
 
@@ -359,8 +384,24 @@ impl PushProvider for WebPushProvider {
         let PushTarget::Webpush { subscription } = target else {
             return Err(PushError::Config("not a Web Push target".into()));
         };
+        // IP literals never reach the connecting resolver: the URL is checked here, each time
+        // (a record from before a policy change is held to the current one).
+        let url = reqwest::Url::parse(&subscription.endpoint).map_err(|_| {
+            PushError::Permanent("invalid subscription: endpoint is not a URL".into())
+        })?;
+        self.policy
+            .check_url(&url)
+            .map_err(|e| PushError::Permanent(format!("push endpoint not allowed: {e}")))?;
         let request = build_request(subscription, wake, &self.vapid, &self.subject, now_secs())?;
-        let response = self.http.send(request).await?;
+        let response = self.http.send(request).await.map_err(|e| match e {
+            // Refused, unresolvable, reset, timed out or a TLS failure all read the same in
+            // `lastError`, so it never tells open ports from closed ones; the log has the cause.
+            PushError::Transient(detail) => {
+                tracing::debug!(%detail, "Web Push endpoint unreachable");
+                PushError::Transient(UNREACHABLE.into())
+            }
+            other => other,
+        })?;
         classify(response.status, retry_after(&response.headers))
     }
 }
@@ -562,13 +603,19 @@ mod tests {
     }
 
     #[test]
-    fn vapid_key_is_generated_once_and_reloaded() {
+    fn vapid_key_is_generated_only_on_request_and_reloaded() {
         let dir = std::env::temp_dir().join(format!("ssepush-vapid-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("vapid.pem");
-        assert!(VapidKey::load_or_generate(&path, false).is_err());
-        let a = VapidKey::load_or_generate(&path, true).unwrap();
-        let b = VapidKey::load_or_generate(&path, true).unwrap();
+        let err = VapidKey::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("vapid_key_path") && err.contains("gen-vapid-key"),
+            "{err}"
+        );
+        assert!(!dir.exists(), "loading a missing key created its directory");
+        let a = VapidKey::generate(&path).unwrap();
+        assert!(VapidKey::generate(&path).is_err(), "a key was overwritten");
+        let b = VapidKey::load(&path).unwrap();
         assert_eq!(a.public_key(), b.public_key());
         #[cfg(unix)]
         {
@@ -597,14 +644,13 @@ mod tests {
             ..WebPushSettings::default()
         };
         assert!(matches!(
-            WebPushProvider::new(&bad_subject),
+            WebPushProvider::new(&bad_subject, EndpointPolicy::permissive()),
             Err(PushError::Config(_))
         ));
         let s: WebPushSettings = serde_json::from_value(
             serde_json::json!({"vapid_key_path": "v.pem", "subject": "mailto:a@b"}),
         )
         .unwrap();
-        assert!(s.generate_key);
         assert_eq!(s.timeout_secs, 10);
     }
 }
