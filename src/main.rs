@@ -66,7 +66,8 @@ struct DeviceRunFlags {
     /// Origin base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     origin: String,
-    /// Proxy base URL.
+    /// Proxy base URL; a fleet's nodes comma-separated (phones spread over them and fail over
+    /// to the next when one does not answer).
     #[arg(long, default_value = "http://127.0.0.1:8090")]
     proxy: String,
     /// Simulated gateway base URL (its control API and device streams).
@@ -178,6 +179,9 @@ enum ProxyCommand {
         /// Where to write the key.
         path: PathBuf,
     },
+    /// A proxy fleet as its Redis store sees it: the nodes, what each holds, their leases,
+    /// handoffs by state.
+    Status(ProxyStatusFlags),
 }
 
 #[derive(Args)]
@@ -191,13 +195,26 @@ struct ProxyFlags {
     /// Address to listen on.
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Handoff store: `memory` (Redis comes with the fleet).
+    /// Handoff store: `memory` (one node) or `redis://…` (a fleet; see `[fleet]`).
     #[arg(long)]
     store: Option<String>,
     /// Fill `[apns]`, `[fcm]` and `[webpush]` from a simulated gateway's credentials directory
     /// (`ssepush gateway --credentials-dir DIR`).
     #[arg(long)]
     gateway_credentials: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ProxyStatusFlags {
+    /// The fleet's store (`redis://…`).
+    #[arg(long)]
+    store: String,
+    /// The fleet's `fleet.namespace`.
+    #[arg(long, default_value = "ssepush")]
+    namespace: String,
+    /// One JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -338,7 +355,61 @@ async fn origin(flags: ServerFlags, extra_ca: Option<PathBuf>) -> anyhow::Result
     Ok(())
 }
 
+/// `ssepush proxy status`: reads the fleet from its store (no encryption key needed: only
+/// unsealed fields are read).
+async fn proxy_status(flags: ProxyStatusFlags) -> anyhow::Result<()> {
+    // A throwaway key: the status opens no sealed field.
+    let key = format!(
+        "status:{}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            rand::random::<[u8; 32]>()
+        )
+    );
+    let sealer = ssepush_proxy::store::Sealer::from_settings(&[key]).map_err(anyhow::Error::msg)?;
+    let store =
+        ssepush_proxy::store::redis::RedisStore::connect(&flags.store, &flags.namespace, sealer)
+            .await?;
+    use ssepush_proxy::store::HandoffStore;
+    let fleet = store.fleet().await?;
+    let states = store.states().await?;
+    if flags.json {
+        let out = serde_json::json!({"nodes": fleet.nodes, "free": fleet.free, "handoffs": states});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "{:<22} {:<28} {:>10} {:>14}",
+        "NODE", "ADDRESS", "HANDOFFS", "LEASE"
+    );
+    for n in &fleet.nodes {
+        let lease = if n.expires_in_ms >= 0 {
+            format!("{:.1} s left", n.expires_in_ms as f64 / 1000.0)
+        } else {
+            format!("dead {:.1} s", -n.expires_in_ms as f64 / 1000.0)
+        };
+        println!(
+            "{:<22} {:<28} {:>10} {:>14}",
+            n.node, n.addr, n.holds, lease
+        );
+    }
+    println!("released, not yet claimed: {}", fleet.free);
+    let by: Vec<String> = states.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!(
+        "handoffs by state: {}",
+        if by.is_empty() {
+            "none".into()
+        } else {
+            by.join(", ")
+        }
+    );
+    Ok(())
+}
+
 async fn proxy(flags: ProxyFlags, extra_ca: Option<PathBuf>) -> anyhow::Result<()> {
+    if let Some(ProxyCommand::Status(status)) = flags.command {
+        return proxy_status(status).await;
+    }
     if let Some(ProxyCommand::GenVapidKey { path }) = flags.command {
         let key = ssepush_proxy::push::webpush::VapidKey::generate(&path)?;
         println!("{}", key.public_key());

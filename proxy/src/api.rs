@@ -37,7 +37,7 @@ use crate::protocol::schema::{ErrorBody, Health};
 use crate::protocol::{
     self, CatchUp, Handback, HandoffCreated, HandoffRequest, HandoffStatus, PushTarget, Readiness,
 };
-use crate::store::{HandoffRecord, StoreError};
+use crate::store::{Fence, HandoffRecord, StoreError};
 use crate::token::{Token, new_id};
 
 /// `Retry-After` of a 503 `node_full`: handoffs expire and hand back all the time, so room
@@ -128,6 +128,7 @@ fn handoff_error(e: HandoffError) -> ApiError {
         (status = 403, description = "Stream URL outside allowed_origins, or creation disabled", body = ErrorBody),
         (status = 413, description = "Body larger than max_body_bytes", body = ErrorBody),
         (status = 422, description = "No push provider configured for the platform", body = ErrorBody),
+        (status = 429, description = "This API key or JWT subject creates handoffs too fast (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Node full or draining", body = ErrorBody),
     )
 )]
@@ -136,7 +137,20 @@ async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    node.auth.check(&headers)?;
+    if let Err(e) = node.auth.check_create(&headers) {
+        if e.status != StatusCode::TOO_MANY_REQUESTS {
+            return Err(e);
+        }
+        let secs = e
+            .details
+            .as_ref()
+            .and_then(|d| d["retryAfterSecs"].as_u64())
+            .unwrap_or(1);
+        let mut resp = e.into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return Ok(resp);
+    }
     if node.shutdown.is_cancelled() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -170,28 +184,49 @@ async fn create(
             .await
             .map_err(|e| handoff_error(HandoffError::PushEndpointNotAllowed(e)))?;
     }
-    let id = new_id();
-    let token = Token::generate();
-    let h = LiveHandoff::new(id.clone(), token.hash(), spec, cursor, &node.settings);
-    node.store.insert(h.record()).await.map_err(|e| match e {
-        // This node is at max_handoffs: another node, or this one later, has room.
-        StoreError::Full(_) => ApiError::new(
+    // This node is at max_handoffs: another node, or this one later, has room.
+    let node_full = |e: StoreError| {
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "node_full",
             format!("{e}; hand off to another node or retry later"),
         )
-        .retry_after(NODE_FULL_RETRY_AFTER_SECS),
-        _ => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        ),
-    })?;
+        .retry_after(NODE_FULL_RETRY_AFTER_SECS)
+    };
+    if node.live.read().unwrap().len() >= node.settings.max_handoffs {
+        return Err(node_full(StoreError::Full(node.settings.max_handoffs)));
+    }
+    let id = new_id();
+    let token = Token::generate();
+    let fence = Fence {
+        node: node.node_id(),
+        epoch: 1,
+    };
+    let h = LiveHandoff::new(
+        id.clone(),
+        token.hash(),
+        spec,
+        cursor,
+        &node.settings,
+        fence,
+    );
+    node.store
+        .insert(h.record(), &h.fence.node)
+        .await
+        .map_err(|e| match e {
+            StoreError::Full(_) => node_full(e),
+            _ => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                e.to_string(),
+            ),
+        })?;
     node.live.write().unwrap().insert(id.clone(), h.clone());
     {
         let _e = h.span().enter();
         tracing::info!(?cursor, ttl_secs = h.spec.ttl_secs, "handoff created");
     }
+    replace_older(&node, &h).await;
     node.upstreams.join(&h.spec.stream, h.clone());
     spawn_driver(node.clone(), h.clone());
     metrics::counter!("ssepush_proxy_handoffs_created_total").increment(1);
@@ -209,10 +244,66 @@ async fn create(
     Ok(resp)
 }
 
-/// Finds the handoff and checks its token.
-fn authorize(node: &Node, id: &str, headers: &HeaderMap) -> Result<Arc<LiveHandoff>, ApiError> {
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such handoff");
-    let h = node.get_live(id).ok_or_else(not_found)?;
+/// The budget and the outstanding wake belong to the push target: a new handoff for a target
+/// ends its oldest ones beyond `wake.max_handoffs_per_target` (here at once when this node owns
+/// them; on another node, its next write or wake finds it replaced) and inherits the hourly
+/// budget of the newest one it replaced. A store that does not answer leaves both handoffs be.
+async fn replace_older(node: &Node, h: &Arc<LiveHandoff>) {
+    let target = crate::store::target_digest(&h.spec.push.0);
+    let cap = node.settings.wake.max_handoffs_per_target;
+    let evicted = match node.store.claim_target(&target, &h.id, cap).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(parent: h.span(), error = %e, "cannot record the handoff's push target");
+            return;
+        }
+    };
+    for old in &evicted {
+        if let Some(o) = node.get_live(old) {
+            o.replaced();
+            node.teardown(&o).await;
+        }
+        metrics::counter!("ssepush_proxy_handoffs_replaced_total").increment(1);
+    }
+    if let Some(newest) = evicted.last()
+        && let Ok(Some(o)) = node.store.get(newest).await
+    {
+        h.inherit_budget(&o.rec.wake_times_ms);
+    }
+}
+
+/// Where a handoff's call is answered.
+enum Found {
+    /// This node owns it.
+    Local(Arc<LiveHandoff>),
+    /// It has ended and no node drives it: the stored record answers.
+    Stored(Box<HandoffRecord>),
+    /// Another node owns it: its answer, forwarded.
+    Forwarded(Response),
+}
+
+/// The header a forwarded call carries (the forwarding node's id): the owner answers it
+/// itself or refuses, never forwards again.
+const FORWARDED: &str = "ssepush-forwarded";
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such handoff")
+}
+
+fn moving(message: &str) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "handoff_moving", message)
+}
+
+/// Finds the handoff and checks its token. On a fleet, a handoff another node owns is
+/// answered by that node: the call is forwarded to the address it registered (`method`,
+/// `path_and_query` and the caller's headers that matter), once.
+async fn authorize(
+    node: &Node,
+    id: &str,
+    headers: &HeaderMap,
+    method: reqwest::Method,
+    path_and_query: &str,
+) -> Result<Found, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(bearer_token)
@@ -223,14 +314,99 @@ fn authorize(node: &Node, id: &str, headers: &HeaderMap) -> Result<Arc<LiveHando
                 "this handoff's token is required: 'Authorization: Bearer <token>'",
             )
         })?;
-    if !h.verify_token(token) {
-        return Err(ApiError::new(
+    let wrong_token = || {
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "the token is not this handoff's",
-        ));
+        )
+    };
+    if let Some(h) = node.get_live(id) {
+        if !h.verify_token(token) {
+            return Err(wrong_token());
+        }
+        return Ok(Found::Local(h));
     }
-    Ok(h)
+    if !node.shared {
+        return Err(not_found());
+    }
+    let stored = node
+        .store
+        .get(id)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                e.to_string(),
+            )
+        })?
+        .ok_or_else(not_found)?;
+    let verified = crate::token::TokenHash::from_hex(&stored.rec.token_sha256)
+        .is_some_and(|hash| hash.verify(token));
+    if !verified {
+        return Err(wrong_token());
+    }
+    if stored.rec.state.is_terminal() {
+        return Ok(Found::Stored(Box::new(stored.rec)));
+    }
+    if headers.contains_key(FORWARDED) {
+        return Err(moving("the handoff is changing nodes; retry"));
+    }
+    let Some(owner) = stored.owner else {
+        return Err(moving("the handoff is changing nodes; retry"));
+    };
+    let fleet = node.store.fleet().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )
+    })?;
+    let Some(peer) = fleet
+        .nodes
+        .into_iter()
+        .find(|n| n.node == owner && n.expires_in_ms >= 0)
+    else {
+        return Err(moving(
+            "the handoff's node is gone; another takes it over shortly, retry",
+        ));
+    };
+    let mut req = node
+        .peers
+        .request(method, format!("{}{path_and_query}", peer.addr))
+        .header(FORWARDED, &*node.node_id());
+    for name in [header::AUTHORIZATION, header::ACCEPT] {
+        if let Some(v) = headers.get(&name) {
+            req = req.header(name, v);
+        }
+    }
+    if let Some(v) = headers.get("last-event-id") {
+        req = req.header("last-event-id", v);
+    }
+    let resp = req.send().await.map_err(|_| {
+        moving("the handoff's node does not answer; retry (another takes it over if it is gone)")
+    })?;
+    let status = resp.status();
+    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|_| moving("the handoff's node broke off its answer; retry"))?;
+    let mut out = (status, body).into_response();
+    if let Some(ct) = content_type {
+        out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    out.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(Found::Forwarded(out))
+}
+
+fn path_and_query(path: String, query: Option<&str>) -> String {
+    match query {
+        Some(q) if !q.is_empty() => format!("{path}?{q}"),
+        _ => path,
+    }
 }
 
 /// Unix milliseconds as a wire time (every time the proxy keeps is far inside chrono's range).
@@ -273,8 +449,13 @@ async fn get_status(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let h = authorize(&node, &id, &headers)?;
-    Ok(axum::Json(status(&h.record())).into_response())
+    let path = format!("/v1/handoffs/{id}");
+    let rec = match authorize(&node, &id, &headers, reqwest::Method::GET, &path).await? {
+        Found::Local(h) => h.record(),
+        Found::Stored(rec) => *rec,
+        Found::Forwarded(resp) => return Ok(resp),
+    };
+    Ok(axum::Json(status(&rec)).into_response())
 }
 
 /// The device's position from `Last-Event-ID` (wins) or `?after=`.
@@ -328,8 +509,19 @@ async fn events(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let h = authorize(&node, &id, &headers)?;
     let after = position(&headers, query.as_deref())?;
+    let path = path_and_query(format!("/v1/handoffs/{id}/events"), query.as_deref());
+    let h = match authorize(&node, &id, &headers, reqwest::Method::GET, &path).await? {
+        Found::Local(h) => h,
+        Found::Forwarded(resp) => return Ok(resp),
+        Found::Stored(_) => {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "handoff_ended",
+                "the handoff has ended; resume at the origin from your cursor",
+            ));
+        }
+    };
     let catchup = h.check_in(after);
     {
         let _e = h.span().enter();
@@ -397,8 +589,19 @@ async fn handback(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let h = authorize(&node, &id, &headers)?;
     let after = position(&headers, query.as_deref())?;
+    let path = path_and_query(format!("/v1/handoffs/{id}"), query.as_deref());
+    let h = match authorize(&node, &id, &headers, reqwest::Method::DELETE, &path).await? {
+        Found::Local(h) => h,
+        Found::Forwarded(resp) => return Ok(resp),
+        Found::Stored(rec) => {
+            return Ok(axum::Json(Handback {
+                cursor: rec.cursor,
+                state: rec.state,
+            })
+            .into_response());
+        }
+    };
     let cursor = h.close(after);
     // At once rather than when the driver notices: the connection closes before the answer.
     node.teardown(&h).await;

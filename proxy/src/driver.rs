@@ -14,6 +14,7 @@ use tracing::Instrument;
 use crate::live::LiveHandoff;
 use crate::node::Node;
 use crate::push::PushError;
+use crate::store::StoreError;
 use crate::wake::{Action, Outcome};
 
 /// Runs a handoff until it ends: wakes when the policy says so, expires at its ttl.
@@ -42,11 +43,43 @@ async fn drive(node: Arc<Node>, h: Arc<LiveHandoff>) {
         }
         node.persist(&h).await;
     }
+    if h.is_released() {
+        tracing::debug!("handoff driver ended: the handoff left this node");
+        return;
+    }
     node.teardown(&h).await;
     tracing::debug!("handoff driver ended");
 }
 
 async fn send_wake(node: &Node, h: &LiveHandoff) {
+    // Fencing: a wake goes out only while this node's lease surely holds and the store still
+    // names it the owner at its epoch; a release waits for a send in progress (`acting`).
+    let _acting = h.acting.lock().await;
+    if h.is_released() {
+        return;
+    }
+    if !node.lease_ok() {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        return;
+    }
+    match node.store.fence(&h.id, &h.fence).await {
+        Ok(()) => {}
+        Err(StoreError::Fenced(_)) => {
+            tracing::warn!("handoff moved to another node; no wake from here");
+            node.drop_local(h);
+            return;
+        }
+        Err(StoreError::Replaced(_)) => {
+            tracing::info!("replaced by a newer handoff for its push target; no wake");
+            h.replaced();
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot confirm ownership; the wake waits");
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            return;
+        }
+    }
     let platform = h.spec.push.platform();
     let send = h.begin_wake();
     let result = match node.providers.get(&h.spec.push.0) {

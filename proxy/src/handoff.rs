@@ -307,6 +307,34 @@ pub fn validate(
     Ok((spec, cursor))
 }
 
+/// The spec of a stored handoff, for a node taking it over: the URL is checked against this
+/// node's `allowed_origins` again and the filter compiled again (both were valid at creation,
+/// perhaps under another node's configuration).
+pub fn spec_of_record(
+    rec: &crate::store::HandoffRecord,
+    allow: &OriginAllowList,
+) -> Result<HandoffSpec, String> {
+    let url = check_stream_url(&rec.stream_url, allow).map_err(|e| e.to_string())?;
+    let filter = match rec.wake_filter.as_deref() {
+        None => None,
+        Some(s) => Some(Filter::compile(s).map_err(|e| format!("wake.filter: {e}"))?),
+    };
+    Ok(HandoffSpec {
+        stream: StreamSpec {
+            url,
+            headers: StreamHeaders(rec.stream_headers.clone()),
+        },
+        push: Target(rec.push.clone()),
+        wake: WakeSpec {
+            filter,
+            coalesce_ms: rec.coalesce_ms,
+            max_per_hour: rec.max_per_hour,
+            mode: rec.mode,
+        },
+        ttl_secs: rec.expires_at_ms.saturating_sub(rec.created_at_ms) / 1000,
+    })
+}
+
 fn check_stream_url(raw: &str, allow: &OriginAllowList) -> Result<Url, HandoffError> {
     if raw.len() > 4096 {
         return Err(HandoffError::BadUrl("longer than 4096 bytes".into()));

@@ -10,7 +10,8 @@
 //! * the server (feature `server`, on by default), read top to bottom as a staircase: each
 //!   module uses only modules below it.
 //!   1. [`server`] — `run(listener, settings, providers, shutdown)`.
-//!   2. [`api`] — the HTTP handlers; [`openapi`] their document; [`sweep`] the sweeper.
+//!   2. [`api`] — the HTTP handlers; [`openapi`] their document; [`sweep`] the sweeper;
+//!      [`fleet`] — leases, takeovers, rebalancing and the drain on a shared store.
 //!   3. [`driver`] — the per-handoff task: wakes, expiry, teardown.
 //!   4. [`node`] — [`node::Node`], what handlers and drivers share, and the one teardown path.
 //!   5. [`auth`] — who may create handoffs.
@@ -39,6 +40,8 @@ pub mod connector;
 pub mod cursor;
 #[cfg(feature = "server")]
 pub mod driver;
+#[cfg(feature = "server")]
+pub mod fleet;
 #[cfg(feature = "server")]
 pub mod handoff;
 #[cfg(feature = "server")]

@@ -7,6 +7,7 @@
 //! the handoff joins ([`Subscriber::cursor`]). Every log line of a handoff is in a span carrying
 //! its id — never its token, push token or upstream headers.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,7 +23,7 @@ use crate::handoff::{HandoffSpec, Input, State, transition};
 use crate::protocol::{CatchUp, LastWake};
 use crate::push::{PushError, Wake};
 use crate::settings::Settings;
-use crate::store::HandoffRecord;
+use crate::store::{Fence, HandoffRecord, Owned};
 use crate::token::TokenHash;
 use crate::upstream::{Subscriber, Verdicts};
 use crate::wake::{Action, Outcome, WakeConfig, WakePolicy};
@@ -51,8 +52,19 @@ pub struct LiveHandoff {
     push_ttl: Duration,
     inner: Mutex<Inner>,
     notify: Notify,
-    /// Cancelled when the handoff reaches a terminal state: the driver ends.
+    /// Cancelled when the handoff reaches a terminal state, or this node gave it up: the driver
+    /// ends.
     pub stop: CancellationToken,
+    /// This node's right to act for it (`crate::store`, "Ownership and fencing").
+    pub fence: Fence,
+    /// This node no longer owns it (released, or fenced out): nothing more is done or written.
+    released: AtomicBool,
+    /// A digest of the durable part of the last record written (state, cursor, wake state,
+    /// counters): unchanged records are not written again.
+    persisted: std::sync::atomic::AtomicU64,
+    /// Held while a wake is fenced and sent, and while the handoff is released: a release never
+    /// overlaps a send, so no wake of an old epoch lands after the next owner's.
+    pub acting: tokio::sync::Mutex<()>,
     span: tracing::Span,
 }
 
@@ -89,6 +101,7 @@ impl LiveHandoff {
         spec: HandoffSpec,
         cursor: Option<EventId>,
         settings: &Settings,
+        fence: Fence,
     ) -> Arc<LiveHandoff> {
         let w = &settings.wake;
         let cfg = WakeConfig {
@@ -121,10 +134,79 @@ impl LiveHandoff {
             }),
             notify: Notify::new(),
             stop: CancellationToken::new(),
+            fence,
+            released: AtomicBool::new(false),
+            acting: tokio::sync::Mutex::new(()),
+            persisted: std::sync::atomic::AtomicU64::new(0),
             span,
             spec,
             id,
         })
+    }
+
+    /// A handoff this node took over under `fence`, from its stored record: the device cursor
+    /// (the stream is read again from there), the newest id, the wake state (an outstanding
+    /// wake, the hour's budget), the counters. `None` when it has ended or its record no longer
+    /// validates (e.g. the stream left `allowed_origins`), with the reason.
+    pub fn restore(
+        owned: &Owned,
+        fence: Fence,
+        settings: &Settings,
+        allow: &crate::allow::OriginAllowList,
+    ) -> Result<Arc<LiveHandoff>, String> {
+        let rec = &owned.rec;
+        if rec.state.is_terminal() {
+            return Err(format!("it has ended ({})", rec.state.as_str()));
+        }
+        let spec = crate::handoff::spec_of_record(rec, allow)?;
+        let token = TokenHash::from_hex(&rec.token_sha256).ok_or("unreadable token hash")?;
+        let h = LiveHandoff::new(rec.id.clone(), token, spec, rec.cursor, settings, fence);
+        let now_wall = now_ms();
+        let now = Instant::now();
+        let left = Duration::from_millis(rec.expires_at_ms.saturating_sub(now_wall));
+        // SAFETY of the arithmetic: an instant in the past stays representable for an hour.
+        let to_instant =
+            |ms: u64| now.checked_sub(Duration::from_millis(now_wall.saturating_sub(ms)));
+        let mut h = h;
+        if let Some(inner) = Arc::get_mut(&mut h) {
+            inner.created_at_ms = rec.created_at_ms;
+            inner.expires_at_ms = rec.expires_at_ms;
+            inner.expires_at = now + left;
+            let i = inner.inner.get_mut().unwrap();
+            if rec.state == crate::protocol::HandoffState::Woken {
+                i.state = State::Woken;
+                state_gauge(&State::Watching, -1.0);
+                state_gauge(&State::Woken, 1.0);
+            }
+            if let Some(newest) = rec.newest_id {
+                i.cursor.skipped(newest);
+            }
+            i.policy.restore(
+                rec.wake_outstanding,
+                rec.wake_times_ms.iter().filter_map(|ms| to_instant(*ms)),
+            );
+            i.wakes_sent = rec.wakes_sent;
+            i.last_wake = rec.last_wake.clone();
+            i.last_error = rec.last_error.clone();
+        }
+        Ok(h)
+    }
+
+    /// This node gives the handoff up (released to a peer, or fenced out): the driver ends
+    /// without a teardown and nothing is written for it again.
+    /// Returns false when it had already been given up.
+    pub fn release_locally(&self) -> bool {
+        if self.released.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        self.stop.cancel();
+        self.notify.notify_one();
+        true
+    }
+
+    /// Whether this node gave it up.
+    pub fn is_released(&self) -> bool {
+        self.released.load(Ordering::SeqCst)
     }
 
     pub fn verify_token(&self, presented: &str) -> bool {
@@ -207,6 +289,33 @@ impl LiveHandoff {
         inner.cursor.device()
     }
 
+    /// A newer handoff for the same push target replaced this one: it ends as `closed`
+    /// (`lastError` says why) and never wakes again.
+    pub fn replaced(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        if !inner.state.is_terminal() {
+            inner.last_error =
+                Some("replaced by a newer handoff for the same push target".to_owned());
+        }
+        self.apply(&mut inner, Input::Close);
+    }
+
+    /// Takes over the hourly budget of the handoff this one replaced (the budget belongs to
+    /// the push target): the Unix ms of its wakes of the last hour.
+    pub fn inherit_budget(&self, wake_times_ms: &[u64]) {
+        let (now, wall) = (Instant::now(), now_ms());
+        let mut inner = self.inner.lock().unwrap();
+        let mut times: Vec<Instant> = inner.policy.sent_times().collect();
+        times.extend(
+            wake_times_ms
+                .iter()
+                .filter_map(|ms| now.checked_sub(Duration::from_millis(wall.saturating_sub(*ms)))),
+        );
+        times.sort();
+        let outstanding = inner.policy.is_outstanding();
+        inner.policy.restore(outstanding, times);
+    }
+
     pub fn fail(&self, reason: &str) {
         let mut inner = self.inner.lock().unwrap();
         self.apply(&mut inner, Input::Fail(reason.to_owned()));
@@ -224,7 +333,7 @@ impl LiveHandoff {
     /// What the wake policy says to do at `now`; `None` once the handoff has ended.
     pub fn next_action(&self, now: Instant) -> Option<Action> {
         let mut inner = self.inner.lock().unwrap();
-        if inner.state.is_terminal() {
+        if inner.state.is_terminal() || self.is_released() {
             return None;
         }
         Some(inner.policy.next(now))
@@ -242,6 +351,8 @@ impl LiveHandoff {
             mode: self.spec.wake.mode,
             collapse_id: self.id.clone(),
             ttl: self.push_ttl,
+            node: Some(self.fence.node.to_string()),
+            epoch: Some(self.fence.epoch),
         };
         WakeSend {
             wake,
@@ -294,6 +405,32 @@ impl LiveHandoff {
         outcome
     }
 
+    /// The record to write through when its durable part (what a node taking the handoff over
+    /// needs: state, device cursor, wake state, counters, last error) changed since the last
+    /// one; `force` writes it anyway.
+    pub fn record_to_persist(&self, force: bool) -> Option<HandoffRecord> {
+        use std::hash::{Hash, Hasher};
+        let rec = self.record();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            rec.state.as_str(),
+            rec.cursor.map(|c| c.to_string()),
+            rec.wake_outstanding,
+            rec.wakes_sent,
+            &rec.last_error,
+            rec.finished_at_ms,
+        )
+            .hash(&mut h);
+        let digest = h.finish() | 1;
+        let before = self.persisted.swap(digest, Ordering::SeqCst);
+        (force || before != digest).then_some(rec)
+    }
+
+    /// Forgets what was written (a write failed): the next one goes through.
+    pub fn persist_failed(&self) {
+        self.persisted.store(0, Ordering::SeqCst);
+    }
+
     /// A snapshot for the store and the status endpoint.
     pub fn record(&self) -> HandoffRecord {
         let inner = self.inner.lock().unwrap();
@@ -326,6 +463,15 @@ impl LiveHandoff {
             created_at_ms: self.created_at_ms,
             expires_at_ms: self.expires_at_ms,
             finished_at_ms: inner.finished_at_ms,
+            wake_outstanding: inner.policy.is_outstanding(),
+            wake_times_ms: {
+                let (now, wall) = (Instant::now(), now_ms());
+                inner
+                    .policy
+                    .sent_times()
+                    .map(|t| wall.saturating_sub(now.duration_since(t).as_millis() as u64))
+                    .collect()
+            },
         }
     }
 }
@@ -438,7 +584,11 @@ mod tests {
         .unwrap();
         let allow = OriginAllowList::parse(&settings.allowed_origins, settings.listen).unwrap();
         let (spec, cursor) = crate::handoff::validate(req, settings, &allow, |_| true).unwrap();
-        LiveHandoff::new("h_test".into(), token.hash(), spec, cursor, settings)
+        let fence = Fence {
+            node: "n_test".into(),
+            epoch: 1,
+        };
+        LiveHandoff::new("h_test".into(), token.hash(), spec, cursor, settings, fence)
     }
 
     fn deliver(h: &LiveHandoff, seq: u64, wake: bool) {

@@ -1,11 +1,13 @@
 //! The [`Node`]: what every handler and driver of this proxy shares — settings, the allow list,
 //! the upstream watchers, the providers with their provider-wide rate limits, the handoff
-//! store, handoff auth, and the live handoffs this node owns — and [`Node::teardown`], the one
-//! way a handoff that ended leaves its watcher and is written to the store.
+//! store, handoff auth, the live handoffs this node owns, and its place in the fleet (its id,
+//! its lease) — and [`Node::teardown`], the one way a handoff that ended leaves its watcher and
+//! is written to the store, and [`Node::drop_local`], the one way a handoff this node no longer
+//! owns leaves it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +17,7 @@ use crate::connector::Connector;
 use crate::live::LiveHandoff;
 use crate::push::Providers;
 use crate::settings::Settings;
-use crate::store::{HandoffStore, MemoryStore};
+use crate::store::{HandoffStore, StoreError};
 use crate::upstream::Upstreams;
 use crate::wake::TokenBucket;
 
@@ -26,6 +28,8 @@ pub enum ServerError {
     Settings(#[from] ssepush_origin::service::config::ConfigError),
     #[error("cannot build the upstream HTTP client: {0}")]
     Http(String),
+    #[error("cannot open the handoff store: {0}")]
+    Store(String),
 }
 
 /// What every handler and driver shares.
@@ -41,6 +45,17 @@ pub struct Node {
     pub live: RwLock<HashMap<String, Arc<LiveHandoff>>>,
     pub auth: HandoffAuth,
     pub shutdown: CancellationToken,
+    /// This node's id in the fleet (a new one after a lost lease).
+    node_id: RwLock<Arc<str>>,
+    /// Where peers forward API calls for this node's handoffs.
+    pub advertise_url: String,
+    /// Until when this node's lease surely holds (renewal start + ttl − a margin); `None` for a
+    /// single node. Past it, the node sends no wake: its handoffs may be someone else's.
+    lease_until: Mutex<Option<Instant>>,
+    /// Whether the store is shared with other nodes.
+    pub shared: bool,
+    /// The client API calls are forwarded with to a handoff's owner.
+    pub peers: reqwest::Client,
 }
 
 impl Node {
@@ -51,6 +66,7 @@ impl Node {
         providers: Providers,
         bound: std::net::SocketAddr,
         shutdown: CancellationToken,
+        store: Arc<dyn HandoffStore>,
     ) -> Result<Arc<Node>, ServerError> {
         settings.validate()?;
         let allow = Arc::new(
@@ -82,8 +98,35 @@ impl Node {
         }
         let auth = HandoffAuth::new(&settings.auth, bound)
             .map_err(ssepush_origin::service::config::ConfigError::Invalid)?;
+        let advertise_url = if settings.fleet.advertise_url.is_empty() {
+            format!("http://{bound}")
+        } else {
+            settings
+                .fleet
+                .advertise_url
+                .trim_end_matches('/')
+                .to_owned()
+        };
+        let node_id = if settings.fleet.node_id.is_empty() {
+            new_node_id()
+        } else {
+            settings.fleet.node_id.clone()
+        };
+        // Node-to-node calls use the product's TLS too (a peer may advertise an https:// URL).
+        let peers =
+            ssepush_origin::service::tls::reqwest_builder(settings.tls.extra_ca_path.as_deref())
+                .map_err(|e| ServerError::Http(e.to_string()))?
+                .timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| ServerError::Http(e.to_string()))?;
         Ok(Arc::new(Node {
-            store: Arc::new(MemoryStore::new(settings.max_handoffs)),
+            shared: settings.store != "memory",
+            store,
+            node_id: RwLock::new(node_id.into()),
+            advertise_url,
+            lease_until: Mutex::new(None),
+            peers,
             settings: Arc::new(settings),
             allow,
             upstreams,
@@ -96,10 +139,81 @@ impl Node {
         }))
     }
 
-    /// Writes the handoff's record through to the store.
+    /// This node's id in the fleet.
+    pub fn node_id(&self) -> Arc<str> {
+        self.node_id.read().unwrap().clone()
+    }
+
+    /// After a lost lease: this node rejoins as a new member.
+    pub fn new_identity(&self) -> Arc<str> {
+        let id: Arc<str> = new_node_id().into();
+        *self.node_id.write().unwrap() = id.clone();
+        id
+    }
+
+    /// The lease was renewed at `renewed_at` (when the renewal was sent) for `ttl`.
+    pub fn lease_renewed(&self, renewed_at: Instant, ttl: Duration) {
+        // A margin for Redis's and this node's clocks running at slightly different rates.
+        let margin = ttl / 10;
+        *self.lease_until.lock().unwrap() = Some(renewed_at + ttl - margin);
+    }
+
+    /// Whether this node may act (send a wake): always on a single node; in a fleet, while its
+    /// lease surely holds.
+    pub fn lease_ok(&self) -> bool {
+        !self.shared
+            || self
+                .lease_until
+                .lock()
+                .unwrap()
+                .is_some_and(|u| Instant::now() < u)
+    }
+
+    /// Writes the handoff's record through to the store, under its fence. A handoff that moved
+    /// to another node is dropped here.
     pub async fn persist(&self, h: &LiveHandoff) {
-        if let Err(e) = self.store.put(h.record()).await {
-            tracing::warn!(error = %e, "could not persist handoff");
+        if h.is_released() {
+            return;
+        }
+        let Some(rec) = h.record_to_persist(!self.shared) else {
+            return;
+        };
+        match self.store.put(rec, &h.fence).await {
+            Ok(()) => {}
+            Err(StoreError::Fenced(_)) => {
+                tracing::warn!(parent: h.span(), "handoff moved to another node; dropping it here");
+                self.drop_local(h);
+            }
+            Err(StoreError::Replaced(_)) => {
+                // Ends it; its driver tears it down (and writes the final record).
+                if !h.state().is_terminal() {
+                    tracing::info!(parent: h.span(), "replaced by a newer handoff for its push target");
+                    h.replaced();
+                }
+            }
+            Err(e) => {
+                h.persist_failed();
+                tracing::warn!(parent: h.span(), error = %e, "could not persist handoff");
+            }
+        }
+    }
+
+    /// The handoff is no longer this node's (released, or taken by another node): it leaves
+    /// its watcher and this node's map, its driver ends, and nothing is written for it again.
+    /// Idempotent: a late write of an old copy (this node may own the handoff again, as a new
+    /// live handoff under the same id) never touches the new one.
+    pub fn drop_local(&self, h: &LiveHandoff) {
+        if !h.release_locally() {
+            return;
+        }
+        let mut live = self.live.write().unwrap();
+        if live
+            .get(&h.id)
+            .is_some_and(|current| std::ptr::eq(Arc::as_ptr(current), h))
+        {
+            live.remove(&h.id);
+            drop(live);
+            self.upstreams.leave(&h.spec.stream, &h.id);
         }
     }
 
@@ -108,6 +222,9 @@ impl Node {
     /// written. Idempotent. Its status stays readable until the sweeper forgets it after
     /// `keep_finished_secs`.
     pub async fn teardown(&self, h: &LiveHandoff) {
+        if h.is_released() {
+            return;
+        }
         self.upstreams.leave(&h.spec.stream, &h.id);
         self.persist(h).await;
     }
@@ -137,4 +254,9 @@ impl Node {
     pub fn all_live(&self) -> Vec<Arc<LiveHandoff>> {
         self.live.read().unwrap().values().cloned().collect()
     }
+}
+
+/// A fresh node id: `n_` and 64 random bits, hex.
+fn new_node_id() -> String {
+    format!("n_{}", &crate::token::new_id()[2..18])
 }

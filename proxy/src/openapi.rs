@@ -258,6 +258,7 @@ mod tests {
             crate::push::Providers::default(),
             "127.0.0.1:8090".parse().unwrap(),
             tokio_util::sync::CancellationToken::new(),
+            std::sync::Arc::new(crate::store::MemoryStore::new(10)),
         )
         .unwrap();
         let router = crate::api::router(node);

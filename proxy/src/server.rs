@@ -27,7 +27,11 @@ pub async fn run(
     ssepush_origin::service::tls::install_default_provider();
     let bound = listener.local_addr().unwrap_or(settings.listen);
     let token = CancellationToken::new();
-    let node = Node::new(settings, providers, bound, token.clone())?;
+    settings.validate()?;
+    let store = crate::store::open(&settings)
+        .await
+        .map_err(|e| ServerError::Store(e.to_string()))?;
+    let node = Node::new(settings, providers, bound, token.clone(), store)?;
     {
         let token = token.clone();
         tokio::spawn(async move {
@@ -54,6 +58,8 @@ pub async fn run(
     }
     tracing::info!(addr = %bound, providers = ?node.providers, "proxy listening");
     let sweeper = tokio::spawn(crate::sweep::sweep(node.clone()));
+    // Joins the fleet (a shared store) and, on shutdown, hands every handoff over.
+    let fleet = tokio::spawn(crate::fleet::run(node.clone()));
     let max_conns = node.settings.max_connections;
     let grace = node.settings.shutdown_grace();
     ssepush_origin::service::listener::serve(
@@ -66,6 +72,7 @@ pub async fn run(
     )
     .await;
     token.cancel();
+    let _ = fleet.await;
     let _ = sweeper.await;
     tracing::info!("proxy stopped");
     Ok(())

@@ -37,7 +37,8 @@ pub const ENV_PREFIX: &str = "SSEPUSH_PROXY_";
 pub struct Settings {
     /// Address to listen on. Default `127.0.0.1:8090`.
     pub listen: SocketAddr,
-    /// Handoff store: `memory` (the default; single node). `redis://…` comes with the fleet.
+    /// Handoff store: `memory` (the default; a single node) or `redis://…` (a fleet of nodes
+    /// sharing one Redis; see `[fleet]`).
     pub store: String,
     /// Stream URL prefixes the proxy may connect to (see the module docs). Default: empty
     /// (loopback origins only, and only on a loopback listen address).
@@ -69,6 +70,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub wake: WakeSettings,
     pub upstream: UpstreamSettings,
+    pub fleet: FleetSettings,
     pub push: PushSettings,
     /// `[apns]`: Apple push (token-based auth). Absent: iOS handoffs are refused.
     pub apns: Option<ApnsSettings>,
@@ -101,6 +103,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             wake: WakeSettings::default(),
             upstream: UpstreamSettings::default(),
+            fleet: FleetSettings::default(),
             push: PushSettings::default(),
             apns: None,
             fcm: None,
@@ -125,6 +128,11 @@ pub struct AuthSettings {
     pub jwt_leeway_secs: u64,
     /// Creation without credentials on a non-loopback address. Default false.
     pub allow_anonymous: bool,
+    /// Handoffs each API key (or JWT subject) may create per second, on each node (a token
+    /// bucket; over it: 429 with `Retry-After`). Anonymous creation is not limited. Default 10.
+    pub create_rate_per_sec: f64,
+    /// The bucket's depth: creations one key may make at once. Default 100.
+    pub create_burst: u32,
 }
 
 impl Default for AuthSettings {
@@ -136,6 +144,8 @@ impl Default for AuthSettings {
             jwt_audience: None,
             jwt_leeway_secs: ssepush_origin::service::auth::DEFAULT_LEEWAY_SECS,
             allow_anonymous: false,
+            create_rate_per_sec: 10.0,
+            create_burst: 100,
         }
     }
 }
@@ -153,6 +163,8 @@ impl std::fmt::Debug for AuthSettings {
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_leeway_secs", &self.jwt_leeway_secs)
             .field("allow_anonymous", &self.allow_anonymous)
+            .field("create_rate_per_sec", &self.create_rate_per_sec)
+            .field("create_burst", &self.create_burst)
             .finish()
     }
 }
@@ -189,6 +201,10 @@ pub struct WakeSettings {
     pub retry_max_ms: u64,
     /// How long push services keep an undelivered wake. Default 3600.
     pub push_ttl_secs: u64,
+    /// Live handoffs one push target (platform + token or endpoint) may have, across the
+    /// fleet; a newer handoff ends the oldest (`closed`, "replaced"), which never wakes again,
+    /// and inherits its hourly budget. Default 1.
+    pub max_handoffs_per_target: usize,
 }
 
 impl Default for WakeSettings {
@@ -204,6 +220,7 @@ impl Default for WakeSettings {
             retry_base_ms: 500,
             retry_max_ms: 60_000,
             push_ttl_secs: 3600,
+            max_handoffs_per_target: 1,
         }
     }
 }
@@ -265,6 +282,70 @@ impl Default for UpstreamSettings {
     }
 }
 
+/// `[fleet]`: how nodes on a shared Redis store divide the handoffs between them (ignored with
+/// the `memory` store). See ARCHITECTURE.md, "Fleet".
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetSettings {
+    /// Key prefix in Redis, so several fleets (or tests) share one Redis. Default `ssepush`.
+    pub namespace: String,
+    /// This node's name in the fleet. Empty (the default): a random one per start, so a node
+    /// that restarts is a new member and never mistakes its old lease for its own.
+    pub node_id: String,
+    /// Base URL peers use to forward API calls for handoffs this node owns. Empty (the
+    /// default): `http://<listen address>` (set it when listening on `0.0.0.0`).
+    pub advertise_url: String,
+    /// How long a node's lease lasts without renewal, in ms: a dead node's handoffs are taken
+    /// over this long after its last renewal. Default 10,000.
+    pub lease_ttl_ms: u64,
+    /// How often the lease is renewed and the fleet checked (dead nodes, released handoffs,
+    /// balance), in ms; at most a third of `lease_ttl_ms`. Default 1000.
+    pub tick_ms: u64,
+    /// A node holding more than its share (handoffs ÷ live nodes) by more than this many
+    /// releases the excess for the others to take (rebalancing after a node joins). Default 16.
+    pub rebalance_slack: usize,
+    /// AES-256-GCM keys for upstream credentials at rest, as `"<key id>:<base64 of 32
+    /// bytes>"`; the first encrypts, every one decrypts (rotation: put the new key first, keep
+    /// the old ones until every record was rewritten). Required with a Redis store.
+    pub encryption_keys: Vec<String>,
+}
+
+impl Default for FleetSettings {
+    fn default() -> Self {
+        FleetSettings {
+            namespace: "ssepush".into(),
+            node_id: String::new(),
+            advertise_url: String::new(),
+            lease_ttl_ms: 10_000,
+            tick_ms: 1000,
+            rebalance_slack: 16,
+            encryption_keys: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for FleetSettings {
+    // The keys never reach a log line: only their ids.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetSettings")
+            .field("namespace", &self.namespace)
+            .field("node_id", &self.node_id)
+            .field("advertise_url", &self.advertise_url)
+            .field("lease_ttl_ms", &self.lease_ttl_ms)
+            .field("tick_ms", &self.tick_ms)
+            .field("rebalance_slack", &self.rebalance_slack)
+            .field(
+                "encryption_keys",
+                &self
+                    .encryption_keys
+                    .iter()
+                    .map(|k| k.split(':').next().unwrap_or(""))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
 impl Settings {
     /// Reads `file` (if any) and overlays `SSEPUSH_PROXY_…` variables.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
@@ -275,10 +356,26 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.store != "memory" {
-            return bad(format!(
-                "store {:?} is not supported yet: only `memory`",
-                ssepush_origin::service::redact::redact_url(&self.store)
-            ));
+            if !["redis://", "rediss://", "redis+cluster://"]
+                .iter()
+                .any(|p| self.store.starts_with(p))
+            {
+                return bad(format!(
+                    "store {:?} is not supported: `memory`, `redis://…` or `redis+cluster://…`",
+                    ssepush_origin::service::redact::redact_url(&self.store)
+                ));
+            }
+            crate::store::Sealer::from_settings(&self.fleet.encryption_keys)
+                .map_err(ConfigError::Invalid)?;
+            let f = &self.fleet;
+            if f.lease_ttl_ms < 300 || f.tick_ms == 0 || f.tick_ms * 3 > f.lease_ttl_ms {
+                return bad(
+                    "fleet.lease_ttl_ms must be ≥ 300 and fleet.tick_ms 1..=lease_ttl_ms/3".into(),
+                );
+            }
+            if f.namespace.is_empty() || f.namespace.contains(['{', '}']) {
+                return bad("fleet.namespace must be non-empty, without braces".into());
+            }
         }
         if self.buffer_events == 0 || self.buffer_events > 100_000 {
             return bad("buffer_events must be 1..=100000".into());
@@ -295,6 +392,9 @@ impl Settings {
         if self.wake.provider_rate_per_sec.is_nan() || self.wake.provider_rate_per_sec <= 0.0 {
             return bad("wake.provider_rate_per_sec must be > 0".into());
         }
+        if self.wake.max_handoffs_per_target == 0 {
+            return bad("wake.max_handoffs_per_target must be ≥ 1".into());
+        }
         if self.wake.provider_burst == 0 || self.wake.max_attempts == 0 {
             return bad("wake.provider_burst and wake.max_attempts must be ≥ 1".into());
         }
@@ -305,6 +405,12 @@ impl Settings {
             return bad(
                 "header_read_timeout_secs and body_read_timeout_secs must be at least 1".into(),
             );
+        }
+        if self.auth.create_rate_per_sec.is_nan()
+            || self.auth.create_rate_per_sec <= 0.0
+            || self.auth.create_burst == 0
+        {
+            return bad("auth.create_rate_per_sec must be > 0 and auth.create_burst ≥ 1".into());
         }
         if self.auth.api_keys.iter().any(|k| k.trim().is_empty()) {
             return bad("auth.api_keys must not contain empty keys".into());
@@ -403,7 +509,7 @@ mod tests {
         };
         assert!(s.validate().is_err());
         let s = Settings {
-            store: "redis://:pw@h".into(),
+            store: "mysql://:pw@h".into(),
             ..Settings::default()
         };
         let err = s.validate().unwrap_err().to_string();

@@ -219,6 +219,31 @@ impl Upstreams {
     /// Starts watching `spec` for `sub` from its cursor, sharing a connection when possible.
     pub fn join(&self, spec: &StreamSpec, sub: Arc<dyn Subscriber>) {
         let cursor = sub.cursor();
+        self.join_group(spec, cursor, vec![sub]);
+    }
+
+    /// Starts watching `spec` for many subscribers at once (a node taking handoffs over):
+    /// those with the same cursor behind the watcher share one catch-up reader instead of
+    /// opening one each.
+    pub fn join_many(&self, spec: &StreamSpec, subs: Vec<Arc<dyn Subscriber>>) {
+        let mut groups: std::collections::BTreeMap<Option<EventId>, Vec<Arc<dyn Subscriber>>> =
+            std::collections::BTreeMap::new();
+        for sub in subs {
+            groups.entry(sub.cursor()).or_default().push(sub);
+        }
+        for (cursor, group) in groups {
+            self.join_group(spec, cursor, group);
+        }
+    }
+
+    /// Joins subscribers that share `cursor`: live when the watcher has not passed it, else
+    /// through one private catch-up reader from it.
+    fn join_group(
+        &self,
+        spec: &StreamSpec,
+        cursor: Option<EventId>,
+        subs: Vec<Arc<dyn Subscriber>>,
+    ) {
         let key = spec.key();
         let mut watchers = self.watchers.lock().unwrap();
         let existing = watchers
@@ -253,27 +278,28 @@ impl Upstreams {
             (Some(c), Some(p)) => c >= p,
             (Some(_), None) => false,
         };
-        let id = sub.id().to_owned();
-        if live {
-            inner.subs.insert(
-                id,
-                Sub {
-                    sub,
-                    mode: Mode::Live,
-                },
-            );
-        } else {
+        let mut ids = Vec::new();
+        for sub in &subs {
+            let id = sub.id().to_owned();
+            let mode = if live {
+                Mode::Live
+            } else {
+                Mode::CatchingUp {
+                    target: position,
+                    held: VecDeque::new(),
+                }
+            };
             inner.subs.insert(
                 id.clone(),
                 Sub {
                     sub: sub.clone(),
-                    mode: Mode::CatchingUp {
-                        target: position,
-                        held: VecDeque::new(),
-                    },
+                    mode,
                 },
             );
-            self.spawn_catch_up(watcher.clone(), id, cursor, sub);
+            ids.push(id);
+        }
+        if !live {
+            self.spawn_catch_up(watcher.clone(), ids, cursor, subs);
         }
     }
 
@@ -347,27 +373,46 @@ impl Upstreams {
     fn spawn_catch_up(
         &self,
         w: Arc<Watcher>,
-        id: String,
+        ids: Vec<String>,
         from: Option<EventId>,
-        sub: Arc<dyn Subscriber>,
+        subs: Vec<Arc<dyn Subscriber>>,
     ) {
         let conn = self.connector.clone();
-        let span = tracing::info_span!("catch_up", handoff = %id);
+        let span = tracing::info_span!("catch_up", handoffs = ids.len(), first = %ids[0]);
         tokio::spawn(
             async move {
                 metrics::counter!("ssepush_proxy_upstream_catch_ups_total").increment(1);
                 let cancel = w.cancel.child_token();
+                // Each subscriber leaves the group once it has caught up; the reader ends
+                // with the last.
+                let mut pending = ids;
                 let result = read_loop(
                     &conn,
                     &w.spec,
                     from,
                     &cancel,
-                    |f| w.catch_up(&id, f),
-                    |reason| sub.on_upstream_trouble(reason),
+                    |f| {
+                        pending.retain(|id| matches!(w.catch_up(id, f), Flow::Continue));
+                        if pending.is_empty() {
+                            Flow::Done
+                        } else {
+                            Flow::Continue
+                        }
+                    },
+                    |reason| {
+                        for sub in &subs {
+                            sub.on_upstream_trouble(reason);
+                        }
+                    },
                 )
                 .await;
                 if let Err(reason) = result {
-                    sub.on_failed(&reason);
+                    for sub in subs
+                        .iter()
+                        .filter(|s| pending.iter().any(|id| id == s.id()))
+                    {
+                        sub.on_failed(&reason);
+                    }
                 }
             }
             .instrument(span),

@@ -115,6 +115,21 @@ impl WakePolicy {
         self.outstanding
     }
 
+    /// When the wakes of the last hour were accepted (oldest first), for the stored record.
+    pub fn sent_times(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.sent.iter().copied()
+    }
+
+    /// Takes over a handoff's stored wake state: an outstanding wake, and the wakes accepted
+    /// within the budget's hour (oldest first).
+    pub fn restore(&mut self, outstanding: bool, sent: impl IntoIterator<Item = Instant>) {
+        self.outstanding = outstanding;
+        self.sent = sent.into_iter().collect();
+        while self.sent.len() > self.cfg.max_per_hour as usize {
+            self.sent.pop_front();
+        }
+    }
+
     pub fn next(&mut self, now: Instant) -> Action {
         if self.failed.is_some() || self.outstanding || self.in_flight {
             return Action::Idle;

@@ -81,12 +81,20 @@ impl std::fmt::Debug for Handoff {
     }
 }
 
-/// The proxy's device-facing API.
+/// The proxy's device-facing API — of one proxy, or of a fleet's nodes: any node answers for
+/// any handoff, so a call that cannot reach a node (or finds its handoff changing nodes, 503)
+/// goes to the next one, for up to [`FAILOVER_WITHIN`].
 #[derive(Debug, Clone)]
 pub struct ProxyClient {
     http: reqwest::Client,
     base: String,
+    /// Every node, the preferred one first.
+    bases: Vec<String>,
 }
+
+/// How long a call keeps trying a fleet's nodes (a dead node's handoffs move within its
+/// lease).
+pub const FAILOVER_WITHIN: std::time::Duration = std::time::Duration::from_secs(20);
 
 impl ProxyClient {
     /// A client for the proxy at `base` (`http://host:port`).
@@ -94,11 +102,60 @@ impl ProxyClient {
         Self::with_http(super::http::client(), base)
     }
 
-    /// The same over a given HTTP client (timeouts, connection pool, TLS roots).
+    /// The same over a given HTTP client (timeouts, connection pool, TLS roots). `base` may
+    /// list a fleet's nodes, comma-separated.
     pub fn with_http(http: reqwest::Client, base: &str) -> ProxyClient {
+        let bases: Vec<String> = base
+            .split(',')
+            .map(|b| b.trim().trim_end_matches('/').to_owned())
+            .filter(|b| !b.is_empty())
+            .collect();
         ProxyClient {
             http,
-            base: base.trim_end_matches('/').to_owned(),
+            base: bases.first().cloned().unwrap_or_default(),
+            bases,
+        }
+    }
+
+    /// The same client preferring the `n`-th node (phones spread over a fleet).
+    pub fn rotated(&self, n: usize) -> ProxyClient {
+        let mut bases = self.bases.clone();
+        if !bases.is_empty() {
+            let k = n % bases.len();
+            bases.rotate_left(k);
+        }
+        ProxyClient {
+            http: self.http.clone(),
+            base: bases.first().cloned().unwrap_or_default(),
+            bases,
+        }
+    }
+
+    /// Sends the request `build` makes for a node's base URL: with one node, once; with a
+    /// fleet, node after node while they cannot be reached or answer 503.
+    async fn send(
+        &self,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ProxyError> {
+        if self.bases.len() <= 1 {
+            return Ok(build(&self.base).send().await?);
+        }
+        let started = std::time::Instant::now();
+        let mut i = 0usize;
+        loop {
+            let base = &self.bases[i % self.bases.len()];
+            i += 1;
+            let result = build(base).send().await;
+            let retry = match &result {
+                Ok(r) => r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE,
+                Err(e) => e.is_connect() || e.is_timeout() || e.is_request(),
+            };
+            if !retry || started.elapsed() > FAILOVER_WITHIN {
+                return Ok(result?);
+            }
+            if i.is_multiple_of(self.bases.len()) {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
         }
     }
 
@@ -120,10 +177,7 @@ impl ProxyClient {
             ),
         };
         let resp = self
-            .http
-            .post(format!("{}/v1/handoffs", self.base))
-            .json(req)
-            .send()
+            .send(|base| self.http.post(format!("{base}/v1/handoffs")).json(req))
             .await?;
         let created: HandoffCreated = answer(resp).await?;
         Ok(Handoff {
@@ -136,10 +190,11 @@ impl ProxyClient {
     /// `GET /v1/handoffs/{id}`: the handoff's state, cursor, pending events and wakes.
     pub async fn status(&self, h: &Handoff) -> Result<HandoffStatus, ProxyError> {
         let resp = self
-            .http
-            .get(format!("{}/v1/handoffs/{}", self.base, h.id))
-            .bearer_auth(&h.token)
-            .send()
+            .send(|base| {
+                self.http
+                    .get(format!("{base}/v1/handoffs/{}", h.id))
+                    .bearer_auth(&h.token)
+            })
             .await?;
         answer(resp).await
     }
@@ -152,14 +207,19 @@ impl ProxyClient {
         h: &Handoff,
         after: Option<EventId>,
     ) -> Result<CatchUp, ProxyError> {
-        let mut req = self
-            .http
-            .get(format!("{}/v1/handoffs/{}/events", self.base, h.id))
-            .bearer_auth(&h.token);
-        if let Some(l) = after {
-            req = req.header(LAST_EVENT_ID, l.to_string());
-        }
-        answer(req.send().await?).await
+        let resp = self
+            .send(|base| {
+                let req = self
+                    .http
+                    .get(format!("{base}/v1/handoffs/{}/events", h.id))
+                    .bearer_auth(&h.token);
+                match after {
+                    Some(l) => req.header(LAST_EVENT_ID, l.to_string()),
+                    None => req,
+                }
+            })
+            .await?;
+        answer(resp).await
     }
 
     /// `DELETE /v1/handoffs/{id}`, acknowledging `ack` (the phone's own last event id): the
@@ -170,14 +230,19 @@ impl ProxyClient {
         h: &Handoff,
         ack: Option<EventId>,
     ) -> Result<Handback, ProxyError> {
-        let mut req = self
-            .http
-            .delete(format!("{}/v1/handoffs/{}", self.base, h.id))
-            .bearer_auth(&h.token);
-        if let Some(l) = ack {
-            req = req.header(LAST_EVENT_ID, l.to_string());
-        }
-        answer(req.send().await?).await
+        let resp = self
+            .send(|base| {
+                let req = self
+                    .http
+                    .delete(format!("{base}/v1/handoffs/{}", h.id))
+                    .bearer_auth(&h.token);
+                match ack {
+                    Some(l) => req.header(LAST_EVENT_ID, l.to_string()),
+                    None => req,
+                }
+            })
+            .await?;
+        answer(resp).await
     }
 }
 

@@ -83,6 +83,8 @@ mod tests {
             handoff: "h_1".into(),
             pending: 2,
             latest_event_id: Some("5-1.000000e1".parse().unwrap()),
+            node: None,
+            epoch: None,
         }
     }
 

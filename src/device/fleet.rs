@@ -374,7 +374,8 @@ async fn phone(shared: Arc<Shared>, i: usize) -> PhoneRecord {
     }
     let client = DeviceClient::new(
         shared.origin.clone(),
-        shared.proxy.clone(),
+        // Phones spread over a fleet's nodes (one node: the same client).
+        shared.proxy.rotated(i),
         Subscription {
             channels,
             filter: None,

@@ -13,6 +13,7 @@
 
 pub mod binary;
 pub mod browser;
+pub mod fleet;
 pub mod logs;
 pub mod proxy;
 pub mod raw;

@@ -132,6 +132,8 @@ fn wake() -> Wake {
         mode: WakeMode::Background,
         collapse_id: "h-ssrf".into(),
         ttl: Duration::from_secs(60),
+        node: None,
+        epoch: None,
     }
 }
 

@@ -94,6 +94,8 @@ fn wake(mode: WakeMode) -> Wake {
         mode,
         collapse_id: "handoff-h-123".into(),
         ttl: Duration::from_secs(3600),
+        node: None,
+        epoch: None,
     }
 }
 

@@ -34,6 +34,13 @@ pub struct WakePayload {
     /// The newest id the proxy had received (`null` when none yet, e.g. a wake for a gap).
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub latest_event_id: Option<EventId>,
+    /// The proxy node that sent the wake (diagnostics: which fleet member acted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// That node's ownership epoch of the handoff: it grows each time the handoff changes
+    /// hands, so wakes of one handoff never carry one epoch from two nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// What an alert-mode wake shows (APNs `aps.alert`, FCM `notification`, the Web Push
@@ -224,6 +231,8 @@ mod tests {
             handoff: "h1".into(),
             pending: 2,
             latest_event_id: Some(EventId::new(9, 1)),
+            node: None,
+            epoch: None,
         }
     }
 

@@ -608,6 +608,8 @@ mod tests {
             mode,
             collapse_id: "handoff-h1".into(),
             ttl: Duration::from_secs(3600),
+            node: None,
+            epoch: None,
         }
     }
 

@@ -378,6 +378,8 @@ mod tests {
             mode,
             collapse_id: "handoff-h1".into(),
             ttl: Duration::from_secs(900),
+            node: None,
+            epoch: None,
         }
     }
 

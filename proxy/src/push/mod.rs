@@ -38,6 +38,9 @@ pub struct Wake {
     pub collapse_id: String,
     /// How long the push service should keep trying to deliver.
     pub ttl: Duration,
+    /// The sending node and its epoch for the handoff (the payload's `node` and `epoch`).
+    pub node: Option<String>,
+    pub epoch: Option<u64>,
 }
 
 impl Wake {
@@ -47,6 +50,8 @@ impl Wake {
             handoff: self.handoff_id.clone(),
             pending: self.pending,
             latest_event_id: self.latest_event_id,
+            node: self.node.clone(),
+            epoch: self.epoch,
         }
     }
 }

@@ -422,6 +422,8 @@ mod tests {
             mode,
             collapse_id: "handoff-h1".into(),
             ttl: Duration::from_secs(600),
+            node: None,
+            epoch: None,
         }
     }
 

@@ -1,0 +1,596 @@
+//! The handoff store: durable records of handoffs and who owns each, behind one trait
+//! ([`HandoffStore`]), with two backends chosen by the `store` URL ([`open`]): [`MemoryStore`]
+//! (`memory`, one node) and [`redis::RedisStore`] (`redis://…`, a fleet).
+//!
+//! A [`HandoffRecord`] is everything another node needs to take a handoff over: the stream (URL
+//! and headers — sealed with AES-256-GCM in a shared store, [`sealed`]), the token's hash, the
+//! push target, the wake preferences, the state, the device's cursor, the newest id seen and
+//! the wake state (an outstanding wake, the budget's recent wakes). The node that owns a
+//! handoff keeps its hot state (buffer, wake timers) in memory ([`crate::live`]) and writes the
+//! record through on every change that matters: creation, check-in, wake accepted, state change.
+//! The buffer is not stored: a node that takes a handoff over re-reads the stream from the
+//! stored device cursor (the origin is the log; the buffer is its cache), so nothing the phone
+//! has not acknowledged is lost.
+//!
+//! **Ownership and fencing.** Every handoff has an owner (a node id, or none while it is free
+//! for the taking) and an **epoch** that grows by one each time it changes hands. A node acts
+//! for a handoff only under the [`Fence`] (node, epoch) it got when it created or claimed it:
+//! every record write ([`HandoffStore::put`]) and every wake ([`HandoffStore::fence`], checked
+//! right before the push is sent) is refused with [`StoreError::Fenced`] once the handoff has
+//! moved on — atomically, in the same Redis script as the write. Nodes hold **leases** that
+//! they renew ([`HandoffStore::heartbeat`]); a lease that ran out can never be renewed (the node
+//! must rejoin as a new member), so the handoffs of a node whose lease expired are claimed by
+//! the others ([`HandoffStore::claim_dead`]) exactly once each. A draining or over-full node
+//! [`release`](HandoffStore::release)s handoffs, which the others
+//! [`claim_free`](HandoffStore::claim_free).
+
+pub mod redis;
+pub mod sealed;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use ssepush_origin::EventId;
+
+pub use crate::protocol::LastWake;
+use crate::protocol::{HandoffState, PushTarget, WakeMode};
+pub use sealed::Sealer;
+
+/// A handoff at rest.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HandoffRecord {
+    pub id: String,
+    /// SHA-256 of the device's token, hex. The token itself is never stored.
+    pub token_sha256: String,
+    pub stream_url: String,
+    pub stream_headers: Vec<(String, String)>,
+    pub push: PushTarget,
+    pub wake_filter: Option<String>,
+    pub coalesce_ms: u64,
+    pub max_per_hour: u32,
+    pub mode: WakeMode,
+    pub state: HandoffState,
+    pub failed_reason: Option<String>,
+    pub cursor: Option<EventId>,
+    pub newest_id: Option<EventId>,
+    pub pending: u64,
+    pub wakes_sent: u64,
+    pub last_wake: Option<LastWake>,
+    pub last_error: Option<String>,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+    /// When it reached a terminal state (for the sweeper).
+    pub finished_at_ms: Option<u64>,
+    /// A wake was accepted and the phone has not checked in since: no other wake until it does
+    /// (kept across a takeover, so a new owner does not wake the phone twice).
+    #[serde(default)]
+    pub wake_outstanding: bool,
+    /// Unix ms of the wakes accepted within the last hour (the hourly budget, across owners).
+    #[serde(default)]
+    pub wake_times_ms: Vec<u64>,
+}
+
+impl std::fmt::Debug for HandoffRecord {
+    // Headers are upstream credentials and the push target holds device tokens: neither prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandoffRecord")
+            .field("id", &self.id)
+            .field("stream_url", &"***")
+            .field("stream_headers", &self.stream_headers.len())
+            .field("push", &self.push.platform())
+            .field("state", &self.state)
+            .field("cursor", &self.cursor)
+            .field("newest_id", &self.newest_id)
+            .field("wakes_sent", &self.wakes_sent)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish()
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("handoff {0} already exists")]
+    Exists(String),
+    #[error("this node holds its maximum of {0} handoffs")]
+    Full(usize),
+    /// The handoff changed hands: the caller no longer owns it and must stop acting for it.
+    #[error("handoff {0} is no longer this node's (fenced)")]
+    Fenced(String),
+    /// A newer handoff for the same push target replaced it: it must end, without a wake.
+    /// (A write that answers this was still made.)
+    #[error("handoff {0} was replaced by a newer one for its push target")]
+    Replaced(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// Whether retrying later may help (503) or the request itself conflicts.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Full(_) | StoreError::Unavailable(_))
+    }
+}
+
+/// The right to act for one handoff: its owner and the epoch it was taken at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub node: Arc<str>,
+    pub epoch: u64,
+}
+
+/// A stored handoff with its ownership.
+#[derive(Debug, Clone)]
+pub struct Owned {
+    pub rec: HandoffRecord,
+    /// The owning node; `None` while released and not yet claimed.
+    pub owner: Option<String>,
+    pub epoch: u64,
+}
+
+impl Owned {
+    /// The fence of a handoff just created or claimed by `node`.
+    pub fn fence(&self) -> Option<Fence> {
+        self.owner.as_deref().map(|n| Fence {
+            node: n.into(),
+            epoch: self.epoch,
+        })
+    }
+}
+
+/// One member of the fleet as the store sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeLease {
+    pub node: String,
+    /// Where peers forward API calls for its handoffs.
+    pub addr: String,
+    /// Milliseconds until its lease runs out; negative once it has (the node is dead and its
+    /// handoffs are being claimed).
+    pub expires_in_ms: i64,
+    /// Handoffs it owns (including ones that ended and wait for the sweeper).
+    pub holds: u64,
+}
+
+/// The fleet: its members and the handoffs released for the taking.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetView {
+    pub nodes: Vec<NodeLease>,
+    pub free: u64,
+}
+
+/// Durable handoff records and their ownership. Every method is one round of store
+/// operations; none holds a lock across calls.
+#[async_trait]
+pub trait HandoffStore: Send + Sync + 'static {
+    /// Stores a new record owned by `node` at epoch 1; fails when the id exists or the store is
+    /// full.
+    async fn insert(&self, rec: HandoffRecord, node: &str) -> Result<Fence, StoreError>;
+    /// Replaces a record (the owner's write-through), if `fence` still holds.
+    async fn put(&self, rec: HandoffRecord, fence: &Fence) -> Result<(), StoreError>;
+    /// Checks that `fence` still holds (right before a wake is sent).
+    async fn fence(&self, id: &str, fence: &Fence) -> Result<(), StoreError>;
+    async fn get(&self, id: &str) -> Result<Option<Owned>, StoreError>;
+    async fn remove(&self, id: &str) -> Result<(), StoreError>;
+    /// Ids of records finished before `cutoff_ms` (for the sweeper), at most 1,000 at a time.
+    async fn finished_before(&self, cutoff_ms: u64) -> Result<Vec<String>, StoreError>;
+    async fn count(&self) -> Result<usize, StoreError>;
+    /// Renews `node`'s lease for `ttl` (`join`: or takes a new one) and publishes its `addr`.
+    /// `Ok(false)`: the lease had run out — the node's handoffs may already be someone else's;
+    /// it must drop them all and rejoin under a new id.
+    async fn heartbeat(
+        &self,
+        node: &str,
+        addr: &str,
+        ttl: Duration,
+        join: bool,
+    ) -> Result<bool, StoreError>;
+    /// Ends `node`'s membership at once (after it released its handoffs).
+    async fn leave(&self, node: &str) -> Result<(), StoreError>;
+    async fn fleet(&self) -> Result<FleetView, StoreError>;
+    /// Ids owned by `node`.
+    async fn owned(&self, node: &str) -> Result<Vec<String>, StoreError>;
+    /// Writes the final record and gives the handoff up for another node to claim, if `fence`
+    /// still holds.
+    async fn release(&self, rec: HandoffRecord, fence: &Fence) -> Result<(), StoreError>;
+    /// Claims up to `max` released handoffs for `node`.
+    async fn claim_free(&self, node: &str, max: usize) -> Result<Vec<Owned>, StoreError>;
+    /// Claims up to `max` handoffs of `dead`, whose lease has run out, for `node`; once none is
+    /// left the dead node is forgotten (`max` 0: only that).
+    async fn claim_dead(
+        &self,
+        dead: &str,
+        node: &str,
+        max: usize,
+    ) -> Result<Vec<Owned>, StoreError>;
+    /// Records handoff `id` as the newest for push target `target` (a digest, never the
+    /// token) and marks the older ones beyond the newest `cap` replaced (their writes and
+    /// fences then answer [`StoreError::Replaced`]); returns those, oldest first.
+    async fn claim_target(
+        &self,
+        target: &str,
+        id: &str,
+        cap: usize,
+    ) -> Result<Vec<String>, StoreError>;
+}
+
+/// The digest a push target is known by in the store (platform and token or endpoint,
+/// SHA-256, hex): budgets and replacement are per target, and no token is stored in a key.
+pub fn target_digest(target: &PushTarget) -> String {
+    use sha2::{Digest, Sha256};
+    let who = match target {
+        PushTarget::Apns { token, .. } => format!("apns\0{token}"),
+        PushTarget::Fcm { token } => format!("fcm\0{token}"),
+        PushTarget::Webpush { subscription } => format!("webpush\0{}", subscription.endpoint),
+    };
+    Sha256::digest(who.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Opens the store the settings name: `memory` or `redis://…`.
+pub async fn open(
+    settings: &crate::settings::Settings,
+) -> Result<Arc<dyn HandoffStore>, StoreError> {
+    if settings.store == "memory" {
+        return Ok(Arc::new(MemoryStore::new(settings.max_handoffs)));
+    }
+    let sealer =
+        Sealer::from_settings(&settings.fleet.encryption_keys).map_err(StoreError::Unavailable)?;
+    let store =
+        redis::RedisStore::connect(&settings.store, &settings.fleet.namespace, sealer).await?;
+    Ok(Arc::new(store))
+}
+
+struct MemEntry {
+    rec: HandoffRecord,
+    owner: Option<String>,
+    epoch: u64,
+    replaced: bool,
+}
+
+#[derive(Default)]
+struct MemInner {
+    records: HashMap<String, MemEntry>,
+    /// node → (addr, lease end)
+    nodes: HashMap<String, (String, Instant)>,
+    free: HashSet<String>,
+    /// push target digest → its handoffs, oldest first
+    targets: HashMap<String, Vec<String>>,
+}
+
+/// The single-node store (ownership and leases work as on Redis, within one process).
+pub struct MemoryStore {
+    max: usize,
+    inner: Mutex<MemInner>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("max", &self.max)
+            .finish()
+    }
+}
+
+impl MemoryStore {
+    pub fn new(max: usize) -> Self {
+        MemoryStore {
+            max,
+            inner: Mutex::new(MemInner::default()),
+        }
+    }
+
+    fn check(e: &MemEntry, fence: &Fence) -> bool {
+        e.owner.as_deref() == Some(&*fence.node) && e.epoch == fence.epoch
+    }
+
+    fn replaced(e: &MemEntry) -> Result<(), StoreError> {
+        if e.replaced {
+            return Err(StoreError::Replaced(e.rec.id.clone()));
+        }
+        Ok(())
+    }
+
+    fn claim(inner: &mut MemInner, from: Option<&str>, node: &str, max: usize) -> Vec<Owned> {
+        let ids: Vec<String> = match from {
+            None => inner.free.iter().take(max).cloned().collect(),
+            Some(dead) => inner
+                .records
+                .iter()
+                .filter(|(_, e)| e.owner.as_deref() == Some(dead) && e.rec.finished_at_ms.is_none())
+                .map(|(id, _)| id.clone())
+                .take(max)
+                .collect(),
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            inner.free.remove(&id);
+            if let Some(e) = inner.records.get_mut(&id) {
+                e.owner = Some(node.to_owned());
+                e.epoch += 1;
+                out.push(Owned {
+                    rec: e.rec.clone(),
+                    owner: e.owner.clone(),
+                    epoch: e.epoch,
+                });
+            }
+        }
+        out
+    }
+}
+
+#[async_trait]
+impl HandoffStore for MemoryStore {
+    async fn insert(&self, rec: HandoffRecord, node: &str) -> Result<Fence, StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.records.contains_key(&rec.id) {
+            return Err(StoreError::Exists(rec.id));
+        }
+        if inner.records.len() >= self.max {
+            return Err(StoreError::Full(self.max));
+        }
+        inner.records.insert(
+            rec.id.clone(),
+            MemEntry {
+                rec,
+                owner: Some(node.to_owned()),
+                epoch: 1,
+                replaced: false,
+            },
+        );
+        Ok(Fence {
+            node: node.into(),
+            epoch: 1,
+        })
+    }
+
+    async fn put(&self, rec: HandoffRecord, fence: &Fence) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        match inner.records.get_mut(&rec.id) {
+            Some(e) if Self::check(e, fence) => {
+                e.rec = rec;
+                Self::replaced(e)
+            }
+            _ => Err(StoreError::Fenced(rec.id)),
+        }
+    }
+
+    async fn fence(&self, id: &str, fence: &Fence) -> Result<(), StoreError> {
+        let inner = self.inner.lock().unwrap();
+        match inner.records.get(id) {
+            Some(e) if Self::check(e, fence) => Self::replaced(e),
+            _ => Err(StoreError::Fenced(id.to_owned())),
+        }
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Owned>, StoreError> {
+        Ok(self.inner.lock().unwrap().records.get(id).map(|e| Owned {
+            rec: e.rec.clone(),
+            owner: e.owner.clone(),
+            epoch: e.epoch,
+        }))
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.records.remove(id);
+        inner.free.remove(id);
+        inner.targets.retain(|_, ids| {
+            ids.retain(|i| i != id);
+            !ids.is_empty()
+        });
+        Ok(())
+    }
+
+    async fn finished_before(&self, cutoff_ms: u64) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .inner
+            .lock()
+            .unwrap()
+            .records
+            .values()
+            .filter(|e| e.rec.finished_at_ms.is_some_and(|f| f < cutoff_ms))
+            .map(|e| e.rec.id.clone())
+            .take(1000)
+            .collect())
+    }
+
+    async fn count(&self) -> Result<usize, StoreError> {
+        Ok(self.inner.lock().unwrap().records.len())
+    }
+
+    async fn heartbeat(
+        &self,
+        node: &str,
+        addr: &str,
+        ttl: Duration,
+        join: bool,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        let now = Instant::now();
+        let held = inner.nodes.get(node).is_some_and(|(_, until)| *until > now);
+        if !held && !join {
+            return Ok(false);
+        }
+        inner
+            .nodes
+            .insert(node.to_owned(), (addr.to_owned(), now + ttl));
+        Ok(true)
+    }
+
+    async fn leave(&self, node: &str) -> Result<(), StoreError> {
+        self.inner.lock().unwrap().nodes.remove(node);
+        Ok(())
+    }
+
+    async fn fleet(&self) -> Result<FleetView, StoreError> {
+        let inner = self.inner.lock().unwrap();
+        let now = Instant::now();
+        let mut nodes: Vec<NodeLease> = inner
+            .nodes
+            .iter()
+            .map(|(node, (addr, until))| NodeLease {
+                node: node.clone(),
+                addr: addr.clone(),
+                expires_in_ms: if *until >= now {
+                    until.duration_since(now).as_millis() as i64
+                } else {
+                    -(now.duration_since(*until).as_millis() as i64)
+                },
+                holds: inner
+                    .records
+                    .values()
+                    .filter(|e| e.owner.as_deref() == Some(node))
+                    .count() as u64,
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(FleetView {
+            nodes,
+            free: inner.free.len() as u64,
+        })
+    }
+
+    async fn owned(&self, node: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .inner
+            .lock()
+            .unwrap()
+            .records
+            .values()
+            .filter(|e| e.owner.as_deref() == Some(node))
+            .map(|e| e.rec.id.clone())
+            .collect())
+    }
+
+    async fn release(&self, rec: HandoffRecord, fence: &Fence) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        let id = rec.id.clone();
+        match inner.records.get_mut(&id) {
+            Some(e) if Self::check(e, fence) => {
+                e.rec = rec;
+                e.owner = None;
+                e.epoch += 1;
+            }
+            _ => return Err(StoreError::Fenced(id)),
+        }
+        inner.free.insert(id);
+        Ok(())
+    }
+
+    async fn claim_free(&self, node: &str, max: usize) -> Result<Vec<Owned>, StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        Ok(Self::claim(&mut inner, None, node, max))
+    }
+
+    async fn claim_dead(
+        &self,
+        dead: &str,
+        node: &str,
+        max: usize,
+    ) -> Result<Vec<Owned>, StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        let now = Instant::now();
+        if inner.nodes.get(dead).is_some_and(|(_, until)| *until > now) {
+            return Ok(Vec::new());
+        }
+        let out = Self::claim(&mut inner, Some(dead), node, max);
+        let holds_more = inner
+            .records
+            .values()
+            .any(|e| e.owner.as_deref() == Some(dead) && e.rec.finished_at_ms.is_none());
+        if !holds_more {
+            inner.nodes.remove(dead);
+        }
+        Ok(out)
+    }
+
+    async fn claim_target(
+        &self,
+        target: &str,
+        id: &str,
+        cap: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut inner = self.inner.lock().unwrap();
+        let ids = inner.targets.entry(target.to_owned()).or_default();
+        ids.retain(|i| i != id);
+        ids.push(id.to_owned());
+        let over = ids.len().saturating_sub(cap.max(1));
+        let evicted: Vec<String> = ids.drain(..over).collect();
+        for old in &evicted {
+            if let Some(e) = inner.records.get_mut(old) {
+                e.replaced = true;
+            }
+        }
+        Ok(evicted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn record(id: &str) -> HandoffRecord {
+        HandoffRecord {
+            id: id.into(),
+            token_sha256: "00".repeat(32),
+            stream_url: "http://127.0.0.1:8080/v1/sse?channel=a&token=url-secret".into(),
+            stream_headers: vec![("authorization".into(), "Bearer header-secret".into())],
+            push: PushTarget::Fcm {
+                token: "fcm-device-secret".into(),
+            },
+            wake_filter: None,
+            coalesce_ms: 0,
+            max_per_hour: 3,
+            mode: WakeMode::Background,
+            state: HandoffState::Watching,
+            failed_reason: None,
+            cursor: None,
+            newest_id: None,
+            pending: 0,
+            wakes_sent: 0,
+            last_wake: None,
+            last_error: None,
+            created_at_ms: 1,
+            expires_at_ms: 2,
+            finished_at_ms: None,
+            wake_outstanding: false,
+            wake_times_ms: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_store_is_bounded_and_sweepable() {
+        let s = MemoryStore::new(2);
+        let fence = s.insert(record("a"), "n1").await.unwrap();
+        assert!(matches!(
+            s.insert(record("a"), "n1").await,
+            Err(StoreError::Exists(_))
+        ));
+        s.insert(record("b"), "n1").await.unwrap();
+        let full = s.insert(record("c"), "n1").await.unwrap_err();
+        assert!(full.is_retryable());
+        let mut done = record("a");
+        done.finished_at_ms = Some(10);
+        s.put(done, &fence).await.unwrap();
+        assert_eq!(s.finished_before(11).await.unwrap(), vec!["a".to_string()]);
+        assert!(s.finished_before(10).await.unwrap().is_empty());
+        s.remove("a").await.unwrap();
+        assert_eq!(s.count().await.unwrap(), 1);
+    }
+
+    #[test]
+    fn debug_hides_credentials_and_tokens() {
+        let text = format!("{:?}", record("a"));
+        for secret in ["url-secret", "header-secret", "fcm-device-secret"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
+}
