@@ -19,6 +19,13 @@ use ssepush_origin::settings::Settings as OriginSettings;
     about = "SSE push proxy for mobile devices, and the origin streaming API it fronts"
 )]
 struct Cli {
+    /// A PEM file of CA certificates trusted for outbound HTTPS besides Mozilla's roots (a
+    /// private PKI): for `origin` and `proxy` it sets `tls.extra_ca_path`; for the clients and
+    /// tools (publish, subscribe, device, bench, demo) it applies to every request they make,
+    /// and they also read it from SSEPUSH_EXTRA_CA_PATH (the servers do not: theirs is
+    /// SSEPUSH_ORIGIN_TLS__EXTRA_CA_PATH / SSEPUSH_PROXY_TLS__EXTRA_CA_PATH).
+    #[arg(long, global = true)]
+    extra_ca_path: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -243,7 +250,7 @@ struct ServerFlags {
     /// Address to listen on.
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Event store: `memory` or `redis://host:port[/db]`.
+    /// Event store: `memory`, `redis://host:port[/db]` or `redis+cluster://host:port[,host:port…]`.
     #[arg(long)]
     store: Option<String>,
 }
@@ -297,14 +304,32 @@ fn main() -> anyhow::Result<()> {
         Command::Device(_) | Command::Demo(_) => ssepush::device::init_logging(),
         _ => ssepush::telemetry::init(),
     };
+    // rustls' ring provider for every HTTP client of the process (reqwest has none of its own).
+    ssepush_origin::service::tls::install_default_provider();
+    let extra_ca = cli.extra_ca_path;
+    // A client's environment never changes how a server starts: only the clients read the
+    // variable.
+    let server = matches!(
+        cli.command,
+        Command::Origin(_) | Command::Proxy(_) | Command::Gateway(_)
+    );
+    let client_ca = extra_ca.clone().or_else(|| {
+        (!server)
+            .then(|| std::env::var_os("SSEPUSH_EXTRA_CA_PATH"))
+            .flatten()
+            .map(PathBuf::from)
+    });
+    if let Some(path) = &client_ca {
+        ssepush::client::http::set_extra_ca(path)?;
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Origin(flags) => origin(flags).await,
+            Command::Origin(flags) => origin(flags, extra_ca).await,
             Command::Publish(flags) => publish(flags).await,
             Command::Subscribe(flags) => subscribe(flags).await,
             Command::Gateway(flags) => gateway(flags).await,
-            Command::Proxy(flags) => proxy(flags).await,
+            Command::Proxy(flags) => proxy(flags, extra_ca).await,
             Command::Device(DeviceCommand::Run(flags)) => device_run(flags).await,
             Command::Demo(flags) => demo(flags).await,
             Command::Bench(cmd) => ssepush::bench::run(cmd).await,
@@ -312,8 +337,11 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn origin(flags: ServerFlags) -> anyhow::Result<()> {
+async fn origin(flags: ServerFlags, extra_ca: Option<PathBuf>) -> anyhow::Result<()> {
     let mut settings = OriginSettings::load(flags.config.as_deref())?;
+    if extra_ca.is_some() {
+        settings.tls.extra_ca_path = extra_ca;
+    }
     if let Some(listen) = flags.listen {
         settings.listen = listen;
     }
@@ -378,7 +406,7 @@ async fn proxy_status(flags: ProxyStatusFlags) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn proxy(flags: ProxyFlags) -> anyhow::Result<()> {
+async fn proxy(flags: ProxyFlags, extra_ca: Option<PathBuf>) -> anyhow::Result<()> {
     if let Some(ProxyCommand::Status(status)) = flags.command {
         return proxy_status(status).await;
     }
@@ -389,6 +417,9 @@ async fn proxy(flags: ProxyFlags) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut settings = ssepush_proxy::settings::Settings::load(flags.config.as_deref())?;
+    if extra_ca.is_some() {
+        settings.tls.extra_ca_path = extra_ca;
+    }
     if let Some(listen) = flags.listen {
         settings.listen = listen;
     }

@@ -219,7 +219,7 @@ async fn main() {
                 .expect("origin");
         })
     };
-    let http = reqwest::Client::new();
+    let http = ssepush_origin::service::tls::http_client(None).expect("HTTP client");
     let total = args.channels * args.events;
     let t = Instant::now();
     fill(&http, &url, args.channels, args.events).await;

@@ -35,11 +35,29 @@
 //! Every key of a namespace `<ns>` starts with `ssepush:{<ns>` ([`key_prefix`]): the braces are
 //! a Redis Cluster hash tag, which is why a namespace may not contain braces
 //! ([`check_namespace`]).
+//!
+//! # Redis Cluster
+//!
+//! `redis+cluster://host:port[,host:port…]` (the seed nodes; any reachable one will do) selects
+//! the redis crate's cluster client instead: each lane is then a cluster connection that routes
+//! every command, pipeline and script by its keys' slot and follows `MOVED`/`ASK`. The log's
+//! and the webhooks' keys share the hash tag `{<ns>}`, so every multi-key script and `MULTI`
+//! finds its keys in one slot — one master holds a namespace's whole event log, which is what
+//! keeps one total order of ids (a namespace does not spread over masters; several namespaces
+//! do). Each dataset has a tag of its own (`{<ns>:ds:<name>}`), so datasets spread.
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, ErrorKind, FromRedisValue, RedisError};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError,
+    RedisFuture, Value,
+};
 
 use crate::store::LogError;
 
@@ -106,13 +124,93 @@ fn dropped(e: &RedisError) -> bool {
     e.is_connection_dropped() || e.is_io_error()
 }
 
+/// The scheme that selects Redis Cluster: `redis+cluster://h1:p1,h2:p2`.
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// The seed nodes of a `redis+cluster://[user:pass@]h1:p1[,h2:p2…]` URL as `redis://` URLs (the
+/// credentials, when given, go to every node), or `None` when `url` is not a cluster URL.
+///
+/// # Errors
+/// A cluster URL without a node, or with an empty one.
+pub fn cluster_nodes(url: &str) -> Option<Result<Vec<String>, String>> {
+    let rest = url.strip_prefix(CLUSTER_SCHEME)?;
+    let rest = rest.trim_end_matches('/');
+    let (auth, hosts) = match rest.rsplit_once('@') {
+        Some((auth, hosts)) => (format!("{auth}@"), hosts),
+        None => (String::new(), rest),
+    };
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .map(|h| format!("redis://{auth}{h}"))
+        .collect();
+    if hosts.split(',').any(|h| h.trim().is_empty()) {
+        return Some(Err(
+            "a redis+cluster:// URL lists host:port seed nodes separated by commas".into(),
+        ));
+    }
+    Some(Ok(nodes))
+}
+
+/// One lane's connection: a single Redis's auto-reconnecting manager, or a cluster connection
+/// (which routes by slot and reconnects per node). Both speak [`ConnectionLike`], so the stores
+/// send their commands, pipelines and scripts the same way on either.
+#[derive(Clone)]
+pub enum Lane {
+    Single(ConnectionManager),
+    /// One connection without reconnects (a blocking read's own).
+    Multiplexed(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Lane {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Lane::Single(c) => c.req_packed_command(cmd),
+            Lane::Multiplexed(c) => c.req_packed_command(cmd),
+            Lane::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Lane::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Lane::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
+            Lane::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Lane::Single(c) => c.get_db(),
+            Lane::Multiplexed(c) => c.get_db(),
+            Lane::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The connection a blocking read (`XREAD BLOCK`) takes for itself: no response timeout.
+pub type BlockingConnection = Lane;
+
+/// Where new connections come from.
+#[derive(Clone)]
+enum Source {
+    Single(Client),
+    Cluster(Vec<String>),
+}
+
 /// One origin's connection to Redis (see the module docs). Cheap to clone: clones share the
 /// sockets.
 #[derive(Clone)]
 pub struct RedisConn {
-    client: Client,
-    commands: ConnectionManager,
-    reads: ConnectionManager,
+    source: Source,
+    commands: Lane,
+    reads: Lane,
     namespace: String,
 }
 
@@ -134,6 +232,10 @@ impl RedisConn {
     /// namespace, a Redis that does not answer within [`CONNECT_TIMEOUT`], or one too old.
     pub async fn connect(url: &str, namespace: &str) -> Result<Self, LogError> {
         check_namespace(namespace)?;
+        if let Some(nodes) = cluster_nodes(url) {
+            let nodes = nodes.map_err(|_| LogError::BadUrl(redact_url(url)))?;
+            return Self::connect_cluster(nodes, url, namespace).await;
+        }
         let client = Client::open(url).map_err(|_| LogError::BadUrl(url.to_owned()))?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -153,9 +255,43 @@ impl RedisConn {
             .map_err(store_error)?;
         check_version(&info)?;
         Ok(RedisConn {
-            client,
-            commands,
-            reads,
+            source: Source::Single(client),
+            commands: Lane::Single(commands),
+            reads: Lane::Single(reads),
+            namespace: namespace.to_owned(),
+        })
+    }
+
+    /// [`Self::connect`] for a Redis Cluster: two cluster connections (the lanes), the version
+    /// checked on one master.
+    async fn connect_cluster(
+        nodes: Vec<String>,
+        url: &str,
+        namespace: &str,
+    ) -> Result<Self, LogError> {
+        let commands = cluster_connection(&nodes, Some(RESPONSE_TIMEOUT))
+            .await
+            .map_err(|e| match e {
+                LogError::BadUrl(_) => LogError::BadUrl(redact_url(url)),
+                e => e,
+            })?;
+        let reads = cluster_connection(&nodes, Some(RESPONSE_TIMEOUT)).await?;
+        // INFO would go to every node (one answer each): one master's is enough.
+        let mut probe = commands.clone();
+        let reply = probe
+            .route_command(
+                redis::cmd("INFO").arg("server").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+            )
+            .await
+            .map_err(store_error)?;
+        let info: String = redis::from_redis_value(reply)
+            .map_err(|e| LogError::Corrupt(format!("INFO server: {e}")))?;
+        check_version(&info)?;
+        Ok(RedisConn {
+            source: Source::Cluster(nodes),
+            commands: Lane::Cluster(commands),
+            reads: Lane::Cluster(reads),
             namespace: namespace.to_owned(),
         })
     }
@@ -166,8 +302,13 @@ impl RedisConn {
     }
 
     /// The commands lane: writes and small reads.
-    pub fn commands(&self) -> ConnectionManager {
+    pub fn commands(&self) -> Lane {
         self.commands.clone()
+    }
+
+    /// Whether this is a Redis Cluster connection.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.source, Source::Cluster(_))
     }
 
     /// Runs an idempotent read on the reads lane (see the module docs), once more if the
@@ -189,14 +330,56 @@ impl RedisConn {
     ///
     /// # Errors
     /// [`LogError::Unavailable`] when Redis does not answer within [`CONNECT_TIMEOUT`].
-    pub async fn blocking_connection(&self) -> Result<MultiplexedConnection, LogError> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(None);
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(store_error)
+    pub async fn blocking_connection(&self) -> Result<BlockingConnection, LogError> {
+        match &self.source {
+            Source::Single(client) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(None);
+                // A plain multiplexed connection (no reconnects): the caller drops it on error.
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map(Lane::Multiplexed)
+                    .map_err(store_error)
+            }
+            Source::Cluster(nodes) => cluster_connection(nodes, None).await.map(Lane::Cluster),
+        }
+    }
+}
+
+/// A cluster connection to `nodes` (seeds) with the given per-command response timeout.
+async fn cluster_connection(
+    nodes: &[String],
+    response_timeout: Option<Duration>,
+) -> Result<ClusterConnection, LogError> {
+    let mut builder = ClusterClient::builder(nodes.iter().map(String::as_str))
+        .connection_timeout(CONNECT_TIMEOUT)
+        .retries(3)
+        .max_retry_wait(1000);
+    if let Some(t) = response_timeout {
+        builder = builder.response_timeout(t);
+    }
+    let client = builder
+        .build()
+        .map_err(|_| LogError::BadUrl(CLUSTER_SCHEME.to_owned()))?;
+    let connect = client.get_async_connection();
+    match tokio::time::timeout(CONNECT_TIMEOUT * 3, connect).await {
+        Ok(r) => r.map_err(store_error),
+        Err(_) => Err(LogError::Unavailable(
+            "no Redis Cluster node answered in time".into(),
+        )),
+    }
+}
+
+/// A store URL fit for an error message: the password (if any) replaced.
+fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, hosts)) => format!("{scheme}://***@{hosts}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
     }
 }
 
@@ -209,7 +392,7 @@ pub enum Read<'a> {
 }
 
 impl Read<'_> {
-    async fn run<T: FromRedisValue>(self, conn: &mut ConnectionManager) -> redis::RedisResult<T> {
+    async fn run<T: FromRedisValue>(self, conn: &mut Lane) -> redis::RedisResult<T> {
         match self {
             Read::Cmd(c) => c.query_async(conn).await,
             Read::Pipe(p) => p.query_async(conn).await,
@@ -251,6 +434,27 @@ mod tests {
             assert!(check_namespace(bad).is_err(), "{bad:?}");
         }
         assert_eq!(key_prefix("app"), "ssepush:{app}:");
+    }
+
+    #[test]
+    fn cluster_urls_list_seed_nodes() {
+        assert_eq!(cluster_nodes("redis://h:1"), None);
+        assert_eq!(
+            cluster_nodes("redis+cluster://a:1,b:2").unwrap().unwrap(),
+            vec!["redis://a:1", "redis://b:2"]
+        );
+        assert_eq!(
+            cluster_nodes("redis+cluster://:pw@a:1, b:2/")
+                .unwrap()
+                .unwrap(),
+            vec!["redis://:pw@a:1", "redis://:pw@b:2"]
+        );
+        assert!(cluster_nodes("redis+cluster://").unwrap().is_err());
+        assert!(cluster_nodes("redis+cluster://a:1,,b:2").unwrap().is_err());
+        assert_eq!(
+            redact_url("redis+cluster://:pw@a:1"),
+            "redis+cluster://***@a:1"
+        );
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub const ENV_PREFIX: &str = "SSEPUSH_ORIGIN_";
 pub struct Settings {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// `memory` or `redis://host:port[/db]`.
+    /// `memory`, `redis://host:port[/db]`, or a Redis Cluster's seed nodes,
+    /// `redis+cluster://host:port[,host:port…]`.
     pub store: String,
     /// Key namespace in a shared store; origins with the same namespace serve one stream.
     pub namespace: String,
@@ -75,6 +76,9 @@ pub struct Settings {
     /// Webhook delivery (`[webhooks]`): timeouts, backoff, disabling, leases, target policy.
     /// See [`crate::webhooks::WebhookSettings`] for each key and its default.
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// Outbound TLS (`[tls]`): `extra_ca_path`, a PEM file of CAs trusted besides Mozilla's
+    /// roots for `https://` webhook targets. See [`crate::service::tls`].
+    pub tls: crate::service::tls::TlsSettings,
 }
 
 /// `[auth]`: who may read and who may publish. See [`crate::server::auth`] for how a request is
@@ -288,6 +292,7 @@ impl Default for Settings {
             ws_send_queue: 4096,
             datasets: crate::datasets::DatasetSettings::default(),
             webhooks: crate::webhooks::WebhookSettings::default(),
+            tls: crate::service::tls::TlsSettings::default(),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! all in memory or all on one Redis connection ([`crate::redis_conn`]).
 //!
 //! `memory` (or `memory://`) keeps everything in this process; `redis://…` / `rediss://…` keeps
-//! it in Redis under the origin's namespace, shared by every origin on that namespace.
+//! it in Redis under the origin's namespace, shared by every origin on that namespace;
+//! `redis+cluster://h1:p1,h2:p2,…` does the same on a Redis Cluster (see [`crate::redis_conn`]).
 
 use std::sync::Arc;
 
@@ -23,7 +24,8 @@ pub struct Stores {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
     Memory,
-    /// The URL as given (`redis://host:port[/db]`, `rediss://…`).
+    /// The URL as given (`redis://host:port[/db]`, `rediss://…`, or a cluster's seed nodes,
+    /// `redis+cluster://host:port[,host:port…]`).
     Redis(String),
 }
 
@@ -35,7 +37,10 @@ impl Backend {
     pub fn parse(url: &str) -> Result<Backend, LogError> {
         if url == "memory" || url.starts_with("memory://") {
             Ok(Backend::Memory)
-        } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+        } else if url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with(crate::redis_conn::CLUSTER_SCHEME)
+        {
             Ok(Backend::Redis(url.to_owned()))
         } else {
             Err(LogError::BadUrl(url.to_owned()))

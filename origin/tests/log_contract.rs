@@ -1,12 +1,19 @@
 #![cfg(feature = "server")]
-//! The event-log contract: the same tests, run on the memory log and on the Redis log.
+//! The event-log contract: the same tests, run on the memory log, on the Redis log, and on the
+//! Redis log over a Redis Cluster.
 //!
-//! Each test is written once against `dyn EventLog` and instantiated for both backends at the
-//! bottom (`memory::…`, `redis::…`). The Redis runs need Redis ≥ 6.2 at `redis://127.0.0.1:6379`
-//! (or `SSEPUSH_TEST_REDIS`) and fail, rather than skip, without it; each works in its own
-//! namespace and deletes its keys when done.
+//! Each test is written once against `dyn EventLog` and instantiated for every backend at the
+//! bottom (`memory::…`, `redis::…`, `cluster::…`). The Redis runs need Redis ≥ 6.2 at
+//! `redis://127.0.0.1:6379` (or `SSEPUSH_TEST_REDIS`) and fail, rather than skip, without it;
+//! each works in its own namespace and deletes its keys when done. The cluster runs start a
+//! real three-master Redis Cluster each (`tests/support/redis_cluster.rs`: `redis-server` and
+//! `redis-cli` on the path) and open the log with `redis+cluster://…`.
 
 mod common;
+// A real three-master Redis Cluster per test (the root package's harness).
+#[allow(dead_code)]
+#[path = "../../tests/support/redis_cluster.rs"]
+mod redis_cluster;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +28,8 @@ use ssepush_origin::{EventId, NewEvent, Pattern};
 enum Kind {
     Memory,
     Redis,
+    /// A three-master Redis Cluster started for the test (`redis+cluster://…`).
+    Cluster,
 }
 
 /// One backend under test, and what it takes to play "the history was lost".
@@ -28,23 +37,34 @@ struct Store {
     kind: Kind,
     ns: Namespace,
     retention: Retention,
+    cluster: Option<redis_cluster::RedisCluster>,
 }
 
 impl Store {
     async fn open(kind: Kind, retention: Retention) -> (Store, Arc<dyn EventLog>) {
+        let cluster = match kind {
+            Kind::Cluster => Some(redis_cluster::RedisCluster::start().await),
+            _ => None,
+        };
         let store = Store {
             kind,
             ns: Namespace::new(),
             retention,
+            cluster,
         };
         let log = store.connect().await;
         (store, log)
     }
 
     async fn connect(&self) -> Arc<dyn EventLog> {
-        match self.kind {
-            Kind::Memory => Arc::new(MemoryLog::new(self.retention.clone())),
-            Kind::Redis => Arc::new(self.ns.open(self.retention.clone()).await),
+        match (self.kind, &self.cluster) {
+            (Kind::Memory, _) => Arc::new(MemoryLog::new(self.retention.clone())),
+            (Kind::Cluster, Some(cluster)) => Arc::new(
+                self.ns
+                    .open_at(&cluster.url(), self.retention.clone())
+                    .await,
+            ),
+            _ => Arc::new(self.ns.open(self.retention.clone()).await),
         }
     }
 
@@ -55,6 +75,12 @@ impl Store {
             Kind::Memory => self.connect().await,
             Kind::Redis => {
                 self.ns.wipe();
+                log
+            }
+            Kind::Cluster => {
+                if let Some(cluster) = &self.cluster {
+                    cluster.wipe(&format!("ssepush:{{{}}}:*", self.ns.0));
+                }
                 log
             }
         }
@@ -385,7 +411,7 @@ async fn every_id_names_the_epoch(kind: Kind) {
     let head2 = s.connect().await.last_id().await.unwrap();
     match kind {
         Kind::Memory => assert_ne!(head2.epoch, head.epoch),
-        Kind::Redis => assert_eq!(head2, stored[1].id),
+        Kind::Redis | Kind::Cluster => assert_eq!(head2, stored[1].id),
     }
 }
 
@@ -545,6 +571,14 @@ macro_rules! contract {
                 #[tokio::test]
                 async fn $test() {
                     super::$test(super::Kind::Redis).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::Kind::Cluster).await;
                 }
             )*
         }

@@ -23,6 +23,7 @@ use futures::{Stream, StreamExt};
 use rand::Rng;
 use reqwest::Url;
 use ssepush_origin::event::{EventId, SharedEvent};
+use ssepush_origin::service::tls;
 use ssepush_origin::sse::frames::Frame as OriginFrame;
 use tokio_util::sync::CancellationToken;
 
@@ -82,11 +83,21 @@ pub struct Connector {
 }
 
 impl Connector {
-    pub fn new(allow: Arc<OriginAllowList>, cfg: UpstreamSettings) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    /// Builds the HTTP client: the product's TLS ([`ssepush_origin::service::tls`]: ring,
+    /// Mozilla's roots plus `extra_ca`), no automatic redirects, the connect timeout.
+    ///
+    /// Errors: a bad extra CA file, or reqwest refusing the configuration.
+    pub fn new(
+        allow: Arc<OriginAllowList>,
+        cfg: UpstreamSettings,
+        extra_ca: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
+        let http = tls::reqwest_builder(extra_ca)
+            .map_err(|e| e.to_string())?
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
-            .build()?;
+            .build()
+            .map_err(|e| tls::describe_error(&e))?;
         Ok(Connector { http, allow, cfg })
     }
 
@@ -120,7 +131,12 @@ impl Connector {
                         "timed out waiting for response headers".into(),
                     ));
                 }
-                Ok(Err(e)) => return Err(ConnEnd::Network(without_url(&e))),
+                // A certificate the proxy cannot trust will not fix itself on a retry: the
+                // handoffs fail at once, with the problem named.
+                Ok(Err(e)) => match tls::certificate_problem(&e) {
+                    Some(problem) => return Err(ConnEnd::Certificate(problem)),
+                    None => return Err(ConnEnd::Network(without_url(&e))),
+                },
                 Ok(Ok(r)) => r,
             };
             let status = resp.status();
@@ -249,6 +265,7 @@ pub fn trouble_reason(end: &ConnEnd, wait: Duration) -> String {
         ConnEnd::NotEventStream => "upstream did not answer with text/event-stream".to_owned(),
         ConnEnd::RedirectRefused(to) => format!("upstream redirected to {to}"),
         ConnEnd::TooManyRedirects => "upstream redirected too many times".to_owned(),
+        ConnEnd::Certificate(problem) => format!("upstream {problem}"),
     };
     format!("{what}; reconnecting in {} ms", wait.as_millis())
 }

@@ -73,8 +73,12 @@ impl Node {
             OriginAllowList::parse(&settings.allowed_origins, bound)
                 .map_err(ssepush_origin::service::config::ConfigError::Invalid)?,
         );
-        let connector = Connector::new(allow.clone(), settings.upstream.clone())
-            .map_err(|e| ServerError::Http(e.to_string()))?;
+        let connector = Connector::new(
+            allow.clone(),
+            settings.upstream.clone(),
+            settings.tls.extra_ca_path.as_deref(),
+        )
+        .map_err(ServerError::Http)?;
         let upstreams = Upstreams::new(connector, settings.buffer_events, shutdown.clone());
         let now = Instant::now();
         let buckets = ["apns", "fcm", "webpush"]
@@ -108,11 +112,14 @@ impl Node {
         } else {
             settings.fleet.node_id.clone()
         };
-        let peers = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ServerError::Http(e.to_string()))?;
+        // Node-to-node calls use the product's TLS too (a peer may advertise an https:// URL).
+        let peers =
+            ssepush_origin::service::tls::reqwest_builder(settings.tls.extra_ca_path.as_deref())
+                .map_err(|e| ServerError::Http(e.to_string()))?
+                .timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| ServerError::Http(e.to_string()))?;
         Ok(Arc::new(Node {
             shared: settings.store != "memory",
             store,

@@ -32,6 +32,9 @@ pub enum ConnEnd {
     /// A redirect to this origin is outside `allowed_origins`; no request was sent there.
     RedirectRefused(String),
     TooManyRedirects,
+    /// The upstream's TLS certificate was refused (untrusted issuer, expired, wrong name…); the
+    /// sentence names the problem ([`ssepush_origin::service::tls::certificate_problem`]).
+    Certificate(String),
 }
 
 /// What to do after a connection ended.
@@ -90,6 +93,9 @@ impl ReconnectPolicy {
             }
             ConnEnd::TooManyRedirects => {
                 return Next::Stop("upstream redirected too many times".into());
+            }
+            ConnEnd::Certificate(problem) => {
+                return Next::Stop(format!("upstream {problem}"));
             }
         };
         if !retryable {

@@ -23,6 +23,8 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     ssepush_origin::service::ops::metrics_handle();
     ssepush_origin::service::ops::register_metrics(crate::metrics::METRICS);
+    // Any reqwest client built later in the process gets ring (see service::tls).
+    ssepush_origin::service::tls::install_default_provider();
     let bound = listener.local_addr().unwrap_or(settings.listen);
     let token = CancellationToken::new();
     settings.validate()?;

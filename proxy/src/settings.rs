@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use ssepush_origin::service::config::{self, ConfigError};
+pub use ssepush_origin::service::tls::TlsSettings;
 
 // The provider sections are defined next to the providers that read them.
 pub use crate::push::{ApnsSettings, FcmSettings, WebPushSettings};
@@ -77,6 +78,9 @@ pub struct Settings {
     pub fcm: Option<FcmSettings>,
     /// `[webpush]`: RFC 8030 Web Push with VAPID. Absent: webpush handoffs are refused.
     pub webpush: Option<WebPushSettings>,
+    /// Outbound TLS (`[tls]`): `extra_ca_path`, a PEM file of CAs trusted besides Mozilla's
+    /// roots for `https://` upstream streams. See [`ssepush_origin::service::tls`].
+    pub tls: TlsSettings,
 }
 
 impl Default for Settings {
@@ -104,6 +108,7 @@ impl Default for Settings {
             apns: None,
             fcm: None,
             webpush: None,
+            tls: TlsSettings::default(),
         }
     }
 }

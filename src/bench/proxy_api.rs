@@ -26,7 +26,7 @@ pub struct ProxyApi {
 impl ProxyApi {
     pub fn new(base: &str, api_key: Option<String>) -> ProxyApi {
         ProxyApi {
-            http: reqwest::Client::new(),
+            http: crate::client::http::client(),
             base: base.trim_end_matches('/').to_owned(),
             api_key,
         }

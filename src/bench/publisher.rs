@@ -61,7 +61,7 @@ pub struct Published {
 /// Publishes by `plan`, calling `on_tick` after each tick with the count so far; returns once
 /// every request was answered.
 pub async fn run(plan: &PublishPlan, mut on_tick: impl FnMut(u64)) -> Published {
-    let client = reqwest::Client::new();
+    let client = crate::client::http::client();
     let asked = (plan.rate * plan.duration.as_secs_f64()).floor().max(1.0) as u64;
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));

@@ -210,7 +210,7 @@ pub async fn measure(flags: &WakeFlags) -> anyhow::Result<WakeReport> {
     let interval = Duration::from_secs_f64(per_publish / flags.rate);
     let sent_at: Arc<Mutex<Vec<Option<u64>>>> = Arc::new(Mutex::new(vec![None; flags.streams]));
     let publish_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let http = reqwest::Client::new();
+    let http = crate::client::http::client();
     let publisher = {
         let (sent_at, publish_errors, origin) =
             (sent_at.clone(), publish_errors.clone(), origin.clone());

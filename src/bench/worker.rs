@@ -176,7 +176,7 @@ async fn open_all(
     shared: &Arc<Shared>,
     subscribers: &mut JoinSet<()>,
 ) -> FromWorker {
-    let client = reqwest::Client::builder()
+    let client = crate::client::http::builder()
         .pool_max_idle_per_host(0)
         .build()
         .ok();

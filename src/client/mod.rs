@@ -2,6 +2,7 @@
 //! package uses too. It imports nothing from the simulated gateway or the device simulator
 //! (they depend on it, never the reverse); the wire shapes are those of `docs/protocol.md`.
 //!
+//! * [`http`] — the HTTP client they all use: the product's outbound TLS, plus an extra CA.
 //! * [`origin`] — the origin: publish, and a subscription that resumes exactly across
 //!   disconnects (`Last-Event-ID`, `retry:`, `Retry-After`, resets).
 //! * [`proxy`] — the push proxy: hand a stream off, catch up from its buffer, hand it back.
@@ -11,6 +12,7 @@
 //! * [`webpush`] — a Web Push subscription's keys and RFC 8291 decryption of what it receives.
 
 pub mod device;
+pub mod http;
 pub mod origin;
 pub mod proxy;
 pub mod wake;

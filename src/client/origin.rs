@@ -91,6 +91,13 @@ impl ClientError {
                 retry_after: *retry_after,
             },
             ClientError::NotEventStream(_) => ConnEnd::NotEventStream,
+            // A refused certificate does not fix itself: the subscription stops with it.
+            ClientError::Connect { source, .. } => {
+                match ssepush_origin::service::tls::certificate_problem(source) {
+                    Some(problem) => ConnEnd::Certificate(problem),
+                    None => ConnEnd::Network(self.to_string()),
+                }
+            }
             other => ConnEnd::Network(other.to_string()),
         }
     }
@@ -139,7 +146,7 @@ impl OriginClient {
     /// A client for the origin at `base` (`http://host:port`).
     pub fn new(base: &str) -> Self {
         OriginClient {
-            http: reqwest::Client::new(),
+            http: super::http::client(),
             base: base.trim_end_matches('/').to_owned(),
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
         }

@@ -99,7 +99,7 @@ pub const FAILOVER_WITHIN: std::time::Duration = std::time::Duration::from_secs(
 impl ProxyClient {
     /// A client for the proxy at `base` (`http://host:port`).
     pub fn new(base: &str) -> ProxyClient {
-        Self::with_http(reqwest::Client::new(), base)
+        Self::with_http(super::http::client(), base)
     }
 
     /// The same over a given HTTP client (timeouts, connection pool, TLS roots). `base` may

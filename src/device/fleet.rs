@@ -178,7 +178,7 @@ pub async fn run(cfg: FleetConfig) -> anyhow::Result<Report> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("--wake-filter: {e}"))?;
     let origin = OriginClient::new(&cfg.origin);
-    let proxy_http = reqwest::Client::builder()
+    let proxy_http = crate::client::http::builder()
         .timeout(Duration::from_secs(15))
         .build()
         .context("building the proxy client")?;

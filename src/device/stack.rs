@@ -104,6 +104,9 @@ pub struct OriginServer {
 impl OriginServer {
     /// Runs `ssepush_origin::server::run` on `settings.listen`.
     pub async fn start(settings: OriginSettings) -> anyhow::Result<OriginServer> {
+        // Before any await: the caller may build reqwest clients as soon as this returns, and
+        // reqwest has no crypto provider of its own (see ssepush_origin::service::tls).
+        ssepush_origin::service::tls::install_default_provider();
         let listener = bind(settings.listen).await?;
         let addr = listener.local_addr()?;
         let server = Server::spawn("origin", move |stop| async move {
@@ -150,6 +153,9 @@ impl GatewayServer {
     /// `listen`. Without `config.credentials_dir`, a fresh temporary directory is used and
     /// removed when the server is stopped or dropped.
     pub async fn start(listen: SocketAddr, mut config: GatewayConfig) -> anyhow::Result<Self> {
+        // Before any await: the caller may build reqwest clients as soon as this returns, and
+        // reqwest has no crypto provider of its own (see ssepush_origin::service::tls).
+        ssepush_origin::service::tls::install_default_provider();
         let temporary_dir = config.credentials_dir.is_none();
         let dir = config
             .credentials_dir
@@ -221,6 +227,9 @@ pub struct ProxyServer {
 impl ProxyServer {
     /// Runs `ssepush_proxy::server::run` on `settings.listen` with `providers`.
     pub async fn start(settings: ProxySettings, providers: Providers) -> anyhow::Result<Self> {
+        // Before any await: the caller may build reqwest clients as soon as this returns, and
+        // reqwest has no crypto provider of its own (see ssepush_origin::service::tls).
+        ssepush_origin::service::tls::install_default_provider();
         settings.validate()?;
         let listener = bind(settings.listen).await?;
         let addr = listener.local_addr()?;

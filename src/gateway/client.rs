@@ -43,7 +43,7 @@ impl GatewayClient {
     /// A client for the gateway at `base` (`http://host:port`, or `https://` with `--tls`).
     pub fn new(base: &str) -> GatewayClient {
         GatewayClient {
-            http: reqwest::Client::new(),
+            http: crate::client::http::client(),
             base: base.trim_end_matches('/').to_owned(),
         }
     }

@@ -86,6 +86,8 @@ pub struct Gateway {
 impl Gateway {
     /// Makes or loads the credentials and writes them to the credentials directory.
     pub fn new(listener: TcpListener, config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        // Any reqwest client built later in the process gets ring (see service::tls).
+        ssepush_origin::service::tls::install_default_provider();
         let addr = listener.local_addr()?;
         let scheme = if config.tls { "https" } else { "http" };
         let base_url = config

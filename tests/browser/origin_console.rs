@@ -191,7 +191,9 @@ async fn console_shows_events_live_and_resumes_after_an_origin_restart() {
 #[tokio::test]
 async fn console_page_is_served_self_contained() {
     let origin = TestOrigin::start(crate::support::memory_settings()).await;
-    let resp = reqwest::get(format!("{}/", origin.url)).await.unwrap();
+    let resp = crate::support::get(format!("{}/", origin.url))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
     assert!(ct.starts_with("text/html"), "{ct}");

@@ -241,7 +241,7 @@ impl Scene {
 
     /// Publishes `{"n": n}` on the page's channel; returns the id.
     async fn publish(&self, n: u64) -> String {
-        let resp = reqwest::Client::new()
+        let resp = crate::support::http()
             .post(format!("{}/v1/events", self.stack.origin.url))
             .json(&json!({"channel": self.channel, "data": {"n": n}}))
             .send()

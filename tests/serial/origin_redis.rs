@@ -80,7 +80,7 @@ async fn one_origin_opens_one_redis_connection_for_its_stores() {
 
     // Every store works: a dataset write, a webhook list, a live event through the log's feed
     // (which proves the feed's blocking connection is open).
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let put = http
         .put(format!("{}/v1/datasets/conns/k", origin.url))
         .json(&json!(1))
@@ -88,7 +88,7 @@ async fn one_origin_opens_one_redis_connection_for_its_stores() {
         .await
         .unwrap();
     assert_eq!(put.status(), 201);
-    let list = reqwest::get(format!("{}/v1/webhooks", origin.url))
+    let list = crate::support::get(format!("{}/v1/webhooks", origin.url))
         .await
         .unwrap();
     assert_eq!(list.status(), 200);

@@ -65,7 +65,7 @@ impl FleetProxy {
             .spawn()
             .expect("cannot run ssepush proxy");
         let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let http = crate::support::http();
         let started = Instant::now();
         loop {
             if let Ok(r) = http.get(format!("{url}/healthz")).send().await

@@ -18,6 +18,7 @@ pub mod logs;
 pub mod proxy;
 pub mod raw;
 pub mod redis_cluster;
+pub mod tls;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -29,6 +30,23 @@ use ssepush::client::origin::{ClientError, Frame, Item, OriginClient, Subscripti
 use ssepush::device::stack::{GatewayServer, OriginServer, unique_name};
 use ssepush::gateway::GatewayConfig;
 use ssepush_origin::settings::Settings;
+
+/// An HTTP client with the product's TLS (`ssepush::client::http`): cheap to build (reqwest's
+/// default client loads the system's CA bundle each time, ~50 ms in a debug build) and never
+/// dependent on a process-wide crypto provider being installed first.
+pub fn http() -> reqwest::Client {
+    ssepush::client::http::client()
+}
+
+/// [`http`]'s builder, for a client with its own timeouts or protocol versions.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    ssepush::client::http::builder()
+}
+
+/// `GET url` with a fresh [`http`] client (what `reqwest::get` does, without its cost).
+pub async fn get<U: reqwest::IntoUrl>(url: U) -> reqwest::Result<reqwest::Response> {
+    http().get(url).send().await
+}
 
 /// The Redis the tests use: `SSEPUSH_TEST_REDIS` or the local default.
 pub fn redis_url() -> String {
@@ -199,7 +217,7 @@ where
 /// their metrics belongs to the `serial` test binary and holds [`exclusive`] while it runs;
 /// the gateway's metrics are its own.
 pub async fn metric(url: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{url}/metrics"))
+    let text = crate::support::get(format!("{url}/metrics"))
         .await
         .unwrap()
         .text()

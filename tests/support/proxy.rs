@@ -111,7 +111,7 @@ impl TestProxy {
         TestProxy {
             addr: server.addr,
             url: server.url.clone(),
-            http: reqwest::Client::new(),
+            http: crate::support::http(),
             server,
         }
     }

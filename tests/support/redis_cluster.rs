@@ -10,6 +10,9 @@
 //! `cargo xtask test` installs them when missing. A test that needs a cluster fails (never
 //! skips) when they are not there.
 //!
+//! Self-contained (tokio and std only), so the origin crate's own tests include it too
+//! (`#[path = "../../tests/support/redis_cluster.rs"]`).
+//!
 //! ```ignore
 //! let cluster = support::redis_cluster::RedisCluster::start().await;
 //! let url = cluster.url(); // "redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3"
@@ -20,7 +23,6 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use ssepush::device::stack::unique_name;
 use tokio::process::{Child, Command};
 
 /// How many masters the cluster has (the issue's "three-master Redis Cluster").
@@ -64,7 +66,7 @@ impl RedisCluster {
                 ));
             }
         }
-        let dir = std::env::temp_dir().join(unique_name("ssepush-redis-cluster"));
+        let dir = std::env::temp_dir().join(unique_dir_name());
         std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
         let mut cluster = RedisCluster {
             nodes: Vec::new(),
@@ -194,6 +196,47 @@ impl RedisCluster {
         keys
     }
 
+    /// How many keys matching `pattern` each master holds (in [`Self::ports`] order).
+    pub async fn key_counts(&self, pattern: &str) -> Vec<usize> {
+        let mut counts = Vec::new();
+        for node in &self.nodes {
+            let out = cli(node.port, &["--scan", "--pattern", pattern])
+                .await
+                .unwrap_or_else(|e| panic!("redis-cli --scan on {}: {e}", node.port));
+            counts.push(out.lines().filter(|l| !l.is_empty()).count());
+        }
+        counts
+    }
+
+    /// Deletes every key matching `pattern` on every master, synchronously (for a test playing
+    /// "Redis lost its data" from non-async code).
+    pub fn wipe(&self, pattern: &str) {
+        for node in &self.nodes {
+            let port = node.port.to_string();
+            let Ok(out) = std::process::Command::new("redis-cli")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "--scan",
+                    "--pattern",
+                    pattern,
+                ])
+                .output()
+            else {
+                continue;
+            };
+            for key in String::from_utf8_lossy(&out.stdout).lines() {
+                if !key.is_empty() {
+                    let _ = std::process::Command::new("redis-cli")
+                        .args(["-h", "127.0.0.1", "-p", &port, "del", key])
+                        .output();
+                }
+            }
+        }
+    }
+
     /// Kills one master with SIGKILL (port given), for tests of a node's loss.
     pub async fn kill(&mut self, port: u16) {
         if let Some(node) = self.nodes.iter_mut().find(|n| n.port == port) {
@@ -258,6 +301,16 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
+}
+
+/// A directory name no other cluster (or earlier run) uses.
+fn unique_dir_name() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("ssepush-redis-cluster-{}-{nanos}-{n}", std::process::id())
 }
 
 fn on_path(tool: &str) -> bool {

@@ -192,7 +192,7 @@ pub fn fast(mut s: Settings) -> Settings {
 }
 
 pub async fn api(method: reqwest::Method, url: String, body: Option<Value>) -> (StatusCode, Value) {
-    let client = reqwest::Client::new();
+    let client = crate::support::http();
     let mut req = client.request(method, url);
     if let Some(b) = body {
         req = req.json(&b);

@@ -35,14 +35,14 @@ async fn send(req: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> Reply {
 
 async fn get(origin: &TestOrigin, path: &str, headers: &[(&str, &str)]) -> Reply {
     send(
-        reqwest::Client::new().get(format!("{}{path}", origin.url)),
+        crate::support::http().get(format!("{}{path}", origin.url)),
         headers,
     )
     .await
 }
 
 async fn put(origin: &TestOrigin, path: &str, value: Value, headers: &[(&str, &str)]) -> Reply {
-    let req = reqwest::Client::new()
+    let req = crate::support::http()
         .put(format!("{}{path}", origin.url))
         .json(&value);
     send(req, headers).await
@@ -50,7 +50,7 @@ async fn put(origin: &TestOrigin, path: &str, value: Value, headers: &[(&str, &s
 
 async fn delete(origin: &TestOrigin, path: &str, headers: &[(&str, &str)]) -> Reply {
     send(
-        reqwest::Client::new().delete(format!("{}{path}", origin.url)),
+        crate::support::http().delete(format!("{}{path}", origin.url)),
         headers,
     )
     .await

@@ -21,7 +21,7 @@ fn origin_settings(cors: &[&str]) -> Settings {
 
 /// A browser's preflight for `method url` from page origin `from`, asking for `headers`.
 async fn preflight(url: &str, from: &str, method: &str, headers: &str) -> Response {
-    let mut req = reqwest::Client::new()
+    let mut req = crate::support::http()
         .request(Method::OPTIONS, url)
         .header("origin", from)
         .header("access-control-request-method", method);
@@ -88,7 +88,7 @@ async fn origin_preflights_allow_what_sse_polyfills_send() {
 #[tokio::test]
 async fn origin_preflights_allow_every_method_of_every_route() {
     let origin = TestOrigin::start(origin_settings(&[APP])).await;
-    let doc: Value = reqwest::get(format!("{}/v1/openapi.json", origin.url))
+    let doc: Value = crate::support::get(format!("{}/v1/openapi.json", origin.url))
         .await
         .unwrap()
         .json()
@@ -131,7 +131,7 @@ async fn any_origin_echoes_the_requested_headers() {
 #[tokio::test]
 async fn scripts_may_read_etag_and_retry_after() {
     let origin = TestOrigin::start(origin_settings(&[APP])).await;
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .get(format!("{}/v1/channels/chat.a/latest", origin.url))
         .header("origin", APP)
         .send()
@@ -184,7 +184,7 @@ async fn proxy_preflights_allow_its_routes_and_echo_headers() {
     let resp = preflight(&create, "https://any.example", "POST", &asked.join(",")).await;
     assert_eq!(header(&resp, "access-control-allow-origin"), "*");
     assert_eq!(list(&resp, "access-control-allow-headers"), asked);
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .get(format!("{}/healthz", proxy.url))
         .header("origin", "https://any.example")
         .send()

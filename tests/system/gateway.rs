@@ -42,11 +42,11 @@ impl TestGateway {
             client,
             creds,
             gw,
-            h2: reqwest::Client::builder()
+            h2: crate::support::http_builder()
                 .http2_prior_knowledge()
                 .build()
                 .unwrap(),
-            h1: reqwest::Client::builder().http1_only().build().unwrap(),
+            h1: crate::support::http_builder().http1_only().build().unwrap(),
         }
     }
 

@@ -110,7 +110,7 @@ async fn requests_the_parser_refuses_get_a_json_error() {
 #[tokio::test]
 async fn a_webhooks_secret_is_never_cached() {
     let origin = TestOrigin::start(fast(memory_settings())).await;
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .post(format!("{}/v1/webhooks", origin.url))
         .json(&json!({"url": "http://127.0.0.1:9/hook", "channels": ["a"]}))
         .send()

@@ -12,7 +12,7 @@ use ssepush_origin::service::ops::{MetricDef, MetricKind};
 use crate::support::binary::{Server, gateway, origin, proxy};
 
 async fn scrape(server: &Server) -> String {
-    let resp = reqwest::get(format!("http://{}/metrics", server.addr))
+    let resp = crate::support::get(format!("http://{}/metrics", server.addr))
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -101,12 +101,12 @@ async fn promtool_passes_on_every_server_and_every_family_exists_from_start_up()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_origin_measures_publish_to_delivery_as_a_histogram() {
     let server = origin().await;
-    let resp = reqwest::get(format!("http://{}/v1/sse?channel=m.*", server.addr))
+    let resp = crate::support::get(format!("http://{}/v1/sse?channel=m.*", server.addr))
         .await
         .unwrap();
     let mut body = resp.bytes_stream();
     body.next().await.unwrap().unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::support::http();
     for i in 0..3 {
         let resp = client
             .post(format!("http://{}/v1/events", server.addr))

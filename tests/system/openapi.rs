@@ -33,7 +33,7 @@ const REQUIRED: &[(&str, &str)] = &[
 #[tokio::test]
 async fn the_document_and_the_router_agree() {
     let origin = TestOrigin::start(crate::support::memory_settings()).await;
-    let doc: Value = reqwest::get(format!("{}/v1/openapi.json", origin.url))
+    let doc: Value = crate::support::get(format!("{}/v1/openapi.json", origin.url))
         .await
         .unwrap()
         .json()
@@ -63,7 +63,7 @@ async fn the_document_and_the_router_agree() {
     }
 
     // Each documented operation is served: neither the router's 404 fallback nor its 405.
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     for (method, path) in &documented {
         let concrete = path
             .replace("{channel}", "chat.a")
@@ -131,7 +131,7 @@ fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
 #[tokio::test]
 async fn the_document_has_ids_schemas_and_a_bearer_scheme() {
     let origin = TestOrigin::start(crate::support::memory_settings()).await;
-    let doc: Value = reqwest::get(format!("{}/v1/openapi.json", origin.url))
+    let doc: Value = crate::support::get(format!("{}/v1/openapi.json", origin.url))
         .await
         .unwrap()
         .json()
@@ -224,7 +224,7 @@ async fn both_documents_pass_openapi_spec_validator() {
     )
     .await;
     for (name, url) in [("origin", &origin.url), ("proxy", &proxy.url)] {
-        let text = reqwest::get(format!("{url}/v1/openapi.json"))
+        let text = crate::support::get(format!("{url}/v1/openapi.json"))
             .await
             .unwrap()
             .text()

@@ -69,7 +69,7 @@ fn es256(private_pem: &str, claims: Value) -> String {
 
 /// POSTs one event with an optional raw `Authorization` value; returns status, header, body.
 async fn post(url: &str, auth: Option<&str>, n: i64) -> (u16, Option<String>, Value) {
-    let mut req = reqwest::Client::new()
+    let mut req = crate::support::http()
         .post(format!("{url}/v1/events"))
         .json(&json!({"channel": "auth.t", "data": {"n": n}}));
     if let Some(a) = auth {
@@ -253,7 +253,7 @@ async fn non_loopback_without_auth_refuses_publishing() {
             .contains("[auth]")
     );
     // Reading is not publishing: subscribers are unaffected.
-    let health = reqwest::get(format!("{url}/healthz")).await.unwrap();
+    let health = crate::support::get(format!("{url}/healthz")).await.unwrap();
     assert_eq!(health.status(), 200);
     origin.stop().await;
 

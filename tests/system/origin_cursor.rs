@@ -47,7 +47,7 @@ struct Sse {
 
 impl Sse {
     async fn connect(url: &str, last_event_id: &str) -> Sse {
-        let mut req = reqwest::Client::new().get(url);
+        let mut req = crate::support::http().get(url);
         if !last_event_id.is_empty() {
             req = req.header("last-event-id", last_event_id);
         }
@@ -277,7 +277,7 @@ where
     assert_eq!((n_of(&got), got.last_event_id), (4, fourth.to_string()));
 
     // Long-poll: the reset field, the new history, a cursor in it.
-    let body: Value = reqwest::get(format!(
+    let body: Value = crate::support::get(format!(
         "{}/v1/poll?channel=lost.a&after={first}&timeout=0",
         origin.url
     ))
@@ -482,7 +482,7 @@ async fn a_cursor_newer_than_the_head_gets_a_reset_and_continues_from_the_head()
     assert_eq!((n_of(&got), got.last_event_id), (2, next.to_string()));
     // Between the two, the stream moved the client's cursor to the head.
     drop(sse);
-    let body: Value = reqwest::get(format!(
+    let body: Value = crate::support::get(format!(
         "{}/v1/poll?channel=ahead.a&after={ahead}&timeout=0",
         origin.url
     ))

@@ -23,7 +23,7 @@ type Reply = (u16, Value, Option<String>);
 impl Client {
     fn new(origin: &TestOrigin) -> Client {
         Client {
-            http: reqwest::Client::new(),
+            http: crate::support::http(),
             base: origin.url.clone(),
         }
     }

@@ -113,7 +113,7 @@ fn settings(redis: &SpareRedis) -> Settings {
 }
 
 async fn publish(url: &str, key: Option<&str>, body: &Value) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
+    let mut req = crate::support::http()
         .post(format!("{url}/v1/events"))
         .json(body);
     if let Some(k) = key {
@@ -163,7 +163,7 @@ async fn a_hung_redis_answers_outcome_unknown_and_a_key_makes_the_retry_safe() {
         "{err}"
     );
 
-    let poll: Value = reqwest::get(format!("{url}/v1/poll?channel=f.a&after=0-0&timeout=0"))
+    let poll: Value = crate::support::get(format!("{url}/v1/poll?channel=f.a&after=0-0&timeout=0"))
         .await
         .unwrap()
         .json()
@@ -213,7 +213,7 @@ async fn redis_down_for_ten_seconds_under_load_loses_nothing_acknowledged() {
         let url = url.clone();
         let stop = stop.clone();
         async move {
-            let http = reqwest::Client::builder()
+            let http = crate::support::http_builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap();

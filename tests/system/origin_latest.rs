@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use ssepush_origin::settings::Settings;
 
 async fn get(origin: &TestOrigin, path: &str, if_none_match: Option<&str>) -> reqwest::Response {
-    let mut req = reqwest::Client::new().get(format!("{}{path}", origin.url));
+    let mut req = crate::support::http().get(format!("{}{path}", origin.url));
     if let Some(tag) = if_none_match {
         req = req.header("if-none-match", tag);
     }

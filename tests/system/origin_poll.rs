@@ -13,7 +13,7 @@ use ssepush_origin::settings::{ChannelRetention, Settings};
 
 /// One poll; the HTTP client gives up after 60 s so a wait that never ends fails the test.
 async fn poll(origin: &TestOrigin, query: &str) -> (u16, Value) {
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .get(format!("{}/v1/poll?{query}", origin.url))
         .timeout(Duration::from_secs(60))
         .send()
@@ -102,7 +102,7 @@ async fn history_live_and_timeout(settings: Settings) {
     let waiter = {
         let url = origin.url.clone();
         tokio::spawn(async move {
-            reqwest::Client::new()
+            crate::support::http()
                 .get(format!("{url}/v1/poll?channel=a.*&after={b}&timeout=30"))
                 .send()
                 .await
@@ -126,7 +126,7 @@ async fn history_live_and_timeout(settings: Settings) {
     let mut waiter = {
         let url = origin.url.clone();
         tokio::spawn(async move {
-            reqwest::get(format!("{url}/v1/poll?channel=a.*&timeout=30"))
+            crate::support::get(format!("{url}/v1/poll?channel=a.*&timeout=30"))
                 .await
                 .unwrap()
                 .json::<Value>()
@@ -279,9 +279,9 @@ async fn shutdown_ends_a_waiting_poll() {
     let origin = TestOrigin::start(crate::support::memory_settings()).await;
     let waiter = {
         let url = origin.url.clone();
-        tokio::spawn(
-            async move { reqwest::get(format!("{url}/v1/poll?channel=a&timeout=120")).await },
-        )
+        tokio::spawn(async move {
+            crate::support::get(format!("{url}/v1/poll?channel=a&timeout=120")).await
+        })
     };
     // Give the request time to reach the server (a poll that has not subscribed yet when the
     // drain starts answers at once, which is fine too).

@@ -49,7 +49,7 @@ fn guarded() -> Settings {
 
 /// A GET's status and (JSON) body; `auth` is a bearer token, `cookie` a `Cookie` header.
 async fn get(url: &str, auth: Option<&str>, cookie: Option<&str>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().get(url);
+    let mut req = crate::support::http().get(url);
     if let Some(t) = auth {
         req = req.bearer_auth(t);
     }
@@ -72,7 +72,7 @@ async fn get(url: &str, auth: Option<&str>, cookie: Option<&str>) -> (u16, Value
 }
 
 async fn publish(url: &str, auth: Option<&str>, channel: &str) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
+    let mut req = crate::support::http()
         .post(format!("{url}/v1/events"))
         .json(&json!({"channel": channel, "data": {"x": 1}}));
     if let Some(t) = auth {
@@ -248,7 +248,7 @@ async fn every_read_transport_asks_for_a_covering_credential() {
 
     // A webhook reads its channels on its owner's behalf.
     let hook = |channels: Value| {
-        reqwest::Client::new()
+        crate::support::http()
             .post(format!("{url}/v1/webhooks"))
             .bearer_auth(&reader)
             .json(&json!({"url": "http://127.0.0.1:9/hook", "channels": channels}))

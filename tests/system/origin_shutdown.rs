@@ -34,7 +34,7 @@ async fn sigterm_ends_streams_with_retry_and_exits_within_grace() {
 
     let mut streams = Vec::new();
     for ch in ["a", "b.*", ">"] {
-        let resp = reqwest::get(format!("http://{addr}/v1/sse?channel={ch}"))
+        let resp = crate::support::get(format!("http://{addr}/v1/sse?channel={ch}"))
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);

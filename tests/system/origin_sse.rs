@@ -23,7 +23,7 @@ fn events(items: &[Item]) -> Vec<&ssepush_origin::Event> {
 #[tokio::test]
 async fn the_wire_format_has_retry_ids_types_and_the_envelope() {
     let origin = TestOrigin::start(crate::support::memory_settings()).await;
-    let resp = reqwest::get(format!("{}/v1/sse?channel=chat.*", origin.url))
+    let resp = crate::support::get(format!("{}/v1/sse?channel=chat.*", origin.url))
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -70,7 +70,7 @@ async fn keep_alive_comments_flow_on_idle_streams() {
         ..crate::support::memory_settings()
     };
     let origin = TestOrigin::start(settings).await;
-    let resp = reqwest::get(format!("{}/v1/sse?channel=a", origin.url))
+    let resp = crate::support::get(format!("{}/v1/sse?channel=a", origin.url))
         .await
         .unwrap();
     let mut body = resp.bytes_stream();
@@ -260,7 +260,7 @@ async fn the_last_event_id_header_wins_over_the_query() {
         .publish_one("h", None, json!(2))
         .await
         .unwrap();
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .get(format!("{}/v1/sse?channel=h&lastEventId=0-0", origin.url))
         .header("last-event-id", a.to_string())
         .send()
@@ -286,7 +286,7 @@ async fn error_of(resp: reqwest::Response) -> (u16, Value) {
 #[tokio::test]
 async fn bad_inputs_get_400s_that_say_what_is_wrong() {
     let origin = TestOrigin::start(crate::support::memory_settings()).await;
-    let get = |q: &str| reqwest::get(format!("{}/v1/sse?{q}", origin.url));
+    let get = |q: &str| crate::support::get(format!("{}/v1/sse?{q}", origin.url));
     let (s, e) = error_of(get("").await.unwrap()).await;
     assert_eq!((s, e["code"].as_str().unwrap()), (400, "missing_channel"));
     let (s, e) = error_of(get("channel=a..b").await.unwrap()).await;
@@ -320,7 +320,7 @@ async fn bad_inputs_get_400s_that_say_what_is_wrong() {
     assert_eq!((s, e["code"].as_str().unwrap()), (400, "invalid_event_id"));
 
     let post = |body: &'static str| {
-        reqwest::Client::new()
+        crate::support::http()
             .post(format!("{}/v1/events", origin.url))
             .body(body)
             .send()
@@ -339,7 +339,7 @@ async fn bad_inputs_get_400s_that_say_what_is_wrong() {
     assert!(e["message"].as_str().unwrap().contains("reserved"), "{e}");
     for owned in ["datasets.prefs", "streams.alerts"] {
         let body = format!(r#"{{"channel":"{owned}","data":1}}"#);
-        let resp = reqwest::Client::new()
+        let resp = crate::support::http()
             .post(format!("{}/v1/events", origin.url))
             .body(body)
             .send()
@@ -355,7 +355,7 @@ async fn bad_inputs_get_400s_that_say_what_is_wrong() {
     let (s, _) = error_of(post(r#"[{"channel":"ok"},{"channel":""}]"#).await.unwrap()).await;
     assert_eq!(s, 400);
     let (s, e) = error_of(
-        reqwest::Client::new()
+        crate::support::http()
             .post(format!("{}/v1/events", origin.url))
             .body(vec![b' '; 2 << 20])
             .send()
@@ -383,7 +383,9 @@ async fn bad_inputs_get_400s_that_say_what_is_wrong() {
     )
     .await;
     assert_eq!(events(&first)[0].data, json!("marker"));
-    let resp = reqwest::get(format!("{}/nope", origin.url)).await.unwrap();
+    let resp = crate::support::get(format!("{}/nope", origin.url))
+        .await
+        .unwrap();
     assert_eq!(error_of(resp).await.0, 404);
     origin.stop().await;
 }

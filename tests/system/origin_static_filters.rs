@@ -213,7 +213,7 @@ async fn scenario(settings: Settings) {
 }
 
 async fn refuses_direct_publish(origin: &TestOrigin) {
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let url = format!("{}/v1/events", origin.url);
     for body in [
         json!({"channel": "streams.alerts-eu", "data": {"severity": 9, "region": "eu"}}),

@@ -274,7 +274,7 @@ async fn bad_registrations_are_clear_400s() {
     );
     let (code, e) = post(json!({"url": ok_url, "channels": ["a"], "colour": "red"})).await;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{e}");
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .post(&url)
         .body("{")
         .send()

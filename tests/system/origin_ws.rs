@@ -529,7 +529,7 @@ async fn publishing_is_allowed_only_when_configured(settings: Settings) {
         (Some("publish_disabled"), Some("r1")),
         "{v}"
     );
-    let latest: Value = reqwest::get(format!("{}/v1/channels/p/latest", origin.url))
+    let latest: Value = crate::support::get(format!("{}/v1/channels/p/latest", origin.url))
         .await
         .unwrap()
         .json()
@@ -616,7 +616,9 @@ async fn shutdown_closes_sockets_with_1001() {
 #[tokio::test]
 async fn a_plain_get_is_told_to_upgrade() {
     let origin = TestOrigin::start(crate::support::memory_settings()).await;
-    let resp = reqwest::get(format!("{}/v1/ws", origin.url)).await.unwrap();
+    let resp = crate::support::get(format!("{}/v1/ws", origin.url))
+        .await
+        .unwrap();
     assert!(resp.status().is_client_error(), "{}", resp.status());
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "websocket_required");

@@ -153,7 +153,7 @@ async fn publish_round(
 /// Every phone checks in (spread over `proxies`, so most calls go to a node that does not own
 /// the handoff).
 async fn check_in_all(proxies: &[String], phones: Vec<Phone>) -> Vec<Phone> {
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     futures::stream::iter(phones)
         .map(|mut p| {
             let http = http.clone();
@@ -180,7 +180,7 @@ async fn one_node_leaves(test: &str, stop: Stop, handoffs: usize, channels: usiz
         .await
         .unwrap()
         .to_string();
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let origin_url = fleet.origin.url.clone();
     let ns = fleet.namespace.clone();
     let mut phones: Vec<Phone> = futures::stream::iter(0..handoffs)
@@ -341,7 +341,7 @@ async fn a_killed_node_loses_nothing_on_a_redis_cluster() {
 async fn any_node_answers_for_any_handoff_and_redis_holds_no_credential() {
     let fleet = Fleet::start("fleet-any", 3).await;
     let urls = fleet.urls();
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let seed = fleet
         .origin
         .client

@@ -484,7 +484,7 @@ async fn a_handoff_without_a_provider_for_its_platform_is_refused() {
                 .unwrap()
         }
     });
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .post(format!("{url}/v1/handoffs"))
         .json(&handoff_body(&stream_url(&origin, "a"), None, 9))
         .send()
@@ -506,7 +506,7 @@ async fn a_handoff_past_its_ttl_expires_and_stops_watching() {
     body["ttlSec"] = json!(1);
     let h = proxy.create(&body).await;
     let ready = |url: String| async move {
-        reqwest::get(format!("{url}/readyz"))
+        crate::support::get(format!("{url}/readyz"))
             .await
             .unwrap()
             .json::<Value>()
@@ -572,7 +572,7 @@ async fn creating_a_handoff_takes_the_apps_api_key() {
                 .unwrap()
         }
     });
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .post(format!("http://127.0.0.1:{port}/v1/handoffs"))
         .json(&body)
         .send()
@@ -647,7 +647,7 @@ async fn the_phones_reader_credential_goes_upstream_and_a_refusal_fails_the_hand
             && proxy.status(&in_query).await["state"] == "watching"
     })
     .await;
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .post(format!("{}/v1/events", origin.url))
         .bearer_auth(&publisher)
         .json(&json!({"channel": "s.a", "data": 1}))

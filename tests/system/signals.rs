@@ -12,7 +12,7 @@ use crate::support::binary::{GRACE_SECS, Server, close_log_reader, gateway, orig
 /// Opens an SSE stream and collects its bytes until it ends; resolves once the first bytes
 /// arrived, so the signal goes out to a flowing stream.
 async fn open_stream(url: String) -> tokio::task::JoinHandle<String> {
-    let resp = reqwest::get(url).await.unwrap();
+    let resp = crate::support::get(url).await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -49,7 +49,7 @@ fn ends_with_retry(text: &str) {
 
 /// The server answers a request that logs (with debug logging, every request does).
 async fn answers(addr: &str, path: &str) {
-    let client = reqwest::Client::new();
+    let client = crate::support::http();
     for _ in 0..20 {
         let resp = tokio::time::timeout(
             Duration::from_secs(5),

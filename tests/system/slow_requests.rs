@@ -80,7 +80,7 @@ async fn slow_bodies_get_408_and_free_their_slots_on_both_servers() {
 }
 
 async fn post(url: &str, body: &Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .post(url)
         .json(body)
         .send()
@@ -110,7 +110,7 @@ async fn byte_budgets_bound_what_the_origin_keeps() {
         .await;
         assert_eq!(status, 200, "{body}");
     }
-    let latest: Value = reqwest::get(format!("{url}/v1/channels/big/latest?n=100"))
+    let latest: Value = crate::support::get(format!("{url}/v1/channels/big/latest?n=100"))
         .await
         .unwrap()
         .json()
@@ -130,7 +130,7 @@ async fn byte_budgets_bound_what_the_origin_keeps() {
     }
     let mut held = 0;
     for c in (0..40).map(|c| format!("c{c}")).chain(["big".to_owned()]) {
-        let v: Value = reqwest::get(format!("{url}/v1/channels/{c}/latest?n=100"))
+        let v: Value = crate::support::get(format!("{url}/v1/channels/{c}/latest?n=100"))
             .await
             .unwrap()
             .json()
@@ -162,7 +162,7 @@ async fn byte_budgets_bound_what_the_origin_keeps() {
 
     // A dataset holds at most its budget: the write that would pass it is a 507.
     let put = |key: &str, value: Value| {
-        reqwest::Client::new()
+        crate::support::http()
             .put(format!("{url}/v1/datasets/d/{key}"))
             .json(&value)
             .send()

@@ -7,6 +7,9 @@
 //!   installed from Debian's packages if absent and started without persistence; `redis-server`
 //!   and `redis-cli` (Debian's `redis-server`, `redis-tools`) are installed when missing in any
 //!   case, for the tests that start their own three-master Redis Cluster;
+//! * **the deploy checkers** (`tests/system/deploy.rs`): `docker-compose` and `systemd-analyze`
+//!   from Debian's packages, `kubernetes-validate` from PyPI into a virtualenv under the target
+//!   dir, when missing;
 //! * **Chromium** for the browser tests (`CHROMIUM`, default `/usr/bin/chromium`): installed
 //!   from Debian's packages when absent;
 //! * **the web client** (`clients/web`): Node.js and npm from Debian's packages when absent,
@@ -52,6 +55,7 @@ fn test(args: &[String]) -> Result<ExitCode, String> {
     ensure_chromium(&mut apt)?;
     ensure_promtool(&mut apt)?;
     let validator = openapi_spec_validator()?;
+    ensure_deploy_tools(&mut apt)?;
     let web_ok = web_client(&mut apt)?;
     // The cargo that runs us (`cargo xtask`), so toolchain overrides carry through.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -217,6 +221,43 @@ fn openapi_spec_validator() -> Result<std::path::PathBuf, String> {
         "openapi-spec-validator",
     ]))?;
     Ok(validator)
+}
+
+/// The tools `tests/system/deploy.rs` checks `deploy/` with: Debian's `docker-compose` and
+/// `systemd-analyze` (package `systemd`), and PyPI's `kubernetes-validate` in a virtualenv at
+/// `<target dir>/tmp/deploy-tools` (where the test looks: its `CARGO_TARGET_TMPDIR`).
+fn ensure_deploy_tools(apt: &mut Apt) -> Result<(), String> {
+    if !on_path("docker-compose") {
+        apt.install("docker-compose")?;
+    }
+    if !on_path("systemd-analyze") {
+        apt.install("systemd")?;
+    }
+    if on_path("kubernetes-validate") {
+        return Ok(());
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
+        |_| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("target")
+        },
+        std::path::PathBuf::from,
+    );
+    let venv = target.join("tmp").join("deploy-tools");
+    if venv.join("bin").join("kubernetes-validate").is_file() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing kubernetes-validate from PyPI into {}",
+        venv.display()
+    );
+    if run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).is_err() {
+        apt.install("python3-venv")?;
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    run(Command::new(venv.join("bin").join("pip")).args(["install", "-q", "kubernetes-validate"]))
 }
 
 /// Installs Debian's `chromium` unless the browser the browser tests start is there.

@@ -109,6 +109,8 @@ pub async fn run_with_stores(
     } = stores;
     crate::service::ops::metrics_handle();
     crate::service::ops::register_metrics(metrics::METRICS);
+    // Any reqwest client built later in the process gets ring (see service::tls).
+    crate::service::tls::install_default_provider();
     let token = CancellationToken::new();
     {
         let token = token.clone();

@@ -511,6 +511,7 @@ pub fn start(
         hub.clone(),
         settings.webhooks.clone(),
         shutdown.clone(),
+        settings.tls.extra_ca_path.as_deref(),
     ) {
         Ok(s) => s,
         Err(e) => {

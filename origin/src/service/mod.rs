@@ -14,7 +14,9 @@
 //!   security scheme, the methods of a document's routes;
 //! * [`redact`] — values fit for logs;
 //! * [`egress`] — name resolution for outgoing requests to client-chosen destinations, refusing
-//!   addresses that are not globally reachable ([`crate::special_purpose`]).
+//!   addresses that are not globally reachable ([`crate::special_purpose`]);
+//! * [`tls`] — outbound HTTPS for every client: rustls on ring, Mozilla's roots plus an extra
+//!   CA file, certificate problems named in errors.
 //!
 //! The time helper ([`crate::clock`]) and the backoff function ([`crate::backoff`]) are plain
 //! code every layer uses, so they live in the protocol layer below this one.
@@ -30,3 +32,4 @@ pub mod openapi;
 pub mod ops;
 pub mod parse_errors;
 pub mod redact;
+pub mod tls;

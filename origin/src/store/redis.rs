@@ -78,7 +78,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::MultiplexedConnection;
 use redis::{Script, Value};
 use tokio::sync::Mutex;
 
@@ -276,7 +275,7 @@ impl Keys {
 pub struct RedisLog {
     conn: RedisConn,
     /// Only `tail` blocks on it; `None` until first use and after a failure, to reconnect.
-    tail_conn: Mutex<Option<MultiplexedConnection>>,
+    tail_conn: Mutex<Option<crate::redis_conn::BlockingConnection>>,
     keys: Keys,
     retention: Retention,
     feed_capacity: u64,

@@ -73,10 +73,13 @@ impl WebhookService {
         hub: Arc<Hub>,
         settings: WebhookSettings,
         shutdown: CancellationToken,
+        extra_ca: Option<&std::path::Path>,
     ) -> Result<Arc<Self>, String> {
         settings.validate()?;
         let timeout = Duration::from_millis(settings.timeout_ms);
-        let http = reqwest::Client::builder()
+        // The product's TLS: ring, Mozilla's roots plus `tls.extra_ca_path`.
+        let http = crate::service::tls::reqwest_builder(extra_ca)
+            .map_err(|e| e.to_string())?
             // A redirect would be a way around the target checks, and a receiver that moved
             // should be re-registered: 3xx counts as a failure.
             .redirect(reqwest::redirect::Policy::none())
@@ -638,16 +641,11 @@ pub async fn deliver(
     }
 }
 
+/// The error and its causes (a certificate problem named first), without the URL.
 fn describe(e: reqwest::Error) -> String {
     let timeout = e.is_timeout();
     let e = e.without_url();
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
+    let mut msg = crate::service::tls::describe_error(&e);
     if timeout {
         msg.insert_str(0, "timed out: ");
     }
@@ -700,7 +698,8 @@ mod tests {
     }
 
     fn client(allow_private: bool) -> reqwest::Client {
-        reqwest::Client::builder()
+        crate::service::tls::reqwest_builder(None)
+            .unwrap()
             .dns_resolver(GuardedResolver { allow_private })
             .no_proxy()
             .build()

@@ -7,11 +7,11 @@
 //! endpoints) it refuses addresses that are not globally reachable when connecting; for APNs
 //! and FCM (operator-configured hosts) it resolves as the system does.
 //!
-//! Not reqwest: its rustls feature either pulls aws-lc or, provider-less, makes every reqwest
-//! client in the build panic unless a process-wide provider is installed first.
+//! hyper rather than reqwest: APNs needs HTTP/2 with prior knowledge over cleartext (the
+//! simulated gateway) and HTTP/2-only pools; the TLS configuration is the one every outbound
+//! client shares (`ssepush_origin::service::tls`).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -21,8 +21,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 
 use super::PushError;
 use super::endpoint::GlobalResolver;
@@ -61,30 +59,12 @@ impl std::fmt::Debug for HttpClient {
     }
 }
 
-/// The rustls configuration: ring, Mozilla's roots, plus every certificate in `extra_ca`.
+/// The rustls configuration every outbound client shares
+/// ([`ssepush_origin::service::tls::client_config`]: ring, Mozilla's roots, plus every
+/// certificate in `extra_ca`).
 pub(crate) fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, PushError> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    if let Some(path) = extra_ca {
-        let bad = |e: &dyn std::fmt::Display| {
-            PushError::Config(format!("CA certificate {}: {e}", path.display()))
-        };
-        let mut added = 0;
-        for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
-            roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(bad(&"no PEM certificate in the file"));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| PushError::Config(format!("TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    ssepush_origin::service::tls::client_config(extra_ca)
+        .map_err(|e| PushError::Config(format!("CA certificate: {e}")))
 }
 
 impl HttpClient {
