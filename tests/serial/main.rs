@@ -8,6 +8,7 @@
 mod support;
 
 mod bench;
+mod filter_cost;
 mod origin_redis;
 mod origin_slow_consumer;
 mod origin_webhooks;

@@ -9,6 +9,7 @@ mod support;
 mod conditional_requests;
 mod cors;
 mod device_run;
+mod filter_cost;
 mod gateway;
 mod openapi;
 mod origin_auth;
