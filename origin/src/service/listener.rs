@@ -135,45 +135,19 @@ pub async fn serve_with(
                         return;
                     }
                 }
-                let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                    req.extensions_mut().insert(handle.clone());
-                    let mut router = router.clone();
-                    async move {
-                        let resp: Result<_, Infallible> = router.call(req).await;
-                        resp
-                    }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(header_read_timeout)
-                    .serve_connection(
-                        TokioIo::new(Rewind {
-                            prefix,
-                            inner: stream,
-                        }),
-                        svc,
-                    )
-                    .with_upgrades();
-                tokio::pin!(conn);
-                let mut draining = false;
-                loop {
-                    tokio::select! {
-                        r = conn.as_mut() => {
-                            if let Err(e) = r {
-                                tracing::debug!(error = %e, "connection ended with error");
-                            }
-                            break;
-                        }
-                        _ = shutdown.cancelled(), if !draining => {
-                            conn.as_mut().graceful_shutdown();
-                            draining = true;
-                        }
-                        _ = kick.cancelled() => {
-                            tracing::debug!("connection cut");
-                            break;
-                        }
-                    }
-                }
+                // Boxed: the task's own allocation stays the size of the lean path's state,
+                // not of hyper's connection (most connections of a streaming server are lean).
+                Box::pin(serve_hyper(
+                    Rewind {
+                        prefix,
+                        inner: stream,
+                    },
+                    router,
+                    handle,
+                    header_read_timeout,
+                    shutdown,
+                ))
+                .await;
             }
             .instrument(span),
         );
@@ -185,6 +159,50 @@ pub async fn serve_with(
             open = tracker.len(),
             "grace period over; closing the remaining connections"
         );
+    }
+}
+
+/// Serves a connection with hyper (every request that is not the lean path's).
+async fn serve_hyper(
+    io: Rewind,
+    router: Router,
+    handle: ConnHandle,
+    header_read_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let kick = handle.kick.clone();
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(handle.clone());
+        let mut router = router.clone();
+        async move {
+            let resp: Result<_, Infallible> = router.call(req).await;
+            resp
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with error");
+                }
+                break;
+            }
+            _ = shutdown.cancelled(), if !draining => {
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
+            _ = kick.cancelled() => {
+                tracing::debug!("connection cut");
+                break;
+            }
+        }
     }
 }
 
@@ -249,7 +267,8 @@ async fn serve_lean(
 ) {
     let kick = handle.kick.clone();
     req.extensions_mut().insert(handle);
-    let Ok(resp) = router.call(req).await;
+    // Boxed, so the handler's state is freed once it answers instead of sizing this future.
+    let Ok(resp) = Box::pin(router.call(req)).await;
     let (parts, mut body) = resp.into_parts();
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 ");
