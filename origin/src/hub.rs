@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+use std::task::{Context, Poll, Waker};
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::PatternSet;
@@ -104,9 +105,152 @@ impl Frame {
     }
 }
 
+/// A subscriber's bounded frame queue, the hub on one end and the subscriber on the other.
+///
+/// One small allocation (≈100 bytes, and the frames while any are queued) instead of a tokio
+/// `mpsc` channel, whose cache-padded halves and first block, allocated up front, came to about
+/// 1 KiB per subscriber: most of an idle SSE connection's memory after hyper's buffers (issue
+/// 11). A lock, not lock-free: the feed and one subscriber are the only parties, and each holds
+/// it for a push or a pop.
+struct QueueShared {
+    state: Mutex<QueueState>,
+}
+
+struct QueueState {
+    frames: VecDeque<Frame>,
+    capacity: usize,
+    waker: Option<Waker>,
+    /// The hub dropped its end (the subscriber was removed).
+    sender_gone: bool,
+    /// The subscriber dropped its end.
+    receiver_gone: bool,
+}
+
+fn queue(capacity: usize) -> (QueueTx, Queue) {
+    let shared = Arc::new(QueueShared {
+        state: Mutex::new(QueueState {
+            frames: VecDeque::new(),
+            capacity,
+            waker: None,
+            sender_gone: false,
+            receiver_gone: false,
+        }),
+    });
+    (QueueTx(shared.clone()), Queue(shared))
+}
+
+impl QueueShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Why a frame could not be queued.
+enum SendError {
+    Full,
+    Closed,
+}
+
+/// The hub's end of a subscriber's queue.
+struct QueueTx(Arc<QueueShared>);
+
+impl QueueTx {
+    fn try_send(&self, frame: Frame) -> Result<(), SendError> {
+        let waker = {
+            let mut st = self.0.lock();
+            if st.receiver_gone {
+                return Err(SendError::Closed);
+            }
+            if st.frames.len() >= st.capacity {
+                return Err(SendError::Full);
+            }
+            st.frames.push_back(frame);
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for QueueTx {
+    fn drop(&mut self) {
+        let waker = {
+            let mut st = self.0.lock();
+            st.sender_gone = true;
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// The queue had nothing to take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Empty;
+
+/// A subscriber's end of its queue: frames in id order; `None` from [`recv`](Queue::recv) once
+/// the hub removed the subscriber and every queued frame was taken.
+pub struct Queue(Arc<QueueShared>);
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("len", &self.0.lock().frames.len())
+            .finish()
+    }
+}
+
+impl Queue {
+    /// The next frame, waiting for one. Cancel-safe: a frame is only taken when returned.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next frame if one is queued.
+    pub fn try_recv(&mut self) -> Result<Frame, Empty> {
+        let mut st = self.0.lock();
+        Self::pop(&mut st).ok_or(Empty)
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+        let mut st = self.0.lock();
+        if let Some(frame) = Self::pop(&mut st) {
+            return Poll::Ready(Some(frame));
+        }
+        if st.sender_gone {
+            return Poll::Ready(None);
+        }
+        match &st.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    fn pop(st: &mut QueueState) -> Option<Frame> {
+        let frame = st.frames.pop_front()?;
+        // A burst grew the buffer: give it back once drained, so an idle subscriber holds none.
+        if st.frames.is_empty() && st.frames.capacity() > 16 {
+            st.frames = VecDeque::new();
+        }
+        Some(frame)
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.receiver_gone = true;
+        st.frames.clear();
+    }
+}
+
 struct Sub {
     patterns: PatternSet,
-    tx: mpsc::Sender<Frame>,
+    tx: QueueTx,
     kick: CancellationToken,
     /// Id of the newest frame put in this subscriber's queue (`EventId::ZERO` before the
     /// first). Written by the feed under the registry's read lock, read under its write lock.
@@ -167,7 +311,7 @@ pub struct SwitchPoint {
 pub struct Subscription {
     id: u64,
     hub: Arc<Hub>,
-    pub rx: mpsc::Receiver<Frame>,
+    pub rx: Queue,
     kick: CancellationToken,
 }
 
@@ -202,7 +346,7 @@ impl Hub {
         kick: CancellationToken,
     ) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (tx, rx) = queue(capacity.max(1));
         let mut reg = self.write();
         match patterns.literals() {
             Some(names) => {
@@ -294,8 +438,8 @@ impl Hub {
                             delivered += 1;
                             *sub.last_queued.lock().unwrap_or_else(|p| p.into_inner()) = event.id;
                         }
-                        Err(mpsc::error::TrySendError::Full(_)) => slow.push(*id),
-                        Err(mpsc::error::TrySendError::Closed(_)) => gone.push(*id),
+                        Err(SendError::Full) => slow.push(*id),
+                        Err(SendError::Closed) => gone.push(*id),
                     }
                 }
             }
