@@ -14,3 +14,4 @@ mod origin_slow_consumer;
 mod origin_webhooks;
 mod origin_ws;
 mod proxy_fanout;
+mod sse_lean_path;

@@ -307,6 +307,14 @@ async fn serve_lean(
             biased;
             _ = kick.cancelled() => return,
             f = body.frame() => f,
+            // The client leaving must end the stream now, not at the next keep-alive write
+            // (up to `keep_alive_secs` later): until then its subscription and buffers stay.
+            r = stream.readable() => {
+                if r.is_err() || client_left(&stream) {
+                    return;
+                }
+                continue;
+            }
         };
         let Some(Ok(frame)) = next else {
             break;
@@ -330,6 +338,17 @@ async fn serve_lean(
         }
     }
     let _ = stream.shutdown().await;
+}
+
+/// Reads (and drops) what a streaming client sent after its request; true at EOF or an error,
+/// i.e. when the client has gone.
+fn client_left(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 64];
+    match stream.try_read(&mut probe) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
 }
 
 /// Writes every buffer in `bufs` (and empties it), several per `writev`.
