@@ -259,9 +259,7 @@ struct Sub {
 
 #[derive(Default)]
 struct Registry {
-    /// Boxed: the map's table is sized in powers of two, so inline entries would cost up to
-    /// twice their size per subscriber; a pointer per slot keeps the spare slots small.
-    subs: HashMap<u64, Box<Sub>>,
+    subs: HashMap<u64, Sub>,
     /// Subscribers whose patterns are all literal, by channel: no pattern matching needed.
     exact: HashMap<String, Vec<u64>>,
     /// Subscribers with at least one wildcard pattern.
@@ -269,7 +267,7 @@ struct Registry {
 }
 
 impl Registry {
-    fn remove(&mut self, id: u64) -> Option<Box<Sub>> {
+    fn remove(&mut self, id: u64) -> Option<Sub> {
         let sub = self.subs.remove(&id)?;
         match sub.patterns.literals() {
             Some(names) => {
@@ -360,12 +358,12 @@ impl Hub {
         }
         reg.subs.insert(
             id,
-            Box::new(Sub {
+            Sub {
                 patterns,
                 tx,
                 kick: kick.clone(),
                 last_queued: Mutex::new(EventId::ZERO),
-            }),
+            },
         );
         metrics::gauge!("ssepush_origin_subscribers").set(reg.subs.len() as f64);
         Subscription {
