@@ -2,9 +2,17 @@
 //!
 //! One feed task per process reads the event log in id order ([`run_feed`]) and hands each batch
 //! to [`Hub::dispatch`]. For every event the hub builds one shared [`Frame`] whose encodings (SSE
-//! bytes, WebSocket/JSON bytes) are made **once**, by the first transport that needs them; it converts the event
-//! for CEL **once**, evaluates each distinct filter **once**, and pushes a cheap [`Frame`] clone into
-//! every matching subscriber's bounded queue with `try_send`. A full queue never blocks the feed:
+//! bytes, WebSocket/JSON bytes) are made **once**, by the first transport that needs them, and
+//! pushes a cheap [`Frame`] clone into the bounded queue of every subscriber whose channel
+//! patterns match, with `try_send`.
+//!
+//! **Filters are not the hub's business.** A client's CEL filter can cost milliseconds (within
+//! its budget, see [`crate::filter`]); judged here it would run on the one feed task, under the
+//! registry lock, and delay every other subscriber and every subscribe (issue 12 §2). Each
+//! subscriber judges the frames it receives on its own task
+//! ([`subscribe`](crate::server::subscribe)); the frame carries the event converted for CEL
+//! (made **once**) and the verdicts given so far by filter source, so a filter shared by many
+//! subscribers still runs once per event. A full queue never blocks the feed:
 //! that subscriber is removed, its connection is cut through its kick token, and
 //! `ssepush_origin_slow_consumers_total` counts it. The client then resumes with `Last-Event-ID`.
 
@@ -14,12 +22,13 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+use std::task::{Context, Poll, Waker};
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::PatternSet;
 use crate::event::{EventId, SharedEvent};
-use crate::filter::{EventVars, Filter};
+use crate::filter::{EventVars, Filter, Verdict};
 use crate::sse;
 use crate::store::EventLog;
 
@@ -30,11 +39,21 @@ use crate::store::EventLog;
 #[derive(Clone, Debug)]
 pub struct Frame(Arc<FrameInner>);
 
-#[derive(Debug)]
 struct FrameInner {
     event: SharedEvent,
     sse: OnceLock<Bytes>,
     json: OnceLock<Bytes>,
+    /// The event as CEL values, made by the first subscriber with a filter.
+    vars: OnceLock<EventVars>,
+    /// Verdicts by filter source: subscribers giving the same filter share one evaluation.
+    /// Empty (no allocation) for frames nobody filters.
+    verdicts: Mutex<HashMap<Arc<str>, Verdict>>,
+}
+
+impl std::fmt::Debug for FrameInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frame").field("event", &self.event).finish()
+    }
 }
 
 impl Frame {
@@ -43,7 +62,24 @@ impl Frame {
             event,
             sse: OnceLock::new(),
             json: OnceLock::new(),
+            vars: OnceLock::new(),
+            verdicts: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// This filter's verdict on this frame's event, evaluated (within the filter's budget) by
+    /// the first subscriber that asks and remembered for the others giving the same source.
+    /// Called on the subscriber's own task, never the feed's, and under no shared lock: the
+    /// verdict map is only locked to look up and to record.
+    pub fn judge(&self, filter: &Filter) -> Verdict {
+        let verdicts = || self.0.verdicts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = verdicts().get(filter.source()) {
+            return *v;
+        }
+        let vars = self.0.vars.get_or_init(|| EventVars::new(&self.0.event));
+        let v = filter.evaluate(vars);
+        verdicts().insert(filter.source_arc(), v);
+        v
     }
 
     pub fn id(&self) -> EventId {
@@ -69,11 +105,156 @@ impl Frame {
     }
 }
 
+/// A subscriber's bounded frame queue, the hub on one end and the subscriber on the other.
+///
+/// One small allocation (≈100 bytes, and the frames while any are queued) instead of a tokio
+/// `mpsc` channel, whose cache-padded halves and first block, allocated up front, came to about
+/// 1 KiB per subscriber: most of an idle SSE connection's memory after hyper's buffers (issue
+/// 11). A lock, not lock-free: the feed and one subscriber are the only parties, and each holds
+/// it for a push or a pop.
+struct QueueShared {
+    state: Mutex<QueueState>,
+}
+
+struct QueueState {
+    frames: VecDeque<Frame>,
+    capacity: usize,
+    waker: Option<Waker>,
+    /// The hub dropped its end (the subscriber was removed).
+    sender_gone: bool,
+    /// The subscriber dropped its end.
+    receiver_gone: bool,
+}
+
+fn queue(capacity: usize) -> (QueueTx, Queue) {
+    let shared = Arc::new(QueueShared {
+        state: Mutex::new(QueueState {
+            frames: VecDeque::new(),
+            capacity,
+            waker: None,
+            sender_gone: false,
+            receiver_gone: false,
+        }),
+    });
+    (QueueTx(shared.clone()), Queue(shared))
+}
+
+impl QueueShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Why a frame could not be queued.
+enum SendError {
+    Full,
+    Closed,
+}
+
+/// The hub's end of a subscriber's queue.
+struct QueueTx(Arc<QueueShared>);
+
+impl QueueTx {
+    fn try_send(&self, frame: Frame) -> Result<(), SendError> {
+        let waker = {
+            let mut st = self.0.lock();
+            if st.receiver_gone {
+                return Err(SendError::Closed);
+            }
+            if st.frames.len() >= st.capacity {
+                return Err(SendError::Full);
+            }
+            st.frames.push_back(frame);
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for QueueTx {
+    fn drop(&mut self) {
+        let waker = {
+            let mut st = self.0.lock();
+            st.sender_gone = true;
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// The queue had nothing to take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Empty;
+
+/// A subscriber's end of its queue: frames in id order; `None` from [`recv`](Queue::recv) once
+/// the hub removed the subscriber and every queued frame was taken.
+pub struct Queue(Arc<QueueShared>);
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("len", &self.0.lock().frames.len())
+            .finish()
+    }
+}
+
+impl Queue {
+    /// The next frame, waiting for one. Cancel-safe: a frame is only taken when returned.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next frame if one is queued.
+    pub fn try_recv(&mut self) -> Result<Frame, Empty> {
+        let mut st = self.0.lock();
+        Self::pop(&mut st).ok_or(Empty)
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+        let mut st = self.0.lock();
+        if let Some(frame) = Self::pop(&mut st) {
+            return Poll::Ready(Some(frame));
+        }
+        if st.sender_gone {
+            return Poll::Ready(None);
+        }
+        match &st.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    fn pop(st: &mut QueueState) -> Option<Frame> {
+        let frame = st.frames.pop_front()?;
+        // A burst grew the buffer: give it back once drained, so an idle subscriber holds none.
+        if st.frames.is_empty() && st.frames.capacity() > 16 {
+            st.frames = VecDeque::new();
+        }
+        Some(frame)
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.receiver_gone = true;
+        st.frames.clear();
+    }
+}
+
 struct Sub {
     patterns: PatternSet,
-    filter: Option<Filter>,
-    tx: mpsc::Sender<Frame>,
+    tx: QueueTx,
     kick: CancellationToken,
+    /// Id of the newest frame put in this subscriber's queue (`EventId::ZERO` before the
+    /// first). Written by the feed under the registry's read lock, read under its write lock.
+    last_queued: Mutex<EventId>,
 }
 
 #[derive(Default)]
@@ -83,36 +264,11 @@ struct Registry {
     exact: HashMap<String, Vec<u64>>,
     /// Subscribers with at least one wildcard pattern.
     wild: Vec<u64>,
-    /// Filters by source, with their number of users: subscribers that give the same filter
-    /// share one compiled program, so its verdict on an event is computed once.
-    filters: HashMap<String, (Filter, usize)>,
 }
 
 impl Registry {
-    fn intern(&mut self, filter: Filter) -> Filter {
-        let entry = self
-            .filters
-            .entry(filter.source().to_owned())
-            .or_insert((filter, 0));
-        entry.1 += 1;
-        entry.0.clone()
-    }
-
-    /// Drops one use of an interned filter.
-    fn release(&mut self, f: &Filter) {
-        if let Some(entry) = self.filters.get_mut(f.source()) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
-                self.filters.remove(f.source());
-            }
-        }
-    }
-
     fn remove(&mut self, id: u64) -> Option<Sub> {
         let sub = self.subs.remove(&id)?;
-        if let Some(f) = &sub.filter {
-            self.release(f);
-        }
         match sub.patterns.literals() {
             Some(names) => {
                 for name in names {
@@ -141,11 +297,21 @@ pub struct Hub {
     dispatched: Mutex<EventId>,
 }
 
-/// A live subscription. Receives frames in id order; dropping it unsubscribes.
+/// Where a filter change falls in a subscriber's stream ([`Hub::switch_point`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwitchPoint {
+    /// The newest event dispatched: every later event is judged by the new filter.
+    pub point: EventId,
+    /// The newest frame already in the subscriber's queue: no frame still to be judged is newer.
+    pub last_queued: EventId,
+}
+
+/// A live subscription. Receives frames in id order (every event on its channels: the
+/// subscriber judges its filter itself, with [`Frame::judge`]); dropping it unsubscribes.
 pub struct Subscription {
     id: u64,
     hub: Arc<Hub>,
-    pub rx: mpsc::Receiver<Frame>,
+    pub rx: Queue,
     kick: CancellationToken,
 }
 
@@ -176,14 +342,12 @@ impl Hub {
     pub fn subscribe(
         self: &Arc<Self>,
         patterns: PatternSet,
-        filter: Option<Filter>,
         capacity: usize,
         kick: CancellationToken,
     ) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (tx, rx) = queue(capacity.max(1));
         let mut reg = self.write();
-        let filter = filter.map(|f| reg.intern(f));
         match patterns.literals() {
             Some(names) => {
                 for name in names {
@@ -196,9 +360,9 @@ impl Hub {
             id,
             Sub {
                 patterns,
-                filter,
                 tx,
                 kick: kick.clone(),
+                last_queued: Mutex::new(EventId::ZERO),
             },
         );
         metrics::gauge!("ssepush_origin_subscribers").set(reg.subs.len() as f64);
@@ -210,25 +374,15 @@ impl Hub {
         }
     }
 
-    /// Replaces a live subscription's filter, atomically between two dispatched batches: events
-    /// with ids up to the returned id were routed with the old filter, every later one is routed
-    /// with the new one, so nothing falls between the two. `None` when the subscription is gone
-    /// (dropped, or cut off as a slow consumer).
-    pub fn set_filter(&self, id: u64, filter: Option<Filter>) -> Option<EventId> {
-        let mut reg = self.write();
-        if !reg.subs.contains_key(&id) {
-            return None;
-        }
-        let filter = filter.map(|f| reg.intern(f));
-        let old = reg
-            .subs
-            .get_mut(&id)
-            .and_then(|sub| std::mem::replace(&mut sub.filter, filter));
-        if let Some(old) = old {
-            reg.release(&old);
-        }
+    /// Where a filter change made now falls, taken between two dispatched batches: events with
+    /// ids up to `point` were dispatched already, every later one is not yet. `None` when the
+    /// subscription is gone (dropped, or cut off as a slow consumer).
+    pub fn switch_point(&self, id: u64) -> Option<SwitchPoint> {
+        let reg = self.write();
+        let sub = reg.subs.get(&id)?;
+        let last_queued = *sub.last_queued.lock().unwrap_or_else(|p| p.into_inner());
         let point = *self.dispatched.lock().unwrap_or_else(|p| p.into_inner());
-        Some(point)
+        Some(SwitchPoint { point, last_queued })
     }
 
     /// The newest event id dispatched so far (`EventId::ZERO` before the first).
@@ -274,9 +428,6 @@ impl Hub {
             for event in events {
                 let delivered_before = delivered;
                 let frame = Frame::new(event.clone());
-                let mut vars: Option<EventVars> = None;
-                // Verdicts by filter source: a filter shared by many subscribers runs once.
-                let mut verdicts: Vec<(*const str, bool)> = Vec::new();
                 let exact = reg.exact.get(event.channel.as_str()).map(Vec::as_slice);
                 let candidates = exact.unwrap_or(&[]).iter().chain(reg.wild.iter());
                 for id in candidates {
@@ -289,26 +440,13 @@ impl Hub {
                     if sub.patterns.literals().is_none() && !sub.patterns.matches(&event.channel) {
                         continue;
                     }
-                    if let Some(filter) = &sub.filter {
-                        let key: *const str = filter.source();
-                        let verdict =
-                            match verdicts.iter().find(|(k, _)| std::ptr::addr_eq(*k, key)) {
-                                Some((_, v)) => *v,
-                                None => {
-                                    let vars = vars.get_or_insert_with(|| EventVars::new(event));
-                                    let v = filter.matches(vars);
-                                    verdicts.push((key, v));
-                                    v
-                                }
-                            };
-                        if !verdict {
-                            continue;
-                        }
-                    }
                     match sub.tx.try_send(frame.clone()) {
-                        Ok(()) => delivered += 1,
-                        Err(mpsc::error::TrySendError::Full(_)) => slow.push(*id),
-                        Err(mpsc::error::TrySendError::Closed(_)) => gone.push(*id),
+                        Ok(()) => {
+                            delivered += 1;
+                            *sub.last_queued.lock().unwrap_or_else(|p| p.into_inner()) = event.id;
+                        }
+                        Err(SendError::Full) => slow.push(*id),
+                        Err(SendError::Closed) => gone.push(*id),
                     }
                 }
                 if delivered > delivered_before {
@@ -347,7 +485,6 @@ impl Hub {
         }
         reg.exact.clear();
         reg.wild.clear();
-        reg.filters.clear();
     }
 }
 
@@ -441,14 +578,11 @@ mod tests {
     }
 
     #[test]
-    fn routes_by_pattern_and_filter_and_shares_the_encoding() {
+    fn routes_by_pattern_and_shares_the_encoding_and_the_verdicts() {
         let hub = Hub::new();
-        let mut exact = hub.subscribe(pats(&["a.x"]), None, 8, CancellationToken::new());
-        let mut wild = hub.subscribe(pats(&["a.*", "a.x"]), None, 8, CancellationToken::new());
-        let filter = || Some(Filter::compile("data.n > 1").unwrap());
-        let mut filtered = hub.subscribe(pats(&[">"]), filter(), 8, CancellationToken::new());
-        let _twin = hub.subscribe(pats(&["b"]), filter(), 8, CancellationToken::new());
-        assert_eq!(hub.read().filters.len(), 1, "equal filters are interned");
+        let mut exact = hub.subscribe(pats(&["a.x"]), 8, CancellationToken::new());
+        let mut wild = hub.subscribe(pats(&["a.*", "a.x"]), 8, CancellationToken::new());
+        let mut all = hub.subscribe(pats(&[">"]), 8, CancellationToken::new());
         hub.dispatch(&[
             ev(1, "a.x", serde_json::json!({"n": 1})),
             ev(2, "a.y", serde_json::json!({"n": 2})),
@@ -471,44 +605,50 @@ mod tests {
             "frames are shared, not re-encoded"
         );
         assert_eq!(ids(&mut wild), vec![2]);
-        assert_eq!(ids(&mut filtered), vec![2, 3]);
+        // The hub does not filter: the subscriber judges each frame, and verdicts are shared.
+        let mut frames = vec![];
+        while let Ok(f) = all.rx.try_recv() {
+            frames.push(f);
+        }
+        assert_eq!(frames.len(), 3);
+        let f1 = Filter::compile("data.n > 1").unwrap();
+        let f2 = Filter::compile("data.n > 1").unwrap();
+        let got: Vec<Verdict> = frames.iter().map(|f| f.judge(&f1)).collect();
+        assert_eq!(got, [Verdict::NoMatch, Verdict::Match, Verdict::Match]);
+        assert_eq!(frames[1].judge(&f2), Verdict::Match);
+        assert_eq!(
+            frames[1].0.verdicts.lock().unwrap().len(),
+            1,
+            "equal sources share one evaluation"
+        );
     }
 
     #[test]
-    fn a_filter_change_applies_from_the_next_batch_and_is_interned() {
+    fn the_switch_point_is_a_batch_boundary_and_knows_the_queue() {
         let hub = Hub::new();
-        let f = |src: &str| Some(Filter::compile(src).unwrap());
-        let mut sub = hub.subscribe(pats(&["a"]), f("data.n < 2"), 16, CancellationToken::new());
-        let _other = hub.subscribe(pats(&["a"]), f("data.n >= 2"), 16, CancellationToken::new());
+        let mut sub = hub.subscribe(pats(&["a"]), 16, CancellationToken::new());
+        let _other = hub.subscribe(pats(&["b"]), 16, CancellationToken::new());
+        assert_eq!(
+            hub.switch_point(sub.id()),
+            Some(SwitchPoint {
+                point: EventId::ZERO,
+                last_queued: EventId::ZERO
+            })
+        );
         hub.dispatch(&[
             ev(1, "a", serde_json::json!({"n": 1})),
-            ev(2, "a", serde_json::json!({"n": 2})),
+            ev(2, "b", serde_json::json!({"n": 2})),
         ]);
-        let point = hub.set_filter(sub.id(), f("data.n >= 2")).unwrap();
         assert_eq!(
-            point,
-            EventId::new(1, 2),
-            "the switch point is the last dispatched id"
+            hub.switch_point(sub.id()),
+            Some(SwitchPoint {
+                point: EventId::new(1, 2),
+                last_queued: EventId::new(1, 1)
+            })
         );
+        assert_eq!(sub.rx.try_recv().unwrap().id().seq, 1);
         assert_eq!(
-            hub.read().filters.len(),
-            1,
-            "the old filter was released, the new one shared"
-        );
-        assert_eq!(hub.read().filters["data.n >= 2"].1, 2);
-        hub.dispatch(&[
-            ev(3, "a", serde_json::json!({"n": 1})),
-            ev(4, "a", serde_json::json!({"n": 3})),
-        ]);
-        let mut got = vec![];
-        while let Ok(fr) = sub.rx.try_recv() {
-            got.push(fr.id().seq);
-        }
-        assert_eq!(got, vec![1, 4]);
-        assert_eq!(hub.set_filter(sub.id(), None), Some(EventId::new(1, 4)));
-        assert_eq!(hub.read().filters["data.n >= 2"].1, 1);
-        assert_eq!(
-            hub.set_filter(9999, None),
+            hub.switch_point(9999),
             None,
             "unknown subscriptions are reported"
         );
@@ -525,8 +665,8 @@ mod tests {
     fn a_full_queue_kicks_only_that_subscriber() {
         let hub = Hub::new();
         let slow_kick = CancellationToken::new();
-        let slow = hub.subscribe(pats(&["a"]), None, 2, slow_kick.clone());
-        let mut fast = hub.subscribe(pats(&["a"]), None, 100, CancellationToken::new());
+        let slow = hub.subscribe(pats(&["a"]), 2, slow_kick.clone());
+        let mut fast = hub.subscribe(pats(&["a"]), 100, CancellationToken::new());
         for seq in 0..10 {
             hub.dispatch(&[ev(seq, "a", serde_json::Value::Null)]);
             while fast.rx.try_recv().is_ok() {}

@@ -94,6 +94,17 @@ pub fn encode_reset(requested: EventId, oldest: Option<EventId>, cause: ResetCau
     encode_frame(None, RESET_TYPE, data.to_string().as_bytes())
 }
 
+/// The error control event (`event: ssepush.error`, no `id:`): the origin ends the stream for
+/// this reason, e.g. `{"code":"filter_budget","message":"…"}` when the subscription's filter
+/// went over its evaluation budget. Reconnecting with the same request meets the same end.
+pub fn encode_error(code: &str, message: &str) -> Bytes {
+    let data = serde_json::json!({ "code": code, "message": message });
+    encode_frame(None, ERROR_TYPE, data.to_string().as_bytes())
+}
+
+/// The type of the [`encode_error`] control event.
+pub const ERROR_TYPE: &str = "ssepush.error";
+
 /// An id-only block (`id: <id>` and a blank line). WHATWG HTML §9.2.6: it sets the client's
 /// last event ID without firing an event, so a stream can hand the client a cursor (the log's
 /// head when it opens, the new position after a reset) before any event exists.

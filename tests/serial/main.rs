@@ -8,8 +8,10 @@
 mod support;
 
 mod bench;
+mod filter_cost;
 mod origin_redis;
 mod origin_slow_consumer;
 mod origin_webhooks;
 mod origin_ws;
 mod proxy_fanout;
+mod sse_lean_path;

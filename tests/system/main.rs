@@ -13,6 +13,7 @@ mod cors;
 mod deploy;
 mod device_run;
 mod egress_policy;
+mod filter_cost;
 mod gateway;
 mod http_conventions;
 mod metrics;

@@ -389,3 +389,69 @@ async fn bad_inputs_get_400s_that_say_what_is_wrong() {
     assert_eq!(error_of(resp).await.0, 404);
     origin.stop().await;
 }
+
+/// The accept loop serves `GET /v1/sse` on its lean path (the head read in one piece: the
+/// response closes the connection, no chunked framing) and hands anything else — a head that
+/// arrives in pieces, another route — to hyper, byte-exact either way.
+#[tokio::test]
+async fn the_lean_path_and_the_hyper_path_both_serve_sse() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = TestOrigin::start(crate::support::memory_settings()).await;
+    let head = "GET /v1/sse?channel=lean HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n";
+    // Reads the response head and whatever body came with it until `want` appears.
+    async fn read_until(conn: &mut tokio::net::TcpStream, want: &str) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while !String::from_utf8_lossy(&got).contains(want) {
+                let n = conn.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        String::from_utf8_lossy(&got).into_owned()
+    }
+    let mut lean = tokio::net::TcpStream::connect(origin.addr).await.unwrap();
+    lean.write_all(head.as_bytes()).await.unwrap();
+    let mut split = tokio::net::TcpStream::connect(origin.addr).await.unwrap();
+    let (a, b) = head.split_at(20);
+    split.write_all(a.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    split.write_all(b.as_bytes()).await.unwrap();
+    let lean_head = read_until(&mut lean, "retry: 100").await;
+    let split_head = read_until(&mut split, "retry: 100").await;
+    for text in [&lean_head, &split_head] {
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(
+            text.contains("content-type: text/event-stream\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("cache-control: no-cache\r\n"), "{text}");
+    }
+    assert!(lean_head.contains("connection: close\r\n"), "{lean_head}");
+    assert!(
+        split_head.contains("transfer-encoding: chunked\r\n"),
+        "{split_head}"
+    );
+    let id = origin
+        .client
+        .publish_one("lean", None, json!({"n": 1}))
+        .await
+        .unwrap();
+    let want =
+        format!("id: {id}\nevent: message\ndata: {{\"channel\":\"lean\",\"data\":{{\"n\":1}}");
+    assert!(read_until(&mut lean, &want).await.contains(&want));
+    assert!(read_until(&mut split, &want).await.contains(&want));
+    // A bad request on the lean path is the same JSON 400, with its length.
+    let mut bad = tokio::net::TcpStream::connect(origin.addr).await.unwrap();
+    bad.write_all(b"GET /v1/sse HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_until(&mut bad, "missing_channel").await;
+    assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+    assert!(text.contains("content-length: "), "{text}");
+    origin.stop().await;
+}

@@ -186,6 +186,34 @@ async fn events_failing_the_wake_filter_are_buffered_but_do_not_wake() {
     origin.stop().await;
 }
 
+/// Issue 12 §2: a 7-level wake filter delayed another handoff on the same stream by 7.7 s. Its
+/// cost is now refused at creation, with the position of the first macro past the limit.
+#[tokio::test]
+async fn the_issue_s_costly_wake_filter_is_a_400_with_its_position() {
+    let (origin, proxy, _recorder) = setup().await;
+    let list = "[0,1,2,3,4,5,6,7,8,9]";
+    let mut filter = "true".to_owned();
+    for v in 0..7 {
+        filter = format!("{list}.all(v{v}, {filter})");
+    }
+    let mut body = handoff_body(&stream_url(&origin, "a"), None, 3);
+    body["wake"] = json!({ "filter": filter });
+    let (status, err) = proxy.create_raw(&body).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["code"], "invalid_filter");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nests macros"),
+        "{err}"
+    );
+    assert_eq!(err["error"]["line"], 1, "{err}");
+    assert!(err["error"]["column"].as_u64().unwrap() > 1, "{err}");
+    proxy.stop().await;
+    origin.stop().await;
+}
+
 #[tokio::test]
 async fn a_bad_wake_filter_is_a_400_with_its_position() {
     let (origin, proxy, _recorder) = setup().await;

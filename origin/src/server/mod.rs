@@ -174,13 +174,16 @@ pub async fn run_with_stores(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, store = %crate::service::redact::redact_url(&settings.store), "origin listening");
     }
-    listener::serve(
+    // SSE streams are long-lived: the accept loop writes them itself, without hyper's two
+    // per-connection 8 KiB buffers (see `listener`'s lean path).
+    listener::serve_with(
         listener,
         app(state),
         settings.max_connections,
         Duration::from_secs(settings.header_read_timeout_secs),
         token.clone(),
         settings.shutdown_grace(),
+        &["/v1/sse"],
     )
     .await;
     token.cancel();

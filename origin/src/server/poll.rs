@@ -17,14 +17,14 @@
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::state::AppState;
-use super::subscribe::{End, Item, Start, Subscriber};
+use super::subscribe::{End, FILTER_BUDGET_MESSAGE, Item, Start, Subscriber};
 use super::subscription::QueryFields;
 use crate::channel::PatternSet;
 use crate::event::{EventId, ResetCause};
@@ -136,6 +136,8 @@ pub struct PollReset {
 #[derive(Debug, Default)]
 pub struct PollResult {
     pub events: Vec<Frame>,
+    /// The filter went over its evaluation budget on the event after the last one here.
+    pub filter_over_budget: bool,
     /// Set when the origin could not vouch for the cursor: why, and the oldest id still held
     /// (if known).
     pub reset: Option<(ResetCause, Option<EventId>)>,
@@ -164,6 +166,10 @@ pub async fn collect(
             Some(Ok(Item::Event(frame))) => out.events.push(frame),
             Some(Ok(Item::Reset { oldest, cause, .. })) => out.reset = Some((cause, oldest)),
             Some(Err(End::Store(e))) if out.events.is_empty() => return Err(e),
+            Some(Err(End::FilterBudget)) => {
+                out.filter_over_budget = true;
+                break;
+            }
             // Shutdown, a kick, or a store error after some events: answer with what we have;
             // the cursor says where to continue.
             Some(Err(_)) => break,
@@ -212,6 +218,7 @@ pub fn body(result: &PollResult) -> String {
     responses(
         (status = 200, description = "the events (possibly none) and the cursor to continue with", body = PollAnswer),
         (status = 400, description = "invalid input; the error says what to fix", body = ErrorBody),
+        (status = 422, description = "the filter went over its evaluation budget on the next event (`filter_budget`)", body = ErrorBody),
         (status = 503, description = "a store is unavailable; retry later", body = ErrorBody),
     ),
 )]
@@ -236,6 +243,14 @@ pub async fn poll(
     metrics::counter!("ssepush_origin_polls_total").increment(1);
     let result = collect(&mut sub, params.limit, deadline).await?;
     drop(sub);
+    // Events before the costly one are answered; the next poll, from their cursor, gets the 422.
+    if result.filter_over_budget && result.events.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "filter_budget",
+            FILTER_BUDGET_MESSAGE,
+        ));
+    }
     let mut resp = body(&result).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -267,6 +282,7 @@ mod tests {
         let result = PollResult {
             events: vec![Frame::new(event.clone())],
             reset: Some((ResetCause::Retention, Some(EventId::new(5, 0).in_epoch(3)))),
+            filter_over_budget: false,
             last_event_id: event.id,
         };
         let answer: PollAnswer = serde_json::from_str(&body(&result)).unwrap();

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::state::AppState;
-use super::subscribe::{End, Item, Start, Subscriber};
+use super::subscribe::{End, FILTER_BUDGET_MESSAGE, Item, Start, Subscriber};
 use super::subscription::{QueryFields, SubscriptionRequest};
 use crate::service::error::ApiError;
 use crate::service::listener::ConnHandle;
@@ -131,6 +131,10 @@ pub async fn sse(
                     Err(End::Store(e)) => {
                         tracing::warn!(error = %e, "history read failed mid-stream; client will resume");
                         yield Ok(retry.clone());
+                        break;
+                    }
+                    Err(End::FilterBudget) => {
+                        yield Ok(sse::encode_error("filter_budget", FILTER_BUDGET_MESSAGE));
                         break;
                     }
                 },

@@ -32,10 +32,18 @@
 //! ([`ReadResult::next`](crate::store::ReadResult::next)), so a wide replay never holds the
 //! store, or publishers, for long.
 //!
-//! A live subscription's filter can change ([`FilterSwitch`]). The hub swaps it between two
-//! dispatched batches and reports the switch point: events with ids up to it are judged by the
-//! old filter, later ones by the new. History still being replayed follows the same rule, so a
-//! change made while catching up is exact too.
+//! **Filters are judged here, on the subscriber's own task** (the hub queues every event on the
+//! subscription's channels): a costly filter delays only its own subscriber, never the feed or
+//! the registry (issue 12 §2). Each evaluation has a budget ([`crate::filter`]); a filter over
+//! it ends the subscription with [`End::FilterBudget`], which each transport reports (an
+//! `ssepush.error` block, a WebSocket close, a 422), counted in
+//! `ssepush_origin_filter_over_budget_total`. Frames share verdicts by filter source
+//! ([`Frame::judge`]), so many subscribers with one filter still evaluate it once per event.
+//!
+//! A live subscription's filter can change ([`FilterSwitch`]). The switch point is taken from
+//! the hub between two dispatched batches: events with ids up to it are judged by the old
+//! filter, later ones by the new. History still being replayed, and frames already queued,
+//! follow the same rule, so a change is exact wherever the subscription is.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -45,8 +53,8 @@ use tokio_util::sync::CancellationToken;
 use super::state::AppState;
 use crate::channel::PatternSet;
 use crate::event::{EventId, ResetCause, SharedEvent};
-use crate::filter::Filter;
-use crate::hub::{self, Frame, Hub};
+use crate::filter::{Filter, Verdict};
+use crate::hub::{self, Frame, Hub, SwitchPoint};
 use crate::store::{EventLog, LogError, ReadResult, Resume, resume_point};
 
 /// Events read from the log per history step while catching up.
@@ -94,14 +102,23 @@ pub enum End {
     Closed,
     /// A history read failed after the first one (or found the log's epoch changed).
     Store(LogError),
+    /// The subscription's filter went over its evaluation budget on an event.
+    FilterBudget,
 }
+
+/// What a client is told when its filter went over budget.
+pub const FILTER_BUDGET_MESSAGE: &str = "the filter exceeded its evaluation budget on an event \
+     (too many macro iterations or too much time); the subscription was ended. Simplify the \
+     filter, then resubscribe with lastEventId";
 
 /// Filter versions by switch point: version `i` applies to ids in `(from_i, from_{i+1}]`.
 #[derive(Debug)]
 struct Plan {
     versions: Vec<(EventId, Option<Filter>)>,
-    /// History is done: only the hub filters from now on, so only the current version matters.
+    /// History is done: only queued live frames remain to be judged.
     live: bool,
+    /// The newest live frame judged so far.
+    judged: EventId,
 }
 
 impl Plan {
@@ -109,6 +126,7 @@ impl Plan {
         Plan {
             versions: vec![(EventId::ZERO, filter)],
             live: false,
+            judged: EventId::ZERO,
         }
     }
 
@@ -122,11 +140,26 @@ impl Plan {
             .and_then(|(_, f)| f.as_ref())
     }
 
-    /// Records a switch at `point`. False when too many switches wait for history to reach them.
-    fn switch(&mut self, point: EventId, filter: Option<Filter>) -> bool {
+    /// Records a switch at `at.point`. False when too many switches wait for history, or the
+    /// queue, to reach them.
+    fn switch(&mut self, at: SwitchPoint, filter: Option<Filter>) -> bool {
+        let point = at.point;
         if self.live {
-            self.versions = vec![(point, filter)];
-            return true;
+            // Live, the frames still to judge are the queued ones: ids in
+            // (judged, last_queued]. A version starting at or after `last_queued` can judge
+            // none of them, and every later frame goes to the new version.
+            if self.judged >= at.last_queued {
+                self.versions = vec![(point, filter)];
+                return true;
+            }
+            self.prune(self.judged);
+            let keep = 1 + self
+                .versions
+                .iter()
+                .skip(1)
+                .take_while(|(from, _)| *from < at.last_queued)
+                .count();
+            self.versions.truncate(keep);
         }
         let last = self.versions.last().map_or(EventId::ZERO, |l| l.0);
         if last == point {
@@ -181,15 +214,9 @@ impl FilterSwitch {
         // The plan's lock is held across the hub's swap so history replay cannot judge an event
         // past the switch point with the old filter in between.
         let mut plan = lock(&self.plan);
-        if !plan.live && plan.versions.len() > MAX_PENDING_FILTERS {
-            return Err(SwitchError::Busy);
-        }
-        let point = self
-            .hub
-            .set_filter(self.id, filter.clone())
-            .ok_or(SwitchError::Gone)?;
-        if plan.switch(point, filter) {
-            Ok(point)
+        let at = self.hub.switch_point(self.id).ok_or(SwitchError::Gone)?;
+        if plan.switch(at, filter) {
+            Ok(at.point)
         } else {
             Err(SwitchError::Busy)
         }
@@ -264,7 +291,7 @@ impl Subscriber {
         kick: CancellationToken,
     ) -> Result<Self, LogError> {
         // Register FIRST: from here on the hub queues every matching event it dispatches.
-        let sub = hub.subscribe(patterns.clone(), filter.clone(), queue, kick.clone());
+        let sub = hub.subscribe(patterns.clone(), queue, kick.clone());
         let watermark = log.last_id().await?;
         let mut s = Subscriber {
             sub,
@@ -356,11 +383,10 @@ impl Subscriber {
         while let Some(h) = &mut self.history {
             while let Some(event) = h.batch.pop_front() {
                 self.position = event.id;
-                let keep = lock(&self.plan)
-                    .filter_for(event.id)
-                    .is_none_or(|f| f.matches_event(&event));
-                if keep {
-                    return Ok(Item::Event(Frame::new(event)));
+                let filter = lock(&self.plan).filter_for(event.id).cloned();
+                let frame = Frame::new(event);
+                if judge(filter.as_ref(), &frame)? {
+                    return Ok(Item::Event(frame));
                 }
             }
             // The batch is out: the log vouched for everything up to `next`.
@@ -399,13 +425,39 @@ impl Subscriber {
                 frame = self.sub.rx.recv() => match frame {
                     Some(f) if f.id() > self.watermark => {
                         self.position = f.id();
-                        return Ok(Item::Event(f));
+                        let filter = {
+                            let mut plan = lock(&self.plan);
+                            let filter = plan.filter_for(f.id()).cloned();
+                            plan.judged = f.id();
+                            plan.prune(f.id());
+                            filter
+                        };
+                        if judge(filter.as_ref(), &f)? {
+                            return Ok(Item::Event(f));
+                        }
                     }
                     // Already covered by history.
                     Some(_) => {}
                     None => return Err(End::Closed),
                 },
             }
+        }
+    }
+}
+
+/// Whether `frame` passes `filter` (evaluated outside every lock, on the caller's task).
+fn judge(filter: Option<&Filter>, frame: &Frame) -> Result<bool, End> {
+    let Some(filter) = filter else {
+        return Ok(true);
+    };
+    match frame.judge(filter) {
+        Verdict::Match => Ok(true),
+        Verdict::NoMatch => Ok(false),
+        Verdict::OverBudget => {
+            metrics::counter!("ssepush_origin_filter_over_budget_total", "site" => "subscription")
+                .increment(1);
+            tracing::info!(filter = filter.source(), event = %frame.id(), "filter over its evaluation budget; ending the subscription");
+            Err(End::FilterBudget)
         }
     }
 }
@@ -426,11 +478,18 @@ mod tests {
         EventId::new(1, seq)
     }
 
+    fn at(seq: u64) -> SwitchPoint {
+        SwitchPoint {
+            point: id(seq),
+            last_queued: id(seq),
+        }
+    }
+
     #[test]
     fn the_plan_judges_each_id_by_the_filter_in_force() {
         let mut plan = Plan::new(f("data.n == 1"));
-        assert!(plan.switch(id(5), f("data.n == 2")));
-        assert!(plan.switch(id(9), None));
+        assert!(plan.switch(at(5), f("data.n == 2")));
+        assert!(plan.switch(at(9), None));
         let src = |p: &Plan, i| p.filter_for(id(i)).map(|f| f.source().to_owned());
         assert_eq!(src(&plan, 1).as_deref(), Some("data.n == 1"));
         assert_eq!(
@@ -441,7 +500,7 @@ mod tests {
         assert_eq!(src(&plan, 6).as_deref(), Some("data.n == 2"));
         assert_eq!(src(&plan, 10), None);
         // Two switches at one point: only the second counts.
-        assert!(plan.switch(id(9), f("true")));
+        assert!(plan.switch(at(9), f("true")));
         assert_eq!(src(&plan, 10).as_deref(), Some("true"));
         plan.prune(id(5));
         assert_eq!(
@@ -458,12 +517,51 @@ mod tests {
     fn pending_switches_are_bounded_until_live() {
         let mut plan = Plan::new(None);
         for i in 0..MAX_PENDING_FILTERS as u64 {
-            assert!(plan.switch(id(i + 1), None));
+            assert!(plan.switch(at(i + 1), None));
         }
-        assert!(!plan.switch(id(1000), None));
+        assert!(!plan.switch(at(1000), None));
         plan.live = true;
-        assert!(plan.switch(id(1001), f("true")));
+        // Live with nothing queued: no frame can need an older version.
+        let quiet = SwitchPoint {
+            point: id(1001),
+            last_queued: EventId::ZERO,
+        };
+        assert!(plan.switch(quiet, f("true")));
         assert_eq!(plan.versions.len(), 1);
+    }
+
+    #[test]
+    fn live_switches_keep_the_versions_queued_frames_need() {
+        let mut plan = Plan::new(f("data.n == 1"));
+        plan.live = true;
+        // Frames 1..=3 are queued, none judged yet; then 4 and 5.
+        assert!(plan.switch(at(3), f("data.n == 2")));
+        assert!(plan.switch(at(5), f("data.n == 3")));
+        let src = |p: &Plan, i| p.filter_for(id(i)).map(|f| f.source().to_owned());
+        assert_eq!(src(&plan, 2).as_deref(), Some("data.n == 1"));
+        assert_eq!(src(&plan, 4).as_deref(), Some("data.n == 2"));
+        assert_eq!(src(&plan, 6).as_deref(), Some("data.n == 3"));
+        // Everything queued is judged: the next switch needs no history.
+        plan.judged = id(5);
+        let quiet = |p| SwitchPoint {
+            point: id(p),
+            last_queued: id(5),
+        };
+        assert!(plan.switch(quiet(7), f("data.n == 4")));
+        assert_eq!(plan.versions.len(), 1);
+        // A quiet subscriber on a busy node may switch as often as it likes.
+        for p in 8..100 {
+            assert!(plan.switch(quiet(p), None));
+        }
+        assert_eq!(plan.versions.len(), 1);
+        // Frame 6 queued, not judged: its version stays until it is.
+        let busy = SwitchPoint {
+            point: id(100),
+            last_queued: id(101),
+        };
+        assert!(plan.switch(busy, f("true")));
+        assert_eq!(src(&plan, 101).as_deref(), Some("true"));
+        assert_eq!(src(&plan, 100), None);
     }
 
     async fn publish(log: &MemoryLog, hub: &Hub, n: std::ops::Range<i64>) -> Vec<SharedEvent> {

@@ -5,15 +5,34 @@
 //! hyper is blocked writing to it (a stalled reader never lets hyper poll the body again), so
 //! every connection gets a [`ConnHandle`] in its requests' extensions and its task closes the
 //! socket the moment that token is cancelled.
+//!
+//! **The lean path for long-lived streams** ([`serve_with`]'s `lean` paths, the origin's
+//! `/v1/sse`). hyper's HTTP/1.1 connection keeps an 8 KiB read buffer and an 8 KiB header
+//! write buffer for the connection's whole life; on an idle SSE stream those two, one touched
+//! page each, were most of its resident memory (issue 11: 14.3 KiB per idle connection). So
+//! the accept loop reads the first request head itself (a temporary buffer, freed at once):
+//! a complete `GET` of a lean path, without a body or an upgrade, goes through the same router
+//! (every layer, the same handler), and the loop writes the response itself — the head, then
+//! the body's frames straight from their shared `Bytes` to the socket, several ready frames per
+//! `writev` — with `Connection: close` (the body ends when the connection does; RFC 9112 §6.3).
+//! Anything else (another path, a partial head, a body, a WebSocket upgrade) is handed to
+//! hyper together with the bytes already read, and is served exactly as before.
 
 use std::convert::Infallible;
+use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use bytes::{Buf, Bytes};
+use futures::FutureExt;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -40,6 +59,29 @@ pub async fn serve(
     header_read_timeout: Duration,
     shutdown: CancellationToken,
     grace: Duration,
+) {
+    serve_with(
+        listener,
+        router,
+        max_connections,
+        header_read_timeout,
+        shutdown,
+        grace,
+        &[],
+    )
+    .await
+}
+
+/// [`serve`], with `GET` requests for the paths in `lean` (exact paths, any query) served on the
+/// lean path of the module docs: for long-lived streaming responses.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    max_connections: usize,
+    header_read_timeout: Duration,
+    shutdown: CancellationToken,
+    grace: Duration,
+    lean: &'static [&'static str],
 ) {
     let limit = Arc::new(Semaphore::new(max_connections));
     let tracker = TaskTracker::new();
@@ -71,44 +113,43 @@ pub async fn serve(
         let kick = CancellationToken::new();
         let handle = ConnHandle { kick: kick.clone() };
         let router = router.clone();
-        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(handle.clone());
-            let mut router = router.clone();
-            async move {
-                let resp: Result<_, Infallible> = router.call(req).await;
-                resp
-            }
-        });
         let shutdown = shutdown.clone();
         let span = tracing::debug_span!("conn", id = next_conn, %peer);
         tracker.spawn(
             async move {
                 let _permit = permit;
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(header_read_timeout)
-                    .serve_connection(TokioIo::new(JsonParseErrors::new(stream)), svc)
-                    .with_upgrades();
-                tokio::pin!(conn);
-                let mut draining = false;
-                loop {
-                    tokio::select! {
-                        r = conn.as_mut() => {
-                            if let Err(e) = r {
-                                tracing::debug!(error = %e, "connection ended with error");
-                            }
-                            break;
-                        }
-                        _ = shutdown.cancelled(), if !draining => {
-                            conn.as_mut().graceful_shutdown();
-                            draining = true;
-                        }
-                        _ = kick.cancelled() => {
-                            tracing::debug!("connection cut");
-                            break;
-                        }
+                let mut prefix = Bytes::new();
+                if !lean.is_empty() {
+                    // The first bytes, within the header deadline (hyper's own deadline runs
+                    // again for whatever it is handed: a client that sends nothing is closed
+                    // here, one that trickles its head is closed by hyper).
+                    let first = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        r = tokio::time::timeout(header_read_timeout, first_read(&stream)) => r,
+                    };
+                    prefix = match first {
+                        Ok(Ok(bytes)) if !bytes.is_empty() => bytes,
+                        _ => return,
+                    };
+                    if let Some(req) = lean_request(&prefix, lean) {
+                        drop(std::mem::take(&mut prefix));
+                        serve_lean(stream, req, router, handle).await;
+                        return;
                     }
                 }
+                // Boxed: the task's own allocation stays the size of the lean path's state,
+                // not of hyper's connection (most connections of a streaming server are lean).
+                Box::pin(serve_hyper(
+                    Rewind {
+                        prefix,
+                        inner: stream,
+                    },
+                    router,
+                    handle,
+                    header_read_timeout,
+                    shutdown,
+                ))
+                .await;
             }
             .instrument(span),
         );
@@ -120,5 +161,283 @@ pub async fn serve(
             open = tracker.len(),
             "grace period over; closing the remaining connections"
         );
+    }
+}
+
+/// Serves a connection with hyper (every request that is not the lean path's).
+async fn serve_hyper(
+    io: Rewind,
+    router: Router,
+    handle: ConnHandle,
+    header_read_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let kick = handle.kick.clone();
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(handle.clone());
+        let mut router = router.clone();
+        async move {
+            let resp: Result<_, Infallible> = router.call(req).await;
+            resp
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(JsonParseErrors::new(io)), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with error");
+                }
+                break;
+            }
+            _ = shutdown.cancelled(), if !draining => {
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
+            _ = kick.cancelled() => {
+                tracing::debug!("connection cut");
+                break;
+            }
+        }
+    }
+}
+
+/// Largest request head the lean path reads at once; a longer one goes to hyper.
+const FIRST_READ: usize = 4096;
+/// Most ready body frames written with one `writev`.
+const WRITE_BATCH: usize = 64;
+
+/// Reads whatever the client sent first (at most [`FIRST_READ`] bytes); empty at EOF.
+async fn first_read(stream: &TcpStream) -> std::io::Result<Bytes> {
+    loop {
+        stream.readable().await?;
+        let mut buf = Vec::with_capacity(FIRST_READ);
+        match stream.try_read_buf(&mut buf) {
+            Ok(_) => return Ok(Bytes::from(buf)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The request in `head` when the lean path takes it: one complete `GET` head (nothing after
+/// it: no body, no pipelined request) for a path in `lean`, not an upgrade.
+fn lean_request(head: &[u8], lean: &[&str]) -> Option<axum::http::Request<axum::body::Body>> {
+    let mut headers = [httparse::EMPTY_HEADER; 48];
+    let mut req = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(len) = req.parse(head).ok()? else {
+        return None;
+    };
+    if len != head.len() || req.method? != "GET" || req.version? != 1 {
+        return None;
+    }
+    let target = req.path?;
+    let path = target.split('?').next().unwrap_or(target);
+    if !lean.contains(&path) {
+        return None;
+    }
+    let mut builder = axum::http::Request::builder()
+        .method(axum::http::Method::GET)
+        .uri(target)
+        .version(axum::http::Version::HTTP_11);
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("upgrade")
+            || name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            return None;
+        }
+        builder = builder.header(name, h.value);
+    }
+    builder.body(axum::body::Body::empty()).ok()
+}
+
+/// Serves one request on the lean path: the router's response, head then body, written by hand;
+/// then the connection closes. The kick token closes it at once, even mid-write.
+async fn serve_lean(
+    mut stream: TcpStream,
+    mut req: axum::http::Request<axum::body::Body>,
+    mut router: Router,
+    handle: ConnHandle,
+) {
+    let kick = handle.kick.clone();
+    req.extensions_mut().insert(handle);
+    // Boxed, so the handler's state is freed once it answers instead of sizing this future.
+    let Ok(resp) = Box::pin(router.call(req)).await;
+    let (parts, mut body) = resp.into_parts();
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(parts.status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == axum::http::header::CONNECTION || name == axum::http::header::CONTENT_LENGTH {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if let Some(n) = axum::body::HttpBody::size_hint(&body).exact() {
+        head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    drop(parts);
+    let mut batch: Vec<Bytes> = vec![Bytes::from(head)];
+    loop {
+        let write = write_all_vectored(&mut stream, &mut batch);
+        let written = tokio::select! {
+            biased;
+            _ = kick.cancelled() => false,
+            r = write => r.is_ok(),
+        };
+        if !written {
+            return;
+        }
+        // Wait for the next frame, then take every other one that is ready: one wake-up and
+        // one `writev` for a burst.
+        let next = tokio::select! {
+            biased;
+            _ = kick.cancelled() => return,
+            f = body.frame() => f,
+            // The client leaving must end the stream now, not at the next keep-alive write
+            // (up to `keep_alive_secs` later): until then its subscription and buffers stay.
+            r = stream.readable() => {
+                if r.is_err() || client_left(&stream) {
+                    return;
+                }
+                continue;
+            }
+        };
+        let Some(Ok(frame)) = next else {
+            break;
+        };
+        if let Ok(data) = frame.into_data() {
+            batch.push(data);
+        }
+        while batch.len() < WRITE_BATCH {
+            match body.frame().now_or_never() {
+                Some(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        batch.push(data);
+                    }
+                }
+                // Not ready, or the end: write what we have; the loop sees the end next.
+                _ => break,
+            }
+        }
+        if batch.capacity() > WRITE_BATCH * 2 {
+            batch.shrink_to(WRITE_BATCH);
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// Reads (and drops) what a streaming client sent after its request; true at EOF or an error,
+/// i.e. when the client has gone.
+fn client_left(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 64];
+    match stream.try_read(&mut probe) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// Writes every buffer in `bufs` (and empties it), several per `writev`.
+async fn write_all_vectored(stream: &mut TcpStream, bufs: &mut Vec<Bytes>) -> std::io::Result<()> {
+    let mut first = 0;
+    while first < bufs.len() {
+        let n = {
+            let slices: Vec<IoSlice<'_>> = bufs[first..]
+                .iter()
+                .take(WRITE_BATCH)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            stream.write_vectored(&slices).await?
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let mut left = n;
+        while left > 0 {
+            let b = &mut bufs[first];
+            let take = left.min(b.len());
+            b.advance(take);
+            left -= take;
+            if b.is_empty() {
+                first += 1;
+            }
+        }
+        while first < bufs.len() && bufs[first].is_empty() {
+            first += 1;
+        }
+    }
+    bufs.clear();
+    Ok(())
+}
+
+/// The connection's stream with the bytes already read from it put back in front.
+struct Rewind {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                // Release the first read's buffer.
+                self.prefix = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -31,7 +31,7 @@ use super::store::{Insert, Put, Versioned, WebhookStore};
 use super::{Policy, Record, Selection, Webhook, WebhookSettings, check_url};
 use crate::clock::{now_ms, rfc3339};
 use crate::event::{Event, EventId, SharedEvent};
-use crate::filter::EventVars;
+use crate::filter::{EventVars, Verdict};
 use crate::hub::Hub;
 use crate::store::{EventLog, LogError, Resume, resume_point};
 
@@ -290,11 +290,19 @@ impl WebhookService {
 
 fn selects(sel: &Selection, event: &Event) -> bool {
     // Control events are the origin's own and never leave through webhooks.
-    !event.is_control()
-        && sel
-            .filter
-            .as_ref()
-            .is_none_or(|f| f.matches(&EventVars::new(event)))
+    !event.is_control() && sel.filter.as_ref().is_none_or(|f| {
+        match f.evaluate(&EventVars::new(event)) {
+            Verdict::Match => true,
+            Verdict::NoMatch => false,
+            Verdict::OverBudget => {
+                // Counted and skipped: the webhook's owner sees the counter, the worker
+                // goes on with the next event instead of stalling on this one.
+                metrics::counter!("ssepush_origin_filter_over_budget_total", "site" => "webhook")
+                    .increment(1);
+                false
+            }
+        }
+    })
 }
 
 /// New-event notifications for one worker.
@@ -576,12 +584,8 @@ impl Worker {
 /// Subscribes to the hub with the webhook's selection; a drain task turns frames into a
 /// "newest matching id" so the hub's queue never fills, whatever the worker is doing.
 fn ring(hub: &Arc<Hub>, sel: &Selection) -> Bell {
-    let mut sub = hub.subscribe(
-        sel.patterns.clone(),
-        sel.filter.clone(),
-        BELL_QUEUE,
-        CancellationToken::new(),
-    );
+    // Rings for every event on the selection's channels; the worker applies the filter.
+    let mut sub = hub.subscribe(sel.patterns.clone(), BELL_QUEUE, CancellationToken::new());
     let (tx, rx) = watch::channel(EventId::ZERO);
     let drain = tokio::spawn(async move {
         while let Some(frame) = sub.rx.recv().await {

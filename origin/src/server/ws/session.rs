@@ -34,6 +34,9 @@ mod code {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL: u16 = 1002;
+    /// RFC 6455 §7.4.1: the endpoint received a message that violates its policy; here, a
+    /// filter that went over its evaluation budget.
+    pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
     pub const TRY_AGAIN: u16 = 1013;
@@ -448,6 +451,13 @@ async fn pump(
                 closer.close(
                     code::TRY_AGAIN,
                     "too slow: subscription queue full; reconnect and resume with lastEventId",
+                );
+                return;
+            }
+            Err(End::FilterBudget) => {
+                closer.close(
+                    code::POLICY,
+                    "filter_budget: the filter exceeded its evaluation budget; simplify it",
                 );
                 return;
             }
