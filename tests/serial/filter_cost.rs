@@ -24,7 +24,7 @@ async fn open(
         params.push(("filter", f));
     }
     let url = reqwest::Url::parse_with_params(&format!("{}/v1/sse", origin.url), &params).unwrap();
-    let resp = reqwest::get(url).await.unwrap();
+    let resp = crate::support::get(url).await.unwrap();
     assert_eq!(resp.status(), 200);
     Box::pin(
         resp.bytes_stream()
@@ -79,7 +79,7 @@ async fn a_costly_filter_ends_only_its_own_subscription_and_the_node_keeps_answe
     // The node answers while the costly filters meet the events.
     let health = tokio::time::timeout(
         Duration::from_secs(5),
-        reqwest::get(format!("{}/healthz", origin.url)),
+        crate::support::get(format!("{}/healthz", origin.url)),
     )
     .await
     .expect("/healthz answers while costly filters are subscribed")
@@ -145,7 +145,7 @@ async fn a_costly_filter_on_poll_and_websocket_is_refused_with_its_reason() {
         &[("channel", "a"), ("filter", costly), ("after", "0-0")],
     )
     .unwrap();
-    let resp = reqwest::get(url).await.unwrap();
+    let resp = crate::support::get(url).await.unwrap();
     assert_eq!(resp.status(), 422);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "filter_budget", "{body}");

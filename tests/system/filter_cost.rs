@@ -21,7 +21,7 @@ fn nested_all(levels: usize) -> String {
 
 async fn get(origin: &TestOrigin, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
     let url = reqwest::Url::parse_with_params(&format!("{}{path}", origin.url), params).unwrap();
-    let resp = reqwest::get(url).await.unwrap();
+    let resp = crate::support::get(url).await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
@@ -85,7 +85,7 @@ async fn the_issue_s_filters_are_refused_with_a_position_on_every_transport() {
     assert_eq!(answer["type"], "error", "{answer}");
     assert!(answer.to_string().contains("nests macros"), "{answer}");
     // `/healthz` is unaffected, of course: nothing was subscribed.
-    let health = reqwest::get(format!("{}/healthz", origin.url))
+    let health = crate::support::get(format!("{}/healthz", origin.url))
         .await
         .unwrap();
     assert!(health.status().is_success());
