@@ -26,6 +26,8 @@ pub enum ServerError {
     Settings(#[from] ssepush_origin::service::config::ConfigError),
     #[error("cannot build the upstream HTTP client: {0}")]
     Http(String),
+    #[error("cannot listen on admin_listen {0}: {1}")]
+    Admin(std::net::SocketAddr, std::io::Error),
 }
 
 /// What every handler and driver shares.

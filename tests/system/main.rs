@@ -6,9 +6,11 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admin_listener;
 mod conditional_requests;
 mod cors;
 mod device_run;
+mod fuzz_corpus;
 mod gateway;
 mod openapi;
 mod origin_auth;
