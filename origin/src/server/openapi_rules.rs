@@ -63,6 +63,11 @@ fn parameter_schema(location: &str, name: &str) -> Option<Value> {
         ("path", "key") => {
             json!({"type": "string", "pattern": KEY_PATTERN, "minLength": 1, "maxLength": MAX_KEY_LEN})
         }
+        // Visible ASCII, as `publish::idempotency_key` reads it.
+        ("header", n) if n.eq_ignore_ascii_case("idempotency-key") => json!({
+            "type": "string", "pattern": "^[!-~]+$", "minLength": 1,
+            "maxLength": crate::server::publish::MAX_IDEMPOTENCY_KEY
+        }),
         ("header", n)
             if n.eq_ignore_ascii_case("if-match") || n.eq_ignore_ascii_case("if-none-match") =>
         {
