@@ -21,6 +21,9 @@ pub const ENV_PREFIX: &str = "SSEPUSH_ORIGIN_";
 pub struct Settings {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// A second address serving only `/metrics` and `/v1/openapi.json` (then not served on
+    /// `listen`), e.g. a private interface for monitoring. Default: none (both on `listen`).
+    pub admin_listen: Option<SocketAddr>,
     /// `memory`, `redis://host:port[/db]`, or a Redis Cluster's seed nodes,
     /// `redis+cluster://host:port[,host:port…]`.
     pub store: String,
@@ -270,6 +273,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: None,
             store: "memory".into(),
             namespace: "ssepush".into(),
             keep_alive_secs: 15,

@@ -71,6 +71,13 @@ pub fn router(node: Arc<Node>) -> Router {
         crate::openapi::methods(&doc),
     );
     let doc = Arc::new(doc);
+    let mut router = router;
+    if node.settings.admin_listen.is_some() {
+        // `/metrics` and this document live on the admin listener only.
+        router = router.layer(axum::middleware::from_fn(
+            ssepush_origin::service::admin::hide_admin_paths,
+        ));
+    }
     let router = router
         .layer(axum::Extension(doc))
         .fallback(|| async { ApiError::not_found() })

@@ -30,6 +30,8 @@ pub enum ServerError {
     Http(String),
     #[error("cannot open the handoff store: {0}")]
     Store(String),
+    #[error("cannot listen on admin_listen {0}: {1}")]
+    Admin(std::net::SocketAddr, std::io::Error),
 }
 
 /// What every handler and driver shares.

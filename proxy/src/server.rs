@@ -56,6 +56,21 @@ pub async fn run(
             "no push provider is configured ([apns], [fcm], [webpush]): every handoff is refused"
         );
     }
+    let admin = match node.settings.admin_listen {
+        None => None,
+        Some(addr) => Some(
+            ssepush_origin::service::admin::spawn(
+                addr,
+                std::sync::Arc::new(
+                    serde_json::to_value(crate::api::openapi()).unwrap_or_default(),
+                ),
+                token.clone(),
+                node.settings.shutdown_grace(),
+            )
+            .await
+            .map_err(|e| ServerError::Admin(addr, e))?,
+        ),
+    };
     tracing::info!(addr = %bound, providers = ?node.providers, "proxy listening");
     let sweeper = tokio::spawn(crate::sweep::sweep(node.clone()));
     // Joins the fleet (a shared store) and, on shutdown, hands every handoff over.
@@ -74,6 +89,9 @@ pub async fn run(
     token.cancel();
     let _ = fleet.await;
     let _ = sweeper.await;
+    if let Some(task) = admin {
+        let _ = task.await;
+    }
     tracing::info!("proxy stopped");
     Ok(())
 }

@@ -37,6 +37,9 @@ pub const ENV_PREFIX: &str = "SSEPUSH_PROXY_";
 pub struct Settings {
     /// Address to listen on. Default `127.0.0.1:8090`.
     pub listen: SocketAddr,
+    /// A second address serving only `/metrics` and `/v1/openapi.json` (then not served on
+    /// `listen`), e.g. a private interface for monitoring. Default: none (both on `listen`).
+    pub admin_listen: Option<SocketAddr>,
     /// Handoff store: `memory` (the default; a single node) or `redis://…` (a fleet of nodes
     /// sharing one Redis; see `[fleet]`).
     pub store: String,
@@ -87,6 +90,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            admin_listen: None,
             store: "memory".into(),
             allowed_origins: Vec::new(),
             cors_allow_origins: Vec::new(),

@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admin_listener;
 mod cli;
 mod conditional_requests;
 mod config_errors;
@@ -14,6 +15,7 @@ mod deploy;
 mod device_run;
 mod egress_policy;
 mod filter_cost;
+mod fuzz_corpus;
 mod gateway;
 mod http_conventions;
 mod metrics;

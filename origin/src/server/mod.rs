@@ -12,6 +12,7 @@ pub mod datasets;
 pub mod latest;
 pub mod metrics;
 pub mod openapi;
+pub mod openapi_rules;
 pub mod ops;
 pub mod poll;
 pub mod publish;
@@ -58,6 +59,13 @@ pub fn app(state: AppState) -> Router {
         deadline: Duration::from_secs(state.settings.body_read_timeout_secs),
         max_bytes: state.settings.max_body_bytes,
     };
+    let mut api = api;
+    if state.settings.admin_listen.is_some() {
+        // `/metrics` and this document live on the admin listener only.
+        api = api.layer(axum::middleware::from_fn(
+            crate::service::admin::hide_admin_paths,
+        ));
+    }
     let router = api
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
@@ -157,6 +165,21 @@ pub async fn run_with_stores(
         }
         _ => {}
     }
+    let admin = match settings.admin_listen {
+        None => None,
+        Some(addr) => {
+            let doc = Arc::new(openapi::document_json().clone());
+            match crate::service::admin::spawn(addr, doc, token.clone(), settings.shutdown_grace())
+                .await
+            {
+                Ok(task) => Some(task),
+                Err(e) => {
+                    tracing::error!(%addr, error = %e, "cannot listen on admin_listen; origin not started");
+                    return;
+                }
+            }
+        }
+    };
     let hub = Hub::new();
     let feed = tokio::spawn(hub::run_feed(log.clone(), hub.clone(), token.clone()));
     let sweeper = tokio::spawn(sweep_retention(log.clone(), token.clone()));
@@ -189,6 +212,9 @@ pub async fn run_with_stores(
     token.cancel();
     let _ = feed.await;
     let _ = sweeper.await;
+    if let Some(task) = admin {
+        let _ = task.await;
+    }
     // Workers stop and release their leases; an attempt in flight is retried by the next holder.
     if let Some((_, task)) = hooks {
         let _ = task.await;

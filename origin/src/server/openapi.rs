@@ -68,6 +68,17 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
     })
 }
 
+/// The document as served: [`document`] with the validators' input rules written in
+/// ([`super::openapi_rules`]).
+pub fn document_json() -> &'static serde_json::Value {
+    static DOC: OnceLock<serde_json::Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut value = serde_json::to_value(document()).expect("an OpenAPI document serialises");
+        super::openapi_rules::apply(&mut value);
+        value
+    })
+}
+
 /// This OpenAPI document
 #[utoipa::path(
     get,
@@ -76,8 +87,8 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
     operation_id = "get_v1_openapijson",
     responses((status = 200, description = "the OpenAPI 3.1 document", body = Object)),
 )]
-pub async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
-    Json(document())
+pub async fn openapi_json() -> Json<&'static serde_json::Value> {
+    Json(document_json())
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 //! The time helper ([`crate::clock`]) and the backoff function ([`crate::backoff`]) are plain
 //! code every layer uses, so they live in the protocol layer below this one.
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod config;
