@@ -55,7 +55,7 @@ async fn origin_serves_metrics_and_openapi_on_the_admin_listener_only() {
         ..memory_settings()
     })
     .await;
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     check_split(&http, &origin.url, &format!("http://{admin}"), "/v1/events").await;
 }
 
@@ -77,7 +77,7 @@ async fn proxy_serves_metrics_and_openapi_on_the_admin_listener_only() {
 #[tokio::test]
 async fn without_admin_listen_both_stay_on_the_main_listener() {
     let origin = TestOrigin::start(memory_settings()).await;
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     for path in ["/metrics", "/v1/openapi.json"] {
         assert_eq!(
             status(&http, format!("{}{path}", origin.url)).await.0,
