@@ -120,6 +120,7 @@ impl Connector {
                         "timed out waiting for response headers".into(),
                     ));
                 }
+                Ok(Err(e)) if is_refused(&e) => return Err(ConnEnd::Refused(without_url(&e))),
                 Ok(Err(e)) => return Err(ConnEnd::Network(without_url(&e))),
                 Ok(Ok(r)) => r,
             };
@@ -171,6 +172,20 @@ impl Connector {
         }
         Err(ConnEnd::TooManyRedirects)
     }
+}
+
+/// The connection was refused (an RST to the SYN: nothing listens there).
+fn is_refused(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// reqwest errors print the URL, whose query may carry a token: keep only the kind.
@@ -244,7 +259,7 @@ pub fn trouble_reason(end: &ConnEnd, wait: Duration) -> String {
         ConnEnd::Idle => {
             "upstream stream was silent for longer than upstream.idle_timeout_ms".to_owned()
         }
-        ConnEnd::Network(e) => format!("upstream unreachable ({e})"),
+        ConnEnd::Network(e) | ConnEnd::Refused(e) => format!("upstream unreachable ({e})"),
         ConnEnd::Status { status, .. } => format!("upstream answered {status}"),
         ConnEnd::NotEventStream => "upstream did not answer with text/event-stream".to_owned(),
         ConnEnd::RedirectRefused(to) => format!("upstream redirected to {to}"),
