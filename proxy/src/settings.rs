@@ -174,7 +174,8 @@ impl AuthSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WakeSettings {
-    /// Burst window when the handoff gives no `coalesceMs`. Default 250.
+    /// Least time between two wakes of a handoff when it gives no `coalesceMs` (the first wake
+    /// goes out at the first owed event: leading edge). Default 250.
     pub coalesce_ms: u64,
     /// Largest `coalesceMs` accepted. Default 60,000.
     pub max_coalesce_ms: u64,
