@@ -526,7 +526,7 @@ async fn watchers_are_back_soon_after_an_origin_restart_however_long_the_outage(
         assert_eq!(got, want, "a phone did not get every event exactly once");
     }
     println!(
-        "origin down 10 s: refused waits seen {:?} ms (max {}); every watcher back {} ms after \
+        "origin down 10 s: {} refused waits read back (longest {} ms); every watcher back {} ms after \
          the origin returned; {} events, all at each phone",
         refused_waits.len(),
         refused_waits.iter().max().unwrap(),
