@@ -33,7 +33,10 @@ wait_up() { for _ in $(seq 100); do curl -fs "http://$1/healthz" >/dev/null 2>&1
 "$BIN" gateway --listen "$GW" --credentials-dir "$dir/gw" >"$dir/gw.log" 2>&1 & pids+=($!)
 start_origin
 sleep 0.5
-"$BIN" proxy --listen "$PROXY" --gateway-credentials "$dir/gw" >"$dir/proxy.log" 2>&1 & pids+=($!)
+# Phones cycle every few seconds: lift the hourly wake budget (default 3, Apple's advice) to
+# the most accepted, so every sleep may be woken.
+SSEPUSH_PROXY_WAKE__MAX_PER_HOUR=${SSEPUSH_PROXY_WAKE__MAX_PER_HOUR:-60} \
+  "$BIN" proxy --listen "$PROXY" --gateway-credentials "$dir/gw" >"$dir/proxy.log" 2>&1 & pids+=($!)
 wait_up "$ORIGIN"; wait_up "$PROXY"
 
 "$BIN" device run --origin "http://$ORIGIN" --proxy "http://$PROXY" --gateway "http://$GW" \
@@ -48,6 +51,7 @@ sleep "$OUTAGE"
 start_origin
 back=$(date +%s.%N)
 wait_up "$ORIGIN"
+up=$(date +%s.%N)
 # When the proxy's upstream connections are back to what they were (sampled every 100 ms).
 for _ in $(seq 300); do
   now=$(conns)
@@ -55,7 +59,8 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 echo "origin killed at $killed, back at $back; upstream connections: $before before the kill," \
-  "$now again $(echo "$(date +%s.%N) - $back" | bc) s after the restart"
+  "$now again $(echo "$(date +%s.%N) - $back" | bc) s after the restart," \
+  "$(echo "$(date +%s.%N) - $up" | bc) s after it answered /healthz"
 status=0
 wait "$run" || status=$?
 cat "$dir/report.txt"
