@@ -135,6 +135,7 @@ impl Connector {
                 // handoffs fail at once, with the problem named.
                 Ok(Err(e)) => match tls::certificate_problem(&e) {
                     Some(problem) => return Err(ConnEnd::Certificate(problem)),
+                    None if is_refused(&e) => return Err(ConnEnd::Refused(without_url(&e))),
                     None => return Err(ConnEnd::Network(without_url(&e))),
                 },
                 Ok(Ok(r)) => r,
@@ -187,6 +188,20 @@ impl Connector {
         }
         Err(ConnEnd::TooManyRedirects)
     }
+}
+
+/// The connection was refused (an RST to the SYN: nothing listens there).
+fn is_refused(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// reqwest errors print the URL, whose query may carry a token: keep only the kind.
@@ -260,7 +275,7 @@ pub fn trouble_reason(end: &ConnEnd, wait: Duration) -> String {
         ConnEnd::Idle => {
             "upstream stream was silent for longer than upstream.idle_timeout_ms".to_owned()
         }
-        ConnEnd::Network(e) => format!("upstream unreachable ({e})"),
+        ConnEnd::Network(e) | ConnEnd::Refused(e) => format!("upstream unreachable ({e})"),
         ConnEnd::Status { status, .. } => format!("upstream answered {status}"),
         ConnEnd::NotEventStream => "upstream did not answer with text/event-stream".to_owned(),
         ConnEnd::RedirectRefused(to) => format!("upstream redirected to {to}"),

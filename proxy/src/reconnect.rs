@@ -3,7 +3,12 @@
 //! After a clean end, wait the origin's `retry:` (default `upstream.reconnect_ms`); after a
 //! network error, an idle timeout, a 5xx, 408 or 429, back off exponentially with jitter (never
 //! sooner than `retry:`, nor than the `Retry-After` of a 503 or 429 — delta-seconds or an
-//! HTTP-date — both capped at [`MAX_RETRY_HINT`]). Any other status than 200 **stops**, as the
+//! HTTP-date — both capped at [`MAX_RETRY_HINT`]). A **refused** connection (nothing listens on
+//! the origin's port: it is restarting) backs off the same way but never waits longer than
+//! `upstream.refused_backoff_max_ms` (1 s by default, and `retry:` counts only up to half of it): a refusal costs the origin's host one RST and its process nothing, and a watcher
+//! parked for 30 s after an outage of 4 s misses the wakes of that time (issue 11: 7 of 1,547
+//! wakes). The equal jitter spreads the herd of reconnects over the second after its return.
+//! Any other status than 200 **stops**, as the
 //! SSE spec says to fail the connection — a 4xx, a 204 (the spec's "stop"), but also a 202 that
 //! claims `text/event-stream` — and so do a 200 that is not `text/event-stream` and a refused
 //! redirect; the handoffs fail with the reason (e.g. "upstream answered 401").
@@ -22,6 +27,9 @@ pub enum ConnEnd {
     Idle,
     /// Connect or read error.
     Network(String),
+    /// The TCP connection was refused: nothing listens on the origin's port (it is down or
+    /// restarting). Retried with a backoff capped at `upstream.refused_backoff_max_ms`.
+    Refused(String),
     /// Any answer but 200 (after redirects), with its `Retry-After` when it had a valid one.
     Status {
         status: u16,
@@ -54,6 +62,8 @@ pub struct ReconnectPolicy {
     retry: Duration,
     base: Duration,
     max: Duration,
+    /// The ceiling for [`ConnEnd::Refused`] (also over `retry`).
+    refused_max: Duration,
     failures: u32,
 }
 
@@ -63,6 +73,7 @@ impl ReconnectPolicy {
             retry: Duration::from_millis(cfg.reconnect_ms),
             base: Duration::from_millis(cfg.backoff_base_ms),
             max: Duration::from_millis(cfg.backoff_max_ms),
+            refused_max: Duration::from_millis(cfg.refused_backoff_max_ms),
             failures: 0,
         }
     }
@@ -81,7 +92,7 @@ impl ReconnectPolicy {
     pub fn after(&mut self, end: &ConnEnd, jitter: f64) -> Next {
         let retryable = match end {
             ConnEnd::Ended => return Next::ReconnectAfter(self.retry),
-            ConnEnd::Idle | ConnEnd::Network(_) => true,
+            ConnEnd::Idle | ConnEnd::Network(_) | ConnEnd::Refused(_) => true,
             ConnEnd::Status { status: s, .. } => *s >= 500 || *s == 408 || *s == 429,
             ConnEnd::NotEventStream => {
                 return Next::Stop("upstream did not answer with text/event-stream".into());
@@ -111,6 +122,18 @@ impl ReconnectPolicy {
             });
         }
         self.failures += 1;
+        if let ConnEnd::Refused(_) = end {
+            // Nobody is there to be spared: come back soon after it returns (see the module doc).
+            let cap = self.max.min(self.refused_max);
+            let wait = backoff(
+                self.failures,
+                self.base.min(cap),
+                cap,
+                Jitter::Equal,
+                jitter,
+            );
+            return Next::ReconnectAfter(wait.max(self.retry.min(cap / 2)));
+        }
         let wait =
             backoff(self.failures, self.base, self.max, Jitter::Equal, jitter).max(self.retry);
         // RFC 9110 §10.2.3 / RFC 6585 §4: the server said when to come back.
@@ -141,6 +164,7 @@ mod tests {
             reconnect_ms: 1000,
             backoff_base_ms: 100,
             backoff_max_ms: 10_000,
+            refused_backoff_max_ms: 1000,
             ..UpstreamSettings::default()
         }
     }
@@ -190,6 +214,43 @@ mod tests {
             p.after(&status(429), 1.0),
             Next::ReconnectAfter(_)
         ));
+    }
+
+    #[test]
+    fn refused_connections_back_off_at_most_the_refused_ceiling() {
+        let refused = || ConnEnd::Refused("connect error: Connection refused".into());
+        let mut p = ReconnectPolicy::new(&cfg());
+        // The origin's `retry:` is longer than the ceiling: a refusal does not wait it out.
+        p.on_retry_hint(Duration::from_secs(3));
+        let waits: Vec<Duration> = (0..30)
+            .map(|i| match p.after(&refused(), f64::from(i % 10) / 10.0) {
+                Next::ReconnectAfter(d) => d,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(
+            waits.iter().all(|w| *w <= Duration::from_millis(1000)),
+            "{waits:?}"
+        );
+        // Equal jitter: at the ceiling, between half of it and all of it.
+        assert!(
+            waits[10..].iter().all(|w| *w >= Duration::from_millis(500)),
+            "{waits:?}"
+        );
+        // Other network errors keep the long backoff (and `retry:`).
+        assert_eq!(
+            p.after(&ConnEnd::Network("reset".into()), 1.0),
+            Next::ReconnectAfter(Duration::from_millis(10_000))
+        );
+        // A smaller backoff_max_ms is the ceiling for refusals too.
+        let mut small = ReconnectPolicy::new(&UpstreamSettings {
+            backoff_max_ms: 300,
+            ..cfg()
+        });
+        for _ in 0..10 {
+            assert!(matches!(small.after(&refused(), 1.0),
+                Next::ReconnectAfter(d) if d <= Duration::from_millis(300)));
+        }
     }
 
     #[test]

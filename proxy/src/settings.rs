@@ -183,7 +183,8 @@ impl AuthSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WakeSettings {
-    /// Burst window when the handoff gives no `coalesceMs`. Default 250.
+    /// Least time between two wakes of a handoff when it gives no `coalesceMs` (the first wake
+    /// goes out at the first owed event: leading edge). Default 250.
     pub coalesce_ms: u64,
     /// Largest `coalesceMs` accepted. Default 60,000.
     pub max_coalesce_ms: u64,
@@ -258,6 +259,10 @@ pub struct UpstreamSettings {
     pub backoff_base_ms: u64,
     /// Longest backoff. Default 30,000.
     pub backoff_max_ms: u64,
+    /// Longest backoff after a *refused* connection (the origin is down or restarting; over
+    /// `retry:` too, at most `backoff_max_ms`), so watchers are back within about this long
+    /// after the origin returns. Default 1000.
+    pub refused_backoff_max_ms: u64,
     /// Redirect hops followed, each checked against `allowed_origins`. Default 5.
     pub max_redirects: u32,
     /// Most headers a handoff may pass upstream. Default 16.
@@ -278,6 +283,7 @@ impl Default for UpstreamSettings {
             reconnect_ms: 1000,
             backoff_base_ms: 500,
             backoff_max_ms: 30_000,
+            refused_backoff_max_ms: 1000,
             max_redirects: 5,
             max_headers: 16,
             max_header_bytes: 8192,

@@ -3,9 +3,12 @@
 //!
 //! * the handoff's CEL **wake filter** decides whether an event *owes* a wake (events failing it
 //!   are still buffered; the caller passes the verdict in);
-//! * a **burst** is coalesced: the wake goes out `coalesce` after the first owed event, covering
-//!   everything that arrived meanwhile;
-//! * **one outstanding wake**: after a push is accepted, no other until the phone checks in;
+//! * **leading edge** (SPEC §5): the wake goes out at the first owed event, not after a window —
+//!   a trailing window of 250 ms was most of the wake latency (issue 11: p99 408 ms);
+//! * **one outstanding wake**: after a push is accepted, no other until the phone checks in,
+//!   which is what coalesces a burst; `coalesce` only spaces wakes: the next one goes out no
+//!   sooner than `coalesce` after the previous accepted wake (a phone that checks in and is
+//!   owed again at once is not pushed twice within the window);
 //! * a **per-device budget** of `max_per_hour` accepted wakes in any sliding hour; an owed wake
 //!   over budget waits (the events stay buffered), it is not dropped;
 //! * **retries**: `RetryAfter(d)` retries no sooner than `d`; transient errors back off
@@ -144,7 +147,11 @@ impl WakePolicy {
         {
             self.sent.pop_front();
         }
-        let mut at = since + self.cfg.coalesce;
+        // Leading edge: due at the first owed event, spaced `coalesce` after the last wake.
+        let mut at = since;
+        if let Some(last) = self.sent.back() {
+            at = at.max(*last + self.cfg.coalesce);
+        }
         if let Some(r) = self.retry_at {
             at = at.max(r);
         }
@@ -285,10 +292,14 @@ mod tests {
         let mut p = WakePolicy::new(cfg());
         assert_eq!(p.next(t0), Action::Idle);
         p.on_event(t0, true);
+        // Leading edge: the first owed event wakes at once.
+        assert_eq!(p.next(t0), Action::Send);
+        p.begin_send();
+        // Events while the wake is in flight or outstanding are covered by it.
         p.on_event(t0 + ms(10), true);
         p.on_event(t0 + ms(20), true);
-        assert_eq!(p.next(t0 + ms(50)), Action::WaitUntil(t0 + ms(100)));
-        send_ok(&mut p, t0 + ms(100));
+        assert_eq!(p.next(t0 + ms(50)), Action::Idle);
+        assert_eq!(p.on_result(t0 + ms(60), &Ok(()), 0.5), Outcome::Accepted);
         // More events while woken: no second wake until the phone checks in.
         p.on_event(t0 + ms(200), true);
         assert_eq!(p.next(t0 + ms(10_000)), Action::Idle);
@@ -313,11 +324,18 @@ mod tests {
         p.on_check_in(t0 + ms(500), false);
         assert_eq!(p.next(t0 + ms(600)), Action::Idle);
         p.on_event(t0 + ms(700), true);
-        assert_eq!(p.next(t0 + ms(700)), Action::WaitUntil(t0 + ms(800)));
-        // Checking in with events still unread: a wake is owed at once (after coalescing).
+        assert_eq!(p.next(t0 + ms(700)), Action::Send);
+        // Owed again right after a wake: spaced `coalesce` (100 ms) after it.
+        let mut r = WakePolicy::new(cfg());
+        r.on_event(t0, true);
+        send_ok(&mut r, t0);
+        r.on_check_in(t0 + ms(20), true);
+        assert_eq!(r.next(t0 + ms(20)), Action::WaitUntil(t0 + ms(100)));
+        assert_eq!(r.next(t0 + ms(100)), Action::Send);
+        // Checking in with events still unread: a wake is owed at once.
         let mut q = WakePolicy::new(cfg());
         q.on_check_in(t0, true);
-        assert_eq!(q.next(t0 + ms(100)), Action::Send);
+        assert_eq!(q.next(t0), Action::Send);
     }
 
     #[test]
@@ -385,7 +403,7 @@ mod tests {
         assert_eq!(p.next(now), Action::Idle);
         // The next owed event starts over.
         p.on_event(now, true);
-        assert!(matches!(p.next(now), Action::WaitUntil(_)));
+        assert_eq!(p.next(now), Action::Send);
     }
 
     #[test]

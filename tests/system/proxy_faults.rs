@@ -6,6 +6,10 @@
 //!   taking publishes. The handoffs' `lastError` reports the trouble at once; the watcher backs
 //!   off (its attempts are counted), resumes from its `Last-Event-ID` when the origin is back,
 //!   and every phone gets every event exactly once.
+//! * The origin restarts after an outage that outlasts several doublings of the backoff: while
+//!   it refuses connections no watcher waits longer than `upstream.refused_backoff_max_ms`
+//!   (each wait is read back from `lastError`), and every watcher is back soon after its return
+//!   (issue 11: wakes were missed while watchers slept out a 30 s backoff).
 //! * A push service answers 500 to every push for a while, or refuses connections for a while:
 //!   the wakes are retried with backoff within `wake.max_attempts`, each phone gets exactly one
 //!   accepted wake once it is back, and checks in to every event.
@@ -423,4 +427,113 @@ async fn a_push_service_refusing_connections_for_a_while_loses_no_wake() {
     proxy.stop().await;
     origin.stop().await;
     gw.stop().await;
+}
+
+/// Reads the wait out of a `lastError` such as "upstream unreachable (…); reconnecting in 730 ms".
+fn reconnect_wait_ms(last_error: &str) -> Option<u64> {
+    last_error
+        .rsplit_once("reconnecting in ")?
+        .1
+        .strip_suffix(" ms")?
+        .parse()
+        .ok()
+}
+
+#[tokio::test]
+async fn watchers_are_back_soon_after_an_origin_restart_however_long_the_outage() {
+    let ns = namespace("proxy-faults-restart");
+    let origin = TestOrigin::start(redis_settings(&ns)).await;
+    let other = TestOrigin::start(redis_settings(&ns)).await;
+    let addr = origin.addr;
+    let mut settings = proxy_settings(&[&origin.url]);
+    // The production backoff: 500 ms doubling to 30 s; refusals capped at the default 1 s.
+    settings.upstream.backoff_base_ms = 500;
+    settings.upstream.backoff_max_ms = 30_000;
+    settings.upstream.reconnect_ms = 1000;
+    assert_eq!(settings.upstream.refused_backoff_max_ms, 1000);
+    let proxy = TestProxy::start(settings, Recorder::new()).await;
+
+    let start = origin
+        .client
+        .publish_one("fault.a", None, json!("start"))
+        .await
+        .unwrap();
+    let url = format!("{}/v1/sse?channel=fault.*", origin.url);
+    let mut phones = Vec::new();
+    for device in 0..PHONES {
+        phones.push(
+            proxy
+                .create(&crate::support::proxy::handoff_body(
+                    &url,
+                    Some(&start.to_string()),
+                    device,
+                ))
+                .await,
+        );
+    }
+    let mut sent = publish_n(&origin, 5, "before").await;
+    let newest = *sent.last().unwrap();
+    for h in &phones {
+        eventually(Duration::from_secs(15), "the watcher is live", || {
+            newest_is(&proxy, h, newest)
+        })
+        .await;
+    }
+
+    // Down for 10 s: the clean end waits the origin's `retry:` (3 s), then the reconnects are
+    // refused — long enough for the old backoff to reach 4–8 s waits.
+    origin.stop().await;
+    let down = Instant::now();
+    let mut refused_waits = Vec::new();
+    while down.elapsed() < Duration::from_secs(10) {
+        for h in &phones {
+            if let Some(e) = proxy.status(h).await["lastError"].as_str()
+                && e.contains("unreachable")
+                && let Some(ms) = reconnect_wait_ms(e)
+            {
+                refused_waits.push(ms);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sent.extend(publish_n(&other, 5, "down").await);
+    assert!(
+        !refused_waits.is_empty(),
+        "lastError never showed a refused reconnect"
+    );
+    assert!(
+        refused_waits.iter().all(|ms| *ms <= 1000),
+        "a refused reconnect waited longer than upstream.refused_backoff_max_ms: {refused_waits:?}"
+    );
+
+    // Back: every watcher catches up to an event published after the return.
+    let origin = TestOrigin::start_on(addr, redis_settings(&ns)).await;
+    let back = Instant::now();
+    sent.extend(publish_n(&origin, 1, "after").await);
+    let newest = *sent.last().unwrap();
+    for h in &phones {
+        // The ceiling is 1 s; the bound is generous for a loaded machine. The old backoff
+        // (never less than `retry:`, doubling to 30 s) waited 3–16 s here.
+        eventually(Duration::from_secs(4), "the watcher is back", || {
+            newest_is(&proxy, h, newest)
+        })
+        .await;
+    }
+    let resumed_after = back.elapsed();
+    let want: Vec<String> = sent.iter().map(EventId::to_string).collect();
+    for h in &phones {
+        let got = json_ids(&proxy.events(h, Some(&start.to_string())).await);
+        assert_eq!(got, want, "a phone did not get every event exactly once");
+    }
+    println!(
+        "origin down 10 s: {} refused waits read back (longest {} ms); every watcher back {} ms after \
+         the origin returned; {} events, all at each phone",
+        refused_waits.len(),
+        refused_waits.iter().max().unwrap(),
+        resumed_after.as_millis(),
+        want.len(),
+    );
+    proxy.stop().await;
+    origin.stop().await;
+    other.stop().await;
 }

@@ -98,6 +98,10 @@ impl HttpClient {
         let mut http = HttpConnector::new_with_resolver(resolver);
         // The TLS layer decides the scheme; plain TCP must accept `https://` URIs.
         http.enforce_http(false);
+        // A wake is a few small HTTP/2 frames: with Nagle's algorithm they waited for the ACK
+        // of the previous segment, which the peer delays by up to 40 ms — the floor of the wake
+        // latency (issue 11: p50 47 ms under `bench wake`). reqwest sets this by default.
+        http.set_nodelay(true);
         let connector = match versions {
             Versions::Http2 => builder.enable_http2().wrap_connector(http),
             Versions::Any => builder.enable_all_versions().wrap_connector(http),
