@@ -28,9 +28,14 @@ pub async fn run(
     let bound = listener.local_addr().unwrap_or(settings.listen);
     let token = CancellationToken::new();
     settings.validate()?;
-    let store = crate::store::open(&settings)
-        .await
-        .map_err(|e| ServerError::Store(e.to_string()))?;
+    let store = crate::store::open(
+        &settings.store,
+        &settings.fleet.namespace,
+        &settings.fleet.encryption_keys,
+        settings.max_handoffs,
+    )
+    .await
+    .map_err(|e| ServerError::Store(e.to_string()))?;
     let node = Node::new(settings, providers, bound, token.clone(), store)?;
     {
         let token = token.clone();

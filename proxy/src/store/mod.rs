@@ -234,17 +234,21 @@ pub fn target_digest(target: &PushTarget) -> String {
         .collect()
 }
 
-/// Opens the store the settings name: `memory` or `redis://…`.
+/// Opens the store a URL names: `memory` (this node alone, at most `max_handoffs` records),
+/// `redis://…` / `rediss://…` or `redis+cluster://host:port,…` (a fleet's shared store under
+/// `namespace`, credentials sealed with `encryption_keys`, the first encrypting, all decrypting).
+/// Errors: no usable key for a shared store, or Redis unreachable.
 pub async fn open(
-    settings: &crate::settings::Settings,
+    url: &str,
+    namespace: &str,
+    encryption_keys: &[String],
+    max_handoffs: usize,
 ) -> Result<Arc<dyn HandoffStore>, StoreError> {
-    if settings.store == "memory" {
-        return Ok(Arc::new(MemoryStore::new(settings.max_handoffs)));
+    if url == "memory" {
+        return Ok(Arc::new(MemoryStore::new(max_handoffs)));
     }
-    let sealer =
-        Sealer::from_settings(&settings.fleet.encryption_keys).map_err(StoreError::Unavailable)?;
-    let store =
-        redis::RedisStore::connect(&settings.store, &settings.fleet.namespace, sealer).await?;
+    let sealer = Sealer::from_settings(encryption_keys).map_err(StoreError::Unavailable)?;
+    let store = redis::RedisStore::connect(url, namespace, sealer).await?;
     Ok(Arc::new(store))
 }
 
