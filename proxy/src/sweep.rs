@@ -9,6 +9,10 @@ use ssepush_origin::clock::now_ms;
 
 use crate::node::Node;
 
+/// Most `finished_before` batches forgotten per tick (the Redis store answers up to 1,000 ids a
+/// batch): far above any churn one node serves.
+const MAX_BATCHES_PER_TICK: usize = 50;
+
 /// Runs until the node shuts down.
 pub async fn sweep(node: Arc<Node>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -23,8 +27,17 @@ pub async fn sweep(node: Arc<Node>) {
                 node.teardown(&h).await;
             }
         }
+        // The store answers at most a batch per call: keep asking (up to a bound per tick, so
+        // one tick cannot run away) or sustained churn above a batch a second would pile up
+        // finished records faster than they are forgotten.
         let cutoff = now_ms().saturating_sub(node.settings.keep_finished_secs * 1000);
-        if let Ok(ids) = node.store.finished_before(cutoff).await {
+        for _ in 0..MAX_BATCHES_PER_TICK {
+            let Ok(ids) = node.store.finished_before(cutoff).await else {
+                break;
+            };
+            if ids.is_empty() {
+                break;
+            }
             for id in ids {
                 let _ = node.store.remove(&id).await;
                 node.live.write().unwrap().remove(&id);
