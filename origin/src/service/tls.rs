@@ -106,7 +106,7 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, Tl
 
 /// A reqwest client builder with the product's TLS ([`client_config`]); the caller adds its
 /// timeouts, redirect policy and so on.
-// The one place a reqwest builder is made (clippy.toml sends everyone else here).
+// The one place a reqwest builder is made (`.clippy.toml` sends everyone else here).
 #[allow(clippy::disallowed_methods)]
 pub fn reqwest_builder(extra_ca: Option<&Path>) -> Result<reqwest::ClientBuilder, TlsError> {
     Ok(reqwest::Client::builder().tls_backend_preconfigured(client_config(extra_ca)?))
