@@ -97,7 +97,7 @@ struct DemoFlags {
     #[arg(long, default_value = "127.0.0.1:8060")]
     web_listen: SocketAddr,
     /// With `--web`: publish a tick on `demo.web` this often (`0s`: never).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = ssepush::bench::parse_duration)]
     web_tick: std::time::Duration,
     #[command(flatten)]
     sim: SimFlags,
@@ -108,10 +108,10 @@ struct SimFlags {
     #[arg(long, value_enum, default_value = "mixed")]
     platform: ssepush::device::fleet::Platform,
     /// Time awake (streaming) per cycle, e.g. `2s`, `500ms`.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = ssepush::bench::parse_duration)]
     awake: std::time::Duration,
     /// Longest sleep per cycle (a wake push ends it sooner).
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = ssepush::bench::parse_duration)]
     asleep: std::time::Duration,
     #[arg(long, default_value_t = 3)]
     cycles: u32,
@@ -154,26 +154,6 @@ impl SimFlags {
             ..Default::default()
         }
     }
-}
-
-/// `1.5s`, `250ms`, `2m`, or plain seconds.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("not a duration: {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("unknown unit in {s:?} (ms, s, m)")),
-    };
-    std::time::Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand)]

@@ -28,6 +28,30 @@ use crate::support::{TestGateway, TestOrigin, eventually, namespace, redis_setti
 
 const PHONES: u32 = 3;
 
+/// Publishes a starting event and hands off [`PHONES`] phones watching `fault.*` from it;
+/// returns the starting event's id (the phones' cursor) and the handoffs.
+async fn hand_off_phones(origin: &TestOrigin, proxy: &TestProxy) -> (EventId, Vec<Handoff>) {
+    let start = origin
+        .client
+        .publish_one("fault.a", None, json!("start"))
+        .await
+        .unwrap();
+    let url = format!("{}/v1/sse?channel=fault.*", origin.url);
+    let mut phones = Vec::new();
+    for device in 0..PHONES {
+        phones.push(
+            proxy
+                .create(&crate::support::proxy::handoff_body(
+                    &url,
+                    Some(&start.to_string()),
+                    device,
+                ))
+                .await,
+        );
+    }
+    (start, phones)
+}
+
 async fn publish_n(origin: &TestOrigin, n: usize, tag: &str) -> Vec<EventId> {
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
@@ -87,24 +111,7 @@ async fn the_origin_down_for_20_seconds_under_the_proxy_loses_nothing() {
     settings.upstream.backoff_max_ms = 4000;
     let proxy = TestProxy::start(settings, Recorder::new()).await;
 
-    let start = origin
-        .client
-        .publish_one("fault.a", None, json!("start"))
-        .await
-        .unwrap();
-    let url = format!("{}/v1/sse?channel=fault.*", origin.url);
-    let mut phones = Vec::new();
-    for device in 0..PHONES {
-        phones.push(
-            proxy
-                .create(&crate::support::proxy::handoff_body(
-                    &url,
-                    Some(&start.to_string()),
-                    device,
-                ))
-                .await,
-        );
-    }
+    let (start, phones) = hand_off_phones(&origin, &proxy).await;
     let mut sent = publish_n(&origin, 20, "before").await;
     let newest = *sent.last().unwrap();
     for h in &phones {
@@ -453,24 +460,7 @@ async fn watchers_are_back_soon_after_an_origin_restart_however_long_the_outage(
     assert_eq!(settings.upstream.refused_backoff_max_ms, 1000);
     let proxy = TestProxy::start(settings, Recorder::new()).await;
 
-    let start = origin
-        .client
-        .publish_one("fault.a", None, json!("start"))
-        .await
-        .unwrap();
-    let url = format!("{}/v1/sse?channel=fault.*", origin.url);
-    let mut phones = Vec::new();
-    for device in 0..PHONES {
-        phones.push(
-            proxy
-                .create(&crate::support::proxy::handoff_body(
-                    &url,
-                    Some(&start.to_string()),
-                    device,
-                ))
-                .await,
-        );
-    }
+    let (start, phones) = hand_off_phones(&origin, &proxy).await;
     let mut sent = publish_n(&origin, 5, "before").await;
     let newest = *sent.last().unwrap();
     for h in &phones {
