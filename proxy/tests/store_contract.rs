@@ -91,11 +91,21 @@ async fn records_and_fencing(s: &dyn HandoffStore) {
     s.put(moved, &f1).await.unwrap();
     assert_eq!(s.get("h_a").await.unwrap().unwrap().rec.pending, 7);
     assert!(s.get("h_nosuch").await.unwrap().is_none());
-    // Finished records go to the sweeper.
+    // Finished records go to the sweeper, only when the write lands: a fenced-out node's
+    // final record is neither written nor handed to the sweeper.
     let f2 = s.insert(record("h_b"), "n1").await.unwrap();
     let mut done = record("h_b");
     done.state = HandoffState::Closed;
     done.finished_at_ms = Some(10);
+    assert!(matches!(
+        s.put(done.clone(), &other).await,
+        Err(StoreError::Fenced(_))
+    ));
+    assert!(s.finished_before(11).await.unwrap().is_empty());
+    assert_eq!(
+        s.get("h_b").await.unwrap().unwrap().rec.state,
+        HandoffState::Watching
+    );
     s.put(done, &f2).await.unwrap();
     assert_eq!(
         s.finished_before(11).await.unwrap(),
