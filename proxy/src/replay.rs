@@ -89,7 +89,7 @@ impl Replay {
     /// The events after `cursor` when the ring holds all of them (`cursor` at or past the
     /// floor), oldest first; `None` when it cannot vouch for them.
     pub fn after(&self, cursor: EventId) -> Option<impl Iterator<Item = &SharedEvent>> {
-        if !self.floor.is_some_and(|f| cursor >= f) {
+        if self.floor.is_none_or(|f| cursor < f) {
             return None;
         }
         // Ids are ordered: skip what the cursor already has.
