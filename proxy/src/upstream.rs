@@ -476,7 +476,7 @@ impl Upstreams {
             }
         }
         drop(inner);
-        reg.gauges();
+        metrics::gauge!("ssepush_proxy_upstream_idle_watchers").set(reg.idle as f64);
         drop(reg);
         self.start_reaper();
     }
@@ -850,5 +850,56 @@ mod tests {
         assert!(matches!(w.catch_up("b", &ev(4)), Flow::Continue));
         assert!(matches!(w.catch_up("b", &big), Flow::Done));
         assert_eq!(*b.got.lock().unwrap(), vec![4, 2005, 6]);
+    }
+
+    #[tokio::test]
+    async fn a_lingering_watcher_closes_a_linger_after_it_last_became_idle() {
+        let cfg = crate::settings::UpstreamSettings {
+            idle_linger_secs: 10,
+            max_idle_watchers: 1,
+            ..Default::default()
+        };
+        let listen = "127.0.0.1:8090".parse().unwrap();
+        let allow = Arc::new(crate::allow::OriginAllowList::parse(&[], listen).unwrap());
+        let shutdown = CancellationToken::new();
+        let ups = Upstreams::new(
+            Connector::new(allow, cfg, None).unwrap(),
+            4,
+            shutdown.clone(),
+        );
+        let spec = |port: u16| StreamSpec {
+            url: Url::parse(&format!("http://127.0.0.1:{port}/v1/sse")).unwrap(),
+            headers: Default::default(),
+        };
+        let rec = |id: &str| {
+            Arc::new(Rec {
+                id: id.into(),
+                got: Mutex::new(Vec::new()),
+            })
+        };
+        let t0 = Instant::now();
+        ups.join(&spec(1), rec("a"));
+        ups.leave(&spec(1), "a");
+        // A second leave of the same handoff changes nothing.
+        ups.leave(&spec(1), "a");
+        assert_eq!((ups.watcher_count(), ups.idle_count()), (1, 1));
+        // Only one may linger: the next stream's watcher closes with its handoff.
+        ups.join(&spec(2), rec("x"));
+        ups.leave(&spec(2), "x");
+        assert_eq!((ups.watcher_count(), ups.idle_count()), (1, 1));
+        ups.reap(t0 + Duration::from_secs(5));
+        assert_eq!(ups.watcher_count(), 1);
+        // Busy again, then idle again later: its linger starts over.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ups.join(&spec(1), rec("b"));
+        assert_eq!(ups.idle_count(), 0);
+        ups.leave(&spec(1), "b");
+        ups.reap(t0 + Duration::from_millis(10_100));
+        assert_eq!((ups.watcher_count(), ups.idle_count()), (1, 1));
+        ups.reap(t0 + Duration::from_millis(10_300));
+        assert_eq!((ups.watcher_count(), ups.idle_count()), (0, 0));
+        // A reaper entry of a closed watcher is gone with it.
+        assert!(ups.registry.lock().unwrap().reap.is_empty());
+        shutdown.cancel();
     }
 }
