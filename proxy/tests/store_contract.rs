@@ -68,6 +68,11 @@ async fn records_and_fencing(s: &dyn HandoffStore) {
     ));
     let got = s.get("h_a").await.unwrap().unwrap();
     assert_eq!(got.owner.as_deref(), Some("n1"));
+    // The whole record comes back as it went in (sealed secrets included).
+    assert_eq!(
+        serde_json::to_value(&got.rec).unwrap(),
+        serde_json::to_value(record("h_a")).unwrap()
+    );
     assert_eq!(got.rec.stream_headers, record("h_a").stream_headers);
     assert_eq!(got.rec.stream_url, record("h_a").stream_url);
     assert!(got.rec.wake_outstanding);

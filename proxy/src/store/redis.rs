@@ -182,6 +182,14 @@ struct Secrets {
     push: PushTarget,
 }
 
+/// [`Secrets`] borrowed from a record, to seal it without copying (the same JSON).
+#[derive(Serialize)]
+struct SecretsRef<'a> {
+    url: &'a str,
+    headers: &'a [(String, String)],
+    push: &'a PushTarget,
+}
+
 /// A connection to one Redis or to a Redis Cluster (`redis+cluster://host:port,host:port`):
 /// every script touches the keys of one slot, so both run the same commands.
 #[derive(Clone)]
@@ -378,22 +386,27 @@ impl RedisStore {
         self.fleet_key(&format!("owned:{node}"))
     }
 
-    /// The record as stored: its secrets sealed.
+    /// The record as stored: its secrets sealed. The record's JSON is re-framed field by field
+    /// (each value kept as the raw text it was written as) rather than through a value tree:
+    /// this runs for every write of the churn path.
     fn encode(&self, rec: &HandoffRecord) -> String {
-        let secrets = Secrets {
-            url: rec.stream_url.clone(),
-            headers: rec.stream_headers.clone(),
-            push: rec.push.clone(),
+        let secrets = SecretsRef {
+            url: &rec.stream_url,
+            headers: &rec.stream_headers,
+            push: &rec.push,
         };
-        let mut v = serde_json::to_value(rec).unwrap_or_default();
-        if let Some(obj) = v.as_object_mut() {
-            obj.remove("streamUrl");
-            obj.remove("streamHeaders");
-            obj.remove("push");
-            let plain = serde_json::to_vec(&secrets).unwrap_or_default();
-            obj.insert("sealed".into(), self.sealer.seal(&plain).into());
+        let plain = serde_json::to_vec(&secrets).unwrap_or_default();
+        let sealed = serde_json::value::to_raw_value(&self.sealer.seal(&plain)).ok();
+        let text = serde_json::to_string(rec).unwrap_or_default();
+        let mut fields: std::collections::BTreeMap<String, &serde_json::value::RawValue> =
+            serde_json::from_str(&text).unwrap_or_default();
+        for secret in ["streamUrl", "streamHeaders", "push"] {
+            fields.remove(secret);
         }
-        v.to_string()
+        if let Some(sealed) = &sealed {
+            fields.insert("sealed".into(), sealed);
+        }
+        serde_json::to_string(&fields).unwrap_or_default()
     }
 
     fn decode(&self, raw: &str) -> Result<HandoffRecord, StoreError> {
