@@ -16,7 +16,8 @@
 //!   4. [`node`] — [`node::Node`], what handlers and drivers share, and the one teardown path.
 //!   5. [`auth`] — who may create handoffs.
 //!   6. [`live`] — a live handoff's hot state; [`cursor`] — the one owner of its position.
-//!   7. [`upstream`] — shared watchers; [`connector`] — one connection and the read loop;
+//!   7. [`upstream`] — shared watchers, lingering when idle; [`replay`] — a watcher's ring of
+//!      recent events; [`connector`] — one connection and the read loop;
 //!      [`reconnect`] — the reconnect policy; [`verdicts`] — filter verdicts per event.
 //!   8. [`handoff`] — request validation and the state machine; [`allow`] — allowed origins;
 //!      [`token`] — ids and tokens.
@@ -56,6 +57,8 @@ pub mod openapi;
 pub mod push;
 #[cfg(feature = "server")]
 pub mod reconnect;
+#[cfg(feature = "server")]
+pub mod replay;
 #[cfg(feature = "server")]
 pub mod retry_after;
 #[cfg(feature = "server")]

@@ -29,7 +29,12 @@ pub const METRICS: &[MetricDef] = &[
     MetricDef {
         name: "ssepush_proxy_upstream_watchers",
         kind: MetricKind::Gauge,
-        help: "Upstream streams watched (handoffs of one stream share one watcher).",
+        help: "Upstream streams watched (handoffs of one stream share one watcher), lingering ones included.",
+    },
+    MetricDef {
+        name: "ssepush_proxy_upstream_idle_watchers",
+        kind: MetricKind::Gauge,
+        help: "Watchers lingering without a handoff (upstream.idle_linger_secs), their connection open.",
     },
     MetricDef {
         name: "ssepush_proxy_upstream_disconnects_total",
@@ -40,6 +45,11 @@ pub const METRICS: &[MetricDef] = &[
         name: "ssepush_proxy_upstream_catch_ups_total",
         kind: MetricKind::Counter,
         help: "Catch-up reads of an upstream stream for a handoff that joined behind its watcher.",
+    },
+    MetricDef {
+        name: "ssepush_proxy_upstream_replays_total",
+        kind: MetricKind::Counter,
+        help: "Handoffs (groups of them) that joined behind their watcher and caught up from its replay ring, without a connection.",
     },
     MetricDef {
         name: "ssepush_proxy_upstream_bad_frames_total",

@@ -220,7 +220,8 @@ impl Node {
     }
 
     /// The end of a handoff that reached a terminal state (handed back, expired, failed): it
-    /// leaves its watcher (the connection closes with its last handoff) and its final record is
+    /// leaves its watcher (the connection closes after its last handoff, once
+    /// `upstream.idle_linger_secs` is over) and its final record is
     /// written. Idempotent. Its status stays readable until the sweeper forgets it after
     /// `keep_finished_secs`.
     pub async fn teardown(&self, h: &LiveHandoff) {

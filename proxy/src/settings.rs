@@ -273,6 +273,18 @@ pub struct UpstreamSettings {
     /// is skipped, never held: handoffs report a gap through its id that wakes the phone, which
     /// reads it from the origin. Default 1,048,576.
     pub max_event_bytes: usize,
+    /// Seconds a watcher keeps its upstream connection open after its last handoff left, so a
+    /// phone that sleeps again soon (the usual pattern) joins it live instead of opening a new
+    /// connection; `0` closes at once. Default 30.
+    pub idle_linger_secs: u64,
+    /// Most watchers lingering without a handoff at once; past it, a watcher whose last handoff
+    /// leaves closes at once. Default 1,000.
+    pub max_idle_watchers: usize,
+    /// Most recent events each watcher keeps in memory, so a handoff joining behind it catches
+    /// up from there instead of over a private connection; `0` keeps none. Default 256.
+    pub replay_events: usize,
+    /// Most bytes (JSON envelopes) of those events per watcher. Default 131,072.
+    pub replay_bytes: usize,
 }
 
 impl Default for UpstreamSettings {
@@ -288,6 +300,10 @@ impl Default for UpstreamSettings {
             max_headers: 16,
             max_header_bytes: 8192,
             max_event_bytes: 1 << 20,
+            idle_linger_secs: 30,
+            max_idle_watchers: 1000,
+            replay_events: 256,
+            replay_bytes: 128 << 10,
         }
     }
 }
@@ -410,6 +426,12 @@ impl Settings {
         }
         if !(1024..=64 << 20).contains(&self.upstream.max_event_bytes) {
             return bad("upstream.max_event_bytes must be 1024..=67108864".into());
+        }
+        if self.upstream.idle_linger_secs > 86_400 || self.upstream.replay_events > 100_000 {
+            return bad(
+                "upstream.idle_linger_secs must be ≤ 86400 and upstream.replay_events ≤ 100000"
+                    .into(),
+            );
         }
         if self.header_read_timeout_secs == 0 || self.body_read_timeout_secs == 0 {
             return bad(

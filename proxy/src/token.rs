@@ -50,7 +50,7 @@ impl TokenHash {
     }
 
     pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex(&self.0)
     }
 
     /// Constant-time comparison of a presented token against this hash.
@@ -74,7 +74,19 @@ fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&buf)
+}
+
+/// `bytes` as lower-case hex (a table, not `format!` per byte: ids, tokens and digests are
+/// made several times per handoff).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -91,5 +103,7 @@ mod tests {
         assert!(!format!("{t:?} {h:?}").contains(t.expose()));
         assert_ne!(Token::generate().expose(), t.expose());
         assert!(new_id().starts_with("h_"));
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(TokenHash::from_hex(&h.hex()), Some(h));
     }
 }

@@ -2,24 +2,45 @@
 //! SHA-256 of both) share **one upstream connection per node**.
 //!
 //! A [`Watcher`] owns the connection (a [`crate::connector`] read loop) and fans every event
-//! out to its subscribers. A handoff whose cursor is at or past the watcher's position joins at
-//! once (it ignores ids it already has); one whose cursor is behind reads the gap over a
-//! short-lived private connection while the watcher's live events for it are held, then joins:
-//! exact, no loss, no duplicates. Every event is decoded once and shared as an `Arc`; every CEL
-//! filter is evaluated once per event per distinct source ([`Verdicts`]). An id-only block
-//! moves the watcher's position like an event does, so a handoff at the origin's head joins
-//! live. An oversized event is a gap through its id for every subscriber.
+//! out to its subscribers. A handoff joins in one of three ways, each exact (no loss, no
+//! duplicates):
+//!
+//! * **live**, when its cursor is at or past the watcher's position (it ignores ids it already
+//!   has);
+//! * **from the replay ring** ([`crate::replay`]), when its cursor is behind the position but
+//!   the ring holds every event after it: those are delivered at once, then it is live;
+//! * through a **private catch-up reader** otherwise: a short-lived connection reads the gap
+//!   while the watcher's live events for it are held, then it joins.
+//!
+//! Every event is decoded once and shared as an `Arc`; every CEL filter is evaluated once per
+//! event per distinct source ([`Verdicts`]). An id-only block moves the watcher's position like
+//! an event does, so a handoff at the origin's head joins live. An oversized event is a gap
+//! through its id for every subscriber.
+//!
+//! **Linger.** When its last handoff leaves, a watcher keeps its connection (and its ring) for
+//! `upstream.idle_linger_secs`, so a phone that sleeps again soon — the usual pattern — joins it
+//! without a new connection. At most `upstream.max_idle_watchers` linger at once (beyond, the
+//! connection closes with its last handoff, as with a linger of 0). A lingering watcher is open:
+//! it counts in `ssepush_proxy_upstream_watchers`, its connection in
+//! `ssepush_proxy_upstream_connections`, and it is also counted in
+//! `ssepush_proxy_upstream_idle_watchers`. One reaper task per node closes those whose linger
+//! is over; shutdown closes every watcher.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use ssepush_origin::event::{EventId, SharedEvent};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::allow::origin_of;
 use crate::connector::{Connector, Flow, Frame, oversized_reason, read_loop};
 use crate::handoff::StreamSpec;
+use crate::replay::Replay;
 pub use crate::verdicts::Verdicts;
 
 /// A handoff, as a watcher sees it.
@@ -64,11 +85,19 @@ struct WatcherInner {
     subs: HashMap<String, Sub>,
     /// The newest id this watcher has received (its `Last-Event-ID`).
     position: Option<EventId>,
+    /// Its most recent events, for handoffs joining behind it.
+    replay: Replay,
+    /// Since when it has had no subscriber (lingering); `None` while it has some.
+    idle_since: Option<Instant>,
+    /// Whether the reaper has an entry for it (at most one at a time).
+    queued: bool,
 }
 
 /// One upstream connection shared by the handoffs of one stream.
 pub struct Watcher {
     key: [u8; 32],
+    /// Tells this watcher from an older one of the same stream (the reaper's entries).
+    serial: u64,
     spec: StreamSpec,
     inner: Mutex<WatcherInner>,
     cancel: CancellationToken,
@@ -76,15 +105,48 @@ pub struct Watcher {
     hold_cap: usize,
 }
 
+/// How big a watcher's replay ring may grow.
+#[derive(Debug, Clone, Copy)]
+struct RingLimits {
+    events: usize,
+    bytes: usize,
+}
+
 impl Watcher {
+    fn new(
+        spec: &StreamSpec,
+        serial: u64,
+        start: Option<EventId>,
+        cancel: CancellationToken,
+        hold_cap: usize,
+        ring: RingLimits,
+    ) -> Watcher {
+        Watcher {
+            key: spec.key(),
+            serial,
+            spec: spec.clone(),
+            inner: Mutex::new(WatcherInner {
+                subs: HashMap::new(),
+                position: start,
+                replay: Replay::new(start, ring.events, ring.bytes),
+                idle_since: None,
+                queued: false,
+            }),
+            cancel,
+            hold_cap,
+        }
+    }
+
     fn dispatch(&self, frame: &Frame) -> Flow {
         let mut inner = self.inner.lock().unwrap();
+        let inner = &mut *inner;
         match frame {
             Frame::Event(ev) => {
                 if inner.position.is_some_and(|p| ev.id <= p) {
                     return Flow::Continue;
                 }
                 inner.position = Some(ev.id);
+                inner.replay.push(ev);
                 let mut verdicts = Verdicts::new(ev);
                 for sub in inner.subs.values_mut() {
                     match &mut sub.mode {
@@ -103,13 +165,24 @@ impl Watcher {
                 }
             }
             Frame::Reset(oldest) => {
+                // Events between the position and what the origin still has are lost: the
+                // ring can no longer vouch for anything before what comes next.
+                inner.replay.break_at(None);
                 for sub in inner.subs.values() {
                     sub.sub.on_reset(*oldest);
                 }
             }
             // The stream's cursor moved without an event (e.g. the origin's head on a fresh
             // stream): handoffs at or past it can join live.
-            Frame::LastEventId(Some(id)) => inner.position = inner.position.max(Some(*id)),
+            Frame::LastEventId(Some(id)) => {
+                inner.position = inner.position.max(Some(*id));
+                if let Some(p) = inner.position {
+                    inner.replay.moved_to(p);
+                }
+            }
+            // The next connection starts at the origin's head: whatever lies between is
+            // unknown.
+            Frame::LastEventId(None) => inner.replay.break_at(None),
             Frame::Oversized {
                 id: Some(id),
                 limit,
@@ -118,22 +191,18 @@ impl Watcher {
                     return Flow::Continue;
                 }
                 inner.position = Some(*id);
+                // A gap every subscriber must hear of: only cursors past it join from the ring.
+                inner.replay.break_at(Some(*id));
                 // Catching-up subscribers too: their private reader may stop before this id.
                 let reason = oversized_reason(*id, *limit);
                 for sub in inner.subs.values() {
                     sub.sub.on_skipped(*id, &reason);
                 }
             }
-            Frame::LastEventId(None)
-            | Frame::Oversized { id: None, .. }
-            | Frame::Retry(_)
-            | Frame::Undecodable(_) => {}
+            Frame::Oversized { id: None, .. } | Frame::Retry(_) | Frame::Undecodable(_) => {}
         }
-        if inner.subs.is_empty() {
-            Flow::Done
-        } else {
-            Flow::Continue
-        }
+        // A watcher without subscribers lingers (or is being closed): its cancel token ends it.
+        Flow::Continue
     }
 
     /// A frame of a subscriber's private gap reader. Returns `Done` once it has caught up.
@@ -196,22 +265,74 @@ impl Watcher {
     }
 }
 
+/// The watchers of a node, and the lingering ones' deadlines.
+struct Registry {
+    watchers: HashMap<[u8; 32], Arc<Watcher>>,
+    /// Watchers in `watchers` without a subscriber (lingering).
+    idle: usize,
+    /// When each lingering watcher's linger may be over, soonest first: `(deadline, serial,
+    /// key)`, at most one entry per watcher.
+    reap: BinaryHeap<Reverse<(Instant, u64, [u8; 32])>>,
+}
+
+impl Registry {
+    fn gauges(&self) {
+        metrics::gauge!("ssepush_proxy_upstream_watchers").set(self.watchers.len() as f64);
+        metrics::gauge!("ssepush_proxy_upstream_idle_watchers").set(self.idle as f64);
+    }
+
+    /// Forgets `w` if it is the stream's current watcher (and counted it idle).
+    fn remove(&mut self, w: &Arc<Watcher>, inner: &WatcherInner) {
+        if self.watchers.get(&w.key).is_some_and(|x| Arc::ptr_eq(x, w)) {
+            self.watchers.remove(&w.key);
+            if inner.idle_since.is_some() {
+                self.idle -= 1;
+            }
+            self.gauges();
+        }
+    }
+}
+
 /// Every watcher of this node, keyed by stream.
 pub struct Upstreams {
     connector: Connector,
-    watchers: Mutex<HashMap<[u8; 32], Arc<Watcher>>>,
+    registry: Mutex<Registry>,
     shutdown: CancellationToken,
     hold_cap: usize,
+    ring: RingLimits,
+    linger: Duration,
+    max_idle: usize,
+    next_serial: AtomicU64,
+    /// Wakes the reaper when its first entry arrives.
+    reaper_wake: Notify,
+    reaper_started: AtomicBool,
     me: Weak<Upstreams>,
 }
 
 impl Upstreams {
+    /// The node's watchers: connections through `connector` (whose `[upstream]` settings also
+    /// give the linger and the replay ring's bounds), `hold_cap` live events held per handoff
+    /// while a private reader catches it up; every watcher stops at `shutdown`.
     pub fn new(connector: Connector, hold_cap: usize, shutdown: CancellationToken) -> Arc<Self> {
+        let cfg = connector.cfg.clone();
         Arc::new_cyclic(|me| Upstreams {
             connector,
-            watchers: Mutex::new(HashMap::new()),
+            registry: Mutex::new(Registry {
+                watchers: HashMap::new(),
+                idle: 0,
+                reap: BinaryHeap::new(),
+            }),
             shutdown,
             hold_cap: hold_cap.max(1),
+            ring: RingLimits {
+                events: cfg.replay_events,
+                bytes: cfg.replay_bytes,
+            },
+            linger: Duration::from_secs(cfg.idle_linger_secs),
+            max_idle: cfg.max_idle_watchers,
+            next_serial: AtomicU64::new(1),
+            reaper_wake: Notify::new(),
+            reaper_started: AtomicBool::new(false),
             me: me.clone(),
         })
     }
@@ -236,8 +357,9 @@ impl Upstreams {
         }
     }
 
-    /// Joins subscribers that share `cursor`: live when the watcher has not passed it, else
-    /// through one private catch-up reader from it.
+    /// Joins subscribers that share `cursor`: live when the watcher has not passed it, from
+    /// the replay ring when it holds every event after it, else through one private catch-up
+    /// reader from it.
     fn join_group(
         &self,
         spec: &StreamSpec,
@@ -245,31 +367,41 @@ impl Upstreams {
         subs: Vec<Arc<dyn Subscriber>>,
     ) {
         let key = spec.key();
-        let mut watchers = self.watchers.lock().unwrap();
-        let existing = watchers
+        let mut reg = self.registry.lock().unwrap();
+        let existing = reg
+            .watchers
             .get(&key)
             .filter(|w| !w.cancel.is_cancelled())
             .cloned();
         let watcher = match existing {
             Some(w) => w,
             None => {
-                let w = Arc::new(Watcher {
-                    key,
-                    spec: spec.clone(),
-                    inner: Mutex::new(WatcherInner {
-                        subs: HashMap::new(),
-                        position: cursor,
-                    }),
-                    cancel: self.shutdown.child_token(),
-                    hold_cap: self.hold_cap,
-                });
-                watchers.insert(key, w.clone());
-                metrics::gauge!("ssepush_proxy_upstream_watchers").set(watchers.len() as f64);
+                let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+                let w = Arc::new(Watcher::new(
+                    spec,
+                    serial,
+                    cursor,
+                    self.shutdown.child_token(),
+                    self.hold_cap,
+                    self.ring,
+                ));
+                // A cancelled watcher still in the map (shutdown) is replaced.
+                if let Some(old) = reg.watchers.insert(key, w.clone())
+                    && old.inner.lock().unwrap().idle_since.is_some()
+                {
+                    reg.idle -= 1;
+                }
+                reg.gauges();
                 self.spawn_watcher(w.clone(), cursor);
                 w
             }
         };
         let mut inner = watcher.inner.lock().unwrap();
+        if inner.idle_since.take().is_some() {
+            reg.idle -= 1;
+            metrics::gauge!("ssepush_proxy_upstream_idle_watchers").set(reg.idle as f64);
+        }
+        drop(reg);
         let position = inner.position;
         // Joining live is exact when the watcher has not passed the cursor: everything after
         // the cursor is still to come through it (and the subscriber ignores what it has).
@@ -278,10 +410,22 @@ impl Upstreams {
             (Some(c), Some(p)) => c >= p,
             (Some(_), None) => false,
         };
+        let replayed = !live && cursor.is_some_and(|c| inner.replay.after(c).is_some());
+        if replayed && let Some(c) = cursor {
+            // The ring holds every event after the cursor: delivered now, under the watcher's
+            // lock, so no live event can come between.
+            for ev in inner.replay.after(c).into_iter().flatten() {
+                let mut verdicts = Verdicts::new(ev);
+                for sub in &subs {
+                    sub.on_event(ev, &mut verdicts);
+                }
+            }
+            metrics::counter!("ssepush_proxy_upstream_replays_total").increment(1);
+        }
         let mut ids = Vec::new();
         for sub in &subs {
             let id = sub.id().to_owned();
-            let mode = if live {
+            let mode = if live || replayed {
                 Mode::Live
             } else {
                 Mode::CatchingUp {
@@ -298,37 +442,123 @@ impl Upstreams {
             );
             ids.push(id);
         }
-        if !live {
-            self.spawn_catch_up(watcher.clone(), ids, cursor, subs);
+        drop(inner);
+        if !live && !replayed {
+            self.spawn_catch_up(watcher, ids, cursor, subs);
         }
     }
 
-    /// Stops watching for `id`; the connection closes with its last subscriber.
+    /// Stops watching for `id`. The connection lingers after its last subscriber (see the
+    /// module docs), or closes at once when lingering is off or enough watchers linger.
     pub fn leave(&self, spec: &StreamSpec, id: &str) {
         let key = spec.key();
-        let mut watchers = self.watchers.lock().unwrap();
-        let Some(w) = watchers.get(&key).cloned() else {
+        let mut reg = self.registry.lock().unwrap();
+        let Some(w) = reg.watchers.get(&key).cloned() else {
             return;
         };
         let mut inner = w.inner.lock().unwrap();
-        inner.subs.remove(id);
-        if inner.subs.is_empty() {
-            w.cancel.cancel();
-            watchers.remove(&key);
-            metrics::gauge!("ssepush_proxy_upstream_watchers").set(watchers.len() as f64);
+        if inner.subs.remove(id).is_none() || !inner.subs.is_empty() {
+            return;
         }
+        if self.linger.is_zero() || reg.idle >= self.max_idle || w.cancel.is_cancelled() {
+            w.cancel.cancel();
+            reg.remove(&w, &inner);
+            return;
+        }
+        let now = Instant::now();
+        inner.idle_since = Some(now);
+        reg.idle += 1;
+        if !inner.queued {
+            inner.queued = true;
+            reg.reap.push(Reverse((now + self.linger, w.serial, key)));
+            if reg.reap.len() == 1 {
+                self.reaper_wake.notify_one();
+            }
+        }
+        drop(inner);
+        metrics::gauge!("ssepush_proxy_upstream_idle_watchers").set(reg.idle as f64);
+        drop(reg);
+        self.start_reaper();
     }
 
-    /// Watchers (distinct streams) open on this node.
+    /// Watchers (distinct streams) open on this node, lingering ones included.
     pub fn watcher_count(&self) -> usize {
-        self.watchers.lock().unwrap().len()
+        self.registry.lock().unwrap().watchers.len()
+    }
+
+    /// Watchers lingering without a handoff.
+    pub fn idle_count(&self) -> usize {
+        self.registry.lock().unwrap().idle
     }
 
     /// Handoffs attached to the watcher of `spec`.
     pub fn subscribers(&self, spec: &StreamSpec) -> usize {
         let key = spec.key();
-        let w = self.watchers.lock().unwrap().get(&key).cloned();
+        let w = self.registry.lock().unwrap().watchers.get(&key).cloned();
         w.map_or(0, |w| w.subscribers())
+    }
+
+    /// Starts the reaper task once (from the first lingering watcher: a node that never
+    /// lingers runs none).
+    fn start_reaper(&self) {
+        if self.reaper_started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (me, shutdown) = (self.me.clone(), self.shutdown.clone());
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.reaper_started.store(false, Ordering::SeqCst);
+            return;
+        };
+        rt.spawn(async move {
+            loop {
+                let Some(up) = me.upgrade() else { return };
+                let next = up.registry.lock().unwrap().reap.peek().map(|r| r.0.0);
+                let wait = async {
+                    match next {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => up.reaper_wake.notified().await,
+                    }
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = wait => {}
+                }
+                up.reap(Instant::now());
+            }
+        });
+    }
+
+    /// Closes the lingering watchers whose linger is over at `now`; re-queues those that were
+    /// busy in between and are idle again (from when they last became idle).
+    fn reap(&self, now: Instant) {
+        let mut reg = self.registry.lock().unwrap();
+        while let Some(Reverse((at, serial, key))) = reg.reap.peek().copied() {
+            if at > now {
+                break;
+            }
+            reg.reap.pop();
+            let Some(w) = reg
+                .watchers
+                .get(&key)
+                .filter(|w| w.serial == serial)
+                .cloned()
+            else {
+                continue;
+            };
+            let mut inner = w.inner.lock().unwrap();
+            match inner.idle_since {
+                // Busy again: queued anew when it next becomes idle.
+                None => inner.queued = false,
+                Some(since) if since + self.linger > now => {
+                    reg.reap.push(Reverse((since + self.linger, serial, key)));
+                }
+                Some(_) => {
+                    tracing::debug!(origin = %origin_of(&w.spec.url), "idle watcher closed");
+                    w.cancel.cancel();
+                    reg.remove(&w, &inner);
+                }
+            }
+        }
     }
 
     fn spawn_watcher(&self, w: Arc<Watcher>, start: Option<EventId>) {
@@ -351,10 +581,9 @@ impl Upstreams {
                     tracing::warn!(%reason, "upstream stream stopped");
                     // Remove it first, so handoffs created from now on try afresh.
                     if let Some(me) = me.upgrade() {
-                        let mut watchers = me.watchers.lock().unwrap();
-                        if watchers.get(&w.key).is_some_and(|x| Arc::ptr_eq(x, &w)) {
-                            watchers.remove(&w.key);
-                        }
+                        let mut reg = me.registry.lock().unwrap();
+                        let inner = w.inner.lock().unwrap();
+                        reg.remove(&w, &inner);
                     }
                     w.cancel.cancel();
                     let subs: Vec<Arc<dyn Subscriber>> = {
@@ -426,6 +655,11 @@ mod tests {
 
     use super::*;
 
+    const NO_RING: RingLimits = RingLimits {
+        events: 0,
+        bytes: 0,
+    };
+
     /// A subscriber that records what it is given.
     struct Rec {
         id: String,
@@ -476,16 +710,14 @@ mod tests {
             })
         };
         let (a, b) = (rec("a"), rec("b"));
-        let w = Watcher {
-            key: spec.key(),
-            spec,
-            inner: Mutex::new(WatcherInner {
-                subs: HashMap::new(),
-                position: Some(EventId::new(1, 5)),
-            }),
-            cancel: CancellationToken::new(),
-            hold_cap: 2,
-        };
+        let w = Watcher::new(
+            &spec,
+            1,
+            Some(EventId::new(1, 5)),
+            CancellationToken::new(),
+            2,
+            NO_RING,
+        );
         {
             let mut inner = w.inner.lock().unwrap();
             inner.subs.insert(
@@ -534,16 +766,14 @@ mod tests {
             id: "b".into(),
             got: Mutex::new(Vec::new()),
         });
-        let w = Watcher {
-            key: spec.key(),
-            spec,
-            inner: Mutex::new(WatcherInner {
-                subs: HashMap::new(),
-                position: Some(EventId::new(1, 5)),
-            }),
-            cancel: CancellationToken::new(),
-            hold_cap: 2,
-        };
+        let w = Watcher::new(
+            &spec,
+            1,
+            Some(EventId::new(1, 5)),
+            CancellationToken::new(),
+            2,
+            NO_RING,
+        );
         w.inner.lock().unwrap().subs.insert(
             "b".into(),
             Sub {
@@ -568,16 +798,7 @@ mod tests {
             url: Url::parse("http://127.0.0.1:1/v1/sse").unwrap(),
             headers: Default::default(),
         };
-        let w = Watcher {
-            key: spec.key(),
-            spec,
-            inner: Mutex::new(WatcherInner {
-                subs: HashMap::new(),
-                position,
-            }),
-            cancel: CancellationToken::new(),
-            hold_cap: 4,
-        };
+        let w = Watcher::new(&spec, 1, position, CancellationToken::new(), 4, NO_RING);
         w.inner.lock().unwrap().subs.insert(
             sub.id.clone(),
             Sub {
@@ -629,5 +850,56 @@ mod tests {
         assert!(matches!(w.catch_up("b", &ev(4)), Flow::Continue));
         assert!(matches!(w.catch_up("b", &big), Flow::Done));
         assert_eq!(*b.got.lock().unwrap(), vec![4, 2005, 6]);
+    }
+
+    #[tokio::test]
+    async fn a_lingering_watcher_closes_a_linger_after_it_last_became_idle() {
+        let cfg = crate::settings::UpstreamSettings {
+            idle_linger_secs: 10,
+            max_idle_watchers: 1,
+            ..Default::default()
+        };
+        let listen = "127.0.0.1:8090".parse().unwrap();
+        let allow = Arc::new(crate::allow::OriginAllowList::parse(&[], listen).unwrap());
+        let shutdown = CancellationToken::new();
+        let ups = Upstreams::new(
+            Connector::new(allow, cfg, None).unwrap(),
+            4,
+            shutdown.clone(),
+        );
+        let spec = |port: u16| StreamSpec {
+            url: Url::parse(&format!("http://127.0.0.1:{port}/v1/sse")).unwrap(),
+            headers: Default::default(),
+        };
+        let rec = |id: &str| {
+            Arc::new(Rec {
+                id: id.into(),
+                got: Mutex::new(Vec::new()),
+            })
+        };
+        let t0 = Instant::now();
+        ups.join(&spec(1), rec("a"));
+        ups.leave(&spec(1), "a");
+        // A second leave of the same handoff changes nothing.
+        ups.leave(&spec(1), "a");
+        assert_eq!((ups.watcher_count(), ups.idle_count()), (1, 1));
+        // Only one may linger: the next stream's watcher closes with its handoff.
+        ups.join(&spec(2), rec("x"));
+        ups.leave(&spec(2), "x");
+        assert_eq!((ups.watcher_count(), ups.idle_count()), (1, 1));
+        ups.reap(t0 + Duration::from_secs(5));
+        assert_eq!(ups.watcher_count(), 1);
+        // Busy again, then idle again later: its linger starts over.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ups.join(&spec(1), rec("b"));
+        assert_eq!(ups.idle_count(), 0);
+        ups.leave(&spec(1), "b");
+        ups.reap(t0 + Duration::from_millis(10_100));
+        assert_eq!((ups.watcher_count(), ups.idle_count()), (1, 1));
+        ups.reap(t0 + Duration::from_millis(10_300));
+        assert_eq!((ups.watcher_count(), ups.idle_count()), (0, 0));
+        // A reaper entry of a closed watcher is gone with it.
+        assert!(ups.registry.lock().unwrap().reap.is_empty());
+        shutdown.cancel();
     }
 }

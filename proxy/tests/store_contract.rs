@@ -68,6 +68,11 @@ async fn records_and_fencing(s: &dyn HandoffStore) {
     ));
     let got = s.get("h_a").await.unwrap().unwrap();
     assert_eq!(got.owner.as_deref(), Some("n1"));
+    // The whole record comes back as it went in (sealed secrets included).
+    assert_eq!(
+        serde_json::to_value(&got.rec).unwrap(),
+        serde_json::to_value(record("h_a")).unwrap()
+    );
     assert_eq!(got.rec.stream_headers, record("h_a").stream_headers);
     assert_eq!(got.rec.stream_url, record("h_a").stream_url);
     assert!(got.rec.wake_outstanding);
@@ -91,11 +96,21 @@ async fn records_and_fencing(s: &dyn HandoffStore) {
     s.put(moved, &f1).await.unwrap();
     assert_eq!(s.get("h_a").await.unwrap().unwrap().rec.pending, 7);
     assert!(s.get("h_nosuch").await.unwrap().is_none());
-    // Finished records go to the sweeper.
+    // Finished records go to the sweeper, only when the write lands: a fenced-out node's
+    // final record is neither written nor handed to the sweeper.
     let f2 = s.insert(record("h_b"), "n1").await.unwrap();
     let mut done = record("h_b");
     done.state = HandoffState::Closed;
     done.finished_at_ms = Some(10);
+    assert!(matches!(
+        s.put(done.clone(), &other).await,
+        Err(StoreError::Fenced(_))
+    ));
+    assert!(s.finished_before(11).await.unwrap().is_empty());
+    assert_eq!(
+        s.get("h_b").await.unwrap().unwrap().rec.state,
+        HandoffState::Watching
+    );
     s.put(done, &f2).await.unwrap();
     assert_eq!(
         s.finished_before(11).await.unwrap(),

@@ -53,6 +53,21 @@ impl Conn {
         self.send(sse_head(200, &[])).await;
     }
 
+    /// Whether the client closed the connection within `within` (what it sends meanwhile is
+    /// read and dropped).
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        let mut buf = [0u8; 1024];
+        let eof = async {
+            loop {
+                match self.stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(within, eof).await.is_ok()
+    }
+
     /// Closes the connection (the client sees the end of the stream).
     pub async fn cut(mut self) {
         let _ = self.stream.shutdown().await;

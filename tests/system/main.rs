@@ -40,6 +40,7 @@ mod proxy_fleet;
 mod proxy_gateway;
 mod proxy_handoff;
 mod proxy_upstream;
+mod proxy_watchers;
 mod push_providers;
 mod readme;
 mod redis_cluster;

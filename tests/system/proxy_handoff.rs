@@ -533,7 +533,12 @@ async fn a_handoff_without_a_provider_for_its_platform_is_refused() {
 
 #[tokio::test]
 async fn a_handoff_past_its_ttl_expires_and_stops_watching() {
-    let (origin, proxy, recorder) = setup().await;
+    let origin = TestOrigin::start(memory_settings()).await;
+    let recorder = Recorder::new();
+    let mut settings = proxy_settings(&[&origin.url]);
+    // Its watcher closes with it (by default it would linger, see `proxy_watchers`).
+    settings.upstream.idle_linger_secs = 0;
+    let proxy = TestProxy::start(settings, recorder.clone()).await;
     let mut body = handoff_body(&stream_url(&origin, "ttl.*"), None, 10);
     body["ttlSec"] = json!(1);
     let h = proxy.create(&body).await;

@@ -228,10 +228,7 @@ pub fn target_digest(target: &PushTarget) -> String {
         PushTarget::Fcm { token } => format!("fcm\0{token}"),
         PushTarget::Webpush { subscription } => format!("webpush\0{}", subscription.endpoint),
     };
-    Sha256::digest(who.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::token::hex(&Sha256::digest(who.as_bytes()))
 }
 
 /// Opens the store a URL names: `memory` (this node alone, at most `max_handoffs` records),

@@ -21,7 +21,14 @@
 //! set that is revisited (and a stale entry is dropped when the script says the owner differs).
 //!
 //! Every write an owner makes is a script that checks `owner` and `epoch` in the same step
-//! ([`PUT`], [`FENCE`], [`RELEASE`]); every change of hands bumps the epoch ([`CLAIM`]).
+//! ([`PUT`], [`PUT_FINISHED`], [`FENCE`], [`RELEASE`]); every change of hands bumps the epoch
+//! ([`CLAIM`]).
+//!
+//! Round trips on the churn path (create, then hand back): on one Redis a create is
+//! [`INSERT_INDEXED`] (record and fleet indexes in one script) and the push target's
+//! [`TARGET`]; the final write is [`PUT_FINISHED`] (record and sweeper index in one script,
+//! the index moved only when the write landed) — three in all. A cluster cannot run a script
+//! over several slots, so there the indexes are a separate pipeline: five.
 //! Lease ends are in Redis's own clock (`TIME` inside the scripts), so nodes' clocks never
 //! matter; a lease that ran out is never renewed ([`HEARTBEAT`]).
 
@@ -47,12 +54,35 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', 1, 'rec', ARGV[2])
 return 1";
 
+/// [`INSERT`] and the fleet's indexes (KEYS[2] `all`, KEYS[3] the node's `owned`) in one step:
+/// on one Redis, where a script may touch keys of several slots (a cluster runs the two
+/// separately, the indexes first).
+const INSERT_INDEXED: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', 1, 'rec', ARGV[2])
+return 1";
+
 /// Replaces the record if ARGV[1]/ARGV[2] (node, epoch) still own it: 1, or 2 when a newer
 /// handoff for its push target replaced it (written all the same), 0 when fenced out.
 const PUT: &str = r"
 local o = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'replaced')
 if o[1] ~= ARGV[1] or o[2] ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'rec', ARGV[3])
+if o[3] then return 2 end
+return 1";
+
+/// [`PUT`] of a finished record (ARGV[4] its id, ARGV[5] when it finished) and, only if it
+/// landed, its move to the sweeper's index: KEYS[2] `done`, out of KEYS[3] the owner's `owned`
+/// and KEYS[4] its push target's set. One step on one Redis (see [`INSERT_INDEXED`]).
+const PUT_FINISHED: &str = r"
+local o = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'replaced')
+if o[1] ~= ARGV[1] or o[2] ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'rec', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
+redis.call('SREM', KEYS[3], ARGV[4])
+redis.call('ZREM', KEYS[4], ARGV[4])
 if o[3] then return 2 end
 return 1";
 
@@ -152,6 +182,14 @@ struct Secrets {
     push: PushTarget,
 }
 
+/// [`Secrets`] borrowed from a record, to seal it without copying (the same JSON).
+#[derive(Serialize)]
+struct SecretsRef<'a> {
+    url: &'a str,
+    headers: &'a [(String, String)],
+    push: &'a PushTarget,
+}
+
 /// A connection to one Redis or to a Redis Cluster (`redis+cluster://host:port,host:port`):
 /// every script touches the keys of one slot, so both run the same commands.
 #[derive(Clone)]
@@ -204,7 +242,9 @@ pub struct RedisStore {
 
 struct Scripts {
     insert: Script,
+    insert_indexed: Script,
     put: Script,
+    put_finished: Script,
     fence: Script,
     release: Script,
     claim: Script,
@@ -278,7 +318,9 @@ impl RedisStore {
             sealer,
             scripts: Scripts {
                 insert: Script::new(INSERT),
+                insert_indexed: Script::new(INSERT_INDEXED),
                 put: Script::new(PUT),
+                put_finished: Script::new(PUT_FINISHED),
                 fence: Script::new(FENCE),
                 release: Script::new(RELEASE),
                 claim: Script::new(CLAIM),
@@ -344,22 +386,27 @@ impl RedisStore {
         self.fleet_key(&format!("owned:{node}"))
     }
 
-    /// The record as stored: its secrets sealed.
+    /// The record as stored: its secrets sealed. The record's JSON is re-framed field by field
+    /// (each value kept as the raw text it was written as) rather than through a value tree:
+    /// this runs for every write of the churn path.
     fn encode(&self, rec: &HandoffRecord) -> String {
-        let secrets = Secrets {
-            url: rec.stream_url.clone(),
-            headers: rec.stream_headers.clone(),
-            push: rec.push.clone(),
+        let secrets = SecretsRef {
+            url: &rec.stream_url,
+            headers: &rec.stream_headers,
+            push: &rec.push,
         };
-        let mut v = serde_json::to_value(rec).unwrap_or_default();
-        if let Some(obj) = v.as_object_mut() {
-            obj.remove("streamUrl");
-            obj.remove("streamHeaders");
-            obj.remove("push");
-            let plain = serde_json::to_vec(&secrets).unwrap_or_default();
-            obj.insert("sealed".into(), self.sealer.seal(&plain).into());
+        let plain = serde_json::to_vec(&secrets).unwrap_or_default();
+        let sealed = serde_json::value::to_raw_value(&self.sealer.seal(&plain)).ok();
+        let text = serde_json::to_string(rec).unwrap_or_default();
+        let mut fields: std::collections::BTreeMap<String, &serde_json::value::RawValue> =
+            serde_json::from_str(&text).unwrap_or_default();
+        for secret in ["streamUrl", "streamHeaders", "push"] {
+            fields.remove(secret);
         }
-        v.to_string()
+        if let Some(sealed) = &sealed {
+            fields.insert("sealed".into(), sealed);
+        }
+        serde_json::to_string(&fields).unwrap_or_default()
     }
 
     fn decode(&self, raw: &str) -> Result<HandoffRecord, StoreError> {
@@ -384,6 +431,12 @@ impl RedisStore {
             serde_json::to_value(secrets.push).unwrap_or_default(),
         );
         serde_json::from_value(v).map_err(|e| bad(e.to_string()))
+    }
+
+    /// Whether every key lives on one Redis, so one script may touch keys of several slots
+    /// (a create or a final write is then one round trip instead of two).
+    fn one_server(&self) -> bool {
+        matches!(self.conn, Conn::Single(_))
     }
 
     /// After a write of `rec` by `node`: a finished record leaves its owner's set for the
@@ -476,6 +529,27 @@ impl HandoffStore for RedisStore {
     async fn insert(&self, rec: HandoffRecord, node: &str) -> Result<Fence, StoreError> {
         let mut conn = self.conn.clone();
         let id = rec.id.clone();
+        if self.one_server() {
+            let created: i64 = self
+                .scripts
+                .insert_indexed
+                .key(self.key(&id))
+                .key(self.fleet_key("all"))
+                .key(self.owned_key(node))
+                .arg(node)
+                .arg(self.encode(&rec))
+                .arg(&id)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if created == 0 {
+                return Err(StoreError::Exists(id));
+            }
+            return Ok(Fence {
+                node: node.into(),
+                epoch: 1,
+            });
+        }
         // The indexes first: a crash after this leaves an id that claims drop as missing.
         redis::pipe()
             .sadd(self.fleet_key("all"), &id)
@@ -505,6 +579,30 @@ impl HandoffStore for RedisStore {
 
     async fn put(&self, rec: HandoffRecord, fence: &Fence) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
+        if let Some(fin) = rec.finished_at_ms
+            && self.one_server()
+        {
+            let ok: i64 = self
+                .scripts
+                .put_finished
+                .key(self.key(&rec.id))
+                .key(self.fleet_key("done"))
+                .key(self.owned_key(&fence.node))
+                .key(self.target_key(&super::target_digest(&rec.push)))
+                .arg(&*fence.node)
+                .arg(fence.epoch)
+                .arg(self.encode(&rec))
+                .arg(&rec.id)
+                .arg(fin)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            return match ok {
+                0 => Err(StoreError::Fenced(rec.id)),
+                2 => Err(StoreError::Replaced(rec.id)),
+                _ => Ok(()),
+            };
+        }
         let ok: i64 = self
             .scripts
             .put
