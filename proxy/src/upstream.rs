@@ -93,6 +93,20 @@ struct WatcherInner {
     queued: bool,
 }
 
+impl WatcherInner {
+    /// Whether a subscriber at `cursor` can join the live feed as it is: exact when the
+    /// watcher has not passed the cursor, since everything after it is still to come through
+    /// the watcher (and the subscriber ignores what it has). With no position (a fresh
+    /// watcher, or one whose origin just reset) only a subscriber with no cursor can.
+    fn joins_live(&self, cursor: Option<EventId>) -> bool {
+        match (cursor, self.position) {
+            (None, _) => true,
+            (Some(c), Some(p)) => c >= p,
+            (Some(_), None) => false,
+        }
+    }
+}
+
 /// One upstream connection shared by the handoffs of one stream.
 pub struct Watcher {
     key: [u8; 32],
@@ -166,8 +180,12 @@ impl Watcher {
             }
             Frame::Reset(oldest) => {
                 // Events between the position and what the origin still has are lost: the
-                // ring can no longer vouch for anything before what comes next.
+                // ring can no longer vouch for anything before what comes next, and neither
+                // can the position — a handoff joining now with a cursor at the old position
+                // must hear of the loss from the origin (a private reader), not join live and
+                // miss it silently. The next event or id-only block sets it again.
                 inner.replay.break_at(None);
+                inner.position = None;
                 for sub in inner.subs.values() {
                     sub.sub.on_reset(*oldest);
                 }
@@ -403,13 +421,7 @@ impl Upstreams {
         }
         drop(reg);
         let position = inner.position;
-        // Joining live is exact when the watcher has not passed the cursor: everything after
-        // the cursor is still to come through it (and the subscriber ignores what it has).
-        let live = match (cursor, position) {
-            (None, _) => true,
-            (Some(c), Some(p)) => c >= p,
-            (Some(_), None) => false,
-        };
+        let live = inner.joins_live(cursor);
         let replayed = !live && cursor.is_some_and(|c| inner.replay.after(c).is_some());
         if replayed && let Some(c) = cursor {
             // The ring holds every event after the cursor: delivered now, under the watcher's
@@ -807,6 +819,28 @@ mod tests {
             },
         );
         w
+    }
+
+    #[test]
+    fn after_a_reset_a_cursor_at_the_old_position_no_longer_joins_live() {
+        let a = Arc::new(Rec {
+            id: "a".into(),
+            got: Mutex::new(Vec::new()),
+        });
+        let w = watcher_with(a.clone(), Some(EventId::new(1, 2)));
+        w.dispatch(&ev(3));
+        let at_position = Some(EventId::new(1, 3));
+        assert!(w.inner.lock().unwrap().joins_live(at_position));
+        // The origin could not resume the watcher: what lay between is gone, and a handoff
+        // at the old position must learn it from the origin rather than join live.
+        w.dispatch(&Frame::Reset(Some(EventId::new(1, 9))));
+        assert!(!w.inner.lock().unwrap().joins_live(at_position));
+        assert!(w.inner.lock().unwrap().joins_live(None));
+        // The next event sets the position again.
+        w.dispatch(&ev(9));
+        assert!(w.inner.lock().unwrap().joins_live(Some(EventId::new(1, 9))));
+        assert!(!w.inner.lock().unwrap().joins_live(at_position));
+        assert_eq!(*a.got.lock().unwrap(), vec![3, 9]);
     }
 
     #[test]
