@@ -1,32 +1,36 @@
 //! A live handoff: the hot half of its record (state, cursor, buffer, wake policy) behind one
 //! mutex, owned by the node that watches for it. It is what the upstream watcher calls
 //! synchronously for every event (a [`Subscriber`]), what the API's check-in and handback
-//! change, and what the driver ([`crate::driver`]) asks what to do; it never does I/O itself.
+//! change, and what the scheduler ([`crate::scheduler`]) asks what to do; it never does I/O
+//! itself. Whatever changes what it should do lists it in the node's [`Schedule`].
 //!
 //! Its position in the stream has one owner, the [`Cursor`] inside; the watcher reads it when
 //! the handoff joins ([`Subscriber::cursor`]). Every log line of a handoff is in a span carrying
-//! its id — never its token, push token or upstream headers.
+//! its id ([`LiveHandoff::span`], made when there is something to log: a sleeping handoff holds
+//! none) — never its token, push token or upstream headers.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use ssepush_origin::EventId;
 use ssepush_origin::clock::now_ms;
 use ssepush_origin::event::SharedEvent;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::buffer::EventBuffer;
 use crate::cursor::Cursor;
 use crate::handoff::{HandoffSpec, Input, State, transition};
 use crate::protocol::{CatchUp, LastWake};
 use crate::push::{PushError, Wake};
+use crate::schedule::{Schedule, Scheduled, Slot};
 use crate::settings::Settings;
 use crate::store::{Fence, HandoffRecord, Owned};
 use crate::token::TokenHash;
 use crate::upstream::{Subscriber, Verdicts};
 use crate::wake::{Action, Outcome, WakeConfig, WakePolicy};
+
+/// The node's schedule of live handoffs.
+pub type Handoffs = Schedule<LiveHandoff>;
 
 struct Inner {
     state: State,
@@ -41,20 +45,15 @@ struct Inner {
 
 /// One handoff this node watches for. See the module docs.
 pub struct LiveHandoff {
-    pub id: String,
+    /// Shared with the node's map of live handoffs.
+    pub id: Arc<str>,
     token: TokenHash,
     pub spec: HandoffSpec,
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
     /// When the ttl ends, on the monotonic clock.
     pub expires_at: Instant,
-    /// How long push services keep an undelivered wake (`wake.push_ttl_secs`).
-    push_ttl: Duration,
     inner: Mutex<Inner>,
-    notify: Notify,
-    /// Cancelled when the handoff reaches a terminal state, or this node gave it up: the driver
-    /// ends.
-    pub stop: CancellationToken,
     /// This node's right to act for it (`crate::store`, "Ownership and fencing").
     pub fence: Fence,
     /// This node no longer owns it (released, or fenced out): nothing more is done or written.
@@ -62,10 +61,16 @@ pub struct LiveHandoff {
     /// A digest of the durable part of the last record written (state, cursor, wake state,
     /// counters): unchanged records are not written again.
     persisted: std::sync::atomic::AtomicU64,
-    /// Held while a wake is fenced and sent, and while the handoff is released: a release never
-    /// overlaps a send, so no wake of an old epoch lands after the next owner's.
-    pub acting: tokio::sync::Mutex<()>,
-    span: tracing::Span,
+    /// Set while a task acts for it (fences and sends a wake, writes it, tears it down) and
+    /// while it is released: one at a time, so a release never overlaps a send (no wake of an
+    /// old epoch lands after the next owner's) and its writes stay in order.
+    acting: AtomicBool,
+    /// It ended and was torn down ([`crate::node::Node::teardown`]).
+    torn_down: AtomicBool,
+    /// Its place in the node's schedule.
+    slot: Slot,
+    schedule: Arc<Handoffs>,
+    me: Weak<LiveHandoff>,
 }
 
 impl std::fmt::Debug for LiveHandoff {
@@ -77,6 +82,12 @@ impl std::fmt::Debug for LiveHandoff {
             .field("state", &self.inner.lock().unwrap().state)
             .field("expires_at_ms", &self.expires_at_ms)
             .finish()
+    }
+}
+
+impl Scheduled for LiveHandoff {
+    fn slot(&self) -> &Slot {
+        &self.slot
     }
 }
 
@@ -92,17 +103,61 @@ pub struct WakeSend {
     pub owed_since: Option<Instant>,
 }
 
+/// Held while a task acts for a handoff ([`LiveHandoff::try_act`]); lets go when dropped.
+#[derive(Debug)]
+pub struct Acting(Arc<LiveHandoff>);
+
+impl Acting {
+    /// The handoff acted for.
+    pub fn handoff(&self) -> &Arc<LiveHandoff> {
+        &self.0
+    }
+}
+
+impl Drop for Acting {
+    fn drop(&mut self) {
+        self.0.acting.store(false, Ordering::Release);
+    }
+}
+
 impl LiveHandoff {
     /// A handoff of `spec` whose phone handed off at `cursor`, with the node's `[wake]` and
-    /// buffer settings.
+    /// buffer settings, scheduled in `schedule` (it is not asked anything until listed there,
+    /// see [`crate::scheduler::start`]).
     pub fn new(
-        id: String,
+        id: Arc<str>,
         token: TokenHash,
         spec: HandoffSpec,
         cursor: Option<EventId>,
         settings: &Settings,
         fence: Fence,
+        schedule: &Arc<Handoffs>,
     ) -> Arc<LiveHandoff> {
+        Arc::new_cyclic(|me| {
+            Self::build(
+                me.clone(),
+                id,
+                token,
+                spec,
+                cursor,
+                settings,
+                fence,
+                schedule,
+            )
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        me: Weak<LiveHandoff>,
+        id: Arc<str>,
+        token: TokenHash,
+        spec: HandoffSpec,
+        cursor: Option<EventId>,
+        settings: &Settings,
+        fence: Fence,
+        schedule: &Arc<Handoffs>,
+    ) -> LiveHandoff {
         let w = &settings.wake;
         let cfg = WakeConfig {
             coalesce: Duration::from_millis(spec.wake.coalesce_ms),
@@ -113,14 +168,12 @@ impl LiveHandoff {
         };
         let created = now_ms();
         let ttl = Duration::from_secs(spec.ttl_secs);
-        let span = tracing::info_span!("handoff", id = %id, platform = spec.push.platform());
         state_gauge(&State::Watching, 1.0);
-        Arc::new(LiveHandoff {
+        LiveHandoff {
             token,
             created_at_ms: created,
             expires_at_ms: created + ttl.as_millis() as u64,
             expires_at: Instant::now() + ttl,
-            push_ttl: Duration::from_secs(w.push_ttl_secs),
             inner: Mutex::new(Inner {
                 state: State::Watching,
                 cursor: Cursor::new(cursor),
@@ -132,16 +185,17 @@ impl LiveHandoff {
                 last_error: None,
                 finished_at_ms: None,
             }),
-            notify: Notify::new(),
-            stop: CancellationToken::new(),
             fence,
             released: AtomicBool::new(false),
-            acting: tokio::sync::Mutex::new(()),
             persisted: std::sync::atomic::AtomicU64::new(0),
-            span,
+            acting: AtomicBool::new(false),
+            torn_down: AtomicBool::new(false),
+            slot: schedule.slot(),
+            schedule: schedule.clone(),
+            me,
             spec,
             id,
-        })
+        }
     }
 
     /// A handoff this node took over under `fence`, from its stored record: the device cursor
@@ -153,6 +207,7 @@ impl LiveHandoff {
         fence: Fence,
         settings: &Settings,
         allow: &crate::allow::OriginAllowList,
+        schedule: &Arc<Handoffs>,
     ) -> Result<Arc<LiveHandoff>, String> {
         let rec = &owned.rec;
         if rec.state.is_terminal() {
@@ -160,19 +215,27 @@ impl LiveHandoff {
         }
         let spec = crate::handoff::spec_of_record(rec, allow)?;
         let token = TokenHash::from_hex(&rec.token_sha256).ok_or("unreadable token hash")?;
-        let h = LiveHandoff::new(rec.id.clone(), token, spec, rec.cursor, settings, fence);
         let now_wall = now_ms();
         let now = Instant::now();
         let left = Duration::from_millis(rec.expires_at_ms.saturating_sub(now_wall));
         // SAFETY of the arithmetic: an instant in the past stays representable for an hour.
         let to_instant =
             |ms: u64| now.checked_sub(Duration::from_millis(now_wall.saturating_sub(ms)));
-        let mut h = h;
-        if let Some(inner) = Arc::get_mut(&mut h) {
-            inner.created_at_ms = rec.created_at_ms;
-            inner.expires_at_ms = rec.expires_at_ms;
-            inner.expires_at = now + left;
-            let i = inner.inner.get_mut().unwrap();
+        Ok(Arc::new_cyclic(|me| {
+            let mut h = Self::build(
+                me.clone(),
+                rec.id.as_str().into(),
+                token,
+                spec,
+                rec.cursor,
+                settings,
+                fence,
+                schedule,
+            );
+            h.created_at_ms = rec.created_at_ms;
+            h.expires_at_ms = rec.expires_at_ms;
+            h.expires_at = now + left;
+            let i = h.inner.get_mut().unwrap();
             if rec.state == crate::protocol::HandoffState::Woken {
                 i.state = State::Woken;
                 state_gauge(&State::Watching, -1.0);
@@ -188,20 +251,57 @@ impl LiveHandoff {
             i.wakes_sent = rec.wakes_sent;
             i.last_wake = rec.last_wake.clone();
             i.last_error = rec.last_error.clone();
-        }
-        Ok(h)
+            h
+        }))
     }
 
-    /// This node gives the handoff up (released to a peer, or fenced out): the driver ends
-    /// without a teardown and nothing is written for it again.
+    /// Something changed what should be done for it: the scheduler asks it again.
+    pub fn touch(&self) {
+        if let Some(me) = self.me.upgrade() {
+            self.schedule.changed(me);
+        }
+    }
+
+    /// The schedule it is in.
+    pub fn schedule(&self) -> &Arc<Handoffs> {
+        &self.schedule
+    }
+
+    /// Starts acting for it, unless a task already does: `None` then (that task lists it in
+    /// the schedule again when it is done).
+    pub fn try_act(self: &Arc<Self>) -> Option<Acting> {
+        (!self.acting.swap(true, Ordering::AcqRel)).then(|| Acting(self.clone()))
+    }
+
+    /// Waits until no task acts for it, then acts (a release waits for a send in progress).
+    pub async fn act(self: &Arc<Self>) -> Acting {
+        loop {
+            if let Some(a) = self.try_act() {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// This node gives the handoff up (released to a peer, or fenced out): the scheduler
+    /// forgets it without a teardown and nothing is written for it again.
     /// Returns false when it had already been given up.
     pub fn release_locally(&self) -> bool {
         if self.released.swap(true, Ordering::SeqCst) {
             return false;
         }
-        self.stop.cancel();
-        self.notify.notify_one();
+        self.touch();
         true
+    }
+
+    /// Marks it torn down (its watcher left, its final record written): true the first time.
+    pub fn begin_teardown(&self) -> bool {
+        !self.torn_down.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether it was torn down: nothing more is done for it.
+    pub fn is_torn_down(&self) -> bool {
+        self.torn_down.load(Ordering::SeqCst)
     }
 
     /// Whether this node gave it up.
@@ -213,8 +313,10 @@ impl LiveHandoff {
         self.token.verify(presented)
     }
 
-    pub fn span(&self) -> &tracing::Span {
-        &self.span
+    /// The span its log lines go in: its id and platform (made on demand: a sleeping handoff
+    /// holds no span).
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!("handoff", id = %self.id, platform = self.spec.push.platform())
     }
 
     pub fn state(&self) -> State {
@@ -226,12 +328,6 @@ impl LiveHandoff {
         self.inner.lock().unwrap().cursor.device()
     }
 
-    /// Resolves when something may have changed what the driver should do (an event owing a
-    /// wake, a check-in, a state change).
-    pub async fn changed(&self) {
-        self.notify.notified().await
-    }
-
     /// Applies a state-machine input; returns true when the state changed.
     fn apply(&self, inner: &mut Inner, input: Input) -> bool {
         let next = transition(&inner.state, &input);
@@ -240,17 +336,15 @@ impl LiveHandoff {
         }
         state_gauge(&inner.state, -1.0);
         state_gauge(&next, 1.0);
-        let _e = self.span.enter();
-        tracing::info!(from = inner.state.name(), to = next.name(), "handoff state");
+        tracing::info!(parent: &self.span(), from = inner.state.name(), to = next.name(), "handoff state");
         if next.is_terminal() {
             inner.finished_at_ms = Some(now_ms());
             if let State::Failed(reason) = &next {
                 inner.last_error = Some(reason.clone());
             }
-            self.stop.cancel();
         }
         inner.state = next;
-        self.notify.notify_one();
+        self.touch();
         true
     }
 
@@ -271,7 +365,7 @@ impl LiveHandoff {
         let owed = inner.buffer.wake_owed(inner.cursor.device());
         inner.policy.on_check_in(Instant::now(), owed);
         self.apply(&mut inner, Input::CheckIn);
-        self.notify.notify_one();
+        self.touch();
         CatchUp {
             gap,
             events,
@@ -340,17 +434,18 @@ impl LiveHandoff {
     }
 
     /// Starts sending a wake (after [`next_action`](Self::next_action) said
-    /// [`Action::Send`]): the wake to send, as of now.
-    pub fn begin_wake(&self) -> WakeSend {
+    /// [`Action::Send`]): the wake to send, as of now; push services keep it for `push_ttl`
+    /// (`wake.push_ttl_secs`).
+    pub fn begin_wake(&self, push_ttl: Duration) -> WakeSend {
         let mut inner = self.inner.lock().unwrap();
         inner.policy.begin_send();
         let wake = Wake {
-            handoff_id: self.id.clone(),
+            handoff_id: self.id.to_string(),
             pending: inner.buffer.pending(inner.cursor.device()),
             latest_event_id: inner.cursor.newest(),
             mode: self.spec.wake.mode,
-            collapse_id: self.id.clone(),
-            ttl: self.push_ttl,
+            collapse_id: self.id.to_string(),
+            ttl: push_ttl,
             node: Some(self.fence.node.to_string()),
             epoch: Some(self.fence.epoch),
         };
@@ -382,7 +477,7 @@ impl LiveHandoff {
                 if inner.policy.is_outstanding() {
                     self.apply(&mut inner, Input::WakeAccepted);
                 }
-                tracing::info!(parent: &self.span, pending = wake.pending, "wake accepted");
+                tracing::info!(parent: &self.span(), pending = wake.pending, "wake accepted");
             }
             Outcome::Retry(at) => {
                 let msg = result
@@ -390,15 +485,15 @@ impl LiveHandoff {
                     .err()
                     .map(|e| e.to_string())
                     .unwrap_or_default();
-                tracing::info!(parent: &self.span, error = %msg, retry_in = ?at.saturating_duration_since(now), "wake not accepted; will retry");
+                tracing::info!(parent: &self.span(), error = %msg, retry_in = ?at.saturating_duration_since(now), "wake not accepted; will retry");
                 inner.last_error = Some(msg);
             }
             Outcome::GaveUp(msg) => {
-                tracing::warn!(parent: &self.span, error = %msg, "wake given up after repeated failures");
+                tracing::warn!(parent: &self.span(), error = %msg, "wake given up after repeated failures");
                 inner.last_error = Some(msg.clone());
             }
             Outcome::Failed(reason) => {
-                tracing::warn!(parent: &self.span, %reason, "push target is dead; handoff failed");
+                tracing::warn!(parent: &self.span(), %reason, "push target is dead; handoff failed");
                 self.apply(&mut inner, Input::Fail(format!("push rejected: {reason}")));
             }
         }
@@ -435,7 +530,7 @@ impl LiveHandoff {
     pub fn record(&self) -> HandoffRecord {
         let inner = self.inner.lock().unwrap();
         HandoffRecord {
-            id: self.id.clone(),
+            id: self.id.to_string(),
             token_sha256: self.token.hex(),
             stream_url: self.spec.stream.url.to_string(),
             stream_headers: self.spec.stream.headers.0.clone(),
@@ -512,7 +607,7 @@ impl Subscriber for LiveHandoff {
         metrics::counter!("ssepush_proxy_events_buffered_total").increment(1);
         inner.policy.on_event(Instant::now(), wakes);
         if wakes {
-            self.notify.notify_one();
+            self.touch();
         }
     }
 
@@ -521,7 +616,7 @@ impl Subscriber for LiveHandoff {
         inner.buffer.origin_reset(oldest);
         // The phone must learn of the reset: that alone owes a wake.
         inner.policy.on_event(Instant::now(), true);
-        self.notify.notify_one();
+        self.touch();
     }
 
     fn on_lost(&self, through: EventId) {
@@ -543,8 +638,8 @@ impl Subscriber for LiveHandoff {
         // The phone must learn of the gap (it reads the event from the origin): a wake is owed
         // whatever the filter says, as for the origin's reset.
         inner.policy.on_event(Instant::now(), true);
-        tracing::warn!(parent: &self.span, event = %id, "{reason}");
-        self.notify.notify_one();
+        tracing::warn!(parent: &self.span(), event = %id, "{reason}");
+        self.touch();
     }
 
     fn on_failed(&self, reason: &str) {
@@ -588,7 +683,21 @@ mod tests {
             node: "n_test".into(),
             epoch: 1,
         };
-        LiveHandoff::new("h_test".into(), token.hash(), spec, cursor, settings, fence)
+        let schedule = Handoffs::new(Instant::now());
+        LiveHandoff::new(
+            "h_test".into(),
+            token.hash(),
+            spec,
+            cursor,
+            settings,
+            fence,
+            &schedule,
+        )
+    }
+
+    /// What the scheduler would be handed now.
+    fn listed(h: &LiveHandoff) -> usize {
+        h.schedule().take(Instant::now()).0.len()
     }
 
     fn deliver(h: &LiveHandoff, seq: u64, wake: bool) {
@@ -626,9 +735,12 @@ mod tests {
         let again = h.check_in(Some(EventId::new(1, 1)));
         assert_eq!(again.events.len(), 2);
         assert!(again.gap.is_none());
+        listed(&h);
         assert_eq!(h.close(None), Some(EventId::new(1, 3)));
         assert_eq!(h.state(), State::Closed);
-        assert!(h.stop.is_cancelled());
+        // The handback lists it for the scheduler (which tears it down).
+        assert_eq!(listed(&h), 1);
+        assert_eq!(h.next_action(Instant::now()), None);
         // Closed handoffs take no more events.
         deliver(&h, 9, true);
         assert_eq!(h.record().newest_id, Some(EventId::new(1, 3)));

@@ -1,9 +1,15 @@
-//! The [`Node`]: what every handler and driver of this proxy shares — settings, the allow list,
-//! the upstream watchers, the providers with their provider-wide rate limits, the handoff
-//! store, handoff auth, the live handoffs this node owns, and its place in the fleet (its id,
-//! its lease) — and [`Node::teardown`], the one way a handoff that ended leaves its watcher and
-//! is written to the store, and [`Node::drop_local`], the one way a handoff this node no longer
-//! owns leaves it.
+//! The [`Node`]: what every handler and the scheduler of this proxy share — settings, the allow
+//! list, the upstream watchers, the providers with their provider-wide rate limits, the handoff
+//! store, handoff auth, the live handoffs this node owns and their schedule, and its place in
+//! the fleet (its id, its lease) — and [`Node::teardown`], the one way a handoff that ended
+//! leaves its watcher and is written to the store, and [`Node::drop_local`], the one way a
+//! handoff this node no longer owns leaves it.
+//!
+//! **What is written when.** On a shared store every change that matters is written through
+//! (a node taking a handoff over needs it). A single node's `memory` store dies with the
+//! process and nobody else reads it: a live handoff's record *is* the live handoff, so only its
+//! final record is written, when it ends (for the sweeper, which forgets it after
+//! `keep_finished_secs`) — the store does not hold a second copy of every sleeping handoff.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -14,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 use crate::allow::OriginAllowList;
 use crate::auth::HandoffAuth;
 use crate::connector::Connector;
-use crate::live::LiveHandoff;
+use crate::live::{Handoffs, LiveHandoff};
 use crate::push::Providers;
 use crate::settings::Settings;
-use crate::store::{HandoffStore, StoreError};
+use crate::store::{HandoffRecord, HandoffStore, StoreError};
 use crate::upstream::Upstreams;
 use crate::wake::TokenBucket;
 
@@ -34,7 +40,7 @@ pub enum ServerError {
     Admin(std::net::SocketAddr, std::io::Error),
 }
 
-/// What every handler and driver shares.
+/// What every handler and the scheduler share.
 pub struct Node {
     pub settings: Arc<Settings>,
     pub allow: Arc<OriginAllowList>,
@@ -44,7 +50,10 @@ pub struct Node {
     pub push_policy: crate::push::EndpointPolicy,
     buckets: HashMap<&'static str, Mutex<TokenBucket>>,
     pub store: Arc<dyn HandoffStore>,
-    pub live: RwLock<HashMap<String, Arc<LiveHandoff>>>,
+    /// The live handoffs by id (the key shares the handoff's id string).
+    pub live: RwLock<HashMap<Arc<str>, Arc<LiveHandoff>>>,
+    /// When each live handoff is next due ([`crate::scheduler`]).
+    pub handoffs: Arc<Handoffs>,
     pub auth: HandoffAuth,
     pub shutdown: CancellationToken,
     /// This node's id in the fleet (a new one after a lost lease).
@@ -136,6 +145,7 @@ impl Node {
             push_policy,
             buckets,
             live: RwLock::new(HashMap::new()),
+            handoffs: Handoffs::new(Instant::now()),
             auth,
             shutdown,
         }))
@@ -171,37 +181,61 @@ impl Node {
                 .is_some_and(|u| Instant::now() < u)
     }
 
-    /// Writes the handoff's record through to the store, under its fence. A handoff that moved
-    /// to another node is dropped here.
+    /// The record to write for `h` now, if any (see the module docs): on a shared store, when
+    /// its durable part changed since the last write; on a single node, its final one.
+    pub fn to_persist(&self, h: &LiveHandoff) -> Option<HandoffRecord> {
+        if h.is_released() || (!self.shared && !h.state().is_terminal()) {
+            return None;
+        }
+        h.record_to_persist(false)
+    }
+
+    /// Writes the handoff's record through to the store, under its fence, when
+    /// [`to_persist`](Self::to_persist) says so. A handoff that moved to another node is
+    /// dropped here.
     pub async fn persist(&self, h: &LiveHandoff) {
+        if let Some(rec) = self.to_persist(h) {
+            self.write(h, rec).await;
+        }
+    }
+
+    /// Writes `rec`, the record of `h` (see [`persist`](Self::persist)).
+    pub async fn write(&self, h: &LiveHandoff, rec: HandoffRecord) {
         if h.is_released() {
             return;
         }
-        let Some(rec) = h.record_to_persist(!self.shared) else {
-            return;
+        let result = if self.shared {
+            self.store.put(rec, &h.fence).await
+        } else {
+            // The first write of a single node's handoff is its final record.
+            match self.store.insert(rec.clone(), &h.fence.node).await {
+                Err(StoreError::Exists(_)) => self.store.put(rec, &h.fence).await,
+                other => other.map(drop),
+            }
         };
-        match self.store.put(rec, &h.fence).await {
+        match result {
             Ok(()) => {}
             Err(StoreError::Fenced(_)) => {
-                tracing::warn!(parent: h.span(), "handoff moved to another node; dropping it here");
+                tracing::warn!(parent: &h.span(), "handoff moved to another node; dropping it here");
                 self.drop_local(h);
             }
             Err(StoreError::Replaced(_)) => {
-                // Ends it; its driver tears it down (and writes the final record).
+                // Ends it; the scheduler tears it down (and writes the final record).
                 if !h.state().is_terminal() {
-                    tracing::info!(parent: h.span(), "replaced by a newer handoff for its push target");
+                    tracing::info!(parent: &h.span(), "replaced by a newer handoff for its push target");
                     h.replaced();
                 }
             }
             Err(e) => {
                 h.persist_failed();
-                tracing::warn!(parent: h.span(), error = %e, "could not persist handoff");
+                tracing::warn!(parent: &h.span(), error = %e, "could not persist handoff");
             }
         }
     }
 
     /// The handoff is no longer this node's (released, or taken by another node): it leaves
-    /// its watcher and this node's map, its driver ends, and nothing is written for it again.
+    /// its watcher and this node's map, the scheduler forgets it, and nothing is written for it
+    /// again.
     /// Idempotent: a late write of an old copy (this node may own the handoff again, as a new
     /// live handoff under the same id) never touches the new one.
     pub fn drop_local(&self, h: &LiveHandoff) {
@@ -210,10 +244,10 @@ impl Node {
         }
         let mut live = self.live.write().unwrap();
         if live
-            .get(&h.id)
+            .get(&*h.id)
             .is_some_and(|current| std::ptr::eq(Arc::as_ptr(current), h))
         {
-            live.remove(&h.id);
+            live.remove(&*h.id);
             drop(live);
             self.upstreams.leave(&h.spec.stream, &h.id);
         }
@@ -221,10 +255,10 @@ impl Node {
 
     /// The end of a handoff that reached a terminal state (handed back, expired, failed): it
     /// leaves its watcher (the connection closes with its last handoff) and its final record is
-    /// written. Idempotent. Its status stays readable until the sweeper forgets it after
-    /// `keep_finished_secs`.
+    /// written. Once: later calls do nothing. Its status stays readable until the sweeper
+    /// forgets it after `keep_finished_secs`.
     pub async fn teardown(&self, h: &LiveHandoff) {
-        if h.is_released() {
+        if h.is_released() || !h.begin_teardown() {
             return;
         }
         self.upstreams.leave(&h.spec.stream, &h.id);

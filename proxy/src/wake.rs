@@ -35,7 +35,7 @@ pub struct WakeConfig {
     pub retry_max: Duration,
 }
 
-/// What the driver should do now.
+/// What the scheduler should do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Nothing is owed (or a wake is outstanding / in flight, or the handoff failed).
@@ -167,7 +167,7 @@ impl WakePolicy {
         }
     }
 
-    /// The driver is sending (call after [`next`](Self::next) said [`Action::Send`]).
+    /// The scheduler is sending (call after [`next`](Self::next) said [`Action::Send`]).
     pub fn begin_send(&mut self) {
         self.in_flight = true;
         self.checked_in_in_flight = false;
