@@ -179,10 +179,11 @@ async fn create(
     let req: HandoffRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("invalid handoff request: {e}"))
     })?;
-    let (spec, cursor) = crate::handoff::validate(req, &node.settings, &node.allow, |t| {
+    let (mut spec, cursor) = crate::handoff::validate(req, &node.settings, &node.allow, |t| {
         node.providers.supports(t)
     })
     .map_err(handoff_error)?;
+    spec.stream = node.streams.share(spec.stream);
     // Where a Web Push wake may go needs a lookup: outside `validate`, which touches no network.
     if let PushTarget::Webpush { subscription } = &spec.push.0 {
         node.push_policy

@@ -193,6 +193,7 @@ async fn adopt(node: &Arc<Node>, mut claimed: Vec<Owned>, from: &'static str) ->
             &node.settings,
             &node.allow,
             &node.handoffs,
+            &node.streams,
         ) {
             Ok(h) => {
                 node.live.write().unwrap().insert(h.id.clone(), h.clone());

@@ -38,7 +38,8 @@ struct Inner {
     buffer: EventBuffer,
     policy: WakePolicy,
     wakes_sent: u64,
-    last_wake: Option<LastWake>,
+    /// Boxed: most sleeping handoffs were never woken.
+    last_wake: Option<Box<LastWake>>,
     last_error: Option<String>,
     finished_at_ms: Option<u64>,
 }
@@ -208,12 +209,14 @@ impl LiveHandoff {
         settings: &Settings,
         allow: &crate::allow::OriginAllowList,
         schedule: &Arc<Handoffs>,
+        streams: &crate::handoff::SharedStreams,
     ) -> Result<Arc<LiveHandoff>, String> {
         let rec = &owned.rec;
         if rec.state.is_terminal() {
             return Err(format!("it has ended ({})", rec.state.as_str()));
         }
-        let spec = crate::handoff::spec_of_record(rec, allow)?;
+        let mut spec = crate::handoff::spec_of_record(rec, allow)?;
+        spec.stream = streams.share(spec.stream);
         let token = TokenHash::from_hex(&rec.token_sha256).ok_or("unreadable token hash")?;
         let now_wall = now_ms();
         let now = Instant::now();
@@ -249,7 +252,7 @@ impl LiveHandoff {
                 rec.wake_times_ms.iter().filter_map(|ms| to_instant(*ms)),
             );
             i.wakes_sent = rec.wakes_sent;
-            i.last_wake = rec.last_wake.clone();
+            i.last_wake = rec.last_wake.clone().map(Box::new);
             i.last_error = rec.last_error.clone();
             h
         }))
@@ -469,11 +472,11 @@ impl LiveHandoff {
         match &outcome {
             Outcome::Accepted => {
                 inner.wakes_sent += 1;
-                inner.last_wake = Some(LastWake {
+                inner.last_wake = Some(Box::new(LastWake {
                     at: SystemTime::now().into(),
                     pending: wake.pending,
                     latest_event_id: inner.cursor.newest(),
-                });
+                }));
                 if inner.policy.is_outstanding() {
                     self.apply(&mut inner, Input::WakeAccepted);
                 }
@@ -553,7 +556,7 @@ impl LiveHandoff {
             newest_id: inner.cursor.newest(),
             pending: inner.buffer.pending(inner.cursor.device()),
             wakes_sent: inner.wakes_sent,
-            last_wake: inner.last_wake.clone(),
+            last_wake: inner.last_wake.as_deref().cloned(),
             last_error: inner.last_error.clone(),
             created_at_ms: self.created_at_ms,
             expires_at_ms: self.expires_at_ms,
@@ -582,6 +585,10 @@ impl Drop for LiveHandoff {
 impl Subscriber for LiveHandoff {
     fn id(&self) -> &str {
         &self.id
+    }
+
+    fn key(&self) -> Arc<str> {
+        self.id.clone()
     }
 
     fn cursor(&self) -> Option<EventId> {

@@ -54,6 +54,8 @@ pub struct Node {
     pub live: RwLock<HashMap<Arc<str>, Arc<LiveHandoff>>>,
     /// When each live handoff is next due ([`crate::scheduler`]).
     pub handoffs: Arc<Handoffs>,
+    /// One copy of each stream's spec for all its handoffs.
+    pub streams: crate::handoff::SharedStreams,
     pub auth: HandoffAuth,
     pub shutdown: CancellationToken,
     /// This node's id in the fleet (a new one after a lost lease).
@@ -146,6 +148,7 @@ impl Node {
             buckets,
             live: RwLock::new(HashMap::new()),
             handoffs: Handoffs::new(Instant::now()),
+            streams: Default::default(),
             auth,
             shutdown,
         }))

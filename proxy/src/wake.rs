@@ -59,10 +59,38 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// [`WakeConfig`] as held by every live handoff: milliseconds in `u32`s (issue 11: a sleeping
+/// handoff's memory), saturating at about 49 days.
+#[derive(Debug, Clone, Copy)]
+struct Knobs {
+    coalesce_ms: u32,
+    max_per_hour: u32,
+    max_attempts: u32,
+    retry_base_ms: u32,
+    retry_max_ms: u32,
+}
+
+impl Knobs {
+    fn of(cfg: &WakeConfig) -> Knobs {
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        Knobs {
+            coalesce_ms: ms(cfg.coalesce),
+            max_per_hour: cfg.max_per_hour,
+            max_attempts: cfg.max_attempts,
+            retry_base_ms: ms(cfg.retry_base),
+            retry_max_ms: ms(cfg.retry_max),
+        }
+    }
+
+    fn coalesce(&self) -> Duration {
+        Duration::from_millis(self.coalesce_ms.into())
+    }
+}
+
 /// One handoff's wake state.
 #[derive(Debug, Clone)]
 pub struct WakePolicy {
-    cfg: WakeConfig,
+    cfg: Knobs,
     /// When the first event owing a wake (not yet covered by an accepted wake) arrived.
     owed_since: Option<Instant>,
     /// An accepted wake waits for the phone's check-in.
@@ -74,13 +102,14 @@ pub struct WakePolicy {
     sent: VecDeque<Instant>,
     retry_at: Option<Instant>,
     attempts: u32,
-    failed: Option<String>,
+    /// The push target is dead: nothing is sent again.
+    failed: bool,
 }
 
 impl WakePolicy {
     pub fn new(cfg: WakeConfig) -> Self {
         WakePolicy {
-            cfg,
+            cfg: Knobs::of(&cfg),
             owed_since: None,
             outstanding: false,
             in_flight: false,
@@ -88,7 +117,7 @@ impl WakePolicy {
             sent: VecDeque::new(),
             retry_at: None,
             attempts: 0,
-            failed: None,
+            failed: false,
         }
     }
 
@@ -134,7 +163,7 @@ impl WakePolicy {
     }
 
     pub fn next(&mut self, now: Instant) -> Action {
-        if self.failed.is_some() || self.outstanding || self.in_flight {
+        if self.failed || self.outstanding || self.in_flight {
             return Action::Idle;
         }
         let Some(since) = self.owed_since else {
@@ -150,7 +179,7 @@ impl WakePolicy {
         // Leading edge: due at the first owed event, spaced `coalesce` after the last wake.
         let mut at = since;
         if let Some(last) = self.sent.back() {
-            at = at.max(*last + self.cfg.coalesce);
+            at = at.max(*last + self.cfg.coalesce());
         }
         if let Some(r) = self.retry_at {
             at = at.max(r);
@@ -199,7 +228,7 @@ impl WakePolicy {
             Err(e) => e,
         };
         if let PushError::Permanent(reason) = err {
-            self.failed = Some(reason.clone());
+            self.failed = true;
             self.owed_since = None;
             return Outcome::Failed(reason.clone());
         }
@@ -212,8 +241,8 @@ impl WakePolicy {
         }
         let backoff = backoff(
             self.attempts,
-            self.cfg.retry_base,
-            self.cfg.retry_max,
+            Duration::from_millis(self.cfg.retry_base_ms.into()),
+            Duration::from_millis(self.cfg.retry_max_ms.into()),
             Jitter::Equal,
             jitter,
         );

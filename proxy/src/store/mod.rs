@@ -265,8 +265,15 @@ struct MemInner {
     /// node → (addr, lease end)
     nodes: HashMap<String, (String, Instant)>,
     free: HashSet<String>,
-    /// push target digest → its handoffs, oldest first
-    targets: HashMap<String, Vec<String>>,
+    /// push target → its handoffs, oldest first. Keyed by a SHA-256 of the target's digest
+    /// string and held tight (one entry per live handoff of a node: issue 11).
+    targets: HashMap<[u8; 32], Vec<Box<str>>>,
+}
+
+/// The key of `target` in [`MemInner::targets`].
+fn target_key(target: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(target.as_bytes()).into()
 }
 
 /// The single-node store (ownership and leases work as on Redis, within one process).
@@ -387,7 +394,7 @@ impl HandoffStore for MemoryStore {
         inner.records.remove(id);
         inner.free.remove(id);
         inner.targets.retain(|_, ids| {
-            ids.retain(|i| i != id);
+            ids.retain(|i| &**i != id);
             !ids.is_empty()
         });
         Ok(())
@@ -523,11 +530,13 @@ impl HandoffStore for MemoryStore {
         cap: usize,
     ) -> Result<Vec<String>, StoreError> {
         let mut inner = self.inner.lock().unwrap();
-        let ids = inner.targets.entry(target.to_owned()).or_default();
-        ids.retain(|i| i != id);
-        ids.push(id.to_owned());
+        let ids = inner.targets.entry(target_key(target)).or_default();
+        ids.retain(|i| &**i != id);
+        ids.reserve_exact(1);
+        ids.push(id.into());
         let over = ids.len().saturating_sub(cap.max(1));
-        let evicted: Vec<String> = ids.drain(..over).collect();
+        let evicted: Vec<String> = ids.drain(..over).map(String::from).collect();
+        ids.shrink_to_fit();
         for old in &evicted {
             if let Some(e) = inner.records.get_mut(old) {
                 e.replaced = true;
