@@ -200,7 +200,7 @@ async fn create(
         )
         .retry_after(NODE_FULL_RETRY_AFTER_SECS)
     };
-    if node.live.read().unwrap().len() >= node.settings.max_handoffs {
+    if node.live_count() >= node.settings.max_handoffs {
         return Err(node_full(StoreError::Full(node.settings.max_handoffs)));
     }
     let id = new_id();
@@ -232,7 +232,7 @@ async fn create(
                 ),
             })?;
     }
-    node.live.write().unwrap().insert(h.id.clone(), h.clone());
+    node.add_live(h.clone());
     tracing::info!(parent: &h.span(), ?cursor, ttl_secs = h.spec.ttl_secs, "handoff created");
     replace_older(&node, &h).await;
     node.upstreams.join(&h.spec.stream, h.clone());
@@ -641,7 +641,7 @@ async fn readyz(State(node): State<Arc<Node>>) -> Response {
     let held = if node.shared {
         node.store.count().await
     } else {
-        Ok(node.live.read().unwrap().len())
+        Ok(node.live_count())
     };
     match held {
         Ok(n) => axum::Json(Readiness {

@@ -196,7 +196,7 @@ async fn adopt(node: &Arc<Node>, mut claimed: Vec<Owned>, from: &'static str) ->
             &node.streams,
         ) {
             Ok(h) => {
-                node.live.write().unwrap().insert(h.id.clone(), h.clone());
+                node.add_live(h.clone());
                 streams.entry(h.spec.stream.key()).or_default().push(h);
                 adopted += 1;
             }

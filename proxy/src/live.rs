@@ -40,8 +40,8 @@ struct Inner {
     wakes_sent: u64,
     /// Boxed: most sleeping handoffs were never woken.
     last_wake: Option<Box<LastWake>>,
-    last_error: Option<String>,
-    finished_at_ms: Option<u64>,
+    last_error: Option<Box<str>>,
+    finished_at_ms: Option<std::num::NonZeroU64>,
 }
 
 /// One handoff this node watches for. See the module docs.
@@ -253,7 +253,7 @@ impl LiveHandoff {
             );
             i.wakes_sent = rec.wakes_sent;
             i.last_wake = rec.last_wake.clone().map(Box::new);
-            i.last_error = rec.last_error.clone();
+            i.last_error = rec.last_error.as_deref().map(Box::from);
             h
         }))
     }
@@ -341,9 +341,9 @@ impl LiveHandoff {
         state_gauge(&next, 1.0);
         tracing::info!(parent: &self.span(), from = inner.state.name(), to = next.name(), "handoff state");
         if next.is_terminal() {
-            inner.finished_at_ms = Some(now_ms());
+            inner.finished_at_ms = std::num::NonZeroU64::new(now_ms());
             if let State::Failed(reason) = &next {
-                inner.last_error = Some(reason.clone());
+                inner.last_error = Some(reason.as_str().into());
             }
         }
         inner.state = next;
@@ -391,8 +391,7 @@ impl LiveHandoff {
     pub fn replaced(&self) {
         let mut inner = self.inner.lock().unwrap();
         if !inner.state.is_terminal() {
-            inner.last_error =
-                Some("replaced by a newer handoff for the same push target".to_owned());
+            inner.last_error = Some("replaced by a newer handoff for the same push target".into());
         }
         self.apply(&mut inner, Input::Close);
     }
@@ -489,11 +488,11 @@ impl LiveHandoff {
                     .map(|e| e.to_string())
                     .unwrap_or_default();
                 tracing::info!(parent: &self.span(), error = %msg, retry_in = ?at.saturating_duration_since(now), "wake not accepted; will retry");
-                inner.last_error = Some(msg);
+                inner.last_error = Some(msg.into());
             }
             Outcome::GaveUp(msg) => {
                 tracing::warn!(parent: &self.span(), error = %msg, "wake given up after repeated failures");
-                inner.last_error = Some(msg.clone());
+                inner.last_error = Some(msg.as_str().into());
             }
             Outcome::Failed(reason) => {
                 tracing::warn!(parent: &self.span(), %reason, "push target is dead; handoff failed");
@@ -557,10 +556,10 @@ impl LiveHandoff {
             pending: inner.buffer.pending(inner.cursor.device()),
             wakes_sent: inner.wakes_sent,
             last_wake: inner.last_wake.as_deref().cloned(),
-            last_error: inner.last_error.clone(),
+            last_error: inner.last_error.as_deref().map(String::from),
             created_at_ms: self.created_at_ms,
             expires_at_ms: self.expires_at_ms,
-            finished_at_ms: inner.finished_at_ms,
+            finished_at_ms: inner.finished_at_ms.map(u64::from),
             wake_outstanding: inner.policy.is_outstanding(),
             wake_times_ms: {
                 let (now, wall) = (Instant::now(), now_ms());
@@ -641,7 +640,7 @@ impl Subscriber for LiveHandoff {
         // Known, not delivered: older events of a gap read may still arrive.
         inner.buffer.lost(id);
         inner.cursor.skipped(id);
-        inner.last_error = Some(reason.to_owned());
+        inner.last_error = Some(reason.into());
         // The phone must learn of the gap (it reads the event from the origin): a wake is owed
         // whatever the filter says, as for the origin's reset.
         inner.policy.on_event(Instant::now(), true);
@@ -657,7 +656,7 @@ impl Subscriber for LiveHandoff {
         // Shown at once; kept as the latest problem after the stream resumes (`lastError`).
         let mut inner = self.inner.lock().unwrap();
         if !inner.state.is_terminal() {
-            inner.last_error = Some(reason.to_owned());
+            inner.last_error = Some(reason.into());
         }
     }
 }

@@ -3,9 +3,10 @@
 //! with time passed in, so its rules are unit-tested on values.
 //!
 //! It replaces a task per handoff (issue 11: a parked task, its timer, a `Notify` and a
-//! `CancellationToken` were over a kilobyte per sleeping handoff): a sleeping handoff costs one
-//! entry in a B-tree keyed by (due millisecond, the handoff's sequence number) — its expiry, or
-//! when its wake policy wants to be asked again — and a [`Slot`] inside the handoff.
+//! `CancellationToken` were over a kilobyte per sleeping handoff): a sleeping handoff costs a
+//! pointer in the list of its due millisecond (a B-tree of lists: handoffs created together
+//! expire together, so a list holds many) — its expiry, or when its wake policy wants to be
+//! asked again — and a [`Slot`] inside the handoff.
 //!
 //! * [`Schedule::changed`]: something changed what the handoff should do (an event owing a
 //!   wake, a check-in, a state change, a send finished): it is asked again at once. A handoff
@@ -30,8 +31,6 @@ pub const BATCH: usize = 4096;
 /// schedule's lock (atomics only to be `Sync`).
 #[derive(Debug)]
 pub struct Slot {
-    /// Unique per schedule: orders handoffs due in the same millisecond.
-    seq: u64,
     /// The due millisecond (since the schedule's origin, plus one) of its timer; 0: none.
     due: AtomicU64,
     /// In the changed list.
@@ -44,14 +43,14 @@ pub trait Scheduled {
 }
 
 struct Queue<T> {
-    timers: BTreeMap<(u64, u64), Arc<T>>,
+    /// Due millisecond → what is due then (in no order).
+    timers: BTreeMap<u64, Vec<Arc<T>>>,
     changed: Vec<Arc<T>>,
 }
 
 /// See the module docs.
 pub struct Schedule<T> {
     origin: Instant,
-    next_seq: AtomicU64,
     queue: Mutex<Queue<T>>,
     /// Wakes the scheduler loop: a handoff changed, or a timer is due sooner than it sleeps.
     pub wake: Notify,
@@ -61,7 +60,7 @@ impl<T> std::fmt::Debug for Schedule<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let q = self.queue.lock().unwrap();
         f.debug_struct("Schedule")
-            .field("timers", &q.timers.len())
+            .field("timers", &q.timers.values().map(Vec::len).sum::<usize>())
             .field("changed", &q.changed.len())
             .finish()
     }
@@ -72,7 +71,6 @@ impl<T: Scheduled> Schedule<T> {
     pub fn new(origin: Instant) -> Arc<Self> {
         Arc::new(Schedule {
             origin,
-            next_seq: AtomicU64::new(0),
             queue: Mutex::new(Queue {
                 timers: BTreeMap::new(),
                 changed: Vec::new(),
@@ -84,7 +82,6 @@ impl<T: Scheduled> Schedule<T> {
     /// A new handoff's slot (no timer, not changed).
     pub fn slot(&self) -> Slot {
         Slot {
-            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
             due: AtomicU64::new(0),
             changed: AtomicBool::new(false),
         }
@@ -124,14 +121,21 @@ impl<T: Scheduled> Schedule<T> {
         let slot = item.slot();
         let mut q = self.queue.lock().unwrap();
         let old = slot.due.swap(0, Ordering::Relaxed);
-        if old != 0 {
-            q.timers.remove(&(old, slot.seq));
+        if old != 0
+            && let Some(due) = q.timers.get_mut(&old)
+        {
+            if let Some(i) = due.iter().position(|x| Arc::ptr_eq(x, item)) {
+                due.swap_remove(i);
+            }
+            if due.is_empty() {
+                q.timers.remove(&old);
+            }
         }
         let Some(at) = at else { return };
         let ms = self.due_ms(at);
         slot.due.store(ms, Ordering::Relaxed);
-        let earliest = q.timers.keys().next().is_none_or(|(first, _)| ms < *first);
-        q.timers.insert((ms, slot.seq), item.clone());
+        let earliest = q.timers.keys().next().is_none_or(|first| ms < *first);
+        q.timers.entry(ms).or_default().push(item.clone());
         drop(q);
         if earliest {
             self.wake.notify_one();
@@ -155,18 +159,24 @@ impl<T: Scheduled> Schedule<T> {
         }
         let now_ms = self.now_ms(now);
         while out.len() < BATCH {
-            let Some(entry) = q.timers.first_entry() else {
+            let Some(mut entry) = q.timers.first_entry() else {
                 break;
             };
-            if entry.key().0 > now_ms {
+            if *entry.key() > now_ms {
                 break;
             }
-            let item = entry.remove();
-            item.slot().due.store(0, Ordering::Relaxed);
-            out.push(item);
+            let due = entry.get_mut();
+            let n = due.len().min(BATCH - out.len());
+            for item in due.drain(due.len() - n..) {
+                item.slot().due.store(0, Ordering::Relaxed);
+                out.push(item);
+            }
+            if due.is_empty() {
+                entry.remove();
+            }
         }
         let next = if q.changed.is_empty() {
-            q.timers.keys().next().map(|(ms, _)| self.instant(*ms))
+            q.timers.keys().next().map(|ms| self.instant(*ms))
         } else {
             // More changed ones than a batch: the next round is due at once.
             Some(now)
@@ -185,7 +195,7 @@ impl<T: Scheduled> Schedule<T> {
 
     /// Timers held (for tests and metrics).
     pub fn timers(&self) -> usize {
-        self.queue.lock().unwrap().timers.len()
+        self.queue.lock().unwrap().timers.values().map(Vec::len).sum()
     }
 }
 

@@ -40,7 +40,7 @@ pub async fn sweep(node: Arc<Node>) {
             }
             for id in ids {
                 let _ = node.store.remove(&id).await;
-                node.live.write().unwrap().remove(id.as_str());
+                node.forget_live(&id);
             }
         }
     }

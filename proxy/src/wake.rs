@@ -87,6 +87,45 @@ impl Knobs {
     }
 }
 
+/// When wakes were accepted, oldest first: a `VecDeque` boxed, and none until the first.
+#[derive(Debug, Clone, Default)]
+struct Sent(Option<Box<VecDeque<Instant>>>);
+
+impl Sent {
+    fn of(times: impl IntoIterator<Item = Instant>) -> Sent {
+        let times: VecDeque<Instant> = times.into_iter().collect();
+        Sent((!times.is_empty()).then(|| Box::new(times)))
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |t| t.len())
+    }
+
+    fn front(&self) -> Option<&Instant> {
+        self.0.as_ref().and_then(|t| t.front())
+    }
+
+    fn back(&self) -> Option<&Instant> {
+        self.0.as_ref().and_then(|t| t.back())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Instant> {
+        self.0.iter().flat_map(|t| t.iter())
+    }
+
+    fn push_back(&mut self, t: Instant) {
+        self.0.get_or_insert_with(Box::default).push_back(t);
+    }
+
+    fn pop_front(&mut self) -> Option<Instant> {
+        let t = self.0.as_mut()?.pop_front();
+        if self.len() == 0 {
+            self.0 = None;
+        }
+        t
+    }
+}
+
 /// One handoff's wake state.
 #[derive(Debug, Clone)]
 pub struct WakePolicy {
@@ -98,8 +137,9 @@ pub struct WakePolicy {
     in_flight: bool,
     /// The phone checked in while a send was in flight: its result does not make it outstanding.
     checked_in_in_flight: bool,
-    /// Accepted wakes within the last hour (at most `max_per_hour`).
-    sent: VecDeque<Instant>,
+    /// Accepted wakes within the last hour (at most `max_per_hour`). Allocated with the first
+    /// wake: most sleeping handoffs were never woken.
+    sent: Sent,
     retry_at: Option<Instant>,
     attempts: u32,
     /// The push target is dead: nothing is sent again.
@@ -114,7 +154,7 @@ impl WakePolicy {
             outstanding: false,
             in_flight: false,
             checked_in_in_flight: false,
-            sent: VecDeque::new(),
+            sent: Sent::default(),
             retry_at: None,
             attempts: 0,
             failed: false,
@@ -156,7 +196,7 @@ impl WakePolicy {
     /// within the budget's hour (oldest first).
     pub fn restore(&mut self, outstanding: bool, sent: impl IntoIterator<Item = Instant>) {
         self.outstanding = outstanding;
-        self.sent = sent.into_iter().collect();
+        self.sent = Sent::of(sent);
         while self.sent.len() > self.cfg.max_per_hour as usize {
             self.sent.pop_front();
         }

@@ -265,15 +265,19 @@ struct MemInner {
     /// node → (addr, lease end)
     nodes: HashMap<String, (String, Instant)>,
     free: HashSet<String>,
-    /// push target → its handoffs, oldest first. Keyed by a SHA-256 of the target's digest
-    /// string and held tight (one entry per live handoff of a node: issue 11).
-    targets: HashMap<[u8; 32], Vec<Box<str>>>,
+    /// push target → its handoffs, oldest first. Held tight, as there is an entry per live
+    /// handoff of a node (issue 11): keyed by 128 bits of a SHA-256 of the target's digest
+    /// string (no two targets of a node collide short of 2^64 of them), exact-size id lists.
+    targets: HashMap<u128, Box<[Box<str>]>>,
 }
 
 /// The key of `target` in [`MemInner::targets`].
-fn target_key(target: &str) -> [u8; 32] {
+fn target_key(target: &str) -> u128 {
     use sha2::{Digest, Sha256};
-    Sha256::digest(target.as_bytes()).into()
+    let digest = Sha256::digest(target.as_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    u128::from_le_bytes(key)
 }
 
 /// The single-node store (ownership and leases work as on Redis, within one process).
@@ -394,7 +398,9 @@ impl HandoffStore for MemoryStore {
         inner.records.remove(id);
         inner.free.remove(id);
         inner.targets.retain(|_, ids| {
-            ids.retain(|i| &**i != id);
+            if ids.iter().any(|i| &**i == id) {
+                *ids = ids.iter().filter(|i| &***i != id).cloned().collect();
+            }
             !ids.is_empty()
         });
         Ok(())
@@ -530,13 +536,16 @@ impl HandoffStore for MemoryStore {
         cap: usize,
     ) -> Result<Vec<String>, StoreError> {
         let mut inner = self.inner.lock().unwrap();
-        let ids = inner.targets.entry(target_key(target)).or_default();
-        ids.retain(|i| &**i != id);
-        ids.reserve_exact(1);
+        let entry = inner.targets.entry(target_key(target)).or_default();
+        let mut ids: Vec<Box<str>> = std::mem::take(entry)
+            .into_vec()
+            .into_iter()
+            .filter(|i| &**i != id)
+            .collect();
         ids.push(id.into());
         let over = ids.len().saturating_sub(cap.max(1));
         let evicted: Vec<String> = ids.drain(..over).map(String::from).collect();
-        ids.shrink_to_fit();
+        *entry = ids.into_boxed_slice();
         for old in &evicted {
             if let Some(e) = inner.records.get_mut(old) {
                 e.replaced = true;
