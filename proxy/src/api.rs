@@ -36,7 +36,7 @@ use crate::protocol::schema::{ErrorBody, Health};
 use crate::protocol::{
     self, CatchUp, Handback, HandoffCreated, HandoffRequest, HandoffStatus, PushTarget, Readiness,
 };
-use crate::store::{Fence, HandoffRecord, StoreError};
+use crate::store::{HandoffRecord, StoreError};
 use crate::token::{Token, new_id};
 
 /// `Retry-After` of a 503 `node_full`: handoffs expire and hand back all the time, so room
@@ -205,10 +205,7 @@ async fn create(
     }
     let id = new_id();
     let token = Token::generate();
-    let fence = Fence {
-        node: node.node_id(),
-        epoch: 1,
-    };
+    let fence = node.creation_fence();
     let h = LiveHandoff::new(
         id.as_str().into(),
         token.hash(),

@@ -17,6 +17,38 @@ use ssepush_origin::event::SharedEvent;
 
 use crate::protocol::{Gap, GapSource};
 
+/// An `Option<EventId>` in 24 bytes rather than 32: whether there is one sits in the id's
+/// padding (issue 11: a sleeping handoff holds four of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PackedId {
+    ms: u64,
+    seq: u64,
+    epoch: u32,
+    some: bool,
+}
+
+impl PackedId {
+    pub fn new(id: Option<EventId>) -> PackedId {
+        match id {
+            None => PackedId::default(),
+            Some(EventId { ms, seq, epoch }) => PackedId {
+                ms,
+                seq,
+                epoch,
+                some: true,
+            },
+        }
+    }
+
+    pub fn get(self) -> Option<EventId> {
+        self.some.then_some(EventId {
+            ms: self.ms,
+            seq: self.seq,
+            epoch: self.epoch,
+        })
+    }
+}
+
 /// One buffered event and whether it passed the wake filter.
 #[derive(Debug, Clone)]
 pub struct Buffered {
@@ -27,7 +59,7 @@ pub struct Buffered {
 #[derive(Debug)]
 pub struct EventBuffer {
     cap: u32,
-    floor: Option<EventId>,
+    floor: PackedId,
     /// Allocated with the first event, loss or reset, and let go once the phone has
     /// acknowledged everything: a sleeping handoff's buffer is mostly empty, and then costs
     /// only its floor (issue 11).
@@ -48,9 +80,13 @@ impl EventBuffer {
     pub fn new(cap: usize, cursor: Option<EventId>) -> Self {
         EventBuffer {
             cap: cap.clamp(1, u32::MAX as usize) as u32,
-            floor: cursor,
+            floor: PackedId::new(cursor),
             held: None,
         }
+    }
+
+    fn raise_floor(&mut self, to: Option<EventId>) {
+        self.floor = PackedId::new(self.floor.get().max(to));
     }
 
     fn held(&mut self) -> &mut Held {
@@ -75,7 +111,7 @@ impl EventBuffer {
         }
         held.events.push_back(Buffered { event, wakes });
         if dropped.is_some() {
-            self.floor = self.floor.max(dropped);
+            self.raise_floor(dropped);
         }
         dropped.is_some()
     }
@@ -83,7 +119,7 @@ impl EventBuffer {
     /// Events up to `through` were lost before reaching the buffer: reads from below it get a
     /// gap.
     pub fn lost(&mut self, through: EventId) {
-        self.floor = self.floor.max(Some(through));
+        self.raise_floor(Some(through));
         self.held().dropped += 1;
     }
 
@@ -94,7 +130,7 @@ impl EventBuffer {
 
     /// The phone has everything through `id`: drop it and raise the floor.
     pub fn ack(&mut self, id: EventId) {
-        self.floor = self.floor.max(Some(id));
+        self.raise_floor(Some(id));
         let Some(held) = self.held.as_mut() else {
             return;
         };
@@ -123,8 +159,8 @@ impl EventBuffer {
         let origin_reset = self.held.as_ref().and_then(|h| h.origin_reset);
         let gap = if let Some(origin_oldest) = origin_reset {
             Some(Gap::new(GapSource::Origin, after, None, origin_oldest))
-        } else if self.floor.is_some() && after < self.floor {
-            Some(Gap::new(GapSource::Proxy, after, self.floor, oldest))
+        } else if self.floor.get().is_some() && after < self.floor.get() {
+            Some(Gap::new(GapSource::Proxy, after, self.floor.get(), oldest))
         } else {
             None
         };
@@ -240,6 +276,14 @@ mod tests {
         assert_eq!(b.read(Some(EventId::new(1, 2))).0, None);
         // Asking for what was already acknowledged: the buffer says it no longer has it.
         assert!(b.read(Some(EventId::new(1, 1))).0.is_some());
+    }
+
+    #[test]
+    fn a_packed_id_is_an_option_in_24_bytes() {
+        assert_eq!(std::mem::size_of::<PackedId>(), 24);
+        for id in [None, Some(EventId::ZERO), Some(EventId::new(7, 3))] {
+            assert_eq!(PackedId::new(id).get(), id);
+        }
     }
 
     #[test]

@@ -189,7 +189,7 @@ async fn adopt(node: &Arc<Node>, mut claimed: Vec<Owned>, from: &'static str) ->
         metrics::counter!("ssepush_proxy_lease_claims_total", "from" => from).increment(1);
         match LiveHandoff::restore(
             &o,
-            fence.clone(),
+            Arc::new(fence.clone()),
             &node.settings,
             &node.allow,
             &node.handoffs,

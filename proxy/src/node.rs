@@ -23,7 +23,7 @@ use crate::connector::Connector;
 use crate::live::{Handoffs, LiveHandoff};
 use crate::push::Providers;
 use crate::settings::Settings;
-use crate::store::{HandoffRecord, HandoffStore, StoreError};
+use crate::store::{Fence, HandoffRecord, HandoffStore, StoreError};
 use crate::upstream::Upstreams;
 use crate::wake::TokenBucket;
 
@@ -60,6 +60,8 @@ pub struct Node {
     pub shutdown: CancellationToken,
     /// This node's id in the fleet (a new one after a lost lease).
     node_id: RwLock<Arc<str>>,
+    /// The fence of the handoffs it creates (its id, epoch 1), shared by all of them.
+    creation_fence: RwLock<Arc<Fence>>,
     /// Where peers forward API calls for this node's handoffs.
     pub advertise_url: String,
     /// Until when this node's lease surely holds (renewal start + ttl − a margin); `None` for a
@@ -136,6 +138,10 @@ impl Node {
         Ok(Arc::new(Node {
             shared: settings.store != "memory",
             store,
+            creation_fence: RwLock::new(Arc::new(Fence {
+                node: node_id.as_str().into(),
+                epoch: 1,
+            })),
             node_id: RwLock::new(node_id.into()),
             advertise_url,
             lease_until: Mutex::new(None),
@@ -163,7 +169,16 @@ impl Node {
     pub fn new_identity(&self) -> Arc<str> {
         let id: Arc<str> = new_node_id().into();
         *self.node_id.write().unwrap() = id.clone();
+        *self.creation_fence.write().unwrap() = Arc::new(Fence {
+            node: id.clone(),
+            epoch: 1,
+        });
         id
+    }
+
+    /// The fence a handoff created here now gets: this node's id, epoch 1.
+    pub fn creation_fence(&self) -> Arc<Fence> {
+        self.creation_fence.read().unwrap().clone()
     }
 
     /// The lease was renewed at `renewed_at` (when the renewal was sent) for `ttl`.

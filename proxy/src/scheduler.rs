@@ -199,3 +199,210 @@ async fn send_wake(node: &Node, h: &LiveHandoff) {
             .record(now.duration_since(since).as_secs_f64());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use ssepush_origin::EventId;
+    use ssepush_origin::event::SharedEvent;
+
+    use super::*;
+    use crate::handoff::State;
+    use crate::live::Handoffs;
+    use crate::push::{PushProvider, PushTarget, Wake};
+    use crate::settings::Settings;
+    use crate::store::Fence;
+    use crate::upstream::{Subscriber, Verdicts};
+
+    fn settings() -> Settings {
+        Settings {
+            allowed_origins: vec!["http://127.0.0.1:1".into()],
+            ..Settings::default()
+        }
+    }
+
+    /// A handoff of channel `a` from cursor 1-0, in `schedule`; `wake` is its `wake` object.
+    fn handoff(
+        settings: &Settings,
+        schedule: &Arc<Handoffs>,
+        wake: serde_json::Value,
+    ) -> Arc<LiveHandoff> {
+        let req = serde_json::from_value(serde_json::json!({
+            "stream": {"url": "http://127.0.0.1:1/v1/sse?channel=a", "lastEventId": "1-0"},
+            "push": {"platform": "fcm", "token": "fcm-token"},
+            "wake": wake,
+            "ttlSec": 60,
+        }))
+        .unwrap();
+        let allow =
+            crate::allow::OriginAllowList::parse(&settings.allowed_origins, settings.listen)
+                .unwrap();
+        let (spec, cursor) = crate::handoff::validate(req, settings, &allow, |_| true).unwrap();
+        let fence = Arc::new(Fence {
+            node: "n_test".into(),
+            epoch: 1,
+        });
+        let token = crate::token::Token::generate();
+        LiveHandoff::new(
+            crate::token::new_id().into(),
+            token.hash(),
+            spec,
+            cursor,
+            settings,
+            fence,
+            schedule,
+        )
+    }
+
+    fn deliver(h: &LiveHandoff, seq: u64) {
+        let ev: SharedEvent = Arc::new(ssepush_origin::Event {
+            id: EventId::new(1, seq),
+            channel: "a".into(),
+            kind: "message".into(),
+            data: serde_json::json!({}),
+            time: 1,
+        });
+        h.on_event(&ev, &mut Verdicts::new(&ev));
+    }
+
+    fn ids(v: &[Arc<LiveHandoff>]) -> Vec<Arc<str>> {
+        v.iter().map(|h| h.id.clone()).collect()
+    }
+
+    #[test]
+    fn a_sleeping_handoff_is_asked_again_at_its_expiry_and_then_torn_down() {
+        let settings = settings();
+        let t0 = Instant::now();
+        let schedule = Handoffs::new(t0);
+        let h = handoff(&settings, &schedule, serde_json::json!({}));
+        // Nothing owed: asked again when its ttl ends, not before.
+        assert_eq!(decide(&h, t0), Step::AskAt(h.expires_at));
+        schedule.set_timer(&h, Some(h.expires_at));
+        // Timers are kept to the millisecond, rounded up.
+        let at = schedule.due(&h).unwrap();
+        assert!(at >= h.expires_at && at - h.expires_at < Duration::from_millis(1));
+        let before = h.expires_at - Duration::from_millis(1);
+        assert!(schedule.take(before).0.is_empty());
+        assert_eq!(decide(&h, before), Step::AskAt(h.expires_at));
+        let (due, _) = schedule.take(at);
+        assert_eq!(ids(&due), [h.id.clone()]);
+        // Due: it expires, and ends.
+        assert_eq!(decide(&h, h.expires_at), Step::TearDown);
+        assert_eq!(h.state(), State::Expired);
+    }
+
+    #[test]
+    fn a_wait_until_is_asked_again_at_that_instant_and_not_before() {
+        let settings = settings();
+        let t0 = Instant::now();
+        let schedule = Handoffs::new(t0);
+        let h = handoff(&settings, &schedule, serde_json::json!({"coalesceMs": 5000}));
+        // A wake goes out at the first owed event (leading edge)…
+        deliver(&h, 1);
+        assert_eq!(decide(&h, Instant::now()), Step::Send);
+        let send = h.begin_wake(Duration::from_secs(60));
+        let sent_at = Instant::now();
+        h.wake_result(&send.wake, &Ok(()), sent_at, 0.5);
+        h.check_in(None);
+        // …the next no sooner than `coalesceMs` after it.
+        deliver(&h, 2);
+        let at = sent_at + Duration::from_millis(5000);
+        assert_eq!(decide(&h, sent_at), Step::AskAt(at));
+        schedule.take(sent_at);
+        schedule.set_timer(&h, Some(at));
+        assert!(schedule.take(at - Duration::from_millis(1)).0.is_empty());
+        assert_eq!(decide(&h, at - Duration::from_millis(1)), Step::AskAt(at));
+        assert_eq!(ids(&schedule.take(schedule.due(&h).unwrap()).0), [h.id.clone()]);
+        assert_eq!(decide(&h, at), Step::Send);
+    }
+
+    #[test]
+    fn a_change_lists_the_handoff_at_once_and_its_next_timer_replaces_the_old() {
+        let settings = settings();
+        let t0 = Instant::now();
+        let schedule = Handoffs::new(t0);
+        let h = handoff(&settings, &schedule, serde_json::json!({}));
+        schedule.set_timer(&h, Some(h.expires_at));
+        assert!(schedule.take(t0).0.is_empty());
+        // An event owing a wake: listed now, not at its expiry.
+        deliver(&h, 1);
+        assert_eq!(ids(&schedule.take(t0).0), [h.id.clone()]);
+        assert_eq!(decide(&h, Instant::now()), Step::Send);
+        // A handback: listed, and it ends.
+        h.close(None);
+        assert_eq!(ids(&schedule.take(t0).0), [h.id.clone()]);
+        assert_eq!(decide(&h, t0), Step::TearDown);
+        // Once torn down or released, it is forgotten.
+        assert!(h.begin_teardown());
+        assert_eq!(decide(&h, t0), Step::Forget);
+        let other = handoff(&settings, &schedule, serde_json::json!({}));
+        other.release_locally();
+        assert_eq!(decide(&other, t0), Step::Forget);
+    }
+
+    /// A push service that records the handoffs it was asked to wake.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl PushProvider for Recorder {
+        async fn send(&self, _: &PushTarget, wake: &Wake) -> Result<(), PushError> {
+            self.0.lock().unwrap().push(wake.handoff_id.clone());
+            Ok(())
+        }
+    }
+
+    async fn eventually(what: &str, ok: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_scheduler_sends_wakes_tears_down_and_stops_on_shutdown() {
+        ssepush_origin::service::tls::install_default_provider();
+        let recorder = Arc::new(Recorder::default());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let node = Node::new(
+            settings(),
+            crate::push::providers_all(recorder.clone()),
+            "127.0.0.1:0".parse().unwrap(),
+            shutdown.clone(),
+            Arc::new(crate::store::MemoryStore::new(10)),
+        )
+        .unwrap();
+        let task = tokio::spawn(run(node.clone()));
+        let h = handoff(&node.settings, &node.handoffs, serde_json::json!({}));
+        node.add_live(h.clone());
+        start(&h);
+        // Sleeping: only its expiry is scheduled.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let due = node.handoffs.due(&h).expect("its expiry is scheduled");
+        assert!(due >= h.expires_at && due <= h.expires_at + Duration::from_millis(1));
+        assert!(recorder.0.lock().unwrap().is_empty());
+        // An event owing a wake: sent, and the handoff is woken.
+        deliver(&h, 1);
+        eventually("a wake", || {
+            recorder.0.lock().unwrap().len() == 1 && h.state() == State::Woken
+        })
+        .await;
+        // Handed back: torn down by the scheduler, its final record written.
+        h.close(None);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while node.store.get(&h.id).await.unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the final record");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(h.is_torn_down());
+        assert_eq!(node.handoffs.timers(), 0);
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the scheduler stops on shutdown")
+            .unwrap();
+    }
+}
