@@ -321,7 +321,12 @@ impl Node {
 
     /// Every live handoff of this node.
     pub fn all_live(&self) -> Vec<Arc<LiveHandoff>> {
-        self.live.read().unwrap().iter().map(|h| h.0.clone()).collect()
+        self.live
+            .read()
+            .unwrap()
+            .iter()
+            .map(|h| h.0.clone())
+            .collect()
     }
 }
 

@@ -90,7 +90,7 @@ impl<T: Scheduled> Schedule<T> {
     /// `at` as a due millisecond, rounded up (a timer never fires before its instant); ≥ 1.
     fn due_ms(&self, at: Instant) -> u64 {
         let d = at.saturating_duration_since(self.origin);
-        let ms = d.as_millis() as u64 + u64::from(d.subsec_nanos() % 1_000_000 != 0);
+        let ms = d.as_millis() as u64 + u64::from(!d.subsec_nanos().is_multiple_of(1_000_000));
         ms + 1
     }
 
@@ -195,7 +195,13 @@ impl<T: Scheduled> Schedule<T> {
 
     /// Timers held (for tests and metrics).
     pub fn timers(&self) -> usize {
-        self.queue.lock().unwrap().timers.values().map(Vec::len).sum()
+        self.queue
+            .lock()
+            .unwrap()
+            .timers
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 }
 

@@ -125,10 +125,7 @@ fn step(node: &Arc<Node>, h: Arc<LiveHandoff>, now: Instant) {
 /// Runs `work` for the handoff `acting` holds, in its span; when it is done (and the handoff
 /// no longer acted for), lists the handoff again if `work` says so: whatever happened meanwhile
 /// (it was skipped while busy) is looked at then.
-fn spawn_acting(
-    acting: Acting,
-    work: impl std::future::Future<Output = bool> + Send + 'static,
-) {
+fn spawn_acting(acting: Acting, work: impl std::future::Future<Output = bool> + Send + 'static) {
     let span = acting.handoff().span();
     tokio::spawn(
         async move {
@@ -287,7 +284,7 @@ mod tests {
         assert!(schedule.take(before).0.is_empty());
         assert_eq!(decide(&h, before), Step::AskAt(h.expires_at));
         let (due, _) = schedule.take(at);
-        assert_eq!(ids(&due), [h.id.clone()]);
+        assert_eq!(ids(&due), vec![h.id.clone()]);
         // Due: it expires, and ends.
         assert_eq!(decide(&h, h.expires_at), Step::TearDown);
         assert_eq!(h.state(), State::Expired);
@@ -298,7 +295,11 @@ mod tests {
         let settings = settings();
         let t0 = Instant::now();
         let schedule = Handoffs::new(t0);
-        let h = handoff(&settings, &schedule, serde_json::json!({"coalesceMs": 5000}));
+        let h = handoff(
+            &settings,
+            &schedule,
+            serde_json::json!({"coalesceMs": 5000}),
+        );
         // A wake goes out at the first owed event (leading edge)…
         deliver(&h, 1);
         assert_eq!(decide(&h, Instant::now()), Step::Send);
@@ -314,7 +315,10 @@ mod tests {
         schedule.set_timer(&h, Some(at));
         assert!(schedule.take(at - Duration::from_millis(1)).0.is_empty());
         assert_eq!(decide(&h, at - Duration::from_millis(1)), Step::AskAt(at));
-        assert_eq!(ids(&schedule.take(schedule.due(&h).unwrap()).0), [h.id.clone()]);
+        assert_eq!(
+            ids(&schedule.take(schedule.due(&h).unwrap()).0),
+            vec![h.id.clone()]
+        );
         assert_eq!(decide(&h, at), Step::Send);
     }
 
@@ -328,11 +332,11 @@ mod tests {
         assert!(schedule.take(t0).0.is_empty());
         // An event owing a wake: listed now, not at its expiry.
         deliver(&h, 1);
-        assert_eq!(ids(&schedule.take(t0).0), [h.id.clone()]);
+        assert_eq!(ids(&schedule.take(t0).0), vec![h.id.clone()]);
         assert_eq!(decide(&h, Instant::now()), Step::Send);
         // A handback: listed, and it ends.
         h.close(None);
-        assert_eq!(ids(&schedule.take(t0).0), [h.id.clone()]);
+        assert_eq!(ids(&schedule.take(t0).0), vec![h.id.clone()]);
         assert_eq!(decide(&h, t0), Step::TearDown);
         // Once torn down or released, it is forgotten.
         assert!(h.begin_teardown());

@@ -88,6 +88,8 @@ impl Knobs {
 }
 
 /// When wakes were accepted, oldest first: a `VecDeque` boxed, and none until the first.
+// Boxed on purpose: 8 bytes in every sleeping handoff rather than a `VecDeque`'s 32.
+#[allow(clippy::box_collection)]
 #[derive(Debug, Clone, Default)]
 struct Sent(Option<Box<VecDeque<Instant>>>);
 
