@@ -26,6 +26,7 @@
 
 pub mod redis;
 pub mod sealed;
+pub mod targets;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -265,19 +266,8 @@ struct MemInner {
     /// node → (addr, lease end)
     nodes: HashMap<String, (String, Instant)>,
     free: HashSet<String>,
-    /// push target → its handoffs, oldest first. Held tight, as there is an entry per live
-    /// handoff of a node (issue 11): keyed by 128 bits of a SHA-256 of the target's digest
-    /// string (no two targets of a node collide short of 2^64 of them), exact-size id lists.
-    targets: HashMap<u128, Box<[Box<str>]>>,
-}
-
-/// The key of `target` in [`MemInner::targets`].
-fn target_key(target: &str) -> u128 {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(target.as_bytes());
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&digest[..16]);
-    u128::from_le_bytes(key)
+    /// push target → its handoffs, oldest first
+    targets: targets::Targets,
 }
 
 /// The single-node store (ownership and leases work as on Redis, within one process).
@@ -397,12 +387,7 @@ impl HandoffStore for MemoryStore {
         let mut inner = self.inner.lock().unwrap();
         inner.records.remove(id);
         inner.free.remove(id);
-        inner.targets.retain(|_, ids| {
-            if ids.iter().any(|i| &**i == id) {
-                *ids = ids.iter().filter(|i| &***i != id).cloned().collect();
-            }
-            !ids.is_empty()
-        });
+        inner.targets.remove(id);
         Ok(())
     }
 
@@ -536,16 +521,7 @@ impl HandoffStore for MemoryStore {
         cap: usize,
     ) -> Result<Vec<String>, StoreError> {
         let mut inner = self.inner.lock().unwrap();
-        let entry = inner.targets.entry(target_key(target)).or_default();
-        let mut ids: Vec<Box<str>> = std::mem::take(entry)
-            .into_vec()
-            .into_iter()
-            .filter(|i| &**i != id)
-            .collect();
-        ids.push(id.into());
-        let over = ids.len().saturating_sub(cap.max(1));
-        let evicted: Vec<String> = ids.drain(..over).map(String::from).collect();
-        *entry = ids.into_boxed_slice();
+        let evicted = inner.targets.claim(target, id, cap);
         for old in &evicted {
             if let Some(e) = inner.records.get_mut(old) {
                 e.replaced = true;
