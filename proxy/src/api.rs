@@ -28,7 +28,6 @@ use ssepush_origin::service::error::ApiError;
 use ssepush_origin::service::ops;
 use ssepush_origin::sse;
 
-use crate::driver::spawn_driver;
 use crate::handoff::HandoffError;
 use crate::live::LiveHandoff;
 use crate::node::Node;
@@ -37,7 +36,7 @@ use crate::protocol::schema::{ErrorBody, Health};
 use crate::protocol::{
     self, CatchUp, Handback, HandoffCreated, HandoffRequest, HandoffStatus, PushTarget, Readiness,
 };
-use crate::store::{Fence, HandoffRecord, StoreError};
+use crate::store::{HandoffRecord, StoreError};
 use crate::token::{Token, new_id};
 
 /// `Retry-After` of a 503 `node_full`: handoffs expire and hand back all the time, so room
@@ -180,10 +179,11 @@ async fn create(
     let req: HandoffRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("invalid handoff request: {e}"))
     })?;
-    let (spec, cursor) = crate::handoff::validate(req, &node.settings, &node.allow, |t| {
+    let (mut spec, cursor) = crate::handoff::validate(req, &node.settings, &node.allow, |t| {
         node.providers.supports(t)
     })
     .map_err(handoff_error)?;
+    spec.stream = node.streams.share(spec.stream);
     // Where a Web Push wake may go needs a lookup: outside `validate`, which touches no network.
     if let PushTarget::Webpush { subscription } = &spec.push.0 {
         node.push_policy
@@ -200,42 +200,40 @@ async fn create(
         )
         .retry_after(NODE_FULL_RETRY_AFTER_SECS)
     };
-    if node.live.read().unwrap().len() >= node.settings.max_handoffs {
+    if node.live_count() >= node.settings.max_handoffs {
         return Err(node_full(StoreError::Full(node.settings.max_handoffs)));
     }
     let id = new_id();
     let token = Token::generate();
-    let fence = Fence {
-        node: node.node_id(),
-        epoch: 1,
-    };
+    let fence = node.creation_fence();
     let h = LiveHandoff::new(
-        id.clone(),
+        id.as_str().into(),
         token.hash(),
         spec,
         cursor,
         &node.settings,
         fence,
+        &node.handoffs,
     );
-    node.store
-        .insert(h.record(), &h.fence.node)
-        .await
-        .map_err(|e| match e {
-            StoreError::Full(_) => node_full(e),
-            _ => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                e.to_string(),
-            ),
-        })?;
-    node.live.write().unwrap().insert(id.clone(), h.clone());
-    {
-        let _e = h.span().enter();
-        tracing::info!(?cursor, ttl_secs = h.spec.ttl_secs, "handoff created");
+    // A single node's memory store gets the record when the handoff ends (`crate::node`).
+    if node.shared {
+        node.store
+            .insert(h.record(), &h.fence.node)
+            .await
+            .map_err(|e| match e {
+                StoreError::Full(_) => node_full(e),
+                _ => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    e.to_string(),
+                ),
+            })?;
     }
+    node.add_live(h.clone());
+    tracing::info!(parent: &h.span(), ?cursor, ttl_secs = h.spec.ttl_secs, "handoff created");
     replace_older(&node, &h).await;
     node.upstreams.join(&h.spec.stream, h.clone());
-    spawn_driver(node.clone(), h.clone());
+    crate::scheduler::start(&h);
     metrics::counter!("ssepush_proxy_handoffs_created_total").increment(1);
     let body = HandoffCreated {
         id: id.clone(),
@@ -261,7 +259,7 @@ async fn replace_older(node: &Node, h: &Arc<LiveHandoff>) {
     let evicted = match node.store.claim_target(&target, &h.id, cap).await {
         Ok(ids) => ids,
         Err(e) => {
-            tracing::warn!(parent: h.span(), error = %e, "cannot record the handoff's push target");
+            tracing::warn!(parent: &h.span(), error = %e, "cannot record the handoff's push target");
             return;
         }
     };
@@ -530,14 +528,12 @@ async fn events(
         }
     };
     let catchup = h.check_in(after);
-    {
-        let _e = h.span().enter();
-        tracing::debug!(
-            events = catchup.events.len(),
-            gap = catchup.gap.is_some(),
-            "check-in"
-        );
-    }
+    tracing::debug!(
+        parent: &h.span(),
+        events = catchup.events.len(),
+        gap = catchup.gap.is_some(),
+        "check-in"
+    );
     node.persist(&h).await;
     let wants_sse = headers
         .get(header::ACCEPT)
@@ -610,12 +606,10 @@ async fn handback(
         }
     };
     let cursor = h.close(after);
-    // At once rather than when the driver notices: the connection closes before the answer.
+    // At once rather than when the scheduler gets to it: the connection closes before the
+    // answer.
     node.teardown(&h).await;
-    {
-        let _e = h.span().enter();
-        tracing::info!(?cursor, "handed back");
-    }
+    tracing::info!(parent: &h.span(), ?cursor, "handed back");
     Ok(axum::Json(Handback {
         cursor,
         state: h.state().wire(),
@@ -639,7 +633,14 @@ async fn readyz(State(node): State<Arc<Node>>) -> Response {
     if node.shutdown.is_cancelled() {
         return ops::Readiness::Draining.into_response();
     }
-    match node.store.count().await {
+    // A single node's memory store holds only finished handoffs (`crate::node`): its live
+    // ones are counted where they are.
+    let held = if node.shared {
+        node.store.count().await
+    } else {
+        Ok(node.live_count())
+    };
+    match held {
         Ok(n) => axum::Json(Readiness {
             status: "ready".to_owned(),
             handoffs: Some(n),

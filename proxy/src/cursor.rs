@@ -18,58 +18,60 @@
 
 use ssepush_origin::EventId;
 
+use crate::buffer::PackedId;
+
 /// See the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Cursor {
-    device: Option<EventId>,
-    delivered: Option<EventId>,
-    newest: Option<EventId>,
+    device: PackedId,
+    delivered: PackedId,
+    newest: PackedId,
 }
 
 impl Cursor {
     /// A handoff whose phone handed off at `handed_off` (its last event id, if it had one).
     pub fn new(handed_off: Option<EventId>) -> Cursor {
         Cursor {
-            device: handed_off,
-            delivered: handed_off,
-            newest: None,
+            device: PackedId::new(handed_off),
+            delivered: PackedId::new(handed_off),
+            newest: PackedId::default(),
         }
     }
 
     /// The device cursor.
     pub fn device(&self) -> Option<EventId> {
-        self.device
+        self.device.get()
     }
 
     /// Where reading must resume for this handoff: everything after it is owed.
     pub fn resume_from(&self) -> Option<EventId> {
-        self.delivered
+        self.delivered.get()
     }
 
     /// The newest id known for this handoff.
     pub fn newest(&self) -> Option<EventId> {
-        self.newest
+        self.newest.get()
     }
 
     /// An event `id` arrived: true when it is new to this handoff (then it is delivered and the
     /// newest), false for a duplicate.
     pub fn deliver(&mut self, id: EventId) -> bool {
-        if self.delivered.is_some_and(|d| id <= d) {
+        if self.delivered.get().is_some_and(|d| id <= d) {
             return false;
         }
-        self.delivered = Some(id);
-        self.newest = self.newest.max(Some(id));
+        self.delivered = PackedId::new(Some(id));
+        self.newest = PackedId::new(self.newest().max(Some(id)));
         true
     }
 
     /// The event `id` was skipped (too large to read): it is known, not delivered.
     pub fn skipped(&mut self, id: EventId) {
-        self.newest = self.newest.max(Some(id));
+        self.newest = PackedId::new(self.newest().max(Some(id)));
     }
 
     /// The phone has (acknowledged, or was served) everything through `id`.
     pub fn advance_device(&mut self, id: EventId) {
-        self.device = self.device.max(Some(id));
+        self.device = PackedId::new(self.device().max(Some(id)));
     }
 }
 

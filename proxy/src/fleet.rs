@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use crate::driver::spawn_driver;
 use crate::live::LiveHandoff;
 use crate::node::Node;
 use crate::protocol::HandoffState;
@@ -176,7 +175,7 @@ async fn balance(node: &Arc<Node>, me: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Starts watching and driving claimed handoffs; returns how many became live here.
+/// Starts watching and scheduling claimed handoffs; returns how many became live here.
 async fn adopt(node: &Arc<Node>, mut claimed: Vec<Owned>, from: &'static str) -> usize {
     // Oldest cursors first: later handoffs of the same stream then join its watcher live
     // instead of each reading its own catch-up.
@@ -188,9 +187,16 @@ async fn adopt(node: &Arc<Node>, mut claimed: Vec<Owned>, from: &'static str) ->
     for o in claimed {
         let Some(fence) = o.fence() else { continue };
         metrics::counter!("ssepush_proxy_lease_claims_total", "from" => from).increment(1);
-        match LiveHandoff::restore(&o, fence.clone(), &node.settings, &node.allow) {
+        match LiveHandoff::restore(
+            &o,
+            Arc::new(fence.clone()),
+            &node.settings,
+            &node.allow,
+            &node.handoffs,
+            &node.streams,
+        ) {
             Ok(h) => {
-                node.live.write().unwrap().insert(h.id.clone(), h.clone());
+                node.add_live(h.clone());
                 streams.entry(h.spec.stream.key()).or_default().push(h);
                 adopted += 1;
             }
@@ -218,8 +224,8 @@ async fn adopt(node: &Arc<Node>, mut claimed: Vec<Owned>, from: &'static str) ->
             .map(|h| h.clone() as Arc<dyn crate::upstream::Subscriber>)
             .collect();
         node.upstreams.join_many(&spec, subs);
-        for h in hs {
-            spawn_driver(node.clone(), h);
+        for h in &hs {
+            crate::scheduler::start(h);
         }
     }
     adopted
@@ -230,7 +236,7 @@ async fn adopt(node: &Arc<Node>, mut claimed: Vec<Owned>, from: &'static str) ->
 async fn release_all(node: &Node, handoffs: Vec<Arc<LiveHandoff>>) {
     futures::stream::iter(handoffs)
         .for_each_concurrent(64, |h| async move {
-            let _acting = h.acting.lock().await;
+            let _acting = h.act().await;
             if h.is_released() {
                 return;
             }
@@ -239,7 +245,7 @@ async fn release_all(node: &Node, handoffs: Vec<Arc<LiveHandoff>>) {
                 Ok(()) => {
                     metrics::counter!("ssepush_proxy_handoffs_released_total").increment(1);
                 }
-                Err(e) => tracing::warn!(parent: h.span(), error = %e, "cannot release handoff"),
+                Err(e) => tracing::warn!(parent: &h.span(), error = %e, "cannot release handoff"),
             }
         })
         .await;

@@ -15,6 +15,7 @@
 //! (upstream headers, push tokens) has a redacting `Debug`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine;
 use reqwest::Url;
@@ -193,6 +194,47 @@ impl StreamSpec {
     }
 }
 
+/// One copy of each stream's [`StreamSpec`] for every handoff of it on this node (issue 11: a
+/// thousand handoffs of a stream held a thousand copies of its URL and headers), by watcher
+/// key. Holds only weak references: a stream's spec goes with its last handoff.
+#[derive(Debug, Default)]
+pub struct SharedStreams {
+    inner: std::sync::Mutex<SharedInner>,
+}
+
+#[derive(Debug, Default)]
+struct SharedInner {
+    specs: std::collections::HashMap<[u8; 32], std::sync::Weak<StreamSpec>>,
+    /// Gone streams are forgotten when the map reaches this size (then twice what is left).
+    purge_at: usize,
+}
+
+impl SharedStreams {
+    /// The shared copy of `stream` (this one when it is the first of its stream).
+    pub fn share(&self, stream: Arc<StreamSpec>) -> Arc<StreamSpec> {
+        let key = stream.key();
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(shared) = inner.specs.get(&key).and_then(std::sync::Weak::upgrade) {
+            return shared;
+        }
+        inner.specs.insert(key, Arc::downgrade(&stream));
+        if inner.specs.len() >= inner.purge_at {
+            inner.specs.retain(|_, w| w.strong_count() > 0);
+            inner.purge_at = (inner.specs.len() * 2).max(64);
+        }
+        stream
+    }
+
+    /// Streams remembered (some may be gone).
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap().specs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The wake preferences of one handoff, resolved against the settings.
 #[derive(Debug, Clone)]
 pub struct WakeSpec {
@@ -222,7 +264,8 @@ impl std::fmt::Debug for Target {
 /// is not here: it moves, and the live handoff owns it, see [`crate::cursor`].)
 #[derive(Debug, Clone)]
 pub struct HandoffSpec {
-    pub stream: StreamSpec,
+    /// Shared by the handoffs of one stream ([`SharedStreams`]).
+    pub stream: Arc<StreamSpec>,
     pub push: Target,
     pub wake: WakeSpec,
     pub ttl_secs: u64,
@@ -294,7 +337,7 @@ pub fn validate(
         return Err(HandoffError::BadTtl(settings.max_ttl_secs));
     }
     let spec = HandoffSpec {
-        stream: StreamSpec { url, headers },
+        stream: Arc::new(StreamSpec { url, headers }),
         push: Target(req.push),
         wake: WakeSpec {
             filter,
@@ -320,10 +363,10 @@ pub fn spec_of_record(
         Some(s) => Some(Filter::compile(s).map_err(|e| format!("wake.filter: {e}"))?),
     };
     Ok(HandoffSpec {
-        stream: StreamSpec {
+        stream: Arc::new(StreamSpec {
             url,
             headers: StreamHeaders(rec.stream_headers.clone()),
-        },
+        }),
         push: Target(rec.push.clone()),
         wake: WakeSpec {
             filter,
@@ -650,6 +693,32 @@ mod tests {
         assert!(
             check_push_target(&sub("https://push.example/x", b64(&p256), b64(&[1; 8]))).is_err()
         );
+    }
+
+    #[test]
+    fn handoffs_of_one_stream_share_one_copy_of_its_spec() {
+        let spec = |channel: &str| {
+            Arc::new(StreamSpec {
+                url: Url::parse(&format!("http://127.0.0.1:8080/v1/sse?channel={channel}"))
+                    .unwrap(),
+                headers: StreamHeaders::default(),
+            })
+        };
+        let streams = SharedStreams::default();
+        let a = streams.share(spec("a"));
+        let a2 = streams.share(spec("a"));
+        assert!(Arc::ptr_eq(&a, &a2));
+        let b = streams.share(spec("b"));
+        assert!(!Arc::ptr_eq(&a, &b));
+        // Gone with its last handoff: the next one of the stream brings its own copy.
+        drop((a, a2));
+        let a3 = spec("a");
+        assert!(Arc::ptr_eq(&streams.share(a3.clone()), &a3));
+        // Gone streams are forgotten as the map grows.
+        for i in 0..200 {
+            streams.share(spec(&format!("x{i}")));
+        }
+        assert!(streams.len() < 200, "{}", streams.len());
     }
 
     #[test]

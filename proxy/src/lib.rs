@@ -12,8 +12,10 @@
 //!   1. [`server`] — `run(listener, settings, providers, shutdown)`.
 //!   2. [`api`] — the HTTP handlers; [`openapi`] their document; [`sweep`] the sweeper;
 //!      [`fleet`] — leases, takeovers, rebalancing and the drain on a shared store.
-//!   3. [`driver`] — the per-handoff task: wakes, expiry, teardown.
-//!   4. [`node`] — [`node::Node`], what handlers and drivers share, and the one teardown path.
+//!   3. [`scheduler`] — the node's one task that asks due and changed handoffs: wakes,
+//!      expiry, teardown.
+//!   4. [`node`] — [`node::Node`], what handlers and the scheduler share, and the one teardown
+//!      path.
 //!   5. [`auth`] — who may create handoffs.
 //!   6. [`live`] — a live handoff's hot state; [`cursor`] — the one owner of its position.
 //!   7. [`upstream`] — shared watchers, lingering when idle; [`replay`] — a watcher's ring of
@@ -21,8 +23,8 @@
 //!      [`reconnect`] — the reconnect policy; [`verdicts`] — filter verdicts per event.
 //!   8. [`handoff`] — request validation and the state machine; [`allow`] — allowed origins;
 //!      [`token`] — ids and tokens.
-//!   9. [`settings`], [`store`], [`buffer`], [`wake`] (the wake policy), [`retry_after`],
-//!      [`push`] (the providers).
+//!   9. [`settings`], [`store`], [`buffer`], [`wake`] (the wake policy), [`schedule`] (when
+//!      each handoff is next due), [`retry_after`], [`push`] (the providers).
 #![forbid(unsafe_code)]
 
 pub mod protocol;
@@ -39,8 +41,6 @@ pub mod buffer;
 pub mod connector;
 #[cfg(feature = "server")]
 pub mod cursor;
-#[cfg(feature = "server")]
-pub mod driver;
 #[cfg(feature = "server")]
 pub mod fleet;
 #[cfg(feature = "server")]
@@ -61,6 +61,10 @@ pub mod reconnect;
 pub mod replay;
 #[cfg(feature = "server")]
 pub mod retry_after;
+#[cfg(feature = "server")]
+pub mod schedule;
+#[cfg(feature = "server")]
+pub mod scheduler;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

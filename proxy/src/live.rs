@@ -1,71 +1,95 @@
 //! A live handoff: the hot half of its record (state, cursor, buffer, wake policy) behind one
 //! mutex, owned by the node that watches for it. It is what the upstream watcher calls
 //! synchronously for every event (a [`Subscriber`]), what the API's check-in and handback
-//! change, and what the driver ([`crate::driver`]) asks what to do; it never does I/O itself.
+//! change, and what the scheduler ([`crate::scheduler`]) asks what to do; it never does I/O
+//! itself. Whatever changes what it should do lists it in the node's [`Schedule`].
 //!
 //! Its position in the stream has one owner, the [`Cursor`] inside; the watcher reads it when
 //! the handoff joins ([`Subscriber::cursor`]). Every log line of a handoff is in a span carrying
-//! its id — never its token, push token or upstream headers.
+//! its id ([`LiveHandoff::span`], made when there is something to log: a sleeping handoff holds
+//! none) — never its token, push token or upstream headers.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use ssepush_origin::EventId;
 use ssepush_origin::clock::now_ms;
 use ssepush_origin::event::SharedEvent;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::buffer::EventBuffer;
 use crate::cursor::Cursor;
 use crate::handoff::{HandoffSpec, Input, State, transition};
 use crate::protocol::{CatchUp, LastWake};
 use crate::push::{PushError, Wake};
+use crate::schedule::{Schedule, Scheduled, Slot};
 use crate::settings::Settings;
 use crate::store::{Fence, HandoffRecord, Owned};
 use crate::token::TokenHash;
 use crate::upstream::{Subscriber, Verdicts};
 use crate::wake::{Action, Outcome, WakeConfig, WakePolicy};
 
+/// The node's schedule of live handoffs.
+pub type Handoffs = Schedule<LiveHandoff>;
+
 struct Inner {
     state: State,
     cursor: Cursor,
     buffer: EventBuffer,
     policy: WakePolicy,
+    /// Allocated with the first of its fields: most sleeping handoffs were never woken, had
+    /// no error and have not ended (issue 11).
+    cold: Option<Box<Cold>>,
+}
+
+#[derive(Default)]
+struct Cold {
     wakes_sent: u64,
     last_wake: Option<LastWake>,
     last_error: Option<String>,
     finished_at_ms: Option<u64>,
 }
 
+impl Inner {
+    fn cold(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(Box::default)
+    }
+
+    fn set_last_error(&mut self, error: impl Into<String>) {
+        self.cold().last_error = Some(error.into());
+    }
+}
+
 /// One handoff this node watches for. See the module docs.
 pub struct LiveHandoff {
-    pub id: String,
+    /// Shared with the node's map of live handoffs.
+    pub id: Arc<str>,
     token: TokenHash,
     pub spec: HandoffSpec,
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
     /// When the ttl ends, on the monotonic clock.
     pub expires_at: Instant,
-    /// How long push services keep an undelivered wake (`wake.push_ttl_secs`).
-    push_ttl: Duration,
     inner: Mutex<Inner>,
-    notify: Notify,
-    /// Cancelled when the handoff reaches a terminal state, or this node gave it up: the driver
-    /// ends.
-    pub stop: CancellationToken,
     /// This node's right to act for it (`crate::store`, "Ownership and fencing").
-    pub fence: Fence,
+    /// Shared by the handoffs this node created under its current id (all at epoch 1).
+    pub fence: Arc<Fence>,
     /// This node no longer owns it (released, or fenced out): nothing more is done or written.
     released: AtomicBool,
     /// A digest of the durable part of the last record written (state, cursor, wake state,
-    /// counters): unchanged records are not written again.
-    persisted: std::sync::atomic::AtomicU64,
-    /// Held while a wake is fenced and sent, and while the handoff is released: a release never
-    /// overlaps a send, so no wake of an old epoch lands after the next owner's.
-    pub acting: tokio::sync::Mutex<()>,
-    span: tracing::Span,
+    /// counters): unchanged records are not written again. 32 bits (it sits beside the flags;
+    /// a change that hashed the same would be written with the next one).
+    persisted: std::sync::atomic::AtomicU32,
+    /// Set while a task acts for it (fences and sends a wake, writes it, tears it down) and
+    /// while it is released: one at a time, so a release never overlaps a send (no wake of an
+    /// old epoch lands after the next owner's) and its writes stay in order.
+    acting: AtomicBool,
+    /// It ended and was torn down ([`crate::node::Node::teardown`]).
+    torn_down: AtomicBool,
+    /// Its place in the node's schedule.
+    slot: Slot,
+    schedule: Arc<Handoffs>,
+    me: Weak<LiveHandoff>,
 }
 
 impl std::fmt::Debug for LiveHandoff {
@@ -77,6 +101,12 @@ impl std::fmt::Debug for LiveHandoff {
             .field("state", &self.inner.lock().unwrap().state)
             .field("expires_at_ms", &self.expires_at_ms)
             .finish()
+    }
+}
+
+impl Scheduled for LiveHandoff {
+    fn slot(&self) -> &Slot {
+        &self.slot
     }
 }
 
@@ -92,17 +122,61 @@ pub struct WakeSend {
     pub owed_since: Option<Instant>,
 }
 
+/// Held while a task acts for a handoff ([`LiveHandoff::try_act`]); lets go when dropped.
+#[derive(Debug)]
+pub struct Acting(Arc<LiveHandoff>);
+
+impl Acting {
+    /// The handoff acted for.
+    pub fn handoff(&self) -> &Arc<LiveHandoff> {
+        &self.0
+    }
+}
+
+impl Drop for Acting {
+    fn drop(&mut self) {
+        self.0.acting.store(false, Ordering::Release);
+    }
+}
+
 impl LiveHandoff {
     /// A handoff of `spec` whose phone handed off at `cursor`, with the node's `[wake]` and
-    /// buffer settings.
+    /// buffer settings, scheduled in `schedule` (it is not asked anything until listed there,
+    /// see [`crate::scheduler::start`]).
     pub fn new(
-        id: String,
+        id: Arc<str>,
         token: TokenHash,
         spec: HandoffSpec,
         cursor: Option<EventId>,
         settings: &Settings,
-        fence: Fence,
+        fence: Arc<Fence>,
+        schedule: &Arc<Handoffs>,
     ) -> Arc<LiveHandoff> {
+        Arc::new_cyclic(|me| {
+            Self::build(
+                me.clone(),
+                id,
+                token,
+                spec,
+                cursor,
+                settings,
+                fence,
+                schedule,
+            )
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        me: Weak<LiveHandoff>,
+        id: Arc<str>,
+        token: TokenHash,
+        spec: HandoffSpec,
+        cursor: Option<EventId>,
+        settings: &Settings,
+        fence: Arc<Fence>,
+        schedule: &Arc<Handoffs>,
+    ) -> LiveHandoff {
         let w = &settings.wake;
         let cfg = WakeConfig {
             coalesce: Duration::from_millis(spec.wake.coalesce_ms),
@@ -113,35 +187,31 @@ impl LiveHandoff {
         };
         let created = now_ms();
         let ttl = Duration::from_secs(spec.ttl_secs);
-        let span = tracing::info_span!("handoff", id = %id, platform = spec.push.platform());
         state_gauge(&State::Watching, 1.0);
-        Arc::new(LiveHandoff {
+        LiveHandoff {
             token,
             created_at_ms: created,
             expires_at_ms: created + ttl.as_millis() as u64,
             expires_at: Instant::now() + ttl,
-            push_ttl: Duration::from_secs(w.push_ttl_secs),
             inner: Mutex::new(Inner {
                 state: State::Watching,
                 cursor: Cursor::new(cursor),
                 // Nothing at or below the phone's cursor is owed to it.
                 buffer: EventBuffer::new(settings.buffer_events, cursor),
                 policy: WakePolicy::new(cfg),
-                wakes_sent: 0,
-                last_wake: None,
-                last_error: None,
-                finished_at_ms: None,
+                cold: None,
             }),
-            notify: Notify::new(),
-            stop: CancellationToken::new(),
             fence,
             released: AtomicBool::new(false),
-            acting: tokio::sync::Mutex::new(()),
-            persisted: std::sync::atomic::AtomicU64::new(0),
-            span,
+            persisted: std::sync::atomic::AtomicU32::new(0),
+            acting: AtomicBool::new(false),
+            torn_down: AtomicBool::new(false),
+            slot: schedule.slot(),
+            schedule: schedule.clone(),
+            me,
             spec,
             id,
-        })
+        }
     }
 
     /// A handoff this node took over under `fence`, from its stored record: the device cursor
@@ -150,29 +220,40 @@ impl LiveHandoff {
     /// validates (e.g. the stream left `allowed_origins`), with the reason.
     pub fn restore(
         owned: &Owned,
-        fence: Fence,
+        fence: Arc<Fence>,
         settings: &Settings,
         allow: &crate::allow::OriginAllowList,
+        schedule: &Arc<Handoffs>,
+        streams: &crate::handoff::SharedStreams,
     ) -> Result<Arc<LiveHandoff>, String> {
         let rec = &owned.rec;
         if rec.state.is_terminal() {
             return Err(format!("it has ended ({})", rec.state.as_str()));
         }
-        let spec = crate::handoff::spec_of_record(rec, allow)?;
+        let mut spec = crate::handoff::spec_of_record(rec, allow)?;
+        spec.stream = streams.share(spec.stream);
         let token = TokenHash::from_hex(&rec.token_sha256).ok_or("unreadable token hash")?;
-        let h = LiveHandoff::new(rec.id.clone(), token, spec, rec.cursor, settings, fence);
         let now_wall = now_ms();
         let now = Instant::now();
         let left = Duration::from_millis(rec.expires_at_ms.saturating_sub(now_wall));
         // SAFETY of the arithmetic: an instant in the past stays representable for an hour.
         let to_instant =
             |ms: u64| now.checked_sub(Duration::from_millis(now_wall.saturating_sub(ms)));
-        let mut h = h;
-        if let Some(inner) = Arc::get_mut(&mut h) {
-            inner.created_at_ms = rec.created_at_ms;
-            inner.expires_at_ms = rec.expires_at_ms;
-            inner.expires_at = now + left;
-            let i = inner.inner.get_mut().unwrap();
+        Ok(Arc::new_cyclic(|me| {
+            let mut h = Self::build(
+                me.clone(),
+                rec.id.as_str().into(),
+                token,
+                spec,
+                rec.cursor,
+                settings,
+                fence,
+                schedule,
+            );
+            h.created_at_ms = rec.created_at_ms;
+            h.expires_at_ms = rec.expires_at_ms;
+            h.expires_at = now + left;
+            let i = h.inner.get_mut().unwrap();
             if rec.state == crate::protocol::HandoffState::Woken {
                 i.state = State::Woken;
                 state_gauge(&State::Watching, -1.0);
@@ -185,23 +266,65 @@ impl LiveHandoff {
                 rec.wake_outstanding,
                 rec.wake_times_ms.iter().filter_map(|ms| to_instant(*ms)),
             );
-            i.wakes_sent = rec.wakes_sent;
-            i.last_wake = rec.last_wake.clone();
-            i.last_error = rec.last_error.clone();
-        }
-        Ok(h)
+            if rec.wakes_sent > 0 || rec.last_wake.is_some() || rec.last_error.is_some() {
+                *i.cold() = Cold {
+                    wakes_sent: rec.wakes_sent,
+                    last_wake: rec.last_wake.clone(),
+                    last_error: rec.last_error.clone(),
+                    finished_at_ms: None,
+                };
+            }
+            h
+        }))
     }
 
-    /// This node gives the handoff up (released to a peer, or fenced out): the driver ends
-    /// without a teardown and nothing is written for it again.
+    /// Something changed what should be done for it: the scheduler asks it again.
+    pub fn touch(&self) {
+        if let Some(me) = self.me.upgrade() {
+            self.schedule.changed(me);
+        }
+    }
+
+    /// The schedule it is in.
+    pub fn schedule(&self) -> &Arc<Handoffs> {
+        &self.schedule
+    }
+
+    /// Starts acting for it, unless a task already does: `None` then (that task lists it in
+    /// the schedule again when it is done).
+    pub fn try_act(self: &Arc<Self>) -> Option<Acting> {
+        (!self.acting.swap(true, Ordering::AcqRel)).then(|| Acting(self.clone()))
+    }
+
+    /// Waits until no task acts for it, then acts (a release waits for a send in progress).
+    pub async fn act(self: &Arc<Self>) -> Acting {
+        loop {
+            if let Some(a) = self.try_act() {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// This node gives the handoff up (released to a peer, or fenced out): the scheduler
+    /// forgets it without a teardown and nothing is written for it again.
     /// Returns false when it had already been given up.
     pub fn release_locally(&self) -> bool {
         if self.released.swap(true, Ordering::SeqCst) {
             return false;
         }
-        self.stop.cancel();
-        self.notify.notify_one();
+        self.touch();
         true
+    }
+
+    /// Marks it torn down (its watcher left, its final record written): true the first time.
+    pub fn begin_teardown(&self) -> bool {
+        !self.torn_down.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether it was torn down: nothing more is done for it.
+    pub fn is_torn_down(&self) -> bool {
+        self.torn_down.load(Ordering::SeqCst)
     }
 
     /// Whether this node gave it up.
@@ -213,8 +336,10 @@ impl LiveHandoff {
         self.token.verify(presented)
     }
 
-    pub fn span(&self) -> &tracing::Span {
-        &self.span
+    /// The span its log lines go in: its id and platform (made on demand: a sleeping handoff
+    /// holds no span).
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!("handoff", id = %self.id, platform = self.spec.push.platform())
     }
 
     pub fn state(&self) -> State {
@@ -226,12 +351,6 @@ impl LiveHandoff {
         self.inner.lock().unwrap().cursor.device()
     }
 
-    /// Resolves when something may have changed what the driver should do (an event owing a
-    /// wake, a check-in, a state change).
-    pub async fn changed(&self) {
-        self.notify.notified().await
-    }
-
     /// Applies a state-machine input; returns true when the state changed.
     fn apply(&self, inner: &mut Inner, input: Input) -> bool {
         let next = transition(&inner.state, &input);
@@ -240,17 +359,15 @@ impl LiveHandoff {
         }
         state_gauge(&inner.state, -1.0);
         state_gauge(&next, 1.0);
-        let _e = self.span.enter();
-        tracing::info!(from = inner.state.name(), to = next.name(), "handoff state");
+        tracing::info!(parent: &self.span(), from = inner.state.name(), to = next.name(), "handoff state");
         if next.is_terminal() {
-            inner.finished_at_ms = Some(now_ms());
+            inner.cold().finished_at_ms = Some(now_ms());
             if let State::Failed(reason) = &next {
-                inner.last_error = Some(reason.clone());
+                inner.set_last_error(reason.as_str());
             }
-            self.stop.cancel();
         }
         inner.state = next;
-        self.notify.notify_one();
+        self.touch();
         true
     }
 
@@ -271,7 +388,7 @@ impl LiveHandoff {
         let owed = inner.buffer.wake_owed(inner.cursor.device());
         inner.policy.on_check_in(Instant::now(), owed);
         self.apply(&mut inner, Input::CheckIn);
-        self.notify.notify_one();
+        self.touch();
         CatchUp {
             gap,
             events,
@@ -294,8 +411,7 @@ impl LiveHandoff {
     pub fn replaced(&self) {
         let mut inner = self.inner.lock().unwrap();
         if !inner.state.is_terminal() {
-            inner.last_error =
-                Some("replaced by a newer handoff for the same push target".to_owned());
+            inner.set_last_error("replaced by a newer handoff for the same push target");
         }
         self.apply(&mut inner, Input::Close);
     }
@@ -340,17 +456,18 @@ impl LiveHandoff {
     }
 
     /// Starts sending a wake (after [`next_action`](Self::next_action) said
-    /// [`Action::Send`]): the wake to send, as of now.
-    pub fn begin_wake(&self) -> WakeSend {
+    /// [`Action::Send`]): the wake to send, as of now; push services keep it for `push_ttl`
+    /// (`wake.push_ttl_secs`).
+    pub fn begin_wake(&self, push_ttl: Duration) -> WakeSend {
         let mut inner = self.inner.lock().unwrap();
         inner.policy.begin_send();
         let wake = Wake {
-            handoff_id: self.id.clone(),
+            handoff_id: self.id.to_string(),
             pending: inner.buffer.pending(inner.cursor.device()),
             latest_event_id: inner.cursor.newest(),
             mode: self.spec.wake.mode,
-            collapse_id: self.id.clone(),
-            ttl: self.push_ttl,
+            collapse_id: self.id.to_string(),
+            ttl: push_ttl,
             node: Some(self.fence.node.to_string()),
             epoch: Some(self.fence.epoch),
         };
@@ -373,16 +490,18 @@ impl LiveHandoff {
         let outcome = inner.policy.on_result(now, result, jitter);
         match &outcome {
             Outcome::Accepted => {
-                inner.wakes_sent += 1;
-                inner.last_wake = Some(LastWake {
+                let latest_event_id = inner.cursor.newest();
+                let cold = inner.cold();
+                cold.wakes_sent += 1;
+                cold.last_wake = Some(LastWake {
                     at: SystemTime::now().into(),
                     pending: wake.pending,
-                    latest_event_id: inner.cursor.newest(),
+                    latest_event_id,
                 });
                 if inner.policy.is_outstanding() {
                     self.apply(&mut inner, Input::WakeAccepted);
                 }
-                tracing::info!(parent: &self.span, pending = wake.pending, "wake accepted");
+                tracing::info!(parent: &self.span(), pending = wake.pending, "wake accepted");
             }
             Outcome::Retry(at) => {
                 let msg = result
@@ -390,15 +509,15 @@ impl LiveHandoff {
                     .err()
                     .map(|e| e.to_string())
                     .unwrap_or_default();
-                tracing::info!(parent: &self.span, error = %msg, retry_in = ?at.saturating_duration_since(now), "wake not accepted; will retry");
-                inner.last_error = Some(msg);
+                tracing::info!(parent: &self.span(), error = %msg, retry_in = ?at.saturating_duration_since(now), "wake not accepted; will retry");
+                inner.set_last_error(msg);
             }
             Outcome::GaveUp(msg) => {
-                tracing::warn!(parent: &self.span, error = %msg, "wake given up after repeated failures");
-                inner.last_error = Some(msg.clone());
+                tracing::warn!(parent: &self.span(), error = %msg, "wake given up after repeated failures");
+                inner.set_last_error(msg.as_str());
             }
             Outcome::Failed(reason) => {
-                tracing::warn!(parent: &self.span, %reason, "push target is dead; handoff failed");
+                tracing::warn!(parent: &self.span(), %reason, "push target is dead; handoff failed");
                 self.apply(&mut inner, Input::Fail(format!("push rejected: {reason}")));
             }
         }
@@ -421,7 +540,7 @@ impl LiveHandoff {
             rec.finished_at_ms,
         )
             .hash(&mut h);
-        let digest = h.finish() | 1;
+        let digest = (h.finish() as u32) | 1;
         let before = self.persisted.swap(digest, Ordering::SeqCst);
         (force || before != digest).then_some(rec)
     }
@@ -435,7 +554,7 @@ impl LiveHandoff {
     pub fn record(&self) -> HandoffRecord {
         let inner = self.inner.lock().unwrap();
         HandoffRecord {
-            id: self.id.clone(),
+            id: self.id.to_string(),
             token_sha256: self.token.hex(),
             stream_url: self.spec.stream.url.to_string(),
             stream_headers: self.spec.stream.headers.0.clone(),
@@ -457,12 +576,12 @@ impl LiveHandoff {
             cursor: inner.cursor.device(),
             newest_id: inner.cursor.newest(),
             pending: inner.buffer.pending(inner.cursor.device()),
-            wakes_sent: inner.wakes_sent,
-            last_wake: inner.last_wake.clone(),
-            last_error: inner.last_error.clone(),
+            wakes_sent: inner.cold.as_ref().map_or(0, |c| c.wakes_sent),
+            last_wake: inner.cold.as_ref().and_then(|c| c.last_wake.clone()),
+            last_error: inner.cold.as_ref().and_then(|c| c.last_error.clone()),
             created_at_ms: self.created_at_ms,
             expires_at_ms: self.expires_at_ms,
-            finished_at_ms: inner.finished_at_ms,
+            finished_at_ms: inner.cold.as_ref().and_then(|c| c.finished_at_ms),
             wake_outstanding: inner.policy.is_outstanding(),
             wake_times_ms: {
                 let (now, wall) = (Instant::now(), now_ms());
@@ -489,6 +608,10 @@ impl Subscriber for LiveHandoff {
         &self.id
     }
 
+    fn key(&self) -> Arc<str> {
+        self.id.clone()
+    }
+
     fn cursor(&self) -> Option<EventId> {
         self.inner.lock().unwrap().cursor.resume_from()
     }
@@ -512,7 +635,7 @@ impl Subscriber for LiveHandoff {
         metrics::counter!("ssepush_proxy_events_buffered_total").increment(1);
         inner.policy.on_event(Instant::now(), wakes);
         if wakes {
-            self.notify.notify_one();
+            self.touch();
         }
     }
 
@@ -521,7 +644,7 @@ impl Subscriber for LiveHandoff {
         inner.buffer.origin_reset(oldest);
         // The phone must learn of the reset: that alone owes a wake.
         inner.policy.on_event(Instant::now(), true);
-        self.notify.notify_one();
+        self.touch();
     }
 
     fn on_lost(&self, through: EventId) {
@@ -539,12 +662,12 @@ impl Subscriber for LiveHandoff {
         // Known, not delivered: older events of a gap read may still arrive.
         inner.buffer.lost(id);
         inner.cursor.skipped(id);
-        inner.last_error = Some(reason.to_owned());
+        inner.set_last_error(reason);
         // The phone must learn of the gap (it reads the event from the origin): a wake is owed
         // whatever the filter says, as for the origin's reset.
         inner.policy.on_event(Instant::now(), true);
-        tracing::warn!(parent: &self.span, event = %id, "{reason}");
-        self.notify.notify_one();
+        tracing::warn!(parent: &self.span(), event = %id, "{reason}");
+        self.touch();
     }
 
     fn on_failed(&self, reason: &str) {
@@ -555,7 +678,7 @@ impl Subscriber for LiveHandoff {
         // Shown at once; kept as the latest problem after the stream resumes (`lastError`).
         let mut inner = self.inner.lock().unwrap();
         if !inner.state.is_terminal() {
-            inner.last_error = Some(reason.to_owned());
+            inner.set_last_error(reason);
         }
     }
 }
@@ -584,11 +707,25 @@ mod tests {
         .unwrap();
         let allow = OriginAllowList::parse(&settings.allowed_origins, settings.listen).unwrap();
         let (spec, cursor) = crate::handoff::validate(req, settings, &allow, |_| true).unwrap();
-        let fence = Fence {
+        let fence = Arc::new(Fence {
             node: "n_test".into(),
             epoch: 1,
-        };
-        LiveHandoff::new("h_test".into(), token.hash(), spec, cursor, settings, fence)
+        });
+        let schedule = Handoffs::new(Instant::now());
+        LiveHandoff::new(
+            "h_test".into(),
+            token.hash(),
+            spec,
+            cursor,
+            settings,
+            fence,
+            &schedule,
+        )
+    }
+
+    /// What the scheduler would be handed now.
+    fn listed(h: &LiveHandoff) -> usize {
+        h.schedule().take(Instant::now()).0.len()
     }
 
     fn deliver(h: &LiveHandoff, seq: u64, wake: bool) {
@@ -626,12 +763,26 @@ mod tests {
         let again = h.check_in(Some(EventId::new(1, 1)));
         assert_eq!(again.events.len(), 2);
         assert!(again.gap.is_none());
+        listed(&h);
         assert_eq!(h.close(None), Some(EventId::new(1, 3)));
         assert_eq!(h.state(), State::Closed);
-        assert!(h.stop.is_cancelled());
+        // The handback lists it for the scheduler (which tears it down).
+        assert_eq!(listed(&h), 1);
+        assert_eq!(h.next_action(Instant::now()), None);
         // Closed handoffs take no more events.
         deliver(&h, 9, true);
         assert_eq!(h.record().newest_id, Some(EventId::new(1, 3)));
+    }
+
+    #[test]
+    fn a_sleeping_handoff_fits_a_512_byte_allocation() {
+        // With the `Arc`'s two counters, 512 bytes: a size class of the allocator (mimalloc's
+        // next is 640). The budget of a sleeping handoff is 1 KiB in all (SPEC §8, issue 11).
+        assert!(
+            std::mem::size_of::<LiveHandoff>() <= 496,
+            "{}",
+            std::mem::size_of::<LiveHandoff>()
+        );
     }
 
     #[tokio::test]

@@ -1,11 +1,17 @@
-//! The [`Node`]: what every handler and driver of this proxy shares — settings, the allow list,
-//! the upstream watchers, the providers with their provider-wide rate limits, the handoff
-//! store, handoff auth, the live handoffs this node owns, and its place in the fleet (its id,
-//! its lease) — and [`Node::teardown`], the one way a handoff that ended leaves its watcher and
-//! is written to the store, and [`Node::drop_local`], the one way a handoff this node no longer
-//! owns leaves it.
+//! The [`Node`]: what every handler and the scheduler of this proxy share — settings, the allow
+//! list, the upstream watchers, the providers with their provider-wide rate limits, the handoff
+//! store, handoff auth, the live handoffs this node owns and their schedule, and its place in
+//! the fleet (its id, its lease) — and [`Node::teardown`], the one way a handoff that ended
+//! leaves its watcher and is written to the store, and [`Node::drop_local`], the one way a
+//! handoff this node no longer owns leaves it.
+//!
+//! **What is written when.** On a shared store every change that matters is written through
+//! (a node taking a handoff over needs it). A single node's `memory` store dies with the
+//! process and nobody else reads it: a live handoff's record *is* the live handoff, so only its
+//! final record is written, when it ends (for the sweeper, which forgets it after
+//! `keep_finished_secs`) — the store does not hold a second copy of every sleeping handoff.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -14,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 use crate::allow::OriginAllowList;
 use crate::auth::HandoffAuth;
 use crate::connector::Connector;
-use crate::live::LiveHandoff;
+use crate::live::{Handoffs, LiveHandoff};
 use crate::push::Providers;
 use crate::settings::Settings;
-use crate::store::{HandoffStore, StoreError};
+use crate::store::{Fence, HandoffRecord, HandoffStore, StoreError};
 use crate::upstream::Upstreams;
 use crate::wake::TokenBucket;
 
@@ -34,7 +40,7 @@ pub enum ServerError {
     Admin(std::net::SocketAddr, std::io::Error),
 }
 
-/// What every handler and driver shares.
+/// What every handler and the scheduler share.
 pub struct Node {
     pub settings: Arc<Settings>,
     pub allow: Arc<OriginAllowList>,
@@ -44,11 +50,18 @@ pub struct Node {
     pub push_policy: crate::push::EndpointPolicy,
     buckets: HashMap<&'static str, Mutex<TokenBucket>>,
     pub store: Arc<dyn HandoffStore>,
-    pub live: RwLock<HashMap<String, Arc<LiveHandoff>>>,
+    /// The live handoffs, found by id: a set of pointers (issue 11: 8 bytes an entry).
+    live: RwLock<HashSet<ById>>,
+    /// When each live handoff is next due ([`crate::scheduler`]).
+    pub handoffs: Arc<Handoffs>,
+    /// One copy of each stream's spec for all its handoffs.
+    pub streams: crate::handoff::SharedStreams,
     pub auth: HandoffAuth,
     pub shutdown: CancellationToken,
     /// This node's id in the fleet (a new one after a lost lease).
     node_id: RwLock<Arc<str>>,
+    /// The fence of the handoffs it creates (its id, epoch 1), shared by all of them.
+    creation_fence: RwLock<Arc<Fence>>,
     /// Where peers forward API calls for this node's handoffs.
     pub advertise_url: String,
     /// Until when this node's lease surely holds (renewal start + ttl − a margin); `None` for a
@@ -125,6 +138,10 @@ impl Node {
         Ok(Arc::new(Node {
             shared: settings.store != "memory",
             store,
+            creation_fence: RwLock::new(Arc::new(Fence {
+                node: node_id.as_str().into(),
+                epoch: 1,
+            })),
             node_id: RwLock::new(node_id.into()),
             advertise_url,
             lease_until: Mutex::new(None),
@@ -135,7 +152,9 @@ impl Node {
             providers,
             push_policy,
             buckets,
-            live: RwLock::new(HashMap::new()),
+            live: RwLock::new(HashSet::new()),
+            handoffs: Handoffs::new(Instant::now()),
+            streams: Default::default(),
             auth,
             shutdown,
         }))
@@ -150,7 +169,16 @@ impl Node {
     pub fn new_identity(&self) -> Arc<str> {
         let id: Arc<str> = new_node_id().into();
         *self.node_id.write().unwrap() = id.clone();
+        *self.creation_fence.write().unwrap() = Arc::new(Fence {
+            node: id.clone(),
+            epoch: 1,
+        });
         id
+    }
+
+    /// The fence a handoff created here now gets: this node's id, epoch 1.
+    pub fn creation_fence(&self) -> Arc<Fence> {
+        self.creation_fence.read().unwrap().clone()
     }
 
     /// The lease was renewed at `renewed_at` (when the renewal was sent) for `ttl`.
@@ -171,37 +199,61 @@ impl Node {
                 .is_some_and(|u| Instant::now() < u)
     }
 
-    /// Writes the handoff's record through to the store, under its fence. A handoff that moved
-    /// to another node is dropped here.
+    /// The record to write for `h` now, if any (see the module docs): on a shared store, when
+    /// its durable part changed since the last write; on a single node, its final one.
+    pub fn to_persist(&self, h: &LiveHandoff) -> Option<HandoffRecord> {
+        if h.is_released() || (!self.shared && !h.state().is_terminal()) {
+            return None;
+        }
+        h.record_to_persist(false)
+    }
+
+    /// Writes the handoff's record through to the store, under its fence, when
+    /// [`to_persist`](Self::to_persist) says so. A handoff that moved to another node is
+    /// dropped here.
     pub async fn persist(&self, h: &LiveHandoff) {
+        if let Some(rec) = self.to_persist(h) {
+            self.write(h, rec).await;
+        }
+    }
+
+    /// Writes `rec`, the record of `h` (see [`persist`](Self::persist)).
+    pub async fn write(&self, h: &LiveHandoff, rec: HandoffRecord) {
         if h.is_released() {
             return;
         }
-        let Some(rec) = h.record_to_persist(!self.shared) else {
-            return;
+        let result = if self.shared {
+            self.store.put(rec, &h.fence).await
+        } else {
+            // The first write of a single node's handoff is its final record.
+            match self.store.insert(rec.clone(), &h.fence.node).await {
+                Err(StoreError::Exists(_)) => self.store.put(rec, &h.fence).await,
+                other => other.map(drop),
+            }
         };
-        match self.store.put(rec, &h.fence).await {
+        match result {
             Ok(()) => {}
             Err(StoreError::Fenced(_)) => {
-                tracing::warn!(parent: h.span(), "handoff moved to another node; dropping it here");
+                tracing::warn!(parent: &h.span(), "handoff moved to another node; dropping it here");
                 self.drop_local(h);
             }
             Err(StoreError::Replaced(_)) => {
-                // Ends it; its driver tears it down (and writes the final record).
+                // Ends it; the scheduler tears it down (and writes the final record).
                 if !h.state().is_terminal() {
-                    tracing::info!(parent: h.span(), "replaced by a newer handoff for its push target");
+                    tracing::info!(parent: &h.span(), "replaced by a newer handoff for its push target");
                     h.replaced();
                 }
             }
             Err(e) => {
                 h.persist_failed();
-                tracing::warn!(parent: h.span(), error = %e, "could not persist handoff");
+                tracing::warn!(parent: &h.span(), error = %e, "could not persist handoff");
             }
         }
     }
 
     /// The handoff is no longer this node's (released, or taken by another node): it leaves
-    /// its watcher and this node's map, its driver ends, and nothing is written for it again.
+    /// its watcher and this node's map, the scheduler forgets it, and nothing is written for it
+    /// again.
     /// Idempotent: a late write of an old copy (this node may own the handoff again, as a new
     /// live handoff under the same id) never touches the new one.
     pub fn drop_local(&self, h: &LiveHandoff) {
@@ -210,10 +262,10 @@ impl Node {
         }
         let mut live = self.live.write().unwrap();
         if live
-            .get(&h.id)
-            .is_some_and(|current| std::ptr::eq(Arc::as_ptr(current), h))
+            .get(&*h.id)
+            .is_some_and(|current| std::ptr::eq(Arc::as_ptr(&current.0), h))
         {
-            live.remove(&h.id);
+            live.remove(&*h.id);
             drop(live);
             self.upstreams.leave(&h.spec.stream, &h.id);
         }
@@ -221,11 +273,11 @@ impl Node {
 
     /// The end of a handoff that reached a terminal state (handed back, expired, failed): it
     /// leaves its watcher (the connection closes after its last handoff, once
-    /// `upstream.idle_linger_secs` is over) and its final record is
-    /// written. Idempotent. Its status stays readable until the sweeper forgets it after
+    /// `upstream.idle_linger_secs` is over) and its final record is written. Once: later calls
+    /// do nothing. Its status stays readable until the sweeper forgets it after
     /// `keep_finished_secs`.
     pub async fn teardown(&self, h: &LiveHandoff) {
-        if h.is_released() {
+        if h.is_released() || !h.begin_teardown() {
             return;
         }
         self.upstreams.leave(&h.spec.stream, &h.id);
@@ -250,12 +302,56 @@ impl Node {
 
     /// A live handoff of this node by id.
     pub fn get_live(&self, id: &str) -> Option<Arc<LiveHandoff>> {
-        self.live.read().unwrap().get(id).cloned()
+        self.live.read().unwrap().get(id).map(|h| h.0.clone())
+    }
+
+    /// A handoff becomes live on this node (replacing an old copy under its id).
+    pub fn add_live(&self, h: Arc<LiveHandoff>) {
+        self.live.write().unwrap().replace(ById(h));
+    }
+
+    /// Forgets a live handoff (the sweeper, once it has ended long enough).
+    pub fn forget_live(&self, id: &str) {
+        self.live.write().unwrap().remove(id);
+    }
+
+    /// How many live handoffs this node holds (ended ones until they are forgotten, too).
+    pub fn live_count(&self) -> usize {
+        self.live.read().unwrap().len()
     }
 
     /// Every live handoff of this node.
     pub fn all_live(&self) -> Vec<Arc<LiveHandoff>> {
-        self.live.read().unwrap().values().cloned().collect()
+        self.live
+            .read()
+            .unwrap()
+            .iter()
+            .map(|h| h.0.clone())
+            .collect()
+    }
+}
+
+/// A live handoff in [`Node`]'s set, equal and hashed by its id (so found by `&str`).
+struct ById(Arc<LiveHandoff>);
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+impl std::hash::Hash for ById {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes: the set is searched by `&str` (`Borrow`).
+        str::hash(&self.0.id, state)
+    }
+}
+
+impl std::borrow::Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.id
     }
 }
 

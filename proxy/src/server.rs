@@ -14,7 +14,7 @@ use crate::settings::Settings;
 pub use crate::settings::providers_from_settings;
 
 /// Serves the proxy on `listener` until `shutdown` completes, then drains: open connections
-/// get `shutdown_grace_secs`, every driver and watcher stops.
+/// get `shutdown_grace_secs`, the scheduler and every watcher stop.
 pub async fn run(
     listener: TcpListener,
     settings: Settings,
@@ -78,6 +78,8 @@ pub async fn run(
     };
     tracing::info!(addr = %bound, providers = ?node.providers, "proxy listening");
     let sweeper = tokio::spawn(crate::sweep::sweep(node.clone()));
+    // Wakes, expiry and teardown of every live handoff.
+    let scheduler = tokio::spawn(crate::scheduler::run(node.clone()));
     // Joins the fleet (a shared store) and, on shutdown, hands every handoff over.
     let fleet = tokio::spawn(crate::fleet::run(node.clone()));
     let max_conns = node.settings.max_connections;
@@ -94,6 +96,7 @@ pub async fn run(
     token.cancel();
     let _ = fleet.await;
     let _ = sweeper.await;
+    let _ = scheduler.await;
     if let Some(task) = admin {
         let _ = task.await;
     }

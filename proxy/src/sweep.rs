@@ -1,6 +1,6 @@
-//! The sweeper: once a second, expires handoffs past their ttl (their drivers do it too; this
-//! catches any whose driver is busy, e.g. waiting on a provider) and forgets finished ones
-//! after `keep_finished_secs`.
+//! The sweeper: once a second, expires handoffs past their ttl (the scheduler does it at the
+//! ttl; this catches any whose task is busy, e.g. waiting on a provider) and forgets finished
+//! ones after `keep_finished_secs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ pub async fn sweep(node: Arc<Node>) {
             }
             for id in ids {
                 let _ = node.store.remove(&id).await;
-                node.live.write().unwrap().remove(&id);
+                node.forget_live(&id);
             }
         }
     }

@@ -46,6 +46,11 @@ pub use crate::verdicts::Verdicts;
 /// A handoff, as a watcher sees it.
 pub trait Subscriber: Send + Sync + 'static {
     fn id(&self) -> &str;
+    /// Its id as the watcher's map holds it: a subscriber that holds its id in an `Arc` shares
+    /// it instead of the map holding a copy per handoff.
+    fn key(&self) -> Arc<str> {
+        self.id().into()
+    }
     /// Where the subscriber's stream position is (its owner's cursor): events after it are
     /// owed to it. Read once, when it joins.
     fn cursor(&self) -> Option<EventId>;
@@ -68,12 +73,25 @@ pub trait Subscriber: Send + Sync + 'static {
 
 enum Mode {
     Live,
-    /// Reading the gap privately; live events are held until the private reader reaches
-    /// `target` (the watcher's position when the subscriber joined) or the first held event.
-    CatchingUp {
-        target: Option<EventId>,
-        held: VecDeque<SharedEvent>,
-    },
+    /// Reading the gap privately. Boxed: most subscribers are live, and each sleeping handoff
+    /// has an entry (issue 11).
+    CatchingUp(Box<CatchingUp>),
+}
+
+/// Live events are held until the private reader reaches `target` (the watcher's position
+/// when the subscriber joined) or the first held event.
+struct CatchingUp {
+    target: Option<EventId>,
+    held: VecDeque<SharedEvent>,
+}
+
+impl Mode {
+    fn catching_up(target: Option<EventId>) -> Mode {
+        Mode::CatchingUp(Box::new(CatchingUp {
+            target,
+            held: VecDeque::new(),
+        }))
+    }
 }
 
 struct Sub {
@@ -82,7 +100,7 @@ struct Sub {
 }
 
 struct WatcherInner {
-    subs: HashMap<String, Sub>,
+    subs: HashMap<Arc<str>, Sub>,
     /// The newest id this watcher has received (its `Last-Event-ID`).
     position: Option<EventId>,
     /// Its most recent events, for handoffs joining behind it.
@@ -165,7 +183,8 @@ impl Watcher {
                 for sub in inner.subs.values_mut() {
                     match &mut sub.mode {
                         Mode::Live => sub.sub.on_event(ev, &mut verdicts),
-                        Mode::CatchingUp { held, .. } => {
+                        Mode::CatchingUp(c) => {
+                            let held = &mut c.held;
                             if held.len() >= self.hold_cap
                                 && let Some(lost) = held.pop_front()
                             {
@@ -229,9 +248,10 @@ impl Watcher {
         let Some(sub) = inner.subs.get_mut(id) else {
             return Flow::Done;
         };
-        let Mode::CatchingUp { target, held } = &mut sub.mode else {
+        let Mode::CatchingUp(c) = &mut sub.mode else {
             return Flow::Done;
         };
+        let CatchingUp { target, held } = &mut **c;
         // The position this frame brings the private reader to, if any.
         let at = match frame {
             Frame::Event(ev) => {
@@ -436,23 +456,20 @@ impl Upstreams {
         }
         let mut ids = Vec::new();
         for sub in &subs {
-            let id = sub.id().to_owned();
+            let id = sub.key();
             let mode = if live || replayed {
                 Mode::Live
             } else {
-                Mode::CatchingUp {
-                    target: position,
-                    held: VecDeque::new(),
-                }
+                Mode::catching_up(position)
             };
+            ids.push(id.to_string());
             inner.subs.insert(
-                id.clone(),
+                id,
                 Sub {
                     sub: sub.clone(),
                     mode,
                 },
             );
-            ids.push(id);
         }
         drop(inner);
         if !live && !replayed {
@@ -744,10 +761,7 @@ mod tests {
                 "b".into(),
                 Sub {
                     sub: b.clone(),
-                    mode: Mode::CatchingUp {
-                        target,
-                        held: VecDeque::new(),
-                    },
+                    mode: Mode::catching_up(target),
                 },
             );
         }
@@ -790,10 +804,7 @@ mod tests {
             "b".into(),
             Sub {
                 sub: b.clone(),
-                mode: Mode::CatchingUp {
-                    target: Some(EventId::new(1, 5)),
-                    held: VecDeque::new(),
-                },
+                mode: Mode::catching_up(Some(EventId::new(1, 5))),
             },
         );
         for i in 6..=8 {
@@ -812,7 +823,7 @@ mod tests {
         };
         let w = Watcher::new(&spec, 1, position, CancellationToken::new(), 4, NO_RING);
         w.inner.lock().unwrap().subs.insert(
-            sub.id.clone(),
+            sub.id.as_str().into(),
             Sub {
                 sub,
                 mode: Mode::Live,
@@ -872,10 +883,8 @@ mod tests {
             got: Mutex::new(Vec::new()),
         });
         let w = watcher_with(b.clone(), Some(EventId::new(1, 5)));
-        w.inner.lock().unwrap().subs.get_mut("b").unwrap().mode = Mode::CatchingUp {
-            target: Some(EventId::new(1, 5)),
-            held: VecDeque::new(),
-        };
+        w.inner.lock().unwrap().subs.get_mut("b").unwrap().mode =
+            Mode::catching_up(Some(EventId::new(1, 5)));
         w.dispatch(&ev(6));
         let big = Frame::Oversized {
             id: Some(EventId::new(1, 5)),

@@ -35,7 +35,7 @@ pub struct WakeConfig {
     pub retry_max: Duration,
 }
 
-/// What the driver should do now.
+/// What the scheduler should do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Nothing is owed (or a wake is outstanding / in flight, or the handoff failed).
@@ -59,10 +59,79 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// [`WakeConfig`] as held by every live handoff: milliseconds in `u32`s (issue 11: a sleeping
+/// handoff's memory), saturating at about 49 days.
+#[derive(Debug, Clone, Copy)]
+struct Knobs {
+    coalesce_ms: u32,
+    max_per_hour: u32,
+    max_attempts: u32,
+    retry_base_ms: u32,
+    retry_max_ms: u32,
+}
+
+impl Knobs {
+    fn of(cfg: &WakeConfig) -> Knobs {
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        Knobs {
+            coalesce_ms: ms(cfg.coalesce),
+            max_per_hour: cfg.max_per_hour,
+            max_attempts: cfg.max_attempts,
+            retry_base_ms: ms(cfg.retry_base),
+            retry_max_ms: ms(cfg.retry_max),
+        }
+    }
+
+    fn coalesce(&self) -> Duration {
+        Duration::from_millis(self.coalesce_ms.into())
+    }
+}
+
+/// When wakes were accepted, oldest first: a `VecDeque` boxed, and none until the first.
+// Boxed on purpose: 8 bytes in every sleeping handoff rather than a `VecDeque`'s 32.
+#[allow(clippy::box_collection)]
+#[derive(Debug, Clone, Default)]
+struct Sent(Option<Box<VecDeque<Instant>>>);
+
+impl Sent {
+    fn of(times: impl IntoIterator<Item = Instant>) -> Sent {
+        let times: VecDeque<Instant> = times.into_iter().collect();
+        Sent((!times.is_empty()).then(|| Box::new(times)))
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |t| t.len())
+    }
+
+    fn front(&self) -> Option<&Instant> {
+        self.0.as_ref().and_then(|t| t.front())
+    }
+
+    fn back(&self) -> Option<&Instant> {
+        self.0.as_ref().and_then(|t| t.back())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Instant> {
+        self.0.iter().flat_map(|t| t.iter())
+    }
+
+    fn push_back(&mut self, t: Instant) {
+        self.0.get_or_insert_with(Box::default).push_back(t);
+    }
+
+    fn pop_front(&mut self) -> Option<Instant> {
+        let t = self.0.as_mut()?.pop_front();
+        if self.len() == 0 {
+            self.0 = None;
+        }
+        t
+    }
+}
+
 /// One handoff's wake state.
 #[derive(Debug, Clone)]
 pub struct WakePolicy {
-    cfg: WakeConfig,
+    cfg: Knobs,
     /// When the first event owing a wake (not yet covered by an accepted wake) arrived.
     owed_since: Option<Instant>,
     /// An accepted wake waits for the phone's check-in.
@@ -70,25 +139,27 @@ pub struct WakePolicy {
     in_flight: bool,
     /// The phone checked in while a send was in flight: its result does not make it outstanding.
     checked_in_in_flight: bool,
-    /// Accepted wakes within the last hour (at most `max_per_hour`).
-    sent: VecDeque<Instant>,
+    /// Accepted wakes within the last hour (at most `max_per_hour`). Allocated with the first
+    /// wake: most sleeping handoffs were never woken.
+    sent: Sent,
     retry_at: Option<Instant>,
     attempts: u32,
-    failed: Option<String>,
+    /// The push target is dead: nothing is sent again.
+    failed: bool,
 }
 
 impl WakePolicy {
     pub fn new(cfg: WakeConfig) -> Self {
         WakePolicy {
-            cfg,
+            cfg: Knobs::of(&cfg),
             owed_since: None,
             outstanding: false,
             in_flight: false,
             checked_in_in_flight: false,
-            sent: VecDeque::new(),
+            sent: Sent::default(),
             retry_at: None,
             attempts: 0,
-            failed: None,
+            failed: false,
         }
     }
 
@@ -127,14 +198,14 @@ impl WakePolicy {
     /// within the budget's hour (oldest first).
     pub fn restore(&mut self, outstanding: bool, sent: impl IntoIterator<Item = Instant>) {
         self.outstanding = outstanding;
-        self.sent = sent.into_iter().collect();
+        self.sent = Sent::of(sent);
         while self.sent.len() > self.cfg.max_per_hour as usize {
             self.sent.pop_front();
         }
     }
 
     pub fn next(&mut self, now: Instant) -> Action {
-        if self.failed.is_some() || self.outstanding || self.in_flight {
+        if self.failed || self.outstanding || self.in_flight {
             return Action::Idle;
         }
         let Some(since) = self.owed_since else {
@@ -150,7 +221,7 @@ impl WakePolicy {
         // Leading edge: due at the first owed event, spaced `coalesce` after the last wake.
         let mut at = since;
         if let Some(last) = self.sent.back() {
-            at = at.max(*last + self.cfg.coalesce);
+            at = at.max(*last + self.cfg.coalesce());
         }
         if let Some(r) = self.retry_at {
             at = at.max(r);
@@ -167,7 +238,7 @@ impl WakePolicy {
         }
     }
 
-    /// The driver is sending (call after [`next`](Self::next) said [`Action::Send`]).
+    /// The scheduler is sending (call after [`next`](Self::next) said [`Action::Send`]).
     pub fn begin_send(&mut self) {
         self.in_flight = true;
         self.checked_in_in_flight = false;
@@ -199,7 +270,7 @@ impl WakePolicy {
             Err(e) => e,
         };
         if let PushError::Permanent(reason) = err {
-            self.failed = Some(reason.clone());
+            self.failed = true;
             self.owed_since = None;
             return Outcome::Failed(reason.clone());
         }
@@ -212,8 +283,8 @@ impl WakePolicy {
         }
         let backoff = backoff(
             self.attempts,
-            self.cfg.retry_base,
-            self.cfg.retry_max,
+            Duration::from_millis(self.cfg.retry_base_ms.into()),
+            Duration::from_millis(self.cfg.retry_max_ms.into()),
             Jitter::Equal,
             jitter,
         );

@@ -26,6 +26,7 @@
 
 pub mod redis;
 pub mod sealed;
+pub mod targets;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -262,8 +263,8 @@ struct MemInner {
     /// node → (addr, lease end)
     nodes: HashMap<String, (String, Instant)>,
     free: HashSet<String>,
-    /// push target digest → its handoffs, oldest first
-    targets: HashMap<String, Vec<String>>,
+    /// push target → its handoffs, oldest first
+    targets: targets::Targets,
 }
 
 /// The single-node store (ownership and leases work as on Redis, within one process).
@@ -383,10 +384,7 @@ impl HandoffStore for MemoryStore {
         let mut inner = self.inner.lock().unwrap();
         inner.records.remove(id);
         inner.free.remove(id);
-        inner.targets.retain(|_, ids| {
-            ids.retain(|i| i != id);
-            !ids.is_empty()
-        });
+        inner.targets.remove(id);
         Ok(())
     }
 
@@ -520,11 +518,7 @@ impl HandoffStore for MemoryStore {
         cap: usize,
     ) -> Result<Vec<String>, StoreError> {
         let mut inner = self.inner.lock().unwrap();
-        let ids = inner.targets.entry(target.to_owned()).or_default();
-        ids.retain(|i| i != id);
-        ids.push(id.to_owned());
-        let over = ids.len().saturating_sub(cap.max(1));
-        let evicted: Vec<String> = ids.drain(..over).collect();
+        let evicted = inner.targets.claim(target, id, cap);
         for old in &evicted {
             if let Some(e) = inner.records.get_mut(old) {
                 e.replaced = true;
