@@ -332,9 +332,8 @@ async fn authorize(
         }
         return Ok(Found::Local(h));
     }
-    if !node.shared {
-        return Err(not_found());
-    }
+    // Not live here: a handoff of another node (a fleet), or one that ended and left the live
+    // map with its final record in the store (any store).
     let stored = node
         .store
         .get(id)
@@ -354,6 +353,9 @@ async fn authorize(
     }
     if stored.rec.state.is_terminal() {
         return Ok(Found::Stored(Box::new(stored.rec)));
+    }
+    if !node.shared {
+        return Err(not_found());
     }
     if headers.contains_key(FORWARDED) {
         return Err(moving("the handoff is changing nodes; retry"));

@@ -217,10 +217,11 @@ impl Node {
         }
     }
 
-    /// Writes `rec`, the record of `h` (see [`persist`](Self::persist)).
-    pub async fn write(&self, h: &LiveHandoff, rec: HandoffRecord) {
+    /// Writes `rec`, the record of `h` (see [`persist`](Self::persist)); whether the store
+    /// now holds it.
+    pub async fn write(&self, h: &LiveHandoff, rec: HandoffRecord) -> bool {
         if h.is_released() {
-            return;
+            return false;
         }
         let result = if self.shared {
             self.store.put(rec, &h.fence).await
@@ -232,21 +233,25 @@ impl Node {
             }
         };
         match result {
-            Ok(()) => {}
+            Ok(()) => true,
             Err(StoreError::Fenced(_)) => {
                 tracing::warn!(parent: &h.span(), "handoff moved to another node; dropping it here");
                 self.drop_local(h);
+                false
             }
             Err(StoreError::Replaced(_)) => {
-                // Ends it; the scheduler tears it down (and writes the final record).
+                // Ends it; the scheduler tears it down (and writes the final record). The
+                // record was written all the same.
                 if !h.state().is_terminal() {
                     tracing::info!(parent: &h.span(), "replaced by a newer handoff for its push target");
                     h.replaced();
                 }
+                true
             }
             Err(e) => {
                 h.persist_failed();
                 tracing::warn!(parent: &h.span(), error = %e, "could not persist handoff");
+                false
             }
         }
     }
@@ -281,7 +286,25 @@ impl Node {
             return;
         }
         self.upstreams.leave(&h.spec.stream, &h.id);
-        self.persist(h).await;
+        let stored = match self.to_persist(h) {
+            Some(rec) => self.write(h, rec).await,
+            // Nothing new to write: the store holds its final record already.
+            None => true,
+        };
+        // A handed-back handoff is done with this node: once the store holds its final record
+        // (which answers its status and a repeated hand-back), it leaves the live map, so it no
+        // longer counts towards `max_handoffs` — at churn rates the map would otherwise fill
+        // with ended handoffs for `keep_finished_secs`. Expired and failed ones stay until the
+        // sweeper forgets them: a phone may still check in and read what they buffered.
+        if stored && h.state() == crate::handoff::State::Closed {
+            let mut live = self.live.write().unwrap();
+            if live
+                .get(&*h.id)
+                .is_some_and(|current| std::ptr::eq(Arc::as_ptr(&current.0), h))
+            {
+                live.remove(&*h.id);
+            }
+        }
     }
 
     /// Waits for a token of the platform's provider-wide bucket.
@@ -315,7 +338,8 @@ impl Node {
         self.live.write().unwrap().remove(id);
     }
 
-    /// How many live handoffs this node holds (ended ones until they are forgotten, too).
+    /// How many live handoffs this node holds (expired and failed ones until they are
+    /// forgotten, too; handed-back ones leave at once).
     pub fn live_count(&self) -> usize {
         self.live.read().unwrap().len()
     }

@@ -60,7 +60,8 @@ pub struct Settings {
     pub header_read_timeout_secs: u64,
     /// Seconds a client has to send a whole request body (408 after). Default 10.
     pub body_read_timeout_secs: u64,
-    /// Most live handoffs on this node; creation beyond is a 503. Default 1,000,000.
+    /// Most live handoffs on this node; creation beyond is a 503. Handed-back handoffs do not
+    /// count (expired and failed ones do, until the sweeper forgets them). Default 1,000,000.
     pub max_handoffs: usize,
     /// Events buffered per handoff; older ones are dropped and reported as a gap. Default 256.
     pub buffer_events: usize,
@@ -68,7 +69,9 @@ pub struct Settings {
     pub default_ttl_secs: u64,
     /// Longest `ttlSec` accepted. Default 604,800 (a week).
     pub max_ttl_secs: u64,
-    /// How long a finished (closed, expired, failed) handoff's status stays readable. Default 3600.
+    /// How long a finished (closed, expired, failed) handoff's status stays readable. Default
+    /// 3600. On the `memory` store at most `max_handoffs` finished records are kept: beyond,
+    /// the one finished longest ago is forgotten first.
     pub keep_finished_secs: u64,
     pub auth: AuthSettings,
     pub wake: WakeSettings,

@@ -706,3 +706,61 @@ async fn the_phones_reader_credential_goes_upstream_and_a_refusal_fails_the_hand
     );
     assert!(!text.contains(&reader), "a reader token reached the logs");
 }
+
+/// Handed-back handoffs do not count towards `max_handoffs` (a node under churn filled with
+/// ended handoffs for `keep_finished_secs` and answered `503 node_full`), and the status and a
+/// repeated hand-back of the last `max_handoffs` of them still answer from their final records.
+#[tokio::test]
+async fn churn_past_max_handoffs_never_fills_the_node() {
+    let origin = TestOrigin::start(memory_settings()).await;
+    let mut settings = proxy_settings(&[&origin.url]);
+    settings.max_handoffs = 3;
+    let proxy = TestProxy::start(settings, Recorder::new()).await;
+    let cursor = origin
+        .client
+        .publish_one("churn.a", None, json!({"n": 0}))
+        .await
+        .unwrap()
+        .to_string();
+    let url = format!("{}/v1/sse?channel=churn.a", origin.url);
+    let mut ended = Vec::new();
+    for device in 0..12 {
+        let h = proxy
+            .create(&handoff_body(&url, Some(&cursor), 500 + device))
+            .await;
+        let back = proxy.handback(&h).await;
+        assert_eq!(back["state"], "closed", "{back}");
+        assert_eq!(back["cursor"], cursor.as_str(), "{back}");
+        ended.push(h);
+    }
+    // Three live ones still fit beside the twelve ended.
+    let mut live = Vec::new();
+    for device in 600..603 {
+        live.push(
+            proxy
+                .create(&handoff_body(&url, Some(&cursor), device))
+                .await,
+        );
+    }
+    let (status, body) = proxy
+        .create_raw(&handoff_body(&url, Some(&cursor), 700))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "node_full", "{body}");
+    // The newest ended ones answer from their final records: status, and a hand-back again;
+    // beyond `max_handoffs` of them, the ones ended longest ago were forgotten first.
+    for h in &ended[9..] {
+        let status = proxy.status(h).await;
+        assert_eq!(status["state"], "closed", "{status}");
+    }
+    let forgotten = proxy.status(&ended[0]).await;
+    assert_eq!(forgotten["error"]["code"], "not_found", "{forgotten}");
+    let again = proxy.handback(&ended[11]).await;
+    assert_eq!(again["state"], "closed", "{again}");
+    assert_eq!(again["cursor"], cursor.as_str(), "{again}");
+    for h in &live {
+        assert_eq!(proxy.status(h).await["state"], "watching");
+    }
+    proxy.stop().await;
+    origin.stop().await;
+}

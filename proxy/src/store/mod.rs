@@ -28,7 +28,7 @@ pub mod redis;
 pub mod sealed;
 pub mod targets;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -265,9 +265,43 @@ struct MemInner {
     free: HashSet<String>,
     /// push target → its handoffs, oldest first
     targets: targets::Targets,
+    /// The finished records by (finished at, id): the sweeper's range, and which to forget
+    /// first when finished records reach the bound.
+    finished: BTreeSet<(u64, String)>,
+}
+
+impl MemInner {
+    /// Keeps [`finished`](Self::finished) in step with a record whose finish time went from
+    /// `old` to `new`.
+    fn refile(&mut self, id: &str, old: Option<u64>, new: Option<u64>) {
+        if old == new {
+            return;
+        }
+        if let Some(at) = old {
+            self.finished.remove(&(at, id.to_owned()));
+        }
+        if let Some(at) = new {
+            self.finished.insert((at, id.to_owned()));
+        }
+    }
+
+    fn forget(&mut self, id: &str) {
+        if let Some(e) = self.records.remove(id)
+            && let Some(at) = e.rec.finished_at_ms
+        {
+            self.finished.remove(&(at, id.to_owned()));
+        }
+        self.free.remove(id);
+        self.targets.remove(id);
+    }
 }
 
 /// The single-node store (ownership and leases work as on Redis, within one process).
+///
+/// It holds at most `max` unfinished records (more is [`StoreError::Full`]) and at most `max`
+/// finished ones: a finished record is kept only so its status stays readable until the
+/// sweeper forgets it, so when a new one would pass the bound the one finished longest ago is
+/// forgotten first, and churn never fills the store.
 pub struct MemoryStore {
     max: usize,
     inner: Mutex<MemInner>,
@@ -335,9 +369,23 @@ impl HandoffStore for MemoryStore {
         if inner.records.contains_key(&rec.id) {
             return Err(StoreError::Exists(rec.id));
         }
-        if inner.records.len() >= self.max {
-            return Err(StoreError::Full(self.max));
+        let finished_at = rec.finished_at_ms;
+        match finished_at {
+            None if inner.records.len() - inner.finished.len() >= self.max => {
+                return Err(StoreError::Full(self.max));
+            }
+            None => {}
+            Some(_) => {
+                while inner.finished.len() >= self.max.max(1) {
+                    let Some((_, oldest)) = inner.finished.pop_first() else {
+                        break;
+                    };
+                    inner.forget(&oldest);
+                }
+            }
         }
+        let id = rec.id.clone();
+        inner.refile(&id, None, finished_at);
         inner.records.insert(
             rec.id.clone(),
             MemEntry {
@@ -355,13 +403,17 @@ impl HandoffStore for MemoryStore {
 
     async fn put(&self, rec: HandoffRecord, fence: &Fence) -> Result<(), StoreError> {
         let mut inner = self.inner.lock().unwrap();
-        match inner.records.get_mut(&rec.id) {
+        let (id, new) = (rec.id.clone(), rec.finished_at_ms);
+        let (old, result) = match inner.records.get_mut(&rec.id) {
             Some(e) if Self::check(e, fence) => {
+                let old = e.rec.finished_at_ms;
                 e.rec = rec;
-                Self::replaced(e)
+                (old, Self::replaced(e))
             }
-            _ => Err(StoreError::Fenced(rec.id)),
-        }
+            _ => return Err(StoreError::Fenced(rec.id)),
+        };
+        inner.refile(&id, old, new);
+        result
     }
 
     async fn fence(&self, id: &str, fence: &Fence) -> Result<(), StoreError> {
@@ -381,10 +433,7 @@ impl HandoffStore for MemoryStore {
     }
 
     async fn remove(&self, id: &str) -> Result<(), StoreError> {
-        let mut inner = self.inner.lock().unwrap();
-        inner.records.remove(id);
-        inner.free.remove(id);
-        inner.targets.remove(id);
+        self.inner.lock().unwrap().forget(id);
         Ok(())
     }
 
@@ -393,10 +442,9 @@ impl HandoffStore for MemoryStore {
             .inner
             .lock()
             .unwrap()
-            .records
-            .values()
-            .filter(|e| e.rec.finished_at_ms.is_some_and(|f| f < cutoff_ms))
-            .map(|e| e.rec.id.clone())
+            .finished
+            .range(..(cutoff_ms, String::new()))
+            .map(|(_, id)| id.clone())
             .take(1000)
             .collect())
     }
@@ -471,15 +519,18 @@ impl HandoffStore for MemoryStore {
 
     async fn release(&self, rec: HandoffRecord, fence: &Fence) -> Result<(), StoreError> {
         let mut inner = self.inner.lock().unwrap();
-        let id = rec.id.clone();
-        match inner.records.get_mut(&id) {
+        let (id, new) = (rec.id.clone(), rec.finished_at_ms);
+        let old = match inner.records.get_mut(&id) {
             Some(e) if Self::check(e, fence) => {
+                let old = e.rec.finished_at_ms;
                 e.rec = rec;
                 e.owner = None;
                 e.epoch += 1;
+                old
             }
             _ => return Err(StoreError::Fenced(id)),
-        }
+        };
+        inner.refile(&id, old, new);
         inner.free.insert(id);
         Ok(())
     }
@@ -579,6 +630,36 @@ mod tests {
         assert!(s.finished_before(10).await.unwrap().is_empty());
         s.remove("a").await.unwrap();
         assert_eq!(s.count().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn finished_records_never_fill_the_memory_store() {
+        // A single node writes a handoff's record when it ends: churn past `max` must not make
+        // the store refuse later ones (it did: every finished record counted towards `max`).
+        let s = MemoryStore::new(3);
+        for i in 0..10u64 {
+            let mut done = record(&format!("h{i}"));
+            done.finished_at_ms = Some(100 + i);
+            s.insert(done, "n1").await.unwrap();
+        }
+        // The three finished last are kept; the older ones were forgotten first.
+        assert_eq!(s.count().await.unwrap(), 3);
+        assert!(s.get("h6").await.unwrap().is_none());
+        assert_eq!(s.get("h9").await.unwrap().unwrap().rec.id, "h9");
+        assert_eq!(
+            s.finished_before(109).await.unwrap(),
+            vec!["h7".to_string(), "h8".to_string()]
+        );
+        // Unfinished records have their own bound.
+        for id in ["a", "b", "c"] {
+            s.insert(record(id), "n1").await.unwrap();
+        }
+        assert!(matches!(
+            s.insert(record("d"), "n1").await,
+            Err(StoreError::Full(3))
+        ));
+        s.remove("h9").await.unwrap();
+        assert_eq!(s.finished_before(u64::MAX).await.unwrap().len(), 2);
     }
 
     #[test]
