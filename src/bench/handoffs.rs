@@ -5,8 +5,9 @@
 //!   uses stream `bench.churn.<w>` of the origin.
 //! * **Sleeping memory** (`--count`): N handoffs on `--streams` M distinct upstream streams
 //!   (`bench.mem.<i mod M>`), all from the origin's head so the proxy can share one upstream
-//!   connection per stream; the proxy's RSS growth over its baseline (read after the upstream
-//!   connections came up and a settle time passed) divided by N. Then every handoff is handed
+//!   connection per stream; the proxy's RSS growth divided by N, from its baseline (read
+//!   before the first handoff) to after the upstream connections came up and a settle time
+//!   passed — so the figure includes the M upstream connections. Then every handoff is handed
 //!   back (unless `--no-cleanup`).
 //!
 //! Handoffs are APNs (the proxy needs an `[apns]` section, e.g.
@@ -108,7 +109,9 @@ pub struct MemoryReport {
     pub creates_per_sec: f64,
     /// `ssepush_proxy_upstream_connections` after settling.
     pub upstream_connections: Option<f64>,
+    /// The proxy's RSS before the first handoff.
     pub baseline_rss_bytes: Option<u64>,
+    /// The proxy's RSS with every handoff asleep and its upstream connections up.
     pub rss_bytes: Option<u64>,
     pub rss_per_handoff_bytes: Option<f64>,
     pub handed_back: u64,
