@@ -24,6 +24,7 @@
 #   SATURATED="5000 40"    subscribers and events/s at saturation
 #   NCHAN_PORT=18181 ORIGIN_PORT=18180
 #   SSEPUSH_BIN=path       use this binary instead of building target/release/ssepush
+#   SAME_RATE=0            skip the extra ssepush run at the publish rate Nchan accepted
 #   KEEP=1                 keep the temporary directory (configs, logs, the JSON reports)
 set -euo pipefail
 
@@ -167,3 +168,20 @@ for ((i = 0; i < ${#results[@]}; i += 2)); do
         '"\($what): CPU per delivery ssepush/Nchan = \(($s[0].server.cpuPerDeliveryUs / $n[0].server.cpuPerDeliveryUs) * 1000 | round / 1000) (target ≤ 0.333); "
          + "p99 ssepush/Nchan = \(($s[0].latency.p99Ms / $n[0].latency.p99Ms) * 1000 | round / 1000) (target ≤ 1)"'
 done
+
+# --- the same delivered rate ----------------------------------------------------------------------
+# The publisher is a closed loop, so at saturation each server is measured at the rate it
+# accepted: Nchan, whose publish answers only after its fan-out, accepts fewer publishes and so
+# delivers fewer events than ssepush in the same run, which makes the saturated p99s latencies
+# at different loads. Unless SAME_RATE=0, ssepush runs once more at the publish rate Nchan
+# accepted, and the p99s are compared at the same delivered rate too.
+if [ "${SAME_RATE:-1}" = 1 ]; then
+    n=${results[2]}
+    read -r subs _ <<< "$SATURATED"
+    rate=$(jq -r '(.published.ok / .params.durationSecs) * 10 | floor / 10' "$n")
+    same=$(bench ssepush "$subs" "$rate")
+    jq -rn --slurpfile n "$n" --slurpfile s "$same" \
+        '"at Nchan'"'"'s accepted rate (\($s[0].params.subscribers) × \($s[0].params.rate)/s; published \($s[0].published.ok)/\($s[0].published.asked), \($s[0].deliveriesPerSec | floor) deliveries/s against Nchan'"'"'s \($n[0].deliveriesPerSec | floor)): "
+         + "p99 ssepush \($s[0].latency.p99Ms) ms, Nchan \($n[0].latency.p99Ms) ms, ratio \(($s[0].latency.p99Ms / $n[0].latency.p99Ms) * 1000 | round / 1000); "
+         + "CPU per delivery ssepush/Nchan = \(($s[0].server.cpuPerDeliveryUs / $n[0].server.cpuPerDeliveryUs) * 1000 | round / 1000)"'
+fi
