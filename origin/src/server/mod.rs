@@ -9,6 +9,7 @@ pub mod auth;
 pub mod conditional;
 pub mod console;
 pub mod datasets;
+pub mod keep_alive;
 pub mod latest;
 pub mod metrics;
 pub mod openapi;
@@ -193,6 +194,7 @@ pub async fn run_with_stores(
         auth: Arc::new(auth),
         webhooks: hooks.as_ref().map(|(svc, _)| svc.clone()),
         datasets,
+        keep_alive: keep_alive::KeepAlive::start(settings.keep_alive(), token.clone()),
     };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, store = %crate::service::redact::redact_url(&settings.store), "origin listening");

@@ -88,7 +88,8 @@ pub async fn sse(
     let params = request(query.as_deref(), &headers)?;
     access.check_read(&params.patterns)?;
     let kick = conn.map_or_else(CancellationToken::new, |c| c.kick.clone());
-    let settings = st.settings.clone();
+    let retry_ms = st.settings.retry_ms;
+    let mut keep_alive = st.keep_alive.ticks();
     let start = params.cursor.map_or(Start::Now, Start::After);
     // Opening reads the first history batch before the response starts, so a store failure is
     // a 503 the client can see rather than a stream that ends for no visible reason.
@@ -101,15 +102,13 @@ pub async fn sse(
     let head = (start == Start::Now).then(|| sse::encode_id(sub.position()));
     let body = async_stream::stream! {
         let _gauge = StreamGauge::new();
-        let retry = sse::encode_retry(settings.retry_ms);
-        yield Ok::<Bytes, std::convert::Infallible>(retry.clone());
+        yield Ok::<Bytes, std::convert::Infallible>(sse::encode_retry(retry_ms));
         if let Some(head) = head {
             yield Ok(head);
         }
-        let period = settings.keep_alive();
         // The engine comes first in the select, so a comment only goes out while nothing else
-        // is ready: never in the middle of a history replay that is flowing.
-        let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // is ready: never in the middle of a history replay that is flowing. The clock is the
+        // process's one keep-alive clock (`super::keep_alive`), not a timer per stream.
         loop {
             tokio::select! {
                 biased;
@@ -123,14 +122,14 @@ pub async fn sse(
                     }
                     Ok(Item::Event(frame)) => yield Ok(frame.sse().clone()),
                     Err(End::Shutdown) => {
-                        yield Ok(retry.clone());
+                        yield Ok(sse::encode_retry(retry_ms));
                         yield Ok(sse::encode_comment("server shutting down; reconnect with Last-Event-ID"));
                         break;
                     }
                     Err(End::Kicked) | Err(End::Closed) => break,
                     Err(End::Store(e)) => {
                         tracing::warn!(error = %e, "history read failed mid-stream; client will resume");
-                        yield Ok(retry.clone());
+                        yield Ok(sse::encode_retry(retry_ms));
                         break;
                     }
                     Err(End::FilterBudget) => {
@@ -138,7 +137,7 @@ pub async fn sse(
                         break;
                     }
                 },
-                _ = keep_alive.tick() => yield Ok(sse::encode_comment("keep-alive")),
+                () = keep_alive.tick() => yield Ok(sse::encode_comment("keep-alive")),
             }
         }
         tracing::debug!(subscriber = sub.id(), "sse stream closed");

@@ -292,9 +292,13 @@ async fn serve_lean(
     }
     head.extend_from_slice(b"connection: close\r\n\r\n");
     drop(parts);
-    let mut batch: Vec<Bytes> = vec![Bytes::from(head)];
+    drop(router);
+    // What to write next: the first frame, then any others that were ready with it. `more` is
+    // only allocated for a burst and given back after it, so an idle stream holds no buffer.
+    let mut first = Some(Bytes::from(head));
+    let mut more: Vec<Bytes> = Vec::new();
     loop {
-        let write = write_all_vectored(&mut stream, &mut batch);
+        let write = write_frames(&mut stream, &mut first, &mut more);
         let written = tokio::select! {
             biased;
             _ = kick.cancelled() => false,
@@ -302,6 +306,9 @@ async fn serve_lean(
         };
         if !written {
             return;
+        }
+        if more.capacity() > 0 {
+            more = Vec::new();
         }
         // Wait for the next frame, then take every other one that is ready: one wake-up and
         // one `writev` for a burst.
@@ -321,22 +328,17 @@ async fn serve_lean(
         let Some(Ok(frame)) = next else {
             break;
         };
-        if let Ok(data) = frame.into_data() {
-            batch.push(data);
-        }
-        while batch.len() < WRITE_BATCH {
+        first = frame.into_data().ok();
+        while more.len() + 1 < WRITE_BATCH {
             match body.frame().now_or_never() {
                 Some(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
-                        batch.push(data);
+                        more.push(data);
                     }
                 }
                 // Not ready, or the end: write what we have; the loop sees the end next.
                 _ => break,
             }
-        }
-        if batch.capacity() > WRITE_BATCH * 2 {
-            batch.shrink_to(WRITE_BATCH);
         }
     }
     let _ = stream.shutdown().await;
@@ -353,37 +355,51 @@ fn client_left(stream: &TcpStream) -> bool {
     }
 }
 
-/// Writes every buffer in `bufs` (and empties it), several per `writev`.
-async fn write_all_vectored(stream: &mut TcpStream, bufs: &mut Vec<Bytes>) -> std::io::Result<()> {
-    let mut first = 0;
-    while first < bufs.len() {
-        let n = {
-            let slices: Vec<IoSlice<'_>> = bufs[first..]
-                .iter()
-                .take(WRITE_BATCH)
-                .map(|b| IoSlice::new(b))
-                .collect();
-            stream.write_vectored(&slices).await?
-        };
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let mut left = n;
-        while left > 0 {
-            let b = &mut bufs[first];
-            let take = left.min(b.len());
-            b.advance(take);
-            left -= take;
-            if b.is_empty() {
-                first += 1;
+/// Writes `first`, then every buffer in `more`, several per `writev`; both are empty after.
+/// The slices for each `writev` live on the stack of one poll, not in the connection's state.
+async fn write_frames(
+    stream: &mut TcpStream,
+    first: &mut Option<Bytes>,
+    more: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    let mut done = 0;
+    std::future::poll_fn(|cx| {
+        loop {
+            if first.as_ref().is_some_and(Bytes::is_empty) {
+                *first = None;
+            }
+            while done < more.len() && more[done].is_empty() {
+                done += 1;
+            }
+            if first.is_none() && done == more.len() {
+                more.clear();
+                return Poll::Ready(Ok(()));
+            }
+            let mut slices = [IoSlice::new(&[]); WRITE_BATCH];
+            let mut n = 0;
+            for b in first.iter().chain(&more[done..]).take(WRITE_BATCH) {
+                slices[n] = IoSlice::new(b);
+                n += 1;
+            }
+            let mut left = match Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            for b in first.iter_mut().chain(more[done..].iter_mut()) {
+                if left == 0 {
+                    break;
+                }
+                let take = left.min(b.len());
+                b.advance(take);
+                left -= take;
             }
         }
-        while first < bufs.len() && bufs[first].is_empty() {
-            first += 1;
-        }
-    }
-    bufs.clear();
-    Ok(())
+    })
+    .await
 }
 
 /// The connection's stream with the bytes already read from it put back in front.
