@@ -26,6 +26,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::HttpBody as _;
 use bytes::{Buf, Bytes};
 use futures::FutureExt;
 use http_body_util::BodyExt;
@@ -33,7 +34,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
@@ -115,9 +116,9 @@ pub async fn serve_with(
         let router = router.clone();
         let shutdown = shutdown.clone();
         let span = tracing::debug_span!("conn", id = next_conn, %peer);
+        let streams = tracker.clone();
         tracker.spawn(
             async move {
-                let _permit = permit;
                 let mut prefix = Bytes::new();
                 if !lean.is_empty() {
                     // The first bytes, within the header deadline (hyper's own deadline runs
@@ -133,7 +134,16 @@ pub async fn serve_with(
                     };
                     if let Some(req) = lean_request(&prefix, lean) {
                         drop(std::mem::take(&mut prefix));
-                        serve_lean(stream, req, router, handle).await;
+                        let kick = handle.kick.clone();
+                        // Boxed, so the handler's state is freed once it answers.
+                        let (head, body) = Box::pin(lean_response(req, router, handle)).await;
+                        // The stream is a task of its own, whose state is only what streaming
+                        // needs (a few hundred bytes), not this one's: the request, the router,
+                        // the first read, the header deadline (issue 11: RSS per idle stream).
+                        streams.spawn(
+                            lean_stream(stream, head, body, kick, permit)
+                                .instrument(tracing::Span::current()),
+                        );
                         return;
                     }
                 }
@@ -150,6 +160,7 @@ pub async fn serve_with(
                     shutdown,
                 ))
                 .await;
+                drop(permit);
             }
             .instrument(span),
         );
@@ -259,19 +270,16 @@ fn lean_request(head: &[u8], lean: &[&str]) -> Option<axum::http::Request<axum::
     builder.body(axum::body::Body::empty()).ok()
 }
 
-/// Serves one request on the lean path: the router's response, head then body, written by hand;
-/// then the connection closes. The kick token closes it at once, even mid-write.
-async fn serve_lean(
-    mut stream: TcpStream,
+/// The lean path's answer to `req`: the router's response head, written out with
+/// `Connection: close`, and its body.
+async fn lean_response(
     mut req: axum::http::Request<axum::body::Body>,
     mut router: Router,
     handle: ConnHandle,
-) {
-    let kick = handle.kick.clone();
+) -> (Bytes, axum::body::Body) {
     req.extensions_mut().insert(handle);
-    // Boxed, so the handler's state is freed once it answers instead of sizing this future.
-    let Ok(resp) = Box::pin(router.call(req)).await;
-    let (parts, mut body) = resp.into_parts();
+    let Ok(resp) = router.call(req).await;
+    let (parts, body) = resp.into_parts();
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(parts.status.as_str().as_bytes());
@@ -291,57 +299,89 @@ async fn serve_lean(
         head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
     }
     head.extend_from_slice(b"connection: close\r\n\r\n");
-    drop(parts);
-    drop(router);
-    // What to write next: the first frame, then any others that were ready with it. `more` is
-    // only allocated for a burst and given back after it, so an idle stream holds no buffer.
-    let mut first = Some(Bytes::from(head));
-    let mut more: Vec<Bytes> = Vec::new();
-    loop {
-        let write = write_frames(&mut stream, &mut first, &mut more);
-        let written = tokio::select! {
-            biased;
-            _ = kick.cancelled() => false,
-            r = write => r.is_ok(),
-        };
-        if !written {
-            return;
-        }
-        if more.capacity() > 0 {
-            more = Vec::new();
-        }
-        // Wait for the next frame, then take every other one that is ready: one wake-up and
-        // one `writev` for a burst.
-        let next = tokio::select! {
-            biased;
-            _ = kick.cancelled() => return,
-            f = body.frame() => f,
-            // The client leaving must end the stream now, not at the next keep-alive write
-            // (up to `keep_alive_secs` later): until then its subscription and buffers stay.
-            r = stream.readable() => {
-                if r.is_err() || client_left(&stream) {
-                    return;
-                }
-                continue;
+    (Bytes::from(head), body)
+}
+
+/// What [`lean_stream`] waits for between writes.
+enum Wake {
+    Frame(Option<Result<hyper::body::Frame<Bytes>, axum::Error>>),
+    Readable(std::io::Result<()>),
+}
+
+/// Writes a lean response — `head`, then the body's frames, several ready ones per `writev` —
+/// until the body ends, the client leaves or `kick` is cancelled (at once, even mid-write);
+/// then the connection closes and `permit` is returned.
+///
+/// Not an `async fn`: an async block uses its captures in place, where an `async fn` would
+/// keep its arguments twice in its state (rust-lang/rust#62958), and this state is what an idle
+/// stream costs.
+fn lean_stream(
+    mut stream: TcpStream,
+    head: Bytes,
+    mut body: axum::body::Body,
+    kick: CancellationToken,
+    permit: OwnedSemaphorePermit,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        // What to write next: the first frame, then any others that were ready with it. `more`
+        // is only allocated for a burst and given back after it, so an idle stream holds none.
+        let mut first = Some(head);
+        let mut more: Vec<Bytes> = Vec::new();
+        'stream: loop {
+            let written = tokio::select! {
+                biased;
+                _ = kick.cancelled() => false,
+                r = write_frames(&mut stream, &mut first, &mut more) => r.is_ok(),
+            };
+            if !written {
+                break;
             }
-        };
-        let Some(Ok(frame)) = next else {
-            break;
-        };
-        first = frame.into_data().ok();
-        while more.len() + 1 < WRITE_BATCH {
-            match body.frame().now_or_never() {
-                Some(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        more.push(data);
+            if more.capacity() > 0 {
+                more = Vec::new();
+            }
+            // Wait for the next frame, then take every other one that is ready: one wake-up and
+            // one `writev` for a burst. The client leaving must end the stream now, not at the
+            // next keep-alive write (up to `keep_alive_secs` later): until then its
+            // subscription and buffers stay. Readiness is polled, not awaited through a
+            // future, so waiting keeps no waiter entry in the connection's state.
+            let wake = tokio::select! {
+                biased;
+                _ = kick.cancelled() => break,
+                w = std::future::poll_fn(|cx| {
+                    if let Poll::Ready(f) = Pin::new(&mut body).poll_frame(cx) {
+                        return Poll::Ready(Wake::Frame(f));
                     }
+                    stream.poll_read_ready(cx).map(Wake::Readable)
+                }) => w,
+            };
+            let frame = match wake {
+                Wake::Readable(r) => {
+                    if r.is_err() || client_left(&stream) {
+                        break;
+                    }
+                    continue;
                 }
-                // Not ready, or the end: write what we have; the loop sees the end next.
-                _ => break,
+                Wake::Frame(Some(Ok(frame))) => frame,
+                Wake::Frame(_) => {
+                    let _ = stream.shutdown().await;
+                    break;
+                }
+            };
+            first = frame.into_data().ok();
+            while more.len() + 1 < WRITE_BATCH {
+                match body.frame().now_or_never() {
+                    Some(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            more.push(data);
+                        }
+                    }
+                    // Not ready, or the end: write what we have; the loop sees the end next.
+                    _ => continue 'stream,
+                }
             }
         }
+        drop(permit);
     }
-    let _ = stream.shutdown().await;
 }
 
 /// Reads (and drops) what a streaming client sent after its request; true at EOF or an error,
