@@ -120,8 +120,8 @@ struct QueueState {
     frames: VecDeque<Frame>,
     capacity: usize,
     waker: Option<Waker>,
-    /// The hub dropped its end (the subscriber was removed).
-    sender_gone: bool,
+    /// Set when the hub dropped its end, with why.
+    ended: Option<Ended>,
     /// The subscriber dropped its end.
     receiver_gone: bool,
     /// Id of the newest frame put in this queue (`EventId::ZERO` before the first): kept here,
@@ -136,7 +136,7 @@ fn queue(capacity: usize) -> (QueueTx, Queue) {
             frames: VecDeque::new(),
             capacity,
             waker: None,
-            sender_gone: false,
+            ended: None,
             receiver_gone: false,
             last_queued: EventId::ZERO,
         }),
@@ -180,17 +180,39 @@ impl QueueTx {
     }
 }
 
+impl QueueTx {
+    /// Ends the queue for `why` (the subscriber sees it at once: queued frames are dropped).
+    fn end(self, why: Ended) {
+        self.0.lock().ended = Some(why);
+    }
+}
+
 impl Drop for QueueTx {
     fn drop(&mut self) {
         let waker = {
             let mut st = self.0.lock();
-            st.sender_gone = true;
+            st.ended.get_or_insert(Ended::Removed);
             st.waker.take()
         };
         if let Some(w) = waker {
             w.wake();
         }
     }
+}
+
+/// Why a subscriber's queue ended ([`Queue::poll_next`]).
+///
+/// The queue itself says why, so a subscriber waiting for frames needs no other watch (a
+/// cancellation future each for the server's shutdown and its kick, registered and dropped on
+/// every wait: two locks each, one of them on the token every subscriber shares).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The hub removed the subscriber; every frame queued before was taken first.
+    Removed,
+    /// Cut off as a slow consumer (or because the feed lost its place): at once.
+    Kicked,
+    /// The server is draining ([`Hub::shutdown`]): at once.
+    Shutdown,
 }
 
 /// The queue had nothing to take.
@@ -210,9 +232,10 @@ impl std::fmt::Debug for Queue {
 }
 
 impl Queue {
-    /// The next frame, waiting for one. Cancel-safe: a frame is only taken when returned.
+    /// The next frame, waiting for one; `None` once the queue ended ([`Queue::poll_next`]).
+    /// Cancel-safe: a frame is only taken when returned.
     pub async fn recv(&mut self) -> Option<Frame> {
-        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+        std::future::poll_fn(|cx| self.poll_next(cx)).await.ok()
     }
 
     /// The next frame if one is queued.
@@ -221,13 +244,18 @@ impl Queue {
         Self::pop(&mut st).ok_or(Empty)
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+    /// The next frame, or why the queue ended: a kick or a shutdown at once, a removal once
+    /// the frames queued before it were taken.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Frame, Ended>> {
         let mut st = self.0.lock();
-        if let Some(frame) = Self::pop(&mut st) {
-            return Poll::Ready(Some(frame));
+        if let Some(why @ (Ended::Kicked | Ended::Shutdown)) = st.ended {
+            return Poll::Ready(Err(why));
         }
-        if st.sender_gone {
-            return Poll::Ready(None);
+        if let Some(frame) = Self::pop(&mut st) {
+            return Poll::Ready(Ok(frame));
+        }
+        if let Some(why) = st.ended {
+            return Poll::Ready(Err(why));
         }
         match &st.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
@@ -264,6 +292,8 @@ struct Sub {
 
 #[derive(Default)]
 struct Registry {
+    /// [`Hub::shutdown`] was called: new subscribers get an ended queue.
+    shut_down: bool,
     subs: HashMap<u64, Sub>,
     /// Subscribers whose patterns are all literal, by channel: no pattern matching needed.
     exact: HashMap<String, Vec<u64>>,
@@ -353,6 +383,15 @@ impl Hub {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = queue(capacity.max(1));
         let mut reg = self.write();
+        if reg.shut_down {
+            tx.end(Ended::Shutdown);
+            return Subscription {
+                id,
+                hub: self.clone(),
+                rx,
+                kick,
+            };
+        }
         match patterns.literals() {
             Some(names) => {
                 for name in names {
@@ -478,6 +517,7 @@ impl Hub {
                 tracing::info!(subscriber = id, "slow consumer: queue full, disconnecting");
                 metrics::counter!("ssepush_origin_slow_consumers_total").increment(1);
                 sub.kick.cancel();
+                sub.tx.end(Ended::Kicked);
             }
         }
         for id in gone {
@@ -489,12 +529,29 @@ impl Hub {
     /// Cuts every subscriber off (they resume from the log with `Last-Event-ID`). Used when the
     /// feed lost its place, so nobody silently misses an event.
     pub fn kick_all(&self) {
+        self.end_all(Ended::Kicked);
+    }
+
+    /// Ends every subscription with [`Ended::Shutdown`], and every later one at once: the
+    /// server is draining. Their connections stay open (each stream ends in its own way).
+    pub fn shutdown(&self) {
+        self.end_all(Ended::Shutdown);
+    }
+
+    fn end_all(&self, why: Ended) {
         let mut reg = self.write();
+        if why == Ended::Shutdown {
+            reg.shut_down = true;
+        }
         for (_, sub) in reg.subs.drain() {
-            sub.kick.cancel();
+            if why == Ended::Kicked {
+                sub.kick.cancel();
+            }
+            sub.tx.end(why);
         }
         reg.exact.clear();
         reg.wild.clear();
+        metrics::gauge!("ssepush_origin_subscribers").set(0.0);
     }
 }
 
@@ -669,6 +726,45 @@ mod tests {
             json,
             serde_json::json!({"id": "1-5", "channel": "a", "type": "message", "data": {"n": 1}, "time": 1})
         );
+    }
+
+    fn poll(sub: &mut Subscription) -> Poll<Result<u64, Ended>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        sub.rx.poll_next(&mut cx).map_ok(|f| f.id().seq)
+    }
+
+    #[test]
+    fn the_queue_says_why_it_ended() {
+        let hub = Hub::new();
+        let kick = CancellationToken::new();
+        let mut slow = hub.subscribe(pats(&["a"]), 1, kick.clone());
+        let mut other = hub.subscribe(pats(&["a"]), 8, CancellationToken::new());
+        hub.dispatch(&[ev(1, "a", serde_json::Value::Null)]);
+        hub.dispatch(&[ev(2, "a", serde_json::Value::Null)]);
+        // A kick ends the queue at once, queued frame or not, and cancels the token.
+        assert!(kick.is_cancelled());
+        assert_eq!(poll(&mut slow), Poll::Ready(Err(Ended::Kicked)));
+        assert_eq!(poll(&mut other), Poll::Ready(Ok(1)));
+        assert_eq!(poll(&mut other), Poll::Ready(Ok(2)));
+        assert_eq!(poll(&mut other), Poll::Pending);
+        // Shutdown ends every queue at once, and every later one.
+        hub.dispatch(&[ev(3, "a", serde_json::Value::Null)]);
+        hub.shutdown();
+        assert_eq!(poll(&mut other), Poll::Ready(Err(Ended::Shutdown)));
+        let mut late = hub.subscribe(pats(&["a"]), 8, CancellationToken::new());
+        assert_eq!(poll(&mut late), Poll::Ready(Err(Ended::Shutdown)));
+        assert!(hub.is_empty());
+    }
+
+    #[test]
+    fn a_removed_queue_gives_its_frames_first() {
+        let hub = Hub::new();
+        let mut sub = hub.subscribe(pats(&["a"]), 8, CancellationToken::new());
+        hub.dispatch(&[ev(1, "a", serde_json::Value::Null)]);
+        // What the hub does when it removes a subscriber: its end of the queue goes.
+        hub.write().remove(sub.id());
+        assert_eq!(poll(&mut sub), Poll::Ready(Ok(1)));
+        assert_eq!(poll(&mut sub), Poll::Ready(Err(Ended::Removed)));
     }
 
     #[test]

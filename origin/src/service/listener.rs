@@ -328,12 +328,22 @@ fn lean_stream(
         let mut first = Some(head);
         let mut more: Vec<Bytes> = Vec::new();
         'stream: loop {
-            let written = tokio::select! {
-                biased;
-                _ = kick.cancelled() => false,
-                r = write_frames(&mut stream, &mut first, &mut more) => r.is_ok(),
+            // Each step is polled once before the kick is watched: when it is ready at once (a
+            // writable socket, a queued frame) no waiter is registered on the kick token and
+            // removed again, two locks per step. A kick wakes the steps that wait.
+            let written = {
+                let write = write_frames(&mut stream, &mut first, &mut more);
+                tokio::pin!(write);
+                match futures::poll!(write.as_mut()) {
+                    Poll::Ready(r) => r.is_ok(),
+                    Poll::Pending => tokio::select! {
+                        biased;
+                        _ = kick.cancelled() => false,
+                        r = write => r.is_ok(),
+                    },
+                }
             };
-            if !written {
+            if !written || kick.is_cancelled() {
                 break;
             }
             if more.capacity() > 0 {
@@ -344,15 +354,25 @@ fn lean_stream(
             // next keep-alive write (up to `keep_alive_secs` later): until then its
             // subscription and buffers stay. Readiness is polled, not awaited through a
             // future, so waiting keeps no waiter entry in the connection's state.
-            let wake = tokio::select! {
-                biased;
-                _ = kick.cancelled() => break,
-                w = std::future::poll_fn(|cx| {
+            let wake = {
+                let wait = std::future::poll_fn(|cx| {
                     if let Poll::Ready(f) = Pin::new(&mut body).poll_frame(cx) {
                         return Poll::Ready(Wake::Frame(f));
                     }
                     stream.poll_read_ready(cx).map(Wake::Readable)
-                }) => w,
+                });
+                tokio::pin!(wait);
+                match futures::poll!(wait.as_mut()) {
+                    Poll::Ready(w) => Some(w),
+                    Poll::Pending => tokio::select! {
+                        biased;
+                        _ = kick.cancelled() => None,
+                        w = wait => Some(w),
+                    },
+                }
+            };
+            let Some(wake) = wake else {
+                break;
             };
             let frame = match wake {
                 Wake::Readable(r) => {
