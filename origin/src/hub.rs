@@ -122,6 +122,10 @@ struct QueueState {
     waker: Option<Waker>,
     /// Set when the hub dropped its end, with why.
     ended: Option<Ended>,
+    /// The subscriber wants keep-alive pings ([`Queue::want_pings`]).
+    pings: bool,
+    /// A keep-alive period passed ([`Hub::ping`]) since the subscriber last took a ping.
+    ping_due: bool,
     /// The subscriber dropped its end.
     receiver_gone: bool,
     /// Id of the newest frame put in this queue (`EventId::ZERO` before the first): kept here,
@@ -137,6 +141,8 @@ fn queue(capacity: usize) -> (QueueTx, Queue) {
             capacity,
             waker: None,
             ended: None,
+            pings: false,
+            ping_due: false,
             receiver_gone: false,
             last_queued: EventId::ZERO,
         }),
@@ -181,6 +187,21 @@ impl QueueTx {
 }
 
 impl QueueTx {
+    /// Marks a keep-alive period on a queue that wants pings, waking its subscriber.
+    fn ping(&self) {
+        let waker = {
+            let mut st = self.0.lock();
+            if !st.pings || st.ping_due {
+                return;
+            }
+            st.ping_due = true;
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
     /// Ends the queue for `why` (the subscriber sees it at once: queued frames are dropped).
     fn end(self, why: Ended) {
         self.0.lock().ended = Some(why);
@@ -198,6 +219,15 @@ impl Drop for QueueTx {
             w.wake();
         }
     }
+}
+
+/// What a subscriber's queue gives ([`Queue::poll_next`]).
+#[derive(Debug, Clone)]
+pub enum Next {
+    Frame(Frame),
+    /// A keep-alive period passed with nothing queued (only for a queue that
+    /// [wants pings](Queue::want_pings)).
+    Ping,
 }
 
 /// Why a subscriber's queue ended ([`Queue::poll_next`]).
@@ -235,7 +265,24 @@ impl Queue {
     /// The next frame, waiting for one; `None` once the queue ended ([`Queue::poll_next`]).
     /// Cancel-safe: a frame is only taken when returned.
     pub async fn recv(&mut self) -> Option<Frame> {
-        std::future::poll_fn(|cx| self.poll_next(cx)).await.ok()
+        std::future::poll_fn(|cx| {
+            loop {
+                return match self.poll_next(cx) {
+                    Poll::Ready(Ok(Next::Frame(f))) => Poll::Ready(Some(f)),
+                    Poll::Ready(Ok(Next::Ping)) => continue,
+                    Poll::Ready(Err(_)) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+        })
+        .await
+    }
+
+    /// From now on, [`poll_next`](Queue::poll_next) also gives a [`Next::Ping`] when a
+    /// keep-alive period ([`Hub::ping`]) passed and no frame is queued: the stream's keep-alive,
+    /// without a timer or a waiter of its own.
+    pub fn want_pings(&mut self) {
+        self.0.lock().pings = true;
     }
 
     /// The next frame if one is queued.
@@ -244,18 +291,24 @@ impl Queue {
         Self::pop(&mut st).ok_or(Empty)
     }
 
-    /// The next frame, or why the queue ended: a kick or a shutdown at once, a removal once
-    /// the frames queued before it were taken.
-    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Frame, Ended>> {
+    /// The next frame (or a due ping), or why the queue ended: a kick or a shutdown at once,
+    /// a removal once the frames queued before it were taken.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Next, Ended>> {
         let mut st = self.0.lock();
         if let Some(why @ (Ended::Kicked | Ended::Shutdown)) = st.ended {
             return Poll::Ready(Err(why));
         }
         if let Some(frame) = Self::pop(&mut st) {
-            return Poll::Ready(Ok(frame));
+            // A frame is traffic enough for this period.
+            st.ping_due = false;
+            return Poll::Ready(Ok(Next::Frame(frame)));
         }
         if let Some(why) = st.ended {
             return Poll::Ready(Err(why));
+        }
+        if st.ping_due {
+            st.ping_due = false;
+            return Poll::Ready(Ok(Next::Ping));
         }
         match &st.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
@@ -526,6 +579,14 @@ impl Hub {
         metrics::gauge!("ssepush_origin_subscribers").set(reg.subs.len() as f64);
     }
 
+    /// A keep-alive period passed: every queue that wants pings gives one when next empty.
+    pub fn ping(&self) {
+        let reg = self.read();
+        for sub in reg.subs.values() {
+            sub.tx.ping();
+        }
+    }
+
     /// Cuts every subscriber off (they resume from the log with `Last-Event-ID`). Used when the
     /// feed lost its place, so nobody silently misses an event.
     pub fn kick_all(&self) {
@@ -552,6 +613,20 @@ impl Hub {
         reg.exact.clear();
         reg.wild.clear();
         metrics::gauge!("ssepush_origin_subscribers").set(0.0);
+    }
+}
+
+/// Pings every subscriber that wants it ([`Hub::ping`]) every `period` until `shutdown`: one
+/// timer for the process instead of one per stream (a boxed timer entry and an interval in
+/// every idle SSE connection's state, issue 11).
+pub async fn run_keep_alive(hub: Arc<Hub>, period: Duration, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => hub.ping(),
+        }
     }
 }
 
@@ -730,7 +805,29 @@ mod tests {
 
     fn poll(sub: &mut Subscription) -> Poll<Result<u64, Ended>> {
         let mut cx = Context::from_waker(Waker::noop());
-        sub.rx.poll_next(&mut cx).map_ok(|f| f.id().seq)
+        sub.rx.poll_next(&mut cx).map_ok(|n| match n {
+            Next::Frame(f) => f.id().seq,
+            Next::Ping => 0,
+        })
+    }
+
+    #[test]
+    fn pings_go_to_idle_queues_that_want_them() {
+        let hub = Hub::new();
+        let mut pinged = hub.subscribe(pats(&["a"]), 8, CancellationToken::new());
+        pinged.rx.want_pings();
+        let mut plain = hub.subscribe(pats(&["a"]), 8, CancellationToken::new());
+        hub.ping();
+        hub.ping();
+        assert_eq!(poll(&mut pinged), Poll::Ready(Ok(0)), "a ping");
+        assert_eq!(poll(&mut pinged), Poll::Pending, "one per period");
+        assert_eq!(poll(&mut plain), Poll::Pending, "not asked for");
+        // Frames come before a ping, and stand for it.
+        hub.ping();
+        hub.dispatch(&[ev(1, "a", serde_json::Value::Null)]);
+        assert_eq!(poll(&mut pinged), Poll::Ready(Ok(1)));
+        assert_eq!(poll(&mut pinged), Poll::Pending);
+        assert_eq!(poll(&mut plain), Poll::Ready(Ok(1)));
     }
 
     #[test]

@@ -9,7 +9,6 @@ pub mod auth;
 pub mod conditional;
 pub mod console;
 pub mod datasets;
-pub mod keep_alive;
 pub mod latest;
 pub mod metrics;
 pub mod openapi;
@@ -191,6 +190,11 @@ pub async fn run_with_stores(
         });
     }
     let feed = tokio::spawn(hub::run_feed(log.clone(), hub.clone(), token.clone()));
+    tokio::spawn(hub::run_keep_alive(
+        hub.clone(),
+        settings.keep_alive(),
+        token.clone(),
+    ));
     let sweeper = tokio::spawn(sweep_retention(log.clone(), token.clone()));
     let hooks = webhooks::start(&settings, webhook_store, &log, &hub, &token);
     let state = AppState {
@@ -202,7 +206,6 @@ pub async fn run_with_stores(
         auth: Arc::new(auth),
         webhooks: hooks.as_ref().map(|(svc, _)| svc.clone()),
         datasets,
-        keep_alive: keep_alive::KeepAlive::start(settings.keep_alive(), token.clone()),
     };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, store = %crate::service::redact::redact_url(&settings.store), "origin listening");

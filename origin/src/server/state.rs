@@ -6,7 +6,6 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::OriginAuth;
-use super::keep_alive::KeepAlive;
 use crate::datasets::DatasetStore;
 use crate::event::EventId;
 use crate::event::{NewEvent, SharedEvent};
@@ -34,8 +33,6 @@ pub struct AppState {
     pub webhooks: Option<Arc<WebhookService>>,
     /// Data sync: the versioned key/value datasets (see [`crate::datasets`]).
     pub datasets: Arc<dyn DatasetStore>,
-    /// The SSE streams' one keep-alive clock (`keep_alive_secs`).
-    pub keep_alive: KeepAlive,
 }
 
 /// Refuses client events on channels only the origin writes.

@@ -54,7 +54,7 @@ use super::state::AppState;
 use crate::channel::PatternSet;
 use crate::event::{EventId, ResetCause, SharedEvent};
 use crate::filter::{Filter, Verdict};
-use crate::hub::{self, Ended, Frame, Hub, SwitchPoint};
+use crate::hub::{self, Ended, Frame, Hub, Next, SwitchPoint};
 use crate::store::{EventLog, LogError, ReadResult, Resume, resume_point};
 
 /// Events read from the log per history step while catching up.
@@ -89,6 +89,9 @@ pub enum Item {
     },
     /// An event, from history or live.
     Event(Frame),
+    /// A keep-alive period passed with nothing to send; only for a subscriber that asked
+    /// ([`Subscriber::keep_alive`]).
+    KeepAlive,
 }
 
 /// Why a subscription ended.
@@ -358,6 +361,13 @@ impl Subscriber {
         }
     }
 
+    /// From now on [`next`](Self::next) also yields [`Item::KeepAlive`] when a keep-alive
+    /// period passed while live with nothing to send (the hub's one clock,
+    /// [`hub::run_keep_alive`]).
+    pub fn keep_alive(&mut self) {
+        self.sub.rx.want_pings();
+    }
+
     /// History is done (or there was none): what comes now is live.
     pub fn is_live(&self) -> bool {
         self.history.is_none() && self.reset.is_none()
@@ -422,7 +432,8 @@ impl Subscriber {
         loop {
             let frame = std::future::poll_fn(|cx| self.sub.rx.poll_next(cx)).await;
             let f = match frame {
-                Ok(f) => f,
+                Ok(Next::Frame(f)) => f,
+                Ok(Next::Ping) => return Ok(Item::KeepAlive),
                 Err(Ended::Kicked) => return Err(End::Kicked),
                 Err(Ended::Shutdown) => return Err(End::Shutdown),
                 Err(Ended::Removed) => return Err(End::Closed),
