@@ -320,6 +320,7 @@ enum Wake {
 /// Not an `async fn`: an async block uses its captures in place, where an `async fn` would
 /// keep its arguments twice in its state (rust-lang/rust#62958), and this state is what an idle
 /// stream costs.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
 fn lean_stream(
     mut stream: TcpStream,
     head: Bytes,
