@@ -455,3 +455,53 @@ async fn the_lean_path_and_the_hyper_path_both_serve_sse() {
     assert!(text.contains("content-length: "), "{text}");
     origin.stop().await;
 }
+
+/// A reader that stops reading is cut off once its queue fills (a slow consumer), whatever the
+/// socket's buffers hold, and the publisher never waits for it.
+#[tokio::test]
+async fn a_reader_that_stops_reading_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let settings = Settings {
+        subscriber_queue: 16,
+        ..crate::support::memory_settings()
+    };
+    let origin = TestOrigin::start(settings).await;
+    let mut slow = tokio::net::TcpStream::connect(origin.addr).await.unwrap();
+    slow.write_all(b"GET /v1/sse?channel=big HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The stream is open (its head arrived) before anything is published.
+    let mut buf = vec![0u8; 1 << 16];
+    let n = slow.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+    // 400 events of 64 KiB: far more than the loopback socket's buffers and the queue hold.
+    let pad = "x".repeat(64 * 1024);
+    let published = tokio::time::timeout(Duration::from_secs(60), async {
+        for _ in 0..400 {
+            origin
+                .client
+                .publish_one("big", None, json!({ "pad": pad }))
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    assert!(published.is_ok(), "a publisher waited for a slow reader");
+    // Whatever was buffered, then the end: the origin closed the connection.
+    let mut received = n;
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(k) => received += k,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the slow reader was never cut off");
+    assert!(
+        received < 400 * pad.len(),
+        "it was cut off before it got everything ({received} bytes)"
+    );
+    origin.stop().await;
+}

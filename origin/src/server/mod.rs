@@ -181,7 +181,20 @@ pub async fn run_with_stores(
         }
     };
     let hub = Hub::new();
+    {
+        // Live subscribers learn of the drain from their queues (see `Hub::shutdown`).
+        let (hub, token) = (hub.clone(), token.clone());
+        tokio::spawn(async move {
+            token.cancelled().await;
+            hub.shutdown();
+        });
+    }
     let feed = tokio::spawn(hub::run_feed(log.clone(), hub.clone(), token.clone()));
+    tokio::spawn(hub::run_keep_alive(
+        hub.clone(),
+        settings.keep_alive(),
+        token.clone(),
+    ));
     let sweeper = tokio::spawn(sweep_retention(log.clone(), token.clone()));
     let hooks = webhooks::start(&settings, webhook_store, &log, &hub, &token);
     let state = AppState {

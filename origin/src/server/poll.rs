@@ -165,6 +165,8 @@ pub async fn collect(
             None => break,
             Some(Ok(Item::Event(frame))) => out.events.push(frame),
             Some(Ok(Item::Reset { oldest, cause, .. })) => out.reset = Some((cause, oldest)),
+            // Not asked for by long-poll; nothing to answer.
+            Some(Ok(Item::KeepAlive)) => {}
             Some(Err(End::Store(e))) if out.events.is_empty() => return Err(e),
             Some(Err(End::FilterBudget)) => {
                 out.filter_over_budget = true;

@@ -88,12 +88,14 @@ pub async fn sse(
     let params = request(query.as_deref(), &headers)?;
     access.check_read(&params.patterns)?;
     let kick = conn.map_or_else(CancellationToken::new, |c| c.kick.clone());
-    let settings = st.settings.clone();
+    let retry_ms = st.settings.retry_ms;
     let start = params.cursor.map_or(Start::Now, Start::After);
     // Opening reads the first history batch before the response starts, so a store failure is
     // a 503 the client can see rather than a stream that ends for no visible reason.
     let mut sub =
         Subscriber::open(&st, params.patterns.clone(), params.filter, start, kick).await?;
+    // Keep-alive comments come from the hub's one clock, through the subscription.
+    sub.keep_alive();
     tracing::debug!(subscriber = sub.id(), patterns = ?params.patterns, resume = ?params.cursor, "sse stream opened");
 
     // A fresh stream starts at the head: tell the client, so a reconnect before the first event
@@ -101,44 +103,39 @@ pub async fn sse(
     let head = (start == Start::Now).then(|| sse::encode_id(sub.position()));
     let body = async_stream::stream! {
         let _gauge = StreamGauge::new();
-        let retry = sse::encode_retry(settings.retry_ms);
-        yield Ok::<Bytes, std::convert::Infallible>(retry.clone());
+        yield Ok::<Bytes, std::convert::Infallible>(sse::encode_retry(retry_ms));
         if let Some(head) = head {
             yield Ok(head);
         }
-        let period = settings.keep_alive();
-        // The engine comes first in the select, so a comment only goes out while nothing else
-        // is ready: never in the middle of a history replay that is flowing.
-        let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // A keep-alive comment only goes out while live with nothing else to send: never in
+        // the middle of a history replay that is flowing (the subscription gives it, from the
+        // hub's one clock: no timer per stream).
         loop {
-            tokio::select! {
-                biased;
-                item = sub.next() => match item {
-                    Ok(Item::Reset { requested, oldest, cause, resume_from }) => {
-                        let reset = sse::encode_reset(requested, oldest, cause);
-                        match resume_from {
-                            Some(id) => yield Ok([reset, sse::encode_id(id)].concat().into()),
-                            None => yield Ok(reset),
-                        }
+            match sub.next().await {
+                Ok(Item::Reset { requested, oldest, cause, resume_from }) => {
+                    let reset = sse::encode_reset(requested, oldest, cause);
+                    match resume_from {
+                        Some(id) => yield Ok([reset, sse::encode_id(id)].concat().into()),
+                        None => yield Ok(reset),
                     }
-                    Ok(Item::Event(frame)) => yield Ok(frame.sse().clone()),
-                    Err(End::Shutdown) => {
-                        yield Ok(retry.clone());
-                        yield Ok(sse::encode_comment("server shutting down; reconnect with Last-Event-ID"));
-                        break;
-                    }
-                    Err(End::Kicked) | Err(End::Closed) => break,
-                    Err(End::Store(e)) => {
-                        tracing::warn!(error = %e, "history read failed mid-stream; client will resume");
-                        yield Ok(retry.clone());
-                        break;
-                    }
-                    Err(End::FilterBudget) => {
-                        yield Ok(sse::encode_error("filter_budget", FILTER_BUDGET_MESSAGE));
-                        break;
-                    }
-                },
-                _ = keep_alive.tick() => yield Ok(sse::encode_comment("keep-alive")),
+                }
+                Ok(Item::Event(frame)) => yield Ok(frame.sse().clone()),
+                Ok(Item::KeepAlive) => yield Ok(Bytes::from_static(b": keep-alive\n\n")),
+                Err(End::Shutdown) => {
+                    yield Ok(sse::encode_retry(retry_ms));
+                    yield Ok(sse::encode_comment("server shutting down; reconnect with Last-Event-ID"));
+                    break;
+                }
+                Err(End::Kicked) | Err(End::Closed) => break,
+                Err(End::Store(e)) => {
+                    tracing::warn!(error = %e, "history read failed mid-stream; client will resume");
+                    yield Ok(sse::encode_retry(retry_ms));
+                    break;
+                }
+                Err(End::FilterBudget) => {
+                    yield Ok(sse::encode_error("filter_budget", FILTER_BUDGET_MESSAGE));
+                    break;
+                }
             }
         }
         tracing::debug!(subscriber = sub.id(), "sse stream closed");

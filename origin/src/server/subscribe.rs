@@ -54,7 +54,7 @@ use super::state::AppState;
 use crate::channel::PatternSet;
 use crate::event::{EventId, ResetCause, SharedEvent};
 use crate::filter::{Filter, Verdict};
-use crate::hub::{self, Frame, Hub, SwitchPoint};
+use crate::hub::{self, Ended, Frame, Hub, Next, SwitchPoint};
 use crate::store::{EventLog, LogError, ReadResult, Resume, resume_point};
 
 /// Events read from the log per history step while catching up.
@@ -89,6 +89,9 @@ pub enum Item {
     },
     /// An event, from history or live.
     Event(Frame),
+    /// A keep-alive period passed with nothing to send; only for a subscriber that asked
+    /// ([`Subscriber::keep_alive`]).
+    KeepAlive,
 }
 
 /// Why a subscription ended.
@@ -246,8 +249,8 @@ pub struct Subscriber {
     log: Arc<dyn EventLog>,
     patterns: PatternSet,
     plan: Arc<Mutex<Plan>>,
+    /// Watched while reading history; live, the hub's queue says when the server drains.
     shutdown: CancellationToken,
-    kick: CancellationToken,
     watermark: EventId,
     position: EventId,
     history: Option<History>,
@@ -291,7 +294,7 @@ impl Subscriber {
         kick: CancellationToken,
     ) -> Result<Self, LogError> {
         // Register FIRST: from here on the hub queues every matching event it dispatches.
-        let sub = hub.subscribe(patterns.clone(), queue, kick.clone());
+        let sub = hub.subscribe(patterns.clone(), queue, kick);
         let watermark = log.last_id().await?;
         let mut s = Subscriber {
             sub,
@@ -300,7 +303,6 @@ impl Subscriber {
             patterns,
             plan: Arc::new(Mutex::new(Plan::new(filter))),
             shutdown,
-            kick,
             watermark,
             position: watermark,
             history: None,
@@ -359,6 +361,13 @@ impl Subscriber {
         }
     }
 
+    /// From now on [`next`](Self::next) also yields [`Item::KeepAlive`] when a keep-alive
+    /// period passed while live with nothing to send (the hub's one clock,
+    /// [`hub::run_keep_alive`]).
+    pub fn keep_alive(&mut self) {
+        self.sub.rx.want_pings();
+    }
+
     /// History is done (or there was none): what comes now is live.
     pub fn is_live(&self) -> bool {
         self.history.is_none() && self.reset.is_none()
@@ -374,7 +383,7 @@ impl Subscriber {
     /// The next item. Cancel-safe: dropping the future loses nothing, so it can sit in a
     /// `select!` or under a timeout.
     pub async fn next(&mut self) -> Result<Item, End> {
-        if self.shutdown.is_cancelled() {
+        if !self.is_live() && self.shutdown.is_cancelled() {
             return Err(End::Shutdown);
         }
         if let Some(reset) = self.reset.take() {
@@ -417,29 +426,37 @@ impl Subscriber {
             }
             *h = History::new(batch);
         }
+        // Live: the queue alone is waited on; it also says when the hub kicked this subscriber
+        // or the server began to drain (`Hub::shutdown`), so no cancellation future is
+        // registered per wait (at saturation, several waits per delivery).
         loop {
-            tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => return Err(End::Shutdown),
-                _ = self.kick.cancelled() => return Err(End::Kicked),
-                frame = self.sub.rx.recv() => match frame {
-                    Some(f) if f.id() > self.watermark => {
-                        self.position = f.id();
-                        let filter = {
-                            let mut plan = lock(&self.plan);
-                            let filter = plan.filter_for(f.id()).cloned();
-                            plan.judged = f.id();
-                            plan.prune(f.id());
-                            filter
-                        };
-                        if judge(filter.as_ref(), &f)? {
-                            return Ok(Item::Event(f));
-                        }
-                    }
-                    // Already covered by history.
-                    Some(_) => {}
-                    None => return Err(End::Closed),
-                },
+            let frame = std::future::poll_fn(|cx| self.sub.rx.poll_next(cx)).await;
+            let f = match frame {
+                Ok(Next::Frame(f)) => f,
+                Ok(Next::Ping) => return Ok(Item::KeepAlive),
+                Err(Ended::Kicked) => return Err(End::Kicked),
+                Err(Ended::Shutdown) => return Err(End::Shutdown),
+                Err(Ended::Removed) => return Err(End::Closed),
+            };
+            if f.id() <= self.watermark {
+                // Already covered by history.
+                continue;
+            }
+            self.position = f.id();
+            let filter = {
+                let mut plan = lock(&self.plan);
+                if plan.versions.len() == 1 && plan.versions[0].1.is_none() {
+                    // No filter, and no change pending: nothing to judge or prune.
+                    plan.judged = f.id();
+                    return Ok(Item::Event(f));
+                }
+                let filter = plan.filter_for(f.id()).cloned();
+                plan.judged = f.id();
+                plan.prune(f.id());
+                filter
+            };
+            if judge(filter.as_ref(), &f)? {
+                return Ok(Item::Event(f));
             }
         }
     }

@@ -17,6 +17,11 @@
 //! `writev` — with `Connection: close` (the body ends when the connection does; RFC 9112 §6.3).
 //! Anything else (another path, a partial head, a body, a WebSocket upgrade) is handed to
 //! hyper together with the bytes already read, and is served exactly as before.
+//!
+//! Once the handler answered, the stream is handed to a task of its own (`lean_stream`):
+//! what an idle stream costs is that task's state (the socket, the body, the kick token, the
+//! permit, and the wait), not the accept task's (the first read and its deadline, the request,
+//! the router) — 1,664 bytes per connection before (issue 11).
 
 use std::convert::Infallible;
 use std::io::IoSlice;
@@ -26,6 +31,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::HttpBody as _;
 use bytes::{Buf, Bytes};
 use futures::FutureExt;
 use http_body_util::BodyExt;
@@ -33,7 +39,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
@@ -115,9 +121,9 @@ pub async fn serve_with(
         let router = router.clone();
         let shutdown = shutdown.clone();
         let span = tracing::debug_span!("conn", id = next_conn, %peer);
+        let streams = tracker.clone();
         tracker.spawn(
             async move {
-                let _permit = permit;
                 let mut prefix = Bytes::new();
                 if !lean.is_empty() {
                     // The first bytes, within the header deadline (hyper's own deadline runs
@@ -133,7 +139,16 @@ pub async fn serve_with(
                     };
                     if let Some(req) = lean_request(&prefix, lean) {
                         drop(std::mem::take(&mut prefix));
-                        serve_lean(stream, req, router, handle).await;
+                        let kick = handle.kick.clone();
+                        // Boxed, so the handler's state is freed once it answers.
+                        let (head, body) = Box::pin(lean_response(req, router, handle)).await;
+                        // The stream is a task of its own, whose state is only what streaming
+                        // needs (a few hundred bytes), not this one's: the request, the router,
+                        // the first read, the header deadline (issue 11: RSS per idle stream).
+                        streams.spawn(
+                            lean_stream(stream, head, body, kick, permit)
+                                .instrument(tracing::Span::current()),
+                        );
                         return;
                     }
                 }
@@ -150,6 +165,7 @@ pub async fn serve_with(
                     shutdown,
                 ))
                 .await;
+                drop(permit);
             }
             .instrument(span),
         );
@@ -259,19 +275,16 @@ fn lean_request(head: &[u8], lean: &[&str]) -> Option<axum::http::Request<axum::
     builder.body(axum::body::Body::empty()).ok()
 }
 
-/// Serves one request on the lean path: the router's response, head then body, written by hand;
-/// then the connection closes. The kick token closes it at once, even mid-write.
-async fn serve_lean(
-    mut stream: TcpStream,
+/// The lean path's answer to `req`: the router's response head, written out with
+/// `Connection: close`, and its body.
+async fn lean_response(
     mut req: axum::http::Request<axum::body::Body>,
     mut router: Router,
     handle: ConnHandle,
-) {
-    let kick = handle.kick.clone();
+) -> (Bytes, axum::body::Body) {
     req.extensions_mut().insert(handle);
-    // Boxed, so the handler's state is freed once it answers instead of sizing this future.
-    let Ok(resp) = Box::pin(router.call(req)).await;
-    let (parts, mut body) = resp.into_parts();
+    let Ok(resp) = router.call(req).await;
+    let (parts, body) = resp.into_parts();
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(parts.status.as_str().as_bytes());
@@ -291,55 +304,110 @@ async fn serve_lean(
         head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
     }
     head.extend_from_slice(b"connection: close\r\n\r\n");
-    drop(parts);
-    let mut batch: Vec<Bytes> = vec![Bytes::from(head)];
-    loop {
-        let write = write_all_vectored(&mut stream, &mut batch);
-        let written = tokio::select! {
-            biased;
-            _ = kick.cancelled() => false,
-            r = write => r.is_ok(),
-        };
-        if !written {
-            return;
-        }
-        // Wait for the next frame, then take every other one that is ready: one wake-up and
-        // one `writev` for a burst.
-        let next = tokio::select! {
-            biased;
-            _ = kick.cancelled() => return,
-            f = body.frame() => f,
-            // The client leaving must end the stream now, not at the next keep-alive write
-            // (up to `keep_alive_secs` later): until then its subscription and buffers stay.
-            r = stream.readable() => {
-                if r.is_err() || client_left(&stream) {
-                    return;
+    (Bytes::from(head), body)
+}
+
+/// What [`lean_stream`] waits for between writes.
+enum Wake {
+    Frame(Option<Result<hyper::body::Frame<Bytes>, axum::Error>>),
+    Readable(std::io::Result<()>),
+}
+
+/// Writes a lean response — `head`, then the body's frames, several ready ones per `writev` —
+/// until the body ends, the client leaves or `kick` is cancelled (at once, even mid-write);
+/// then the connection closes and `permit` is returned.
+///
+/// Not an `async fn`: an async block uses its captures in place, where an `async fn` would
+/// keep its arguments twice in its state (rust-lang/rust#62958), and this state is what an idle
+/// stream costs.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn lean_stream(
+    mut stream: TcpStream,
+    head: Bytes,
+    mut body: axum::body::Body,
+    kick: CancellationToken,
+    permit: OwnedSemaphorePermit,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        // What to write next: the first frame, then any others that were ready with it. `more`
+        // is only allocated for a burst and given back after it, so an idle stream holds none.
+        let mut first = Some(head);
+        let mut more: Vec<Bytes> = Vec::new();
+        'stream: loop {
+            // Each step is polled once before the kick is watched: when it is ready at once (a
+            // writable socket, a queued frame) no waiter is registered on the kick token and
+            // removed again, two locks per step. A kick wakes the steps that wait.
+            let written = {
+                let write = write_frames(&mut stream, &mut first, &mut more);
+                tokio::pin!(write);
+                match futures::poll!(write.as_mut()) {
+                    Poll::Ready(r) => r.is_ok(),
+                    Poll::Pending => tokio::select! {
+                        biased;
+                        _ = kick.cancelled() => false,
+                        r = write => r.is_ok(),
+                    },
                 }
-                continue;
+            };
+            if !written || kick.is_cancelled() {
+                break;
             }
-        };
-        let Some(Ok(frame)) = next else {
-            break;
-        };
-        if let Ok(data) = frame.into_data() {
-            batch.push(data);
-        }
-        while batch.len() < WRITE_BATCH {
-            match body.frame().now_or_never() {
-                Some(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        batch.push(data);
+            if more.capacity() > 0 {
+                more = Vec::new();
+            }
+            // Wait for the next frame, then take every other one that is ready: one wake-up and
+            // one `writev` for a burst. The client leaving must end the stream now, not at the
+            // next keep-alive write (up to `keep_alive_secs` later): until then its
+            // subscription and buffers stay. Readiness is polled, not awaited through a
+            // future, so waiting keeps no waiter entry in the connection's state.
+            let wake = {
+                let wait = std::future::poll_fn(|cx| {
+                    if let Poll::Ready(f) = Pin::new(&mut body).poll_frame(cx) {
+                        return Poll::Ready(Wake::Frame(f));
                     }
+                    stream.poll_read_ready(cx).map(Wake::Readable)
+                });
+                tokio::pin!(wait);
+                match futures::poll!(wait.as_mut()) {
+                    Poll::Ready(w) => Some(w),
+                    Poll::Pending => tokio::select! {
+                        biased;
+                        _ = kick.cancelled() => None,
+                        w = wait => Some(w),
+                    },
                 }
-                // Not ready, or the end: write what we have; the loop sees the end next.
-                _ => break,
+            };
+            let Some(wake) = wake else {
+                break;
+            };
+            let frame = match wake {
+                Wake::Readable(r) => {
+                    if r.is_err() || client_left(&stream) {
+                        break;
+                    }
+                    continue;
+                }
+                Wake::Frame(Some(Ok(frame))) => frame,
+                Wake::Frame(_) => {
+                    let _ = stream.shutdown().await;
+                    break;
+                }
+            };
+            first = frame.into_data().ok();
+            while more.len() + 1 < WRITE_BATCH {
+                match body.frame().now_or_never() {
+                    Some(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            more.push(data);
+                        }
+                    }
+                    // Not ready, or the end: write what we have; the loop sees the end next.
+                    _ => continue 'stream,
+                }
             }
         }
-        if batch.capacity() > WRITE_BATCH * 2 {
-            batch.shrink_to(WRITE_BATCH);
-        }
+        drop(permit);
     }
-    let _ = stream.shutdown().await;
 }
 
 /// Reads (and drops) what a streaming client sent after its request; true at EOF or an error,
@@ -353,37 +421,51 @@ fn client_left(stream: &TcpStream) -> bool {
     }
 }
 
-/// Writes every buffer in `bufs` (and empties it), several per `writev`.
-async fn write_all_vectored(stream: &mut TcpStream, bufs: &mut Vec<Bytes>) -> std::io::Result<()> {
-    let mut first = 0;
-    while first < bufs.len() {
-        let n = {
-            let slices: Vec<IoSlice<'_>> = bufs[first..]
-                .iter()
-                .take(WRITE_BATCH)
-                .map(|b| IoSlice::new(b))
-                .collect();
-            stream.write_vectored(&slices).await?
-        };
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let mut left = n;
-        while left > 0 {
-            let b = &mut bufs[first];
-            let take = left.min(b.len());
-            b.advance(take);
-            left -= take;
-            if b.is_empty() {
-                first += 1;
+/// Writes `first`, then every buffer in `more`, several per `writev`; both are empty after.
+/// The slices for each `writev` live on the stack of one poll, not in the connection's state.
+async fn write_frames(
+    stream: &mut TcpStream,
+    first: &mut Option<Bytes>,
+    more: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    let mut done = 0;
+    std::future::poll_fn(|cx| {
+        loop {
+            if first.as_ref().is_some_and(Bytes::is_empty) {
+                *first = None;
+            }
+            while done < more.len() && more[done].is_empty() {
+                done += 1;
+            }
+            if first.is_none() && done == more.len() {
+                more.clear();
+                return Poll::Ready(Ok(()));
+            }
+            let mut slices = [IoSlice::new(&[]); WRITE_BATCH];
+            let mut n = 0;
+            for b in first.iter().chain(&more[done..]).take(WRITE_BATCH) {
+                slices[n] = IoSlice::new(b);
+                n += 1;
+            }
+            let mut left = match Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            for b in first.iter_mut().chain(more[done..].iter_mut()) {
+                if left == 0 {
+                    break;
+                }
+                let take = left.min(b.len());
+                b.advance(take);
+                left -= take;
             }
         }
-        while first < bufs.len() && bufs[first].is_empty() {
-            first += 1;
-        }
-    }
-    bufs.clear();
-    Ok(())
+    })
+    .await
 }
 
 /// The connection's stream with the bytes already read from it put back in front.

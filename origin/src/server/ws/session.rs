@@ -426,6 +426,8 @@ async fn pump(
         };
         let msg = match item {
             Ok(Item::Event(frame)) => event_frame(&sub_json, frame.json()),
+            // Not asked for: the socket's writer pings on its own.
+            Ok(Item::KeepAlive) => continue,
             Ok(Item::Reset {
                 requested,
                 oldest,
