@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use indexmap::IndexSet;
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 use tokio_util::sync::CancellationToken;
@@ -349,9 +350,11 @@ struct Registry {
     shut_down: bool,
     subs: HashMap<u64, Sub>,
     /// Subscribers whose patterns are all literal, by channel: no pattern matching needed.
-    exact: HashMap<String, Vec<u64>>,
+    /// Sets, not lists: a subscriber leaves in O(1) (with a list, closing N subscribers of one
+    /// channel scanned it N times under the write lock), and they iterate like a list.
+    exact: HashMap<String, IndexSet<u64>>,
     /// Subscribers with at least one wildcard pattern.
-    wild: Vec<u64>,
+    wild: IndexSet<u64>,
 }
 
 impl Registry {
@@ -361,14 +364,16 @@ impl Registry {
             Some(names) => {
                 for name in names {
                     if let Some(ids) = self.exact.get_mut(name) {
-                        ids.retain(|x| *x != id);
+                        ids.swap_remove(&id);
                         if ids.is_empty() {
                             self.exact.remove(name);
                         }
                     }
                 }
             }
-            None => self.wild.retain(|x| *x != id),
+            None => {
+                self.wild.swap_remove(&id);
+            }
         }
         Some(sub)
     }
@@ -448,10 +453,12 @@ impl Hub {
         match patterns.literals() {
             Some(names) => {
                 for name in names {
-                    reg.exact.entry(name.to_owned()).or_default().push(id);
+                    reg.exact.entry(name.to_owned()).or_default().insert(id);
                 }
             }
-            None => reg.wild.push(id),
+            None => {
+                reg.wild.insert(id);
+            }
         }
         reg.subs.insert(
             id,
@@ -525,12 +532,12 @@ impl Hub {
             for event in events {
                 let delivered_before = delivered;
                 let frame = Frame::new(event.clone());
-                let exact = reg.exact.get(event.channel.as_str()).map(Vec::as_slice);
+                let exact = reg.exact.get(event.channel.as_str());
                 // Literal subscribers are listed under the channel itself: no matching needed
                 // (and none of `literals()`'s allocation per delivery).
                 let candidates = exact
-                    .unwrap_or(&[])
-                    .iter()
+                    .into_iter()
+                    .flatten()
                     .map(|id| (id, false))
                     .chain(reg.wild.iter().map(|id| (id, true)));
                 for (id, wild) in candidates {
