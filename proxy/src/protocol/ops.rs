@@ -13,7 +13,8 @@ pub struct Readiness {
     /// Handoffs held by the store (ready only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoffs: Option<usize>,
-    /// Upstream watchers (distinct streams) open on this node (ready only).
+    /// Upstream watchers (distinct streams) open on this node, those lingering after their last
+    /// handoff (`upstream.idle_linger_secs`) included (ready only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watchers: Option<usize>,
     /// Why the store is unavailable.
