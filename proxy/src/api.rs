@@ -200,7 +200,7 @@ async fn create(
         )
         .retry_after(NODE_FULL_RETRY_AFTER_SECS)
     };
-    if node.live_count() >= node.settings.max_handoffs {
+    if node.unfinished_count() >= node.settings.max_handoffs {
         return Err(node_full(StoreError::Full(node.settings.max_handoffs)));
     }
     let id = new_id();

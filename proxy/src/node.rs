@@ -12,6 +12,7 @@
 //! `keep_finished_secs`) — the store does not hold a second copy of every sleeping handoff.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,9 @@ pub struct Node {
     pub store: Arc<dyn HandoffStore>,
     /// The live handoffs, found by id: a set of pointers (issue 11: 8 bytes an entry).
     live: RwLock<HashSet<ById>>,
+    /// How many of [`live`](Self::live) had ended (expired, failed) at the sweeper's last pass:
+    /// they stay readable until forgotten but hold no place of `max_handoffs`.
+    ended: AtomicUsize,
     /// When each live handoff is next due ([`crate::scheduler`]).
     pub handoffs: Arc<Handoffs>,
     /// One copy of each stream's spec for all its handoffs.
@@ -153,6 +157,7 @@ impl Node {
             push_policy,
             buckets,
             live: RwLock::new(HashSet::new()),
+            ended: AtomicUsize::new(0),
             handoffs: Handoffs::new(Instant::now()),
             streams: Default::default(),
             auth,
@@ -338,8 +343,21 @@ impl Node {
         self.live.write().unwrap().remove(id);
     }
 
-    /// How many live handoffs this node holds (expired and failed ones until they are
-    /// forgotten, too; handed-back ones leave at once).
+    /// The handoffs that hold a place of `max_handoffs`: the live ones that have not ended.
+    /// Ended ones still in the map are counted by the sweeper once a second, so this may
+    /// trail by what ended or was forgotten within that second.
+    pub fn unfinished_count(&self) -> usize {
+        self.live_count()
+            .saturating_sub(self.ended.load(Ordering::Relaxed))
+    }
+
+    /// Records how many handoffs in the live map have ended (the sweeper's pass).
+    pub fn set_ended_count(&self, n: usize) {
+        self.ended.store(n, Ordering::Relaxed);
+    }
+
+    /// How many handoffs this node holds in its live map (expired and failed ones until they
+    /// are forgotten, too; handed-back ones leave at once).
     pub fn live_count(&self) -> usize {
         self.live.read().unwrap().len()
     }

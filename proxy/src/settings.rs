@@ -60,8 +60,10 @@ pub struct Settings {
     pub header_read_timeout_secs: u64,
     /// Seconds a client has to send a whole request body (408 after). Default 10.
     pub body_read_timeout_secs: u64,
-    /// Most live handoffs on this node; creation beyond is a 503. Handed-back handoffs do not
-    /// count (expired and failed ones do, until the sweeper forgets them). Default 1,000,000.
+    /// Most live handoffs on this node; creation beyond is a 503. Ended handoffs do not count:
+    /// handed-back ones leave at once, expired and failed ones stay readable until forgotten
+    /// (`keep_finished_secs`) but are left out of the count at the sweeper's next pass (each
+    /// second). Default 1,000,000.
     pub max_handoffs: usize,
     /// Events buffered per handoff; older ones are dropped and reported as a gap. Default 256.
     pub buffer_events: usize,

@@ -22,11 +22,18 @@ pub async fn sweep(node: Arc<Node>) {
             _ = tick.tick() => {}
         }
         let now = Instant::now();
+        let mut ended = 0;
         for h in node.all_live() {
             if h.expire_if_due(now) {
                 node.teardown(&h).await;
             }
+            if h.state().is_terminal() {
+                ended += 1;
+            }
         }
+        // Ended handoffs stay readable until forgotten, but no longer hold a place of
+        // `max_handoffs` (short ttls would otherwise fill the node for `keep_finished_secs`).
+        node.set_ended_count(ended);
         // The store answers at most a batch per call: keep asking (up to a bound per tick, so
         // one tick cannot run away) or sustained churn above a batch a second would pile up
         // finished records faster than they are forgotten.

@@ -764,3 +764,48 @@ async fn churn_past_max_handoffs_never_fills_the_node() {
     proxy.stop().await;
     origin.stop().await;
 }
+
+/// Expired handoffs stay readable (status, `/events`) until forgotten, but no longer hold a
+/// place of `max_handoffs`: with short ttls a node filled with expired handoffs and answered
+/// `503 node_full` for `keep_finished_secs` (found by a tester from outside).
+#[tokio::test]
+async fn expired_handoffs_free_their_place_and_stay_readable() {
+    let origin = TestOrigin::start(memory_settings()).await;
+    let mut settings = proxy_settings(&[&origin.url]);
+    settings.max_handoffs = 2;
+    let proxy = TestProxy::start(settings, Recorder::new()).await;
+    let url = format!("{}/v1/sse?channel=ttl.a", origin.url);
+    let mut expiring = Vec::new();
+    for device in 800..802 {
+        let mut body = handoff_body(&url, None, device);
+        body["ttlSec"] = json!(1);
+        expiring.push(proxy.create(&body).await);
+    }
+    let (status, body) = proxy.create_raw(&handoff_body(&url, None, 810)).await;
+    assert_eq!(status, 503, "{body}");
+    for h in &expiring {
+        eventually(WITHIN, "expired", || async {
+            proxy.status(h).await["state"] == "expired"
+        })
+        .await;
+    }
+    // The sweeper's next pass counts them as ended: creation goes through again.
+    eventually(WITHIN, "a place freed by the expired handoffs", || async {
+        proxy.create_raw(&handoff_body(&url, None, 811)).await.0 == 201
+    })
+    .await;
+    // The sweeper counts once a second: it may have counted one of the two when 811 came.
+    eventually(WITHIN, "a second place", || async {
+        proxy.create_raw(&handoff_body(&url, None, 812)).await.0 == 201
+    })
+    .await;
+    // Two live, unended handoffs: the node is full again.
+    let (status, body) = proxy.create_raw(&handoff_body(&url, None, 813)).await;
+    assert_eq!(status, 503, "{body}");
+    // The expired ones still answer, from the node.
+    let events = proxy.events(&expiring[0], None).await;
+    assert!(events["events"].as_array().is_some(), "{events}");
+    assert_eq!(proxy.status(&expiring[1]).await["state"], "expired");
+    proxy.stop().await;
+    origin.stop().await;
+}
