@@ -487,7 +487,10 @@ async fn device_run_on_three_proxies_loses_nothing_when_one_is_killed() {
         .args(["--gateway", &fleet.gateway.url])
         // FCM phones: the test reads each wake's sender and epoch back from the gateway.
         .args(["--devices", "30", "--platform", "android", "--cycles", "3"])
-        .args(["--awake", "1s", "--asleep", "8s"])
+        // Asleep long enough that the killed node's phones are still asleep well after its
+        // lease (3 s) ran out and its handoffs were claimed: the run must see wakes sent by the
+        // new owners (with 8 s, a run whose publisher happened to be slow saw none).
+        .args(["--awake", "1s", "--asleep", "12s"])
         .kill_on_drop(true)
         .output();
     let run = tokio::spawn(run);
