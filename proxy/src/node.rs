@@ -270,15 +270,22 @@ impl Node {
         if !h.release_locally() {
             return;
         }
-        let mut live = self.live.write().unwrap();
-        if live
-            .get(&*h.id)
-            .is_some_and(|current| std::ptr::eq(Arc::as_ptr(&current.0), h))
-        {
-            live.remove(&*h.id);
-            drop(live);
+        if self.remove_if_current(h) {
             self.upstreams.leave(&h.spec.stream, &h.id);
         }
+    }
+
+    /// Takes `h` out of the live map if the entry under its id is `h` itself (not a newer live
+    /// handoff of the same id); whether it did.
+    fn remove_if_current(&self, h: &LiveHandoff) -> bool {
+        let mut live = self.live.write().unwrap();
+        let current = live
+            .get(&*h.id)
+            .is_some_and(|current| std::ptr::eq(Arc::as_ptr(&current.0), h));
+        if current {
+            live.remove(&*h.id);
+        }
+        current
     }
 
     /// The end of a handoff that reached a terminal state (handed back, expired, failed): it
@@ -302,13 +309,7 @@ impl Node {
         // with ended handoffs for `keep_finished_secs`. Expired and failed ones stay until the
         // sweeper forgets them: a phone may still check in and read what they buffered.
         if stored && h.state() == crate::handoff::State::Closed {
-            let mut live = self.live.write().unwrap();
-            if live
-                .get(&*h.id)
-                .is_some_and(|current| std::ptr::eq(Arc::as_ptr(&current.0), h))
-            {
-                live.remove(&*h.id);
-            }
+            self.remove_if_current(h);
         }
     }
 
